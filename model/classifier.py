@@ -1,0 +1,94 @@
+"""The classifier: a bundle on a device, batched preprocessing, one inference path with AMP flags."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from model.bundle import ModelBundle
+from model.device import autocast_dtype, precision_name, resolve_device
+from model.images import to_rgb_array
+from model.preprocess import Preprocessor
+from model.sources import load_model_source
+
+
+@dataclass(frozen=True)
+class Prediction:
+    index: int
+    label: str
+    prob: float
+
+
+ImageLike = np.ndarray | Image.Image
+
+
+class Classifier:
+    """Serves one bundle. Not thread-safe: one thread (the inference worker) owns an instance."""
+
+    def __init__(self, bundle: ModelBundle, device: str = "auto", precision: str = "auto",
+                 compile: bool = False) -> None:
+        self.bundle = bundle
+        self.device = resolve_device(device)
+        self.amp_dtype = autocast_dtype(precision, self.device)
+        self.precision = precision_name(self.amp_dtype)
+        self.preprocessor = Preprocessor(bundle.preprocess, self.device)
+        net = bundle.build().to(self.device, memory_format=torch.channels_last)
+        self.network: torch.nn.Module = torch.compile(net) if compile else net
+        self.compiled = compile
+
+    @classmethod
+    def from_source(cls, source: str | os.PathLike[str], *, device: str = "auto", precision: str = "auto",
+                    compile: bool = False) -> Classifier:
+        return cls(load_model_source(source), device=device, precision=precision, compile=compile)
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.bundle.class_names
+
+    def probabilities(self, images: Sequence[ImageLike]) -> torch.Tensor:
+        """Softmax probabilities, N×C float32 on the CPU."""
+        arrays = [img if isinstance(img, np.ndarray) and img.dtype == np.uint8 and img.ndim == 3
+                  and img.shape[-1] == 3 else to_rgb_array(img) for img in images]
+        with torch.inference_mode():
+            batch = self.preprocessor(arrays)
+            return self.forward(batch)
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        """Preprocessed batch on the device -> probabilities on the CPU."""
+        with torch.inference_mode(), torch.autocast(
+            device_type=self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
+        ):
+            logits = self.network(batch)
+        return torch.softmax(logits.float(), dim=1).cpu()
+
+    def predict(self, images: Sequence[ImageLike], topk: int = 5) -> list[list[Prediction]]:
+        if not images:
+            return []
+        return self.top(self.probabilities(images), topk)
+
+    def top(self, probs: torch.Tensor, topk: int) -> list[list[Prediction]]:
+        k = max(1, min(topk, probs.shape[1]))
+        values, indices = probs.topk(k, dim=1)
+        names = self.class_names
+        return [
+            [Prediction(int(i), names[int(i)], float(v)) for v, i in zip(vals.tolist(), idx.tolist(), strict=True)]
+            for vals, idx in zip(values, indices, strict=True)
+        ]
+
+    def warmup(self, batch_size: int = 1, iterations: int = 2) -> None:
+        """Run dummy batches so cuDNN autotuning / compilation happens before the first real frame."""
+        size = self.bundle.preprocess.resize
+        dummy = [np.zeros((size, size, 3), dtype=np.uint8)] * batch_size
+        for _ in range(iterations):
+            self.probabilities(dummy)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def describe(self) -> dict[str, object]:
+        return {"arch": self.bundle.arch, "classes": self.bundle.num_classes, "device": str(self.device),
+                "precision": self.precision, "compiled": self.compiled}

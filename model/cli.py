@@ -1,0 +1,90 @@
+"""`sightline predict` and `sightline info`: the tutorial's first steps, batched and safe on bad input."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from model.bundle import ModelBundle
+from model.classifier import Classifier
+from model.errors import ImageLoadError
+from model.images import load_image
+from model.sources import load_model_source
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="top-k classes for image files",
+                       description="Classify images in batches and print the top-k classes of each.")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any format PIL reads)")
+    add_model_arguments(p)
+    p.add_argument("--topk", type=int, default=5, help="classes to show per image (default 5)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
+    p.add_argument("--json", action="store_true", help="print a JSON list instead of text")
+    p.set_defaults(func=cmd_predict)
+
+    i = sub.add_parser("info", help="describe a model or bundle",
+                       description="Print a model's architecture, classes, preprocessing and provenance.")
+    i.add_argument("model", metavar="MODEL", help="'imagenet', a Sightline bundle or a torchvision .pth")
+    i.add_argument("--json", action="store_true", help="print JSON")
+    i.set_defaults(func=cmd_info)
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="imagenet",
+                   help="'imagenet' (torchvision ResNet18 weights), a Sightline bundle, or a .pth state dict")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
+                   help="auto: fp16 autocast on CUDA, fp32 on the CPU")
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    if args.topk < 1:
+        raise SystemExit("error: --topk must be at least 1")
+    classifier = Classifier.from_source(args.model, device=args.device, precision=args.precision)
+    results: list[dict] = []
+    failures = 0
+    paths = list(args.images)
+    for start in range(0, len(paths), max(1, args.batch_size)):
+        chunk, arrays = [], []
+        for path in paths[start:start + args.batch_size]:
+            try:
+                arrays.append(load_image(path))
+                chunk.append(path)
+            except ImageLoadError as exc:
+                failures += 1
+                print(f"error: {exc}", file=sys.stderr)
+        if not arrays:
+            continue
+        for path, top in zip(chunk, classifier.predict(arrays, args.topk), strict=True):
+            results.append({"image": path,
+                            "top": [{"index": p.index, "label": p.label, "prob": round(p.prob, 6)} for p in top]})
+            if not args.json:
+                print(path)
+                for p in top:
+                    print(f"  {100 * p.prob:6.2f}%  {p.label} ({p.index})")
+    if args.json:
+        json.dump(results, sys.stdout, indent=2)
+        print()
+    return 1 if failures else 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    bundle: ModelBundle = load_model_source(args.model)
+    info = bundle.describe()
+    info["source"] = args.model if args.model == "imagenet" else str(Path(args.model))
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    pre = info["preprocess"]
+    names = info["class_names"]
+    shown = ", ".join(names[:10]) + (f", ... ({len(names) - 10} more)" if len(names) > 10 else "")
+    print(f"source:        {info['source']}")
+    print(f"architecture:  {info['arch']}  ({info['parameters']:,} parameters)")
+    print(f"classes:       {info['num_classes']}: {shown}")
+    print(f"preprocessing: shorter side {pre['resize']} (bilinear, antialiased), centre crop {pre['crop']}, "
+          f"mean {pre['mean']}, std {pre['std']}")
+    for key, value in info["provenance"].items():
+        print(f"{key + ':':15}{value}")
+    return 0

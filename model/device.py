@@ -1,0 +1,55 @@
+"""Device and precision choice, shared by serving and training so both read flags the same way."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from model.errors import DeviceError
+
+Precision = Literal["auto", "fp32", "fp16", "bf16"]
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when present; an explicit device that is not here is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise DeviceError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from exc
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            built = torch.version.cuda or "no CUDA"
+            raise DeviceError(
+                f"device {name!r} requested but CUDA is not available (torch {torch.__version__} built with "
+                f"{built}; no GPU or driver found). Use --device cpu, or install a torch build matching your driver"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise DeviceError(f"device {name!r} requested but only {torch.cuda.device_count()} GPU(s) are visible")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError("device 'mps' requested but MPS is not available")
+    return device
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device``, or None for plain fp32."""
+    if precision not in PRECISIONS:
+        raise DeviceError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return torch.float16 if device.type == "cuda" else None
+    if precision == "fp32":
+        return None
+    if precision == "fp16":
+        if device.type != "cuda":
+            raise DeviceError("fp16 needs a CUDA device; on the CPU use bf16 or fp32")
+        return torch.float16
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise DeviceError("bf16 is not supported on this GPU; use fp16")
+    return torch.bfloat16
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    return {None: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]
