@@ -9,6 +9,6 @@ from model.sources import IMAGENET, imagenet_cache_path, load_model_source
 
 __all__ = [
     "IMAGENET", "Classifier", "ConfigError", "DeviceError", "ImageLoadError", "ModelBundle", "ModelLoadError",
-    "Prediction", "PreprocessSpec", "Preprocessor", "SightlineError", "imagenet_cache_path", "load_checkpoint",
-    "load_image", "load_model_source", "to_rgb_array",
+    "Prediction", "PreprocessSpec", "Preprocessor", "SightlineError", "imagenet_cache_path",
+    "load_checkpoint", "load_image", "load_model_source", "to_rgb_array",
 ]

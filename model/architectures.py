@@ -34,6 +34,6 @@ def fc_width(arch: str, state_dict: dict[str, torch.Tensor]) -> int:
     if arch not in _BUILDERS:
         raise ModelLoadError(f"unknown architecture {arch!r}; supported: {', '.join(ARCHITECTURES)}")
     weight = state_dict.get("fc.weight")
-    if weight is None or weight.ndim != 2:
+    if not isinstance(weight, torch.Tensor) or weight.ndim != 2:
         raise ModelLoadError(f"checkpoint has no 2-D 'fc.weight' tensor, so it is not a {arch} state dict")
     return int(weight.shape[0])

@@ -34,7 +34,9 @@ class PreprocessSpec:
 
     def __post_init__(self) -> None:
         if not (0 < self.crop <= self.resize):
-            raise ValueError(f"preprocessing needs 0 < crop <= resize, got crop={self.crop} resize={self.resize}")
+            raise ValueError(
+                f"preprocessing needs 0 < crop <= resize, got crop={self.crop} resize={self.resize}"
+            )
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ValueError("preprocessing mean and std need three values each, std > 0")
 
@@ -65,7 +67,8 @@ class ModelBundle:
         width = fc_width(self.arch, self.state_dict)
         if width != len(self.class_names):
             raise ModelLoadError(
-                f"checkpoint's classifier has {width} outputs but {len(self.class_names)} class names were given"
+                f"checkpoint's classifier has {width} outputs but {len(self.class_names)} class names "
+                f"were given"
             )
 
     @property
@@ -78,8 +81,8 @@ class ModelBundle:
         try:
             net.load_state_dict(self.state_dict)
         except RuntimeError as exc:
-            first = str(exc).strip().splitlines()
-            raise ModelLoadError(f"weights do not fit {self.arch}: {' '.join(first[:2])}") from exc
+            first = " ".join(str(exc).strip().splitlines()[:2])
+            raise ModelLoadError(f"weights do not fit {self.arch}: {first[:400]}") from exc
         return net.eval()
 
     def to_dict(self) -> dict[str, Any]:
@@ -103,8 +106,8 @@ class ModelBundle:
         return path
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], origin: str = "bundle") -> ModelBundle:
-        if data.get("format") != FORMAT:
+    def from_dict(cls, data: Any, origin: str = "bundle") -> ModelBundle:
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ModelLoadError(f"{origin}: not a Sightline bundle (no '{FORMAT}' format tag)")
         version = data.get("format_version")
         if version != FORMAT_VERSION:
@@ -122,6 +125,8 @@ class ModelBundle:
             )
         except KeyError as exc:
             raise ModelLoadError(f"{origin}: bundle is missing the field {exc.args[0]!r}") from exc
+        except (TypeError, ValueError) as exc:
+            raise ModelLoadError(f"{origin}: malformed bundle ({exc})") from exc
         except ModelLoadError as exc:
             raise ModelLoadError(f"{origin}: {exc}") from exc
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,6 +13,7 @@ from PIL import Image
 
 from model.bundle import ModelBundle
 from model.device import autocast_dtype, precision_name, resolve_device
+from model.errors import DeviceError, ImageLoadError
 from model.images import to_rgb_array
 from model.preprocess import Preprocessor
 from model.sources import load_model_source
@@ -54,20 +56,26 @@ class Classifier:
         """Softmax probabilities, N×C float32 on the CPU."""
         arrays = [img if isinstance(img, np.ndarray) and img.dtype == np.uint8 and img.ndim == 3
                   and img.shape[-1] == 3 else to_rgb_array(img) for img in images]
-        with torch.inference_mode():
+        with torch.inference_mode(), self._out_of_memory_advice(len(arrays)):
             batch = self.preprocessor(arrays)
             return self.forward(batch)
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        """Preprocessed batch on the device -> probabilities on the CPU."""
-        with torch.inference_mode(), torch.autocast(
-            device_type=self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
-        ):
+        """Preprocessed N×3×H×W batch on the device -> probabilities on the CPU."""
+        if batch.ndim != 4 or batch.shape[1] != 3:
+            hint = " (add a batch dimension: batch[None])" if batch.ndim == 3 else ""
+            raise ImageLoadError(
+                f"expected a preprocessed N×3×H×W batch, got shape {tuple(batch.shape)}{hint}; "
+                f"predict() and probabilities() take raw H×W×3 images and preprocess them"
+            )
+        amp = torch.autocast(device_type=self.device.type, dtype=self.amp_dtype or torch.float32,
+                             enabled=self.amp_dtype is not None)
+        with torch.inference_mode(), self._out_of_memory_advice(batch.shape[0]), amp:
             logits = self.network(batch)
         return torch.softmax(logits.float(), dim=1).cpu()
 
     def predict(self, images: Sequence[ImageLike], topk: int = 5) -> list[list[Prediction]]:
-        if not images:
+        if len(images) == 0:
             return []
         return self.top(self.probabilities(images), topk)
 
@@ -76,7 +84,8 @@ class Classifier:
         values, indices = probs.topk(k, dim=1)
         names = self.class_names
         return [
-            [Prediction(int(i), names[int(i)], float(v)) for v, i in zip(vals.tolist(), idx.tolist(), strict=True)]
+            [Prediction(int(i), names[int(i)], float(v))
+             for v, i in zip(vals.tolist(), idx.tolist(), strict=True)]
             for vals, idx in zip(values, indices, strict=True)
         ]
 
@@ -92,3 +101,16 @@ class Classifier:
     def describe(self) -> dict[str, object]:
         return {"arch": self.bundle.arch, "classes": self.bundle.num_classes, "device": str(self.device),
                 "precision": self.precision, "compiled": self.compiled}
+
+    @contextmanager
+    def _out_of_memory_advice(self, batch_size: int) -> Iterator[None]:
+        """Turn a GPU out-of-memory failure into advice; the classifier stays usable for smaller batches."""
+        try:
+            yield
+        except torch.cuda.OutOfMemoryError as exc:
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            raise DeviceError(
+                f"out of memory on {self.device} for a batch of {batch_size} image(s) at {self.precision}: "
+                f"use a smaller batch (--batch-size), fp16/bf16 precision, or free the device"
+            ) from exc

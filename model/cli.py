@@ -19,8 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Classify images in batches and print the top-k classes of each.")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any format PIL reads)")
     add_model_arguments(p)
-    p.add_argument("--topk", type=int, default=5, help="classes to show per image (default 5)")
-    p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
+    p.add_argument("--topk", type=positive_int, default=5, help="classes to show per image (default 5)")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="images per forward pass (default 16)")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of text")
     p.set_defaults(func=cmd_predict)
 
@@ -29,6 +29,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.add_argument("model", metavar="MODEL", help="'imagenet', a Sightline bundle or a torchvision .pth")
     i.add_argument("--json", action="store_true", help="print JSON")
     i.set_defaults(func=cmd_info)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
@@ -40,13 +50,11 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    if args.topk < 1:
-        raise SystemExit("error: --topk must be at least 1")
     classifier = Classifier.from_source(args.model, device=args.device, precision=args.precision)
     results: list[dict] = []
     failures = 0
     paths = list(args.images)
-    for start in range(0, len(paths), max(1, args.batch_size)):
+    for start in range(0, len(paths), args.batch_size):
         chunk, arrays = [], []
         for path in paths[start:start + args.batch_size]:
             try:
@@ -58,8 +66,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if not arrays:
             continue
         for path, top in zip(chunk, classifier.predict(arrays, args.topk), strict=True):
-            results.append({"image": path,
-                            "top": [{"index": p.index, "label": p.label, "prob": round(p.prob, 6)} for p in top]})
+            results.append({"image": path, "top": [
+                {"index": p.index, "label": p.label, "prob": round(p.prob, 6)} for p in top]})
             if not args.json:
                 print(path)
                 for p in top:
@@ -80,11 +88,13 @@ def cmd_info(args: argparse.Namespace) -> int:
     pre = info["preprocess"]
     names = info["class_names"]
     shown = ", ".join(names[:10]) + (f", ... ({len(names) - 10} more)" if len(names) > 10 else "")
-    print(f"source:        {info['source']}")
+    print(f"model:         {info['source']}")
     print(f"architecture:  {info['arch']}  ({info['parameters']:,} parameters)")
     print(f"classes:       {info['num_classes']}: {shown}")
     print(f"preprocessing: shorter side {pre['resize']} (bilinear, antialiased), centre crop {pre['crop']}, "
           f"mean {pre['mean']}, std {pre['std']}")
-    for key, value in info["provenance"].items():
-        print(f"{key + ':':15}{value}")
+    if info["provenance"]:
+        print("provenance:")
+        for key, value in info["provenance"].items():
+            print(f"  {key + ':':13}{value}")
     return 0

@@ -12,26 +12,53 @@ Precision = Literal["auto", "fp32", "fp16", "bf16"]
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
 def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when present; an explicit device that is not here is a clear error."""
+    """``auto`` picks CUDA when present; an explicit device that is not here is a clear error.
+
+    A CUDA device is also tried with one tiny kernel, so a torch build that does not match the GPU
+    or driver fails here with advice instead of in the middle of the first batch.
+    """
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise DeviceError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from exc
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        try:
+            device = torch.device(name)
+        except RuntimeError as exc:
+            raise DeviceError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from exc
+    if device.type not in DEVICE_TYPES:
+        raise DeviceError(f"unsupported device {name!r} (use auto, cpu, cuda or cuda:N)")
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            built = torch.version.cuda or "no CUDA"
+            built = f"CUDA {torch.version.cuda}" if torch.version.cuda else "no CUDA (a CPU-only build)"
             raise DeviceError(
                 f"device {name!r} requested but CUDA is not available (torch {torch.__version__} built with "
-                f"{built}; no GPU or driver found). Use --device cpu, or install a torch build matching your driver"
+                f"{built}; no GPU or driver found). Use --device cpu, or install a torch build matching "
+                f"your driver"
             )
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise DeviceError(f"device {name!r} requested but only {torch.cuda.device_count()} GPU(s) are visible")
+            raise DeviceError(
+                f"device {name!r} requested but only {torch.cuda.device_count()} GPU(s) are visible"
+            )
+        _probe_cuda(device)
     elif device.type == "mps" and not torch.backends.mps.is_available():
         raise DeviceError("device 'mps' requested but MPS is not available")
     return device
+
+
+def _probe_cuda(device: torch.device) -> None:
+    try:
+        torch.ones(1, device=device).add_(1).item()
+    except RuntimeError as exc:  # "no kernel image is available", driver too old, device busy...
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        archs = " ".join(torch.cuda.get_arch_list()) or "none"
+        raise DeviceError(
+            f"CUDA device {device} is visible but unusable with torch {torch.__version__} (built for CUDA "
+            f"{torch.version.cuda}, GPU architectures {archs}): {reason}. "
+            f"Install a torch build that supports this GPU and driver, or use --device cpu"
+        ) from exc
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:

@@ -12,11 +12,11 @@ class ModelLoadError(SightlineError):
 
 
 class ImageLoadError(SightlineError):
-    """An image file is missing, unreadable, or not an image."""
+    """An image file is missing, unreadable or not an image; or an array is not an image of a usable shape."""
 
 
 class DeviceError(SightlineError):
-    """The requested device or precision is not available here."""
+    """The requested device or precision is not available here, or a batch does not fit in its memory."""
 
 
 class ConfigError(SightlineError):

@@ -27,7 +27,9 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 if img.width * img.height > MAX_PIXELS:
-                    raise ImageLoadError(f"{path}: {img.width}x{img.height} is larger than {MAX_PIXELS} pixels")
+                    raise ImageLoadError(
+                        f"{path}: {img.width}x{img.height} is larger than {MAX_PIXELS} pixels"
+                    )
                 img.load()
                 return to_rgb_array(img)
     except UnidentifiedImageError as exc:
@@ -39,7 +41,7 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
 
 
 def to_rgb_array(image: Image.Image | np.ndarray) -> np.ndarray:
-    """Grayscale, alpha, palette, 16-bit, float and CMYK inputs become 8-bit RGB; anything else is an error."""
+    """Grayscale, alpha, palette, 16-bit, float and CMYK inputs become 8-bit RGB; others are errors."""
     if isinstance(image, np.ndarray):
         return _array_to_rgb(image)
     mode = image.mode

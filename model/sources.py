@@ -40,7 +40,10 @@ def load_imagenet(download: bool = True) -> ModelBundle:
     """ResNet18 IMAGENET1K_V1 through torchvision's Weights API, from torch's cache or downloaded into it."""
     path = imagenet_cache_path()
     if path.exists():
-        state_dict = load_checkpoint(path)
+        try:
+            state_dict = load_checkpoint(path)
+        except ModelLoadError as exc:
+            raise ModelLoadError(f"{exc}; delete it to download it again") from exc
     elif not download:
         raise _offline_error(path, "downloads are disabled")
     else:
@@ -74,7 +77,9 @@ def load_model_source(source: str | os.PathLike[str], *, arch: str = "resnet18",
     path = Path(source)
     data = load_checkpoint(path)
     if not isinstance(data, dict):
-        raise ModelLoadError(f"{path}: expected a state dict or a Sightline bundle, found {type(data).__name__}")
+        raise ModelLoadError(
+            f"{path}: expected a state dict or a Sightline bundle, found {type(data).__name__}"
+        )
     if data.get("format") == FORMAT:
         return ModelBundle.from_dict(data, origin=str(path))
     if "format" in data or "format_version" in data:
@@ -84,17 +89,21 @@ def load_model_source(source: str | os.PathLike[str], *, arch: str = "resnet18",
 
 
 def _from_state_dict(path: Path, data: dict, arch: str) -> ModelBundle:
-    """A torchvision-format state dict: 1000 outputs are ImageNet's classes, other widths get numbered names."""
+    """A torchvision-format state dict: 1000 outputs are ImageNet's classes, other widths numbered names."""
     state_dict = data.get("state_dict", data) if isinstance(data.get("state_dict"), dict) else data
     if not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise ModelLoadError(f"{path}: not a state dict (values are not all tensors)")
+    if state_dict and all(k.startswith("module.") for k in state_dict):
+        # saved from a DataParallel/DistributedDataParallel wrapper
+        state_dict = {k[len("module."):]: v for k, v in state_dict.items()}
     weight = state_dict.get("fc.weight")
     if weight is None:
         raise ModelLoadError(f"{path}: no 'fc.weight' in the state dict; is this a {arch} checkpoint?")
     width = int(weight.shape[0])
     classes = imagenet_classes() if width == len(imagenet_classes()) else [f"class_{i}" for i in range(width)]
     try:
-        return ModelBundle(arch=arch, class_names=classes, state_dict=state_dict, preprocess=imagenet_preprocess(),
+        return ModelBundle(arch=arch, class_names=classes, state_dict=state_dict,
+                           preprocess=imagenet_preprocess(),
                            provenance={"source": "state_dict", "file": path.name})
     except ModelLoadError as exc:
         raise ModelLoadError(f"{path}: {exc}") from exc

@@ -38,13 +38,14 @@ def dotted(loc: tuple[Any, ...]) -> str:
 def format_validation_error(exc: ValidationError, origin: str) -> str:
     lines = []
     for err in exc.errors():
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and ("function-" in p or p.startswith("tagged"))))
+        loc = tuple(p for p in err["loc"]
+                    if not (isinstance(p, str) and ("function-" in p or p.startswith("tagged"))))
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling)"
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
-        lines.append(f"{origin}: {dotted(loc)}: {msg}")
+        lines.append(f"{origin}: {dotted(loc)}: {msg}" if loc else f"{origin}: {msg}")
     return "\n".join(lines)
 
 
