@@ -1,0 +1,188 @@
+"""`sightline run` configuration: pydantic models (validated, strict) plus checks that need the disk."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator, model_validator
+
+from model.errors import ConfigError
+from model.yamlconfig import StrictModel, load_yaml, validate
+
+NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "srt", "udp", "tcp")
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class ModelConfig(StrictModel):
+    source: str = Field("imagenet", description="'imagenet', a Sightline bundle or a torchvision .pth")
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    topk: int = Field(5, ge=1, le=100)
+    compile: bool = Field(False, description="torch.compile the network (slower start, faster steady state)")
+
+
+class BatchingConfig(StrictModel):
+    max_batch: int = Field(32, ge=1, le=1024)
+    max_wait_ms: float = Field(10.0, ge=0, le=10_000)
+
+
+class SmoothingConfig(StrictModel):
+    ema: float = Field(0.6, ge=0, lt=1, description="weight of the past in the probability EMA (0 = none)")
+    hysteresis: float = Field(0.05, ge=0, le=1,
+                              description="a new top label must lead the shown one by this probability margin")
+
+
+class ReconnectConfig(StrictModel):
+    initial_s: float = Field(0.5, gt=0, le=60)
+    max_s: float = Field(30.0, gt=0, le=3600)
+    jitter: float = Field(0.25, ge=0, le=1, description="random share taken off each delay")
+
+
+class StreamConfig(StrictModel):
+    name: str = Field(pattern=NAME_PATTERN)
+    url: str = Field(min_length=1, description="file path, rtsp://, rtmp://, http(s)://, srt:// or /dev/videoN")
+    mode: Literal["realtime", "fast"] = Field(
+        "realtime", description="files: realtime paces at the native frame rate; fast is lossless, as fast as the "
+                                "model goes. Network sources are always realtime.")
+    transport: Literal["tcp", "udp"] = Field("tcp", description="RTSP transport")
+    loop: bool = False
+    record: bool = Field(False, description="write the annotated video to output_dir/<name>.mp4")
+    infer_fps: float | None = Field(None, gt=0, le=1000, description="classify at most this many frames per second")
+    buffer: int = Field(4, ge=1, le=10_000, description="frames held between decode and batching")
+    open_timeout_s: float = Field(10.0, gt=0, le=600)
+    stall_timeout_s: float = Field(10.0, gt=0, le=600, description="no packet for this long -> reconnect")
+    reconnect: ReconnectConfig = ReconnectConfig()
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, url: str) -> str:
+        scheme = url_scheme(url)
+        if scheme not in ("", "file", *NETWORK_SCHEMES):
+            raise ValueError(f"unsupported scheme {scheme!r} (use a file path or one of {', '.join(NETWORK_SCHEMES)})")
+        return url
+
+    @model_validator(mode="after")
+    def _mode(self) -> StreamConfig:
+        if self.is_network and self.mode == "fast":
+            raise ValueError("mode 'fast' needs a file; live network sources are always realtime")
+        return self
+
+    @property
+    def is_network(self) -> bool:
+        return url_scheme(self.url) in NETWORK_SCHEMES
+
+    @property
+    def is_device(self) -> bool:
+        return self.url.startswith("/dev/video")
+
+    @property
+    def is_file(self) -> bool:
+        return not self.is_network and not self.is_device
+
+    @property
+    def live(self) -> bool:
+        """Live streams keep the newest frame and drop stale ones; fast file streams lose nothing."""
+        return self.mode == "realtime"
+
+    def file_path(self) -> Path:
+        url = self.url[len("file://"):] if self.url.startswith("file://") else self.url
+        return Path(url)
+
+
+class ServerConfig(StrictModel):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    token: str | None = Field(None, description="when set, state-changing requests need 'Authorization: Bearer'")
+    ready_max_down_share: float = Field(0.5, ge=0, le=1,
+                                        description="/readyz fails when more than this share of streams is down")
+
+
+class RunConfig(StrictModel):
+    model: ModelConfig = ModelConfig()
+    batching: BatchingConfig = BatchingConfig()
+    smoothing: SmoothingConfig = SmoothingConfig()
+    output_dir: Path = Path("runs/live")
+    media_root: Path = Field(Path("."), description="file sources must lie under this directory")
+    log_predictions: bool = Field(True, description="write output_dir/<stream>.jsonl")
+    server: ServerConfig = ServerConfig()
+    streams: list[StreamConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> RunConfig:
+        seen: dict[str, int] = {}
+        for i, s in enumerate(self.streams):
+            if s.name in seen:
+                raise ValueError(f"streams[{i}].name: duplicate stream name {s.name!r} (also streams[{seen[s.name]}])")
+            seen[s.name] = i
+        return self
+
+
+def url_scheme(url: str) -> str:
+    if re.match(r"^[A-Za-z]:[\\/]", url):  # a Windows drive letter is not a scheme
+        return ""
+    return urlsplit(url).scheme.lower() if "://" in url else ""
+
+
+def redact_url(url: str) -> str:
+    """rtsp://user:pass@host/path -> rtsp://***@host/path; query strings (tokens) are dropped too."""
+    if "://" not in url:
+        return url
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    netloc = f"***@{host}" if parts.username or parts.password else host
+    query = "?***" if parts.query else ""
+    return f"{parts.scheme}://{netloc}{parts.path}{query}"
+
+
+def load_run_config(path: str | os.PathLike[str]) -> RunConfig:
+    config = load_yaml(path, RunConfig)
+    check_sources(config.streams, config.media_root, origin=str(path))
+    return config
+
+
+def parse_stream(data: object, origin: str = "stream") -> StreamConfig:
+    return validate(data, StreamConfig, origin)
+
+
+def check_sources(streams: list[StreamConfig], media_root: Path, origin: str, first_index: int = 0) -> None:
+    """Errors that need the disk: missing files, files outside the media root, files without video."""
+    problems = []
+    for i, stream in enumerate(streams, start=first_index):
+        problem = check_source(stream, media_root)
+        if problem:
+            problems.append(f"{origin}: streams[{i}].url: {problem}")
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
+def check_source(stream: StreamConfig, media_root: Path) -> str | None:
+    if not stream.is_file:
+        return None
+    path = stream.file_path()
+    root = media_root.resolve()
+    resolved = path.resolve()
+    if not resolved.is_relative_to(root):
+        return f"{path} is outside the media root {root}"
+    if not resolved.is_file():
+        return f"{path}: no such file"
+    return probe_video(resolved)
+
+
+def probe_video(path: Path) -> str | None:
+    import av  # imported here so config validation stays importable without PyAV's start-up cost
+
+    try:
+        with av.open(str(path), timeout=5.0) as container:
+            if not container.streams.video:
+                kinds = sorted({s.type for s in container.streams}) or ["no streams"]
+                return f"{path.name} has no video stream (found: {', '.join(kinds)})"
+    except av.FFmpegError as exc:
+        return f"{path.name} is not a readable video ({exc.strerror or type(exc).__name__})"
+    return None

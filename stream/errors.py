@@ -1,0 +1,27 @@
+"""Streaming errors. Messages name the stream, never the credentials in its URL."""
+
+from __future__ import annotations
+
+from model.errors import SightlineError
+
+
+class StreamError(SightlineError):
+    """A problem with one stream; the others carry on."""
+
+
+class SourceOpenError(StreamError):
+    """The source could not be opened (unreachable, refused, not a video)."""
+
+
+class SourceReadError(StreamError):
+    """The source failed while reading (corrupt data, connection dropped, stalled)."""
+
+
+def describe_av_error(exc: BaseException) -> str:
+    """FFmpeg's reason without the file name PyAV appends (it may hold credentials)."""
+    strerror = getattr(exc, "strerror", None)
+    if strerror:
+        return str(strerror)
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return type(exc).__name__

@@ -1,0 +1,59 @@
+"""What travels between the pipeline's stages: plain frozen dataclasses, no PyAV objects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+
+from model.classifier import Prediction
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    stream_id: str
+    seq: int
+    pts: int | None
+    time_base: Fraction | None
+    captured_at: float  # monotonic seconds: when the frame was due (files) or arrived (live)
+    decoded_at: float  # monotonic seconds: when it was ready as RGB
+    image: np.ndarray  # H×W×3 uint8 RGB at the model's working size
+    display: np.ndarray | None = None  # full-size RGB, only for streams with a visual sink
+    infer: bool = True  # False: the stream's infer_fps skips this one; the overlay reuses the last result
+
+    @property
+    def time_s(self) -> float | None:
+        """Presentation time in seconds (stream clock)."""
+        if self.pts is None or self.time_base is None:
+            return None
+        return float(self.pts * self.time_base)
+
+
+@dataclass(frozen=True, slots=True)
+class Timings:
+    captured: float
+    decoded: float
+    batched: float
+    inferred: float
+
+    @property
+    def latency_s(self) -> float:
+        return self.inferred - self.captured
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """One frame after the model: raw probabilities/top-k, or None when the frame was not classified."""
+
+    frame: Frame
+    probs: np.ndarray | None
+    top: tuple[Prediction, ...]
+    timings: Timings | None
+
+
+@dataclass(frozen=True, slots=True)
+class Smoothed:
+    label: str
+    prob: float
+    index: int

@@ -1,0 +1,120 @@
+"""Every Prometheus metric Sightline exports, in one place. The registry is injected.
+
+Labels come from finite sets only: ``stream`` (names from the config), ``stage``, ``reason``,
+``sink``, ``state``. Never URLs, credentials or frame ids. Hot-path code holds pre-bound children
+(``StreamMetrics``) so recording is a plain ``inc()``/``observe()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+STATES = ("connecting", "live", "reconnecting", "ended", "failed", "stopped")
+STAGES = ("decode", "queue", "preprocess", "inference", "sink")
+DROP_REASONS = ("stale", "output_behind", "inference_error")
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0)
+STAGE_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.frames_decoded = Counter("sightline_frames_decoded_total", "Frames decoded from a source",
+                                      ["stream"], registry=r)
+        self.frames_inferred = Counter("sightline_frames_inferred_total", "Frames classified by the model",
+                                       ["stream"], registry=r)
+        self.frames_dropped = Counter("sightline_frames_dropped_total", "Frames discarded before a result, by reason",
+                                      ["stream", "reason"], registry=r)
+        self.latency = Histogram("sightline_end_to_end_latency_seconds",
+                                 "Capture (or due time, for paced files) to prediction", ["stream"],
+                                 buckets=LATENCY_BUCKETS, registry=r)
+        self.stage_latency = Histogram("sightline_stage_latency_seconds", "Time spent per pipeline stage",
+                                       ["stage"], buckets=STAGE_BUCKETS, registry=r)
+        self.batch_size = Histogram("sightline_batch_size", "Frames per model batch", buckets=BATCH_BUCKETS,
+                                    registry=r)
+        self.stream_up = Gauge("sightline_stream_up", "1 while the stream delivers frames", ["stream"], registry=r)
+        self.stream_state = Gauge("sightline_stream_state", "1 for the stream's current state", ["stream", "state"],
+                                  registry=r)
+        self.reconnects = Counter("sightline_reconnects_total", "Reconnect attempts after a source failed",
+                                  ["stream"], registry=r)
+        self.sink_errors = Counter("sightline_sink_errors_total", "Sink writes that failed", ["stream", "sink"],
+                                   registry=r)
+        self.stream_fps = Gauge("sightline_stream_fps", "Frames classified per second over the last seconds",
+                                ["stream"], registry=r)
+        self.model_info = Gauge("sightline_model_info", "The served model (value is always 1)",
+                                ["arch", "classes", "device", "precision"], registry=r)
+        self.stage = {s: self.stage_latency.labels(s) for s in STAGES}
+
+    def set_model(self, arch: str, classes: int, device: str, precision: str) -> None:
+        self.model_info.clear()
+        self.model_info.labels(arch, str(classes), device, precision).set(1)
+
+    def watch_gpu_memory(self, read: Callable[[], tuple[int, int]]) -> None:
+        """Export allocated/reserved bytes from ``read`` at scrape time (CUDA only)."""
+        self.registry.register(_GpuMemoryCollector(read))
+
+    def stream(self, name: str) -> StreamMetrics:
+        return StreamMetrics(self, name)
+
+    def forget_stream(self, name: str) -> None:
+        for metric, extra in ((self.frames_decoded, ()), (self.frames_inferred, ()), (self.latency, ()),
+                              (self.stream_up, ()), (self.reconnects, ()), (self.stream_fps, ())):
+            _remove(metric, (name, *extra))
+        for reason in DROP_REASONS:
+            _remove(self.frames_dropped, (name, reason))
+        for state in STATES:
+            _remove(self.stream_state, (name, state))
+        for labels in list(self.sink_errors._metrics):  # sinks are per stream; remove this stream's
+            if labels[0] == name:
+                _remove(self.sink_errors, labels)
+
+
+class StreamMetrics:
+    """Children bound to one stream's label, created once when the stream is added."""
+
+    def __init__(self, metrics: Metrics, name: str) -> None:
+        self._m = metrics
+        self.name = name
+        self.decoded = metrics.frames_decoded.labels(name)
+        self.inferred = metrics.frames_inferred.labels(name)
+        self.latency = metrics.latency.labels(name)
+        self.up = metrics.stream_up.labels(name)
+        self.reconnects = metrics.reconnects.labels(name)
+        self.fps = metrics.stream_fps.labels(name)
+        self.dropped = {reason: metrics.frames_dropped.labels(name, reason) for reason in DROP_REASONS}
+        self.states = {state: metrics.stream_state.labels(name, state) for state in STATES}
+
+    def set_state(self, state: str) -> None:
+        for name, gauge in self.states.items():
+            gauge.set(1 if name == state else 0)
+        self.up.set(1 if state == "live" else 0)
+
+    def sink_error(self, sink: str) -> None:
+        self._m.sink_errors.labels(self.name, sink).inc()
+
+
+class _GpuMemoryCollector(Collector):
+    def __init__(self, read: Callable[[], tuple[int, int]]) -> None:
+        self._read = read
+
+    def collect(self):  # type: ignore[override]
+        allocated, reserved = self._read()
+        family = GaugeMetricFamily("sightline_gpu_memory_bytes", "CUDA memory held by the model process",
+                                   labels=["kind"])
+        family.add_metric(["allocated"], allocated)
+        family.add_metric(["reserved"], reserved)
+        yield family
+
+
+def _remove(metric, labels: tuple[str, ...]) -> None:
+    try:
+        metric.remove(*labels)
+    except KeyError:
+        return

@@ -1,0 +1,297 @@
+"""The streaming pipeline: sources -> per-stream queues -> batcher -> inference worker -> per-stream outputs.
+
+Threads do all the heavy work (decode, model, encode); the asyncio side only starts and stops
+streams, waits, and serves HTTP. Each stream has its own decode thread and output thread, so a
+slow or failing stream never stalls the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from model.classifier import Classifier
+from model.errors import ConfigError
+from stream.batcher import Batcher
+from stream.buffers import BoundedQueue
+from stream.config import RunConfig, StreamConfig, check_source, redact_url
+from stream.errors import StreamError
+from stream.frames import Result, Smoothed
+from stream.inference import InferenceWorker
+from stream.metrics import Metrics
+from stream.sinks import JsonlSink, Labelled, Sink, VideoRecorder
+from stream.smoothing import Smoother
+from stream.sources import VideoSource
+from stream.stats import StreamStats
+
+log = logging.getLogger(__name__)
+
+TERMINAL = ("ended", "failed", "stopped")
+OUTPUT_QUEUE = {True: 8, False: 256}  # live: small, newest wins; fast: roomy, blocking
+
+
+class DuplicateStreamError(StreamError):
+    pass
+
+
+class UnknownStreamError(StreamError):
+    pass
+
+
+class StreamOutput:
+    """One stream's output thread: smoothing, the labels to show, sinks, and the latest frame for previews."""
+
+    def __init__(self, name: str, smoother: Smoother, sinks: list[Sink], stats: StreamStats, live: bool,
+                 metrics: Metrics | None = None) -> None:
+        self.name = name
+        self.smoother = smoother
+        self.sinks = sinks
+        self.stats = stats
+        self.metrics = metrics
+        self.queue: BoundedQueue[Result] = BoundedQueue(
+            OUTPUT_QUEUE[live], "latest" if live else "block", on_drop=lambda _: stats.on_dropped("output_behind"))
+        self.latest: Labelled | None = None
+        self.done = threading.Event()
+        self._top: tuple = ()
+        self._smoothed: Smoothed | None = None
+        self._latency_ms: float | None = None
+        self._thread = threading.Thread(target=self._run, name=f"output-{name}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, result: Result) -> None:
+        while not self.queue.put(result, timeout=0.5):
+            if self.queue.closed:
+                return
+
+    def finish(self) -> None:
+        self.queue.close()
+
+    def join(self, timeout: float | None = None) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                result = self.queue.get(timeout=0.5)
+                if result is not None:
+                    self.handle(result)
+                elif self.queue.exhausted:
+                    break
+        finally:
+            for sink in self.sinks:
+                self._close(sink)
+            self.done.set()
+
+    def handle(self, result: Result) -> None:
+        if result.probs is not None and result.timings is not None:
+            self._smoothed = self.smoother.update(result.probs)
+            self._top = result.top
+            self._latency_ms = result.timings.latency_s * 1000
+            self.stats.on_inferred(result.timings.latency_s)
+        elif result.frame.infer:
+            self.stats.on_dropped("inference_error")
+        item = Labelled(result, self._top, self._smoothed, self.stats.fps(), self._latency_ms)
+        self.latest = item
+        started = time.perf_counter()
+        for sink in self.sinks:
+            try:
+                sink.write(item)
+            except Exception as exc:  # any sink failure is counted and logged; inference goes on
+                self.stats.on_sink_error(sink.name)
+                if self.stats.sink_errors[sink.name] in (1, 10, 100) or self.stats.sink_errors[sink.name] % 1000 == 0:
+                    log.error("stream %s: sink %s failed (%d so far): %s", self.name, sink.name,
+                              self.stats.sink_errors[sink.name], exc, exc_info=log.isEnabledFor(logging.DEBUG))
+        if self.metrics and self.sinks:
+            self.metrics.stage["sink"].observe(time.perf_counter() - started)
+
+    def _close(self, sink: Sink) -> None:
+        try:
+            sink.close()
+        except Exception as exc:  # a sink that cannot finalize is reported; the others still close
+            self.stats.on_sink_error(sink.name)
+            log.error("stream %s: closing sink %s failed: %s", self.name, sink.name, exc)
+
+
+@dataclass
+class StreamRuntime:
+    config: StreamConfig
+    stats: StreamStats
+    source: VideoSource
+    output: StreamOutput
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def finished(self) -> bool:
+        return self.output.done.is_set()
+
+    def status(self) -> dict[str, object]:
+        latest = self.output.latest
+        raw = smoothed = None
+        if latest is not None:
+            raw = [{"index": p.index, "label": p.label, "prob": round(p.prob, 5)} for p in latest.top]
+            if latest.smoothed is not None:
+                smoothed = {"label": latest.smoothed.label, "prob": round(latest.smoothed.prob, 5)}
+        return {"name": self.config.name, "url": redact_url(self.config.url), "mode": self.config.mode,
+                **self.stats.snapshot(), "prediction": raw, "smoothed": smoothed}
+
+
+class Pipeline:
+    def __init__(self, classifier: Classifier, config: RunConfig, metrics: Metrics | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.classifier = classifier
+        self.config = config
+        self.metrics = metrics
+        self.clock = clock
+        self.batcher = Batcher(config.batching.max_batch, config.batching.max_wait_ms / 1000, clock)
+        self.worker = InferenceWorker(classifier, self.batcher, config.model.topk, self._deliver, self._end_stream,
+                                      metrics, clock)
+        self._streams: dict[str, StreamRuntime] = {}
+        self._lock = threading.Lock()
+        self._started = False
+        if metrics is not None:
+            info = classifier.describe()
+            metrics.set_model(str(info["arch"]), int(info["classes"]), str(info["device"]), str(info["precision"]))
+            if classifier.device.type == "cuda":
+                dev = classifier.device
+                metrics.watch_gpu_memory(lambda: (torch.cuda.memory_allocated(dev), torch.cuda.memory_reserved(dev)))
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the inference worker and every configured stream."""
+        if self._started:
+            return
+        self._started = True
+        self.worker.start()
+        for stream in self.config.streams:
+            self.add_stream(stream, check=False)  # load_run_config already checked the files
+
+    def add_stream(self, config: StreamConfig, check: bool = True) -> StreamRuntime:
+        if check:
+            problem = check_source(config, self.config.media_root)
+            if problem:
+                raise ConfigError(f"streams.{config.name}.url: {problem}")
+        with self._lock:
+            if config.name in self._streams:
+                raise DuplicateStreamError(f"a stream named {config.name!r} already exists")
+            runtime = self._build(config)
+            self._streams[config.name] = runtime
+        runtime.output.start()
+        runtime.source.start()
+        log.info("stream %s: started (%s, %s)", config.name, redact_url(config.url), config.mode)
+        return runtime
+
+    def _build(self, config: StreamConfig) -> StreamRuntime:
+        name = config.name
+        stats = StreamStats(name, self.metrics.stream(name) if self.metrics else None, clock=self.clock)
+        queue = self.batcher.add_stream(name, config.buffer, "latest" if config.live else "block",
+                                        on_drop=lambda _: stats.on_dropped("stale"))
+        stop = threading.Event()
+        source = VideoSource(config, queue, stats, self.classifier.preprocessor.working_size,
+                             keep_display=config.record, stop=stop, clock=self.clock)
+        sinks: list[Sink] = []
+        out_dir = self.config.output_dir
+        if self.config.log_predictions:
+            sinks.append(JsonlSink(out_dir / f"{name}.jsonl", name))
+        if config.record:
+            sinks.append(VideoRecorder(out_dir / f"{name}.mp4", name, fps=lambda: source.fps_hint))
+        smoother = Smoother(self.classifier.class_names, self.config.smoothing.ema, self.config.smoothing.hysteresis)
+        output = StreamOutput(name, smoother, sinks, stats, config.live, self.metrics)
+        return StreamRuntime(config, stats, source, output, stop)
+
+    def remove_stream(self, name: str, timeout: float = 10.0) -> None:
+        """Stop a stream, finalize its sinks, forget it."""
+        runtime = self.get(name)
+        self._stop_runtime(runtime, timeout)
+        with self._lock:
+            self._streams.pop(name, None)
+        if self.metrics:
+            self.metrics.forget_stream(name)
+
+    def _stop_runtime(self, runtime: StreamRuntime, timeout: float) -> None:
+        runtime.stop.set()
+        runtime.source.join(timeout)
+        if not runtime.output.done.wait(timeout):
+            log.warning("stream %s: output did not drain within %.0fs", runtime.config.name, timeout)
+        if runtime.stats.state not in ("ended", "failed"):
+            runtime.stats.set_state("stopped")
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop every source, drain what is in flight, finalize sinks, stop the worker."""
+        runtimes = list(self._streams.values())
+        for runtime in runtimes:
+            runtime.stop.set()
+        for runtime in runtimes:
+            self._stop_runtime(runtime, timeout)
+        if self._started:
+            self.worker.stop(timeout)
+
+    # -- data path callbacks (inference thread) -----------------------------------------------------
+
+    def _deliver(self, result: Result) -> None:
+        runtime = self._streams.get(result.frame.stream_id)
+        if runtime is not None:
+            runtime.output.submit(result)
+
+    def _end_stream(self, name: str) -> None:
+        runtime = self._streams.get(name)
+        if runtime is not None:
+            runtime.output.finish()
+
+    # -- queries -----------------------------------------------------------------------------------
+
+    def names(self) -> list[str]:
+        return list(self._streams)
+
+    def get(self, name: str) -> StreamRuntime:
+        try:
+            return self._streams[name]
+        except KeyError:
+            raise UnknownStreamError(f"no stream named {name!r}") from None
+
+    def statuses(self) -> list[dict[str, object]]:
+        return [r.status() for r in list(self._streams.values())]
+
+    def snapshot(self, name: str) -> np.ndarray | None:
+        """The latest annotated frame of a stream (rendered on request, not per frame)."""
+        latest = self.get(name).output.latest
+        return None if latest is None else latest.annotated(name)
+
+    @property
+    def finished(self) -> bool:
+        runtimes = list(self._streams.values())
+        return bool(runtimes) and all(r.finished for r in runtimes)
+
+    def exit_code(self) -> int:
+        """0 when no stream failed, 1 when every stream failed, 3 when some did."""
+        states = [r.stats.state for r in self._streams.values()]
+        failed = sum(s == "failed" for s in states)
+        if not failed:
+            return 0
+        return 1 if failed == len(states) else 3
+
+    async def run(self, duration: float | None = None, stop: asyncio.Event | None = None) -> int:
+        """Run until every stream finished (when the config has streams), ``duration`` passed, or ``stop``."""
+        await asyncio.to_thread(self.start)
+        serve_forever = not self.config.streams
+        deadline = None if duration is None else self.clock() + duration
+        try:
+            while not (stop is not None and stop.is_set()):
+                if deadline is not None and self.clock() >= deadline:
+                    break
+                if not serve_forever and self.finished:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            await asyncio.to_thread(self.shutdown)
+        return self.exit_code()

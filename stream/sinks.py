@@ -1,0 +1,146 @@
+"""Per-stream outputs. A sink that fails is logged and counted by the caller; inference never waits on it."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import IO, Protocol
+
+import av
+import numpy as np
+
+from model.classifier import Prediction
+from stream.frames import Result, Smoothed
+from stream.overlay import draw_overlay
+
+
+@dataclass(frozen=True, slots=True)
+class Labelled:
+    """A frame with the labels to show: its own result, or the stream's latest when it was not classified."""
+
+    result: Result
+    top: tuple[Prediction, ...]
+    smoothed: Smoothed | None
+    fps: float
+    latency_ms: float | None
+
+    def annotated(self, stream: str) -> np.ndarray:
+        frame = self.result.frame
+        image = frame.display if frame.display is not None else frame.image
+        return draw_overlay(image, stream, self.top, self.smoothed, self.fps, self.latency_ms)
+
+
+class Sink(Protocol):
+    name: str
+
+    def write(self, item: Labelled) -> None: ...
+
+    def close(self) -> None: ...
+
+
+# Recorder timestamps are milliseconds. The MP4 muxer rewrites the stream's time base when it writes its
+# header, so frames carry this constant rather than reading the stream's.
+MS = Fraction(1, 1000)
+
+
+class JsonlSink:
+    """One JSON line per classified frame; flushed at least once a second and on close."""
+
+    name = "jsonl"
+
+    def __init__(self, path: Path, stream: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.stream = stream
+        self._file: IO[str] = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._flushed_at = time.monotonic()
+
+    def write(self, item: Labelled) -> None:
+        result = item.result
+        if result.probs is None:
+            return
+        frame = result.frame
+        record = {
+            "stream": self.stream,
+            "seq": frame.seq,
+            "pts": frame.pts,
+            "time": None if frame.time_s is None else round(frame.time_s, 4),
+            "top": [{"label": p.label, "prob": round(p.prob, 5)} for p in result.top],
+            "smoothed": None if item.smoothed is None else {"label": item.smoothed.label,
+                                                             "prob": round(item.smoothed.prob, 5)},
+            "latency_ms": None if result.timings is None else round(result.timings.latency_s * 1000, 2),
+        }
+        self._file.write(json.dumps(record) + "\n")
+        now = time.monotonic()
+        if now - self._flushed_at >= 1.0:
+            self._file.flush()
+            self._flushed_at = now
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+
+
+class VideoRecorder:
+    """Annotated H.264 in fragmented MP4: every flushed fragment plays, even if the process is killed."""
+
+    name = "recorder"
+
+    def __init__(self, path: Path, stream: str, fps: Callable[[], float] | float = 25.0) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.stream = stream
+        self._fps = fps
+        self._container: av.container.OutputContainer | None = None
+        self._video: av.VideoStream | None = None
+        self._last_pts = -1
+        self._t0: float | None = None
+        self.frames = 0
+
+    def _open(self, width: int, height: int) -> tuple[av.container.OutputContainer, av.VideoStream]:
+        fps = self._fps() if callable(self._fps) else self._fps
+        container = av.open(str(self.path), mode="w", format="mp4",
+                                  options={"movflags": "frag_keyframe+empty_moov+default_base_moof"})
+        codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+        video = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+        video.width, video.height = width - width % 2, height - height % 2
+        video.pix_fmt = "yuv420p"
+        video.time_base = MS
+        if codec == "libx264":
+            video.options = {"preset": "veryfast", "crf": "23", "g": str(max(1, round(fps * 2)))}
+        self._container, self._video = container, video
+        return container, video
+
+    def write(self, item: Labelled) -> None:
+        image = item.annotated(self.stream)
+        if self._container is None or self._video is None:
+            container, video = self._open(image.shape[1], image.shape[0])
+        else:
+            container, video = self._container, self._video
+        image = image[: video.height, : video.width]
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+        src = item.result.frame
+        t = src.time_s if src.time_s is not None else src.captured_at
+        if self._t0 is None:
+            self._t0 = t
+        pts = max(self._last_pts + 1, round((t - self._t0) * 1000))  # loops restart pts: keep them rising
+        frame.pts, frame.time_base = pts, MS
+        self._last_pts = pts
+        for packet in video.encode(frame):
+            container.mux(packet)
+        self.frames += 1
+
+    def close(self) -> None:
+        if self._container is None or self._video is None:
+            return
+        for packet in self._video.encode(None):
+            self._container.mux(packet)
+        self._container.close()
+        self._container = None

@@ -1,0 +1,230 @@
+"""Video sources: one PyAV decode thread per stream, feeding that stream's bounded queue.
+
+FFmpeg's scaler produces the model's working size directly (``to_ndarray(width=, height=)``), so
+no full-size frame is converted in Python unless the stream has a visual sink. Network sources
+reconnect with exponential backoff, jitter and a cap; PyAV's read timeout is the stall watchdog.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from fractions import Fraction
+
+import av
+import numpy as np
+
+from stream.buffers import BoundedQueue
+from stream.config import StreamConfig, redact_url
+from stream.errors import SourceOpenError, SourceReadError, describe_av_error
+from stream.frames import Frame
+from stream.stats import StreamStats
+
+log = logging.getLogger(__name__)
+
+# A full-size frame for the recorder is capped at this height (4K sources record at 1080p).
+DISPLAY_MAX_HEIGHT = 1080
+
+WorkingSize = Callable[[int, int], tuple[int, int]]
+
+
+def backoff_delay(attempt: int, initial: float, cap: float, jitter: float, rng: random.Random) -> float:
+    """initial * 2^attempt, capped, minus a random share ``jitter`` so many clients do not retry in step."""
+    base = min(cap, initial * (2 ** min(attempt, 30)))
+    return base * (1.0 - jitter * rng.random())
+
+
+class Throttle:
+    """Decides which frames to classify so a stream sends at most ``fps`` per second to the model."""
+
+    def __init__(self, fps: float | None) -> None:
+        self.period = 1.0 / fps if fps else 0.0
+        self._next = -float("inf")
+
+    def take(self, t: float) -> bool:
+        if not self.period:
+            return True
+        if t + 1e-6 < self._next:
+            return False
+        self._next = max(self._next + self.period, t + self.period / 2)
+        return True
+
+    def reset(self) -> None:
+        self._next = -float("inf")
+
+
+class VideoSource:
+    """Decodes ``config.url`` until it ends, fails for good, or ``stop`` is set; then closes the queue."""
+
+    def __init__(self, config: StreamConfig, queue: BoundedQueue[Frame], stats: StreamStats,
+                 working_size: WorkingSize, keep_display: bool, stop: threading.Event,
+                 clock: Callable[[], float] = time.monotonic, seed: int | None = None) -> None:
+        self.config = config
+        self.queue = queue
+        self.stats = stats
+        self.working_size = working_size
+        self.keep_display = keep_display
+        self.stop = stop
+        self.clock = clock
+        self.throttle = Throttle(config.infer_fps)
+        self.fps_hint = 25.0
+        self._seq = 0
+        self._rng = random.Random(seed)
+        self._thread = threading.Thread(target=self._run, name=f"source-{config.name}", daemon=True)
+
+    @property
+    def safe_url(self) -> str:
+        return redact_url(self.config.url)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self, timeout: float | None = None) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    # -- the thread -------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            if self.config.is_file:
+                self._run_file()
+            else:
+                self._run_network()
+        except Exception as exc:  # the last line of defence: a bug in one stream must not kill the process
+            log.exception("stream %s: source crashed", self.config.name)
+            self.stats.set_state("failed", f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            self.queue.close()
+
+    def _run_file(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self._session()
+            except (SourceOpenError, SourceReadError) as exc:
+                log.error("stream %s: %s", self.config.name, exc)
+                self.stats.set_state("failed", str(exc))
+                return
+            if not self.config.loop:
+                break
+            self.throttle.reset()
+        self.stats.set_state("stopped" if self.stop.is_set() and self.config.loop else "ended")
+
+    def _run_network(self) -> None:
+        attempt = 0
+        rc = self.config.reconnect
+        while not self.stop.is_set():
+            delivered_before = self._seq
+            try:
+                self._session()
+                reason = "stream ended"
+            except (SourceOpenError, SourceReadError) as exc:
+                reason = str(exc)
+            if self.stop.is_set():
+                break
+            if self._seq > delivered_before:
+                attempt = 0
+            delay = backoff_delay(attempt, rc.initial_s, rc.max_s, rc.jitter, self._rng)
+            attempt += 1
+            log.warning("stream %s (%s): %s; reconnecting in %.1fs", self.config.name, self.safe_url, reason, delay)
+            self.stats.set_state("reconnecting", reason)
+            self.stats.on_reconnect()
+            self.stop.wait(delay)
+        self.stats.set_state("stopped")
+
+    def _open(self) -> av.container.InputContainer:
+        cfg = self.config
+        options: dict[str, str] = {}
+        if cfg.url.lower().startswith(("rtsp://", "rtsps://")):
+            options["rtsp_transport"] = cfg.transport
+        if cfg.is_network:
+            options.update({"fflags": "nobuffer", "flags": "low_delay"})
+        url = str(cfg.file_path()) if cfg.is_file else cfg.url
+        kwargs: dict[str, object] = {"options": options, "timeout": (cfg.open_timeout_s, cfg.stall_timeout_s)}
+        if cfg.is_device:
+            kwargs["format"] = "v4l2"
+        if self.stats.state != "reconnecting":
+            self.stats.set_state("connecting")
+        try:
+            return av.open(url, **kwargs)  # type: ignore[arg-type]
+        except (av.FFmpegError, OSError) as exc:
+            raise SourceOpenError(f"cannot open {self.safe_url}: {describe_av_error(exc)}") from exc
+
+    def _session(self) -> None:
+        """One open/decode/close cycle: returns at end of stream, raises on failure."""
+        container = self._open()
+        try:
+            if not container.streams.video:
+                raise SourceOpenError(f"{self.safe_url} has no video stream")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            rate = stream.average_rate or stream.guessed_rate
+            if rate:
+                self.fps_hint = float(rate)
+            self._decode(container, stream)
+        finally:
+            container.close()
+
+    def _decode(self, container: av.container.InputContainer, stream: av.VideoStream) -> None:
+        cfg = self.config
+        paced = cfg.is_file and cfg.live
+        start_wall: float | None = None
+        start_t = 0.0
+        size: tuple[int, int] | None = None
+        decoded_here = 0
+        try:
+            for frame in container.decode(stream):
+                if self.stop.is_set():
+                    return
+                t_stream = float(frame.time) if frame.time is not None else decoded_here / self.fps_hint
+                now = self.clock()
+                if paced:
+                    if start_wall is None:
+                        start_wall, start_t = now, t_stream
+                    due = start_wall + (t_stream - start_t)
+                    if due > now and self.stop.wait(due - now):
+                        return
+                    captured = due
+                else:
+                    captured = now
+                decoded_here += 1
+                self.stats.on_decoded()
+                if decoded_here == 1:
+                    self.stats.set_state("live")
+                infer = self.throttle.take(t_stream if cfg.is_file else captured)
+                if not infer and not self.keep_display:
+                    continue
+                if size is None:
+                    size = self.working_size(frame.height, frame.width)
+                image = frame.to_ndarray(format="rgb24", width=size[1], height=size[0], interpolation="AREA")
+                display = self._display(frame) if self.keep_display else None
+                self._put(Frame(cfg.name, self._seq, frame.pts, _time_base(frame), captured, self.clock(),
+                                image, display, infer))
+                self._seq += 1
+        except (av.FFmpegError, OSError) as exc:
+            what = "corrupt or truncated data" if cfg.is_file else "read failed"
+            raise SourceReadError(
+                f"{what} in {self.safe_url} after {decoded_here} frames: {describe_av_error(exc)}"
+            ) from exc
+
+    def _display(self, frame: av.VideoFrame) -> np.ndarray:
+        if frame.height <= DISPLAY_MAX_HEIGHT:
+            return frame.to_ndarray(format="rgb24")
+        width = round(frame.width * DISPLAY_MAX_HEIGHT / frame.height)
+        return frame.to_ndarray(format="rgb24", width=width, height=DISPLAY_MAX_HEIGHT, interpolation="AREA")
+
+    def _put(self, frame: Frame) -> None:
+        if self.queue.policy == "latest":
+            self.queue.put(frame)
+            return
+        while not self.stop.is_set():  # block (lossless) but stay responsive to stop
+            if self.queue.put(frame, timeout=0.25) or self.queue.closed:
+                return
+
+
+def _time_base(frame: av.VideoFrame) -> Fraction | None:
+    tb = frame.time_base
+    return Fraction(tb.numerator, tb.denominator) if tb is not None else None
