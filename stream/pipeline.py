@@ -147,11 +147,13 @@ class StreamRuntime:
 
 class Pipeline:
     def __init__(self, classifier: Classifier, config: RunConfig, metrics: Metrics | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 extra_sinks: Callable[[StreamConfig], list[Sink]] | None = None) -> None:
         self.classifier = classifier
         self.config = config
         self.metrics = metrics
         self.clock = clock
+        self.extra_sinks = extra_sinks  # more sinks per stream (replay evaluation collects results this way)
         self.batcher = Batcher(config.batching.max_batch, config.batching.max_wait_ms / 1000, clock)
         self.worker = InferenceWorker(classifier, self.batcher, config.model.topk, self._deliver, self._end_stream,
                                       metrics, clock)
@@ -205,6 +207,8 @@ class Pipeline:
             sinks.append(JsonlSink(out_dir / f"{name}.jsonl", name))
         if config.record:
             sinks.append(VideoRecorder(out_dir / f"{name}.mp4", name, fps=lambda: source.fps_hint))
+        if self.extra_sinks is not None:
+            sinks.extend(self.extra_sinks(config))
         smoother = Smoother(self.classifier.class_names, self.config.smoothing.ema, self.config.smoothing.hysteresis)
         output = StreamOutput(name, smoother, sinks, stats, config.live, self.metrics)
         return StreamRuntime(config, stats, source, output, stop)
