@@ -13,6 +13,8 @@ from model.errors import ImageLoadError
 
 # A 10000x10000 photo is legitimate input; refuse only what is clearly a decompression bomb.
 MAX_PIXELS = 400_000_000
+# Rows converted at a time by to_rgb_array (about this many pixels per strip).
+STRIP_PIXELS = 1 << 20
 
 
 def load_image(path: str | os.PathLike[str]) -> np.ndarray:
@@ -41,17 +43,33 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
 
 
 def to_rgb_array(image: Image.Image | np.ndarray) -> np.ndarray:
-    """Grayscale, alpha, palette, 16-bit, float and CMYK inputs become 8-bit RGB; others are errors."""
+    """Grayscale, alpha, palette, 16-bit, float and CMYK inputs become 8-bit RGB; others are errors.
+
+    PIL images are converted in strips of rows, so a huge photo costs its decoded PIL image plus the
+    uint8 result and no full-size temporary (``np.asarray`` on the whole image would add two).
+    """
     if isinstance(image, np.ndarray):
         return _array_to_rgb(image)
-    mode = image.mode
-    if mode in ("RGB",):
-        return np.asarray(image)
-    if mode.startswith("I") or mode == "F":
+    if image.mode.startswith("I") or image.mode == "F":
         return _array_to_rgb(np.asarray(image))
+    width, height = image.size
+    rows = max(1, STRIP_PIXELS // max(1, width))
+    if rows >= height:
+        return np.array(_rgb(image))
+    out = np.empty((height, width, 3), dtype=np.uint8)
+    for top in range(0, height, rows):
+        bottom = min(height, top + rows)
+        out[top:bottom] = np.asarray(_rgb(image.crop((0, top, width, bottom))))
+    return out
+
+
+def _rgb(image: Image.Image) -> Image.Image:
+    mode = image.mode
+    if mode == "RGB":
+        return image
     if mode in ("LA", "PA", "RGBA", "RGBa", "La") or (mode == "P" and "transparency" in image.info):
         image = image.convert("RGBA")
-    return np.asarray(image.convert("RGB"))
+    return image.convert("RGB")
 
 
 def _array_to_rgb(arr: np.ndarray) -> np.ndarray:
