@@ -11,7 +11,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 
 import av
@@ -24,6 +24,9 @@ from stream.frames import Frame
 from stream.stats import StreamStats
 
 log = logging.getLogger(__name__)
+
+# A stream that fails to decode this many packets in a row is given up (it is not video any more).
+MAX_BAD_PACKETS_IN_A_ROW = 50
 
 # A full-size frame for the recorder is capped at this height (4K sources record at 1080p).
 DISPLAY_MAX_HEIGHT = 1080
@@ -49,7 +52,8 @@ class Throttle:
             return True
         if t + 1e-6 < self._next:
             return False
-        self._next = max(self._next + self.period, t + self.period / 2)
+        # Stay on the period grid; after a gap (start, seek, reconnect) restart the grid from now.
+        self._next = self._next + self.period if t - self._next < self.period else t + self.period
         return True
 
     def reset(self) -> None:
@@ -72,6 +76,7 @@ class VideoSource:
         self.throttle = Throttle(config.infer_fps)
         self.fps_hint = 25.0
         self._seq = 0
+        self.bad_packets = 0
         self._rng = random.Random(seed)
         self._thread = threading.Thread(target=self._run, name=f"source-{config.name}", daemon=True)
 
@@ -111,7 +116,11 @@ class VideoSource:
             if not self.config.loop:
                 break
             self.throttle.reset()
-        self.stats.set_state("stopped" if self.stop.is_set() and self.config.loop else "ended")
+        if self.stop.is_set() and self.config.loop:
+            self.stats.set_state("stopped")
+        else:
+            skipped = f"skipped {self.bad_packets} corrupt packets" if self.bad_packets else None
+            self.stats.set_state("ended", skipped)
 
     def _run_network(self) -> None:
         attempt = 0
@@ -175,40 +184,73 @@ class VideoSource:
         start_t = 0.0
         size: tuple[int, int] | None = None
         decoded_here = 0
-        try:
-            for frame in container.decode(stream):
-                if self.stop.is_set():
+        t_stream = 0.0
+        for frame in self._frames(container, stream):
+            if self.stop.is_set():
+                return
+            t_stream = float(frame.time) if frame.time is not None else decoded_here / self.fps_hint
+            now = self.clock()
+            if paced:
+                if start_wall is None:
+                    start_wall, start_t = now, t_stream
+                due = start_wall + (t_stream - start_t)
+                if due > now and self.stop.wait(due - now):
                     return
-                t_stream = float(frame.time) if frame.time is not None else decoded_here / self.fps_hint
-                now = self.clock()
-                if paced:
-                    if start_wall is None:
-                        start_wall, start_t = now, t_stream
-                    due = start_wall + (t_stream - start_t)
-                    if due > now and self.stop.wait(due - now):
-                        return
-                    captured = due
-                else:
-                    captured = now
-                decoded_here += 1
-                self.stats.on_decoded()
-                if decoded_here == 1:
-                    self.stats.set_state("live")
-                infer = self.throttle.take(t_stream if cfg.is_file else captured)
-                if not infer and not self.keep_display:
+                captured = due
+            else:
+                captured = now
+            decoded_here += 1
+            self.stats.on_decoded()
+            if decoded_here == 1:
+                self.stats.set_state("live")
+            infer = self.throttle.take(t_stream if cfg.is_file else captured)
+            if not infer and not self.keep_display:
+                continue
+            if size is None:
+                size = self.working_size(frame.height, frame.width)
+            image = frame.to_ndarray(format="rgb24", width=size[1], height=size[0], interpolation="AREA")
+            display = self._display(frame) if self.keep_display else None
+            self._put(Frame(cfg.name, self._seq, frame.pts, _time_base(frame), captured, self.clock(),
+                            image, display, infer))
+            self._seq += 1
+        if cfg.is_file:
+            self._check_complete(container, stream, t_stream if decoded_here else None)
+
+    def _frames(self, container: av.container.InputContainer, stream: av.VideoStream) -> Iterator[av.VideoFrame]:
+        """Decoded frames. A packet the decoder rejects is skipped and counted (FFmpeg resyncs at the next
+        keyframe); too many in a row, or a demuxer/network failure, ends the session with a reason."""
+        in_a_row = 0
+        try:
+            for packet in container.demux(stream):
+                try:
+                    frames = packet.decode()
+                except av.InvalidDataError as exc:
+                    in_a_row += 1
+                    self.bad_packets += 1
+                    if self.bad_packets == 1:
+                        log.warning("stream %s: skipping corrupt data (%s)", self.config.name, describe_av_error(exc))
+                    if in_a_row > MAX_BAD_PACKETS_IN_A_ROW:
+                        raise SourceReadError(f"{self.safe_url}: {in_a_row} corrupt packets in a row; giving up") from exc
                     continue
-                if size is None:
-                    size = self.working_size(frame.height, frame.width)
-                image = frame.to_ndarray(format="rgb24", width=size[1], height=size[0], interpolation="AREA")
-                display = self._display(frame) if self.keep_display else None
-                self._put(Frame(cfg.name, self._seq, frame.pts, _time_base(frame), captured, self.clock(),
-                                image, display, infer))
-                self._seq += 1
+                in_a_row = 0
+                yield from frames
         except (av.FFmpegError, OSError) as exc:
-            what = "corrupt or truncated data" if cfg.is_file else "read failed"
-            raise SourceReadError(
-                f"{what} in {self.safe_url} after {decoded_here} frames: {describe_av_error(exc)}"
-            ) from exc
+            what = "corrupt or truncated data" if self.config.is_file else "read failed"
+            raise SourceReadError(f"{what} in {self.safe_url}: {describe_av_error(exc)}") from exc
+
+    def _check_complete(self, container: av.container.InputContainer, stream: av.VideoStream,
+                        last_t: float | None) -> None:
+        """A file whose frames stop well before its declared duration was cut short: say so."""
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None and len(container.streams) == 1:
+            duration = container.duration / av.time_base
+        else:
+            return
+        slack = max(0.25, 3.0 / self.fps_hint)
+        if last_t is None or last_t + slack < duration:
+            at = "no frame" if last_t is None else f"the last frame at {last_t:.2f}s"
+            raise SourceReadError(f"{self.safe_url} is truncated: {at} of a declared {duration:.2f}s")
 
     def _display(self, frame: av.VideoFrame) -> np.ndarray:
         if frame.height <= DISPLAY_MAX_HEIGHT:

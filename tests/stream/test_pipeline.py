@@ -1,0 +1,183 @@
+"""The pipeline end to end on real generated video files with a fixed random-init model."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+
+import av
+import pytest
+
+from stream import media
+from stream.config import RunConfig, StreamConfig
+from stream.metrics import Metrics
+from stream.pipeline import Pipeline
+from tests.support.models import tiny_classifier
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return tiny_classifier()
+
+
+def run(classifier, tmp_path: Path, streams: list[dict], duration: float | None = 30.0, **extra) -> Pipeline:
+    extra.setdefault("media_root", tmp_path)
+    config = RunConfig(output_dir=tmp_path / "out", streams=[StreamConfig(**s) for s in streams], **extra)
+    pipeline = Pipeline(classifier, config, Metrics())
+    pipeline.last_exit_code = asyncio.run(pipeline.run(duration=duration))  # type: ignore[attr-defined]
+    return pipeline
+
+
+def jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def count_frames(path: Path) -> int:
+    with av.open(str(path)) as container:
+        return sum(1 for _ in container.decode(video=0))
+
+
+def test_fast_streams_account_for_every_frame_and_recordings_match(classifier, tmp_path: Path) -> None:
+    clips = {
+        "one": media.make_test_clip(tmp_path / "one.mp4", frames=40, fps=25, size=(160, 120)),
+        "two": media.make_test_clip(tmp_path / "two.mp4", frames=25, fps=10, size=(320, 180)),
+        "three": media.make_test_clip(tmp_path / "three.mkv", frames=31, fps=30, size=(200, 150)),
+    }
+    p = run(classifier, tmp_path, [{"name": n, "url": str(c), "mode": "fast", "record": n != "three"}
+                                   for n, c in clips.items()])
+    assert p.last_exit_code == 0
+    for name, clip in clips.items():
+        expected = count_frames(clip)
+        lines = jsonl(tmp_path / "out" / f"{name}.jsonl")
+        assert [r["seq"] for r in lines] == list(range(expected)), name
+        assert all(r["stream"] == name and len(r["top"]) == 4 and r["smoothed"]["label"] for r in lines)
+        assert all(r["latency_ms"] >= 0 and r["time"] is not None for r in lines)
+        status = p.get(name).status()
+        assert status["state"] == "ended"
+        assert status["frames_decoded"] == status["frames_inferred"] == expected
+        assert status["dropped"] == {}
+        if name != "three":
+            assert count_frames(tmp_path / "out" / f"{name}.mp4") == expected
+
+
+def test_same_frames_give_same_predictions_regardless_of_batching(classifier, tmp_path: Path) -> None:
+    clip = media.make_test_clip(tmp_path / "c.mp4", frames=20, fps=25, size=(160, 120), pattern="photos")
+    a = run(classifier, tmp_path / "a", [{"name": "c", "url": str(clip), "mode": "fast"}],
+            media_root=tmp_path, batching={"max_batch": 1, "max_wait_ms": 0})
+    b = run(classifier, tmp_path / "b", [{"name": "c", "url": str(clip), "mode": "fast"}],
+            media_root=tmp_path, batching={"max_batch": 16, "max_wait_ms": 50})
+    assert a.last_exit_code == b.last_exit_code == 0
+    ra, rb = jsonl(tmp_path / "a" / "out" / "c.jsonl"), jsonl(tmp_path / "b" / "out" / "c.jsonl")
+    assert [r["top"][0]["label"] for r in ra] == [r["top"][0]["label"] for r in rb]
+    for x, y in zip(ra, rb, strict=True):
+        assert x["top"][0]["prob"] == pytest.approx(y["top"][0]["prob"], abs=1e-4)
+
+
+def test_truncated_file_fails_clearly_while_the_good_stream_completes(classifier, tmp_path: Path) -> None:
+    good = media.make_test_clip(tmp_path / "good.mp4", frames=30, size=(160, 120))
+    whole = media.make_test_clip(tmp_path / "whole.mkv", frames=60, size=(160, 120))
+    bad = media.truncate_file(whole, tmp_path / "bad.mkv", 0.5)
+    p = run(classifier, tmp_path, [{"name": "good", "url": str(good), "mode": "fast"},
+                                   {"name": "bad", "url": str(bad), "mode": "fast"}])
+    assert p.get("good").status()["state"] == "ended"
+    assert len(jsonl(tmp_path / "out" / "good.jsonl")) == 30
+    bad_status = p.get("bad").status()
+    assert bad_status["state"] == "failed"
+    assert "bad.mkv is truncated" in bad_status["error"]
+    assert 0 < bad_status["frames_decoded"] < 60
+    # the frames before the cut are kept
+    assert len(jsonl(tmp_path / "out" / "bad.jsonl")) == bad_status["frames_decoded"]
+
+
+def test_corrupt_packets_are_skipped_and_counted(classifier, tmp_path: Path) -> None:
+    whole = media.make_test_clip(tmp_path / "whole.mp4", frames=75, size=(160, 120), gop=10)
+    bad = media.corrupt_file(whole, tmp_path / "noisy.mp4", at=0.4, length=1500)
+    p = run(classifier, tmp_path, [{"name": "noisy", "url": str(bad), "mode": "fast"}])
+    status = p.get("noisy").status()
+    assert status["state"] == "ended"
+    assert "corrupt packets" in status["error"]
+    assert 50 <= status["frames_decoded"] < 75
+
+
+def test_unopenable_file_fails_with_reason_and_exit_code_says_some_failed(classifier, tmp_path: Path) -> None:
+    good = media.make_test_clip(tmp_path / "good.mp4", frames=10, size=(160, 120))
+    whole = media.make_test_clip(tmp_path / "whole.mp4", frames=30, size=(160, 120))
+    bad = media.truncate_file(whole, tmp_path / "cut.mp4", 0.3)  # MP4 index (moov) is at the end: unopenable
+    p = run(classifier, tmp_path, [{"name": "good", "url": str(good), "mode": "fast"},
+                                   {"name": "cut", "url": str(bad), "mode": "fast"}])
+    status = p.get("cut").status()
+    assert status["state"] == "failed"
+    assert "cut.mp4" in status["error"] and "Invalid data" in status["error"]
+    assert p.get("good").status()["frames_inferred"] == 10
+    assert p.last_exit_code == 3
+
+
+def test_unreachable_url_reconnects_with_backoff_beside_a_good_stream(classifier, tmp_path: Path, caplog) -> None:
+    good = media.make_test_clip(tmp_path / "good.mp4", frames=50, fps=25, size=(160, 120))
+    caplog.set_level(logging.INFO)
+    p = run(classifier, tmp_path, [
+        {"name": "good", "url": str(good), "mode": "realtime"},
+        {"name": "cam", "url": "rtsp://admin:hunter2@127.0.0.1:9/stream", "open_timeout_s": 1,
+         "reconnect": {"initial_s": 0.1, "max_s": 0.4}},
+    ], duration=3.0)
+    cam = p.get("cam").status()
+    assert cam["reconnects"] >= 3
+    assert cam["frames_decoded"] == 0
+    assert "refused" in cam["error"].lower() or "timed out" in cam["error"].lower()
+    assert p.get("good").status()["frames_inferred"] == 50
+    everything = caplog.text + json.dumps(p.statuses())
+    assert "hunter2" not in everything and "admin" not in everything
+    assert "rtsp://***@127.0.0.1:9/stream" in everything
+
+
+def test_realtime_file_is_paced_at_native_rate(classifier, tmp_path: Path) -> None:
+    clip = media.make_test_clip(tmp_path / "rt.mp4", frames=30, fps=15, size=(160, 120))  # 2 s of video
+    loop = asyncio.new_event_loop()
+    config = RunConfig(output_dir=tmp_path / "out", media_root=tmp_path,
+                       streams=[StreamConfig(name="rt", url=str(clip), mode="realtime")])
+    pipeline = Pipeline(classifier, config, Metrics())
+    started = loop.time()
+    loop.run_until_complete(pipeline.run(duration=10))
+    elapsed = loop.time() - started
+    loop.close()
+    assert 1.8 <= elapsed <= 6.0
+    times = [r["time"] for r in jsonl(tmp_path / "out" / "rt.jsonl")]
+    assert times == sorted(times) and len(times) >= 25  # live policy may drop a stale frame under load
+
+
+def test_infer_fps_classifies_fewer_frames_but_records_all(classifier, tmp_path: Path) -> None:
+    clip = media.make_test_clip(tmp_path / "c.mp4", frames=50, fps=25, size=(160, 120))  # 2 s
+    p = run(classifier, tmp_path, [{"name": "c", "url": str(clip), "mode": "fast", "infer_fps": 5, "record": True}])
+    status = p.get("c").status()
+    assert status["frames_decoded"] == 50
+    assert status["frames_inferred"] == 10
+    assert len(jsonl(tmp_path / "out" / "c.jsonl")) == 10
+    assert count_frames(tmp_path / "out" / "c.mp4") == 50
+
+
+def test_loop_stream_runs_until_duration_then_stops(classifier, tmp_path: Path) -> None:
+    clip = media.make_test_clip(tmp_path / "c.mp4", frames=10, fps=25, size=(160, 120))
+    p = run(classifier, tmp_path, [{"name": "c", "url": str(clip), "mode": "fast", "loop": True}], duration=2.0)
+    status = p.get("c").status()
+    assert status["frames_decoded"] > 10
+    assert status["state"] == "stopped"
+    seqs = [r["seq"] for r in jsonl(tmp_path / "out" / "c.jsonl")]
+    assert seqs == list(range(len(seqs)))
+
+
+def test_prometheus_counters_follow_the_stream(classifier, tmp_path: Path) -> None:
+    clip = media.make_test_clip(tmp_path / "c.mp4", frames=12, size=(160, 120))
+    config = RunConfig(output_dir=tmp_path / "out", media_root=tmp_path,
+                       streams=[StreamConfig(name="c", url=str(clip), mode="fast")])
+    metrics = Metrics()
+    asyncio.run(Pipeline(classifier, config, metrics).run(duration=30))
+    reg = metrics.registry
+    assert reg.get_sample_value("sightline_frames_decoded_total", {"stream": "c"}) == 12
+    assert reg.get_sample_value("sightline_frames_inferred_total", {"stream": "c"}) == 12
+    assert reg.get_sample_value("sightline_end_to_end_latency_seconds_count", {"stream": "c"}) == 12
+    assert reg.get_sample_value("sightline_stream_state", {"stream": "c", "state": "ended"}) == 1
+    assert reg.get_sample_value("sightline_batch_size_sum") == 12
