@@ -95,11 +95,17 @@ class StreamConfig(StrictModel):
 
 class ServerConfig(StrictModel):
     enabled: bool = True
-    host: str = "127.0.0.1"
+    host: str = Field("127.0.0.1", min_length=1, description="bind address; 0.0.0.0 only inside a container")
     port: int = Field(8080, ge=0, le=65535)
-    token: str | None = Field(None, description="when set, state-changing requests need 'Authorization: Bearer'")
+    token: str | None = Field(None, min_length=1,
+                              description="when set, state-changing requests need 'Authorization: Bearer <token>' "
+                                          "(the SIGHTLINE_TOKEN environment variable overrides it)")
     ready_max_down_share: float = Field(0.5, ge=0, le=1,
-                                        description="/readyz fails when more than this share of streams is down")
+                                        description="/readyz fails when more than this share of the running streams "
+                                                    "is down (reconnecting or failed)")
+    mjpeg_fps: float = Field(5.0, gt=0, le=30, description="frame rate of the MJPEG previews")
+    jpeg_quality: int = Field(80, ge=10, le=100, description="JPEG quality of previews and snapshots")
+    max_preview_clients: int = Field(16, ge=1, le=1000, description="open MJPEG previews at most (503 beyond)")
 
 
 class RunConfig(StrictModel):

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
+from collections.abc import Mapping
 from pathlib import Path
 
 from model.classifier import Classifier
@@ -17,6 +19,7 @@ log = logging.getLogger("sightline")
 
 DEMO_CONFIG = Path("configs/demo.yaml")
 DEMO_CLIP = Path("media/demo.mp4")
+TOKEN_ENV = "SIGHTLINE_TOKEN"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,8 +39,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    config = load_run_config(args.config)
+    config = apply_environment(load_run_config(args.config), os.environ)
     return asyncio.run(run_service(config, args.duration))
+
+
+def apply_environment(config: RunConfig, environ: Mapping[str, str]) -> RunConfig:
+    """SIGHTLINE_TOKEN (when set and not empty) replaces server.token: secrets stay out of config files."""
+    token = environ.get(TOKEN_ENV, "").strip()
+    if not token:
+        return config
+    return config.model_copy(update={"server": config.server.model_copy(update={"token": token})})
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -59,14 +70,31 @@ def build_pipeline(config: RunConfig, metrics: Metrics | None = None) -> Pipelin
 
 
 async def run_service(config: RunConfig, duration: float | None = None) -> int:
-    pipeline = await asyncio.to_thread(build_pipeline, config)
+    server = None
+    if config.server.enabled:
+        from stream.http_server import HttpServer
+
+        server = HttpServer(config.server.host, config.server.port)
+        server.bind()  # a busy port fails now, not after the model has loaded
+    try:
+        pipeline = await asyncio.to_thread(build_pipeline, config)
+    except BaseException:
+        if server is not None:
+            await server.stop()
+        raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
+        if server is not None:
+            from stream.api import create_app
+
+            await server.start(create_app(pipeline, config, pipeline.metrics))
         code = await pipeline.run(duration=duration, stop=stop)
     finally:
+        if server is not None:
+            await server.stop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     for status in pipeline.statuses():

@@ -1,0 +1,114 @@
+"""uvicorn inside the service's own event loop, next to the pipeline.
+
+The socket is bound up front, so a busy port is a clear error before the model loads (uvicorn
+itself would ``sys.exit`` from inside a task). Signals stay with ``run_service``: it stops the
+pipeline first, then this server, so a SIGTERM never cuts the HTTP side off a draining pipeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import socket
+from collections.abc import Iterator
+
+import uvicorn
+from fastapi import FastAPI
+
+from stream.errors import StreamError
+
+log = logging.getLogger(__name__)
+
+
+class ServerBindError(StreamError):
+    pass
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """run_service owns SIGINT/SIGTERM (it drains the pipeline, then stops us); install nothing."""
+        yield
+
+
+class HttpServer:
+    """Bind first (``bind``), serve an app later (``start``), stop after the pipeline (``stop``)."""
+
+    def __init__(self, host: str, port: int, graceful_s: float = 3.0) -> None:
+        self.host = host
+        self.requested_port = port
+        self.graceful_s = graceful_s
+        self.app: FastAPI | None = None
+        self._socket: socket.socket | None = None
+        self._server: _Server | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (the real one when the config asked for port 0)."""
+        if self._socket is None:
+            raise RuntimeError("the server is not bound")
+        return int(self._socket.getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def bind(self) -> socket.socket:
+        if self._socket is not None:
+            return self._socket
+        try:
+            infos = socket.getaddrinfo(self.host, self.requested_port, type=socket.SOCK_STREAM,
+                                       flags=socket.AI_PASSIVE)
+            family, _, _, _, address = infos[0]
+            self._socket = socket.create_server(address, family=family, backlog=128)
+        except OSError as exc:
+            raise ServerBindError(f"server: cannot listen on {self.host}:{self.requested_port}: "
+                                  f"{exc.strerror or exc}") from None
+        return self._socket
+
+    async def start(self, app: FastAPI) -> None:
+        """Serve ``app`` in a task; return once uvicorn accepts connections."""
+        sock = self.bind()
+        self.app = app
+        config = uvicorn.Config(app, log_level="warning", log_config=None, access_log=False, lifespan="off",
+                                timeout_graceful_shutdown=self.graceful_s)
+        self._server = _Server(config)
+        self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="http-server")
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()
+                raise ServerBindError(f"server: uvicorn stopped during start-up on {self.url}")
+            await asyncio.sleep(0.01)
+        log.info("serving HTTP on %s", self.url)
+        if app.state.token is None and not _is_loopback(self.host):
+            log.warning("serving on %s without server.token: anyone who can reach it can add and remove streams",
+                        self.host)
+
+    async def stop(self) -> None:
+        """End previews and readiness first, then let uvicorn finish open requests (at most graceful_s)."""
+        if self.app is not None:
+            self.app.state.closing.set()
+        if self._server is None or self._task is None:
+            if self._socket is not None:
+                self._socket.close()
+            self._socket = None
+            return
+        self._server.should_exit = True
+        try:
+            await self._task
+        finally:
+            self._task = self._server = None
+            self._socket = None
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,100 @@
+"""JPEG previews for the HTTP API: snapshots and MJPEG, rendered in threads and shared between clients.
+
+The output thread only keeps the latest ``Labelled`` frame; drawing the overlay and encoding the
+JPEG happen here, on request, at most once per new frame however many clients watch. OpenCV
+runs in worker threads (``asyncio.to_thread``), never in the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+from stream.overlay import encode_jpeg
+from stream.pipeline import Pipeline, StreamRuntime, UnknownStreamError
+from stream.sinks import Labelled
+
+BOUNDARY = "frame"
+MJPEG_MEDIA_TYPE = f"multipart/x-mixed-replace; boundary={BOUNDARY}"
+
+
+def render_jpeg(item: Labelled, stream: str, quality: int) -> bytes:
+    return encode_jpeg(item.annotated(stream), quality)
+
+
+def mjpeg_part(jpeg: bytes) -> bytes:
+    head = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode("ascii")
+    return head + jpeg + b"\r\n"
+
+
+class PreviewRenderer:
+    """Caches the JPEG of each stream's latest frame; a frame is rendered once, in a worker thread."""
+
+    def __init__(self, pipeline: Pipeline, quality: int) -> None:
+        self.pipeline = pipeline
+        self.quality = quality
+        self._cache: dict[str, tuple[Labelled, bytes]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def jpeg(self, name: str, item: Labelled) -> bytes:
+        cached = self._cache.get(name)
+        if cached is not None and cached[0] is item:
+            return cached[1]
+        lock = self._locks.setdefault(name, asyncio.Lock())
+        async with lock:
+            cached = self._cache.get(name)
+            if cached is not None and cached[0] is item:
+                return cached[1]
+            data = await asyncio.to_thread(render_jpeg, item, name, self.quality)
+            self._cache[name] = (item, data)
+        self._prune()
+        return data
+
+    async def latest(self, name: str) -> bytes | None:
+        """The stream's latest annotated frame as JPEG; None before its first frame. Raises UnknownStreamError."""
+        item = self.pipeline.get(name).output.latest
+        return None if item is None else await self.jpeg(name, item)
+
+    def forget(self, name: str) -> None:
+        self._cache.pop(name, None)
+        self._locks.pop(name, None)
+
+    def _prune(self) -> None:
+        """Drop frames of streams that are gone (removed by the API or otherwise), so they can be freed."""
+        live = set(self.pipeline.names())
+        for name in [n for n in self._cache if n not in live]:
+            self.forget(name)
+
+    async def mjpeg(self, runtime: StreamRuntime, fps: float, closing: asyncio.Event,
+                    on_open: Callable[[], None], on_close: Callable[[], None]) -> AsyncIterator[bytes]:
+        """multipart/x-mixed-replace parts: each new frame at most ``fps`` times a second.
+
+        Ends when the stream is removed (or replaced by one of the same name), when it finished and
+        its last frame went out, or when the server closes. A client that disconnects cancels it.
+        ``on_open``/``on_close`` bracket the time it runs (a generator that never starts calls neither).
+        """
+        name = runtime.config.name
+        period = 1.0 / fps
+        sent: Labelled | None = None
+        on_open()
+        try:
+            while not closing.is_set():
+                try:
+                    current = self.pipeline.get(name)
+                except UnknownStreamError:
+                    return
+                if current is not runtime:
+                    return
+                finished = runtime.finished
+                item = runtime.output.latest
+                if item is not None and item is not sent:
+                    yield mjpeg_part(await self.jpeg(name, item))
+                    sent = item
+                elif finished:
+                    return
+                try:
+                    await asyncio.wait_for(closing.wait(), period)
+                except asyncio.TimeoutError:
+                    continue
+        finally:
+            on_close()
