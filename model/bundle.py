@@ -76,10 +76,15 @@ class ModelBundle:
         return len(self.class_names)
 
     def build(self) -> torch.nn.Module:
-        """A network in eval mode with this bundle's weights loaded (on the CPU)."""
-        net = build_network(self.arch, self.num_classes)
+        """A network in eval mode with this bundle's weights loaded (on the CPU).
+
+        Built on the meta device, so no time goes into a random initialisation that the weights
+        replace anyway; the parameters are copies, so the network never aliases this bundle.
+        """
+        with torch.device("meta"):
+            net = build_network(self.arch, self.num_classes)
         try:
-            net.load_state_dict(self.state_dict)
+            net.load_state_dict({k: _own_copy(v) for k, v in self.state_dict.items()}, assign=True)
         except RuntimeError as exc:
             first = " ".join(str(exc).strip().splitlines()[:2])
             raise ModelLoadError(f"weights do not fit {self.arch}: {first[:400]}") from exc
@@ -159,6 +164,13 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Any:
     except Exception as exc:  # torch raises many types for a bad file; all mean "unreadable"
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"{path}: not a readable PyTorch checkpoint ({reason[:200]})") from exc
+
+
+def _own_copy(tensor: torch.Tensor) -> torch.Tensor:
+    """Float weights as float32 (an fp16-saved checkpoint still serves in fp32 / autocast), never aliased."""
+    if tensor.is_floating_point():
+        return tensor.detach().to(torch.float32, copy=True)
+    return tensor.detach().clone()
 
 
 def _plain(value: Any) -> Any:
