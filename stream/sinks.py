@@ -15,7 +15,7 @@ import av
 import numpy as np
 
 from model.classifier import Prediction
-from stream.frames import Result, Smoothed
+from stream.frames import Frame, Result, Smoothed
 from stream.overlay import draw_overlay
 
 
@@ -102,6 +102,8 @@ class VideoRecorder:
         self._video: av.VideoStream | None = None
         self._last_pts = -1
         self._t0: float | None = None
+        self._last_t = 0.0
+        self._offset = 0.0
         self.frames = 0
 
     def _open(self, width: int, height: int) -> tuple[av.container.OutputContainer, av.VideoStream]:
@@ -126,16 +128,24 @@ class VideoRecorder:
             container, video = self._container, self._video
         image = image[: video.height, : video.width]
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-        src = item.result.frame
-        t = src.time_s if src.time_s is not None else src.captured_at
-        if self._t0 is None:
-            self._t0 = t
-        pts = max(self._last_pts + 1, round((t - self._t0) * 1000))  # loops restart pts: keep them rising
+        pts = self._pts(item.result.frame)
         frame.pts, frame.time_base = pts, MS
-        self._last_pts = pts
         for packet in video.encode(frame):
             container.mux(packet)
         self.frames += 1
+
+    def _pts(self, src: Frame) -> int:
+        """Milliseconds on the stream's clock, kept rising across file loops and reconnects."""
+        t = src.time_s if src.time_s is not None else src.captured_at
+        if self._t0 is None:
+            self._t0 = t
+        fps = self._fps() if callable(self._fps) else self._fps
+        if t + self._offset < self._last_t:  # the clock went back (loop, reconnect): continue after the last frame
+            self._offset = self._last_t - t + 1.0 / fps
+        self._last_t = t + self._offset
+        pts = max(self._last_pts + 1, round((self._last_t - self._t0) * 1000))
+        self._last_pts = pts
+        return pts
 
     def close(self) -> None:
         if self._container is None or self._video is None:
