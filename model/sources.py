@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import urllib.error
 from pathlib import Path
 
@@ -48,7 +50,9 @@ def load_imagenet(download: bool = True) -> ModelBundle:
         raise _offline_error(path, "downloads are disabled")
     else:
         try:
-            state_dict = IMAGENET_WEIGHTS.get_state_dict(progress=True, check_hash=True)
+            # torch.hub announces the download on stdout; keep stdout for results (`predict --json`).
+            with contextlib.redirect_stdout(sys.stderr):
+                state_dict = IMAGENET_WEIGHTS.get_state_dict(progress=True, check_hash=True)
         except (urllib.error.URLError, OSError, RuntimeError) as exc:
             raise _offline_error(path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
     return ModelBundle(
