@@ -1,0 +1,120 @@
+"""Training configuration: one root model, the same keys as the `sightline train` flags.
+
+Flags override the file; on ``--resume`` the run's own stored config is the base instead.
+Unknown keys and bad values are errors naming the file and the dotted path (model.yamlconfig).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationInfo, field_validator
+
+from model.yamlconfig import StrictModel, load_yaml, validate
+
+Mode = Literal["head", "full", "head-then-full"]
+
+
+class AugmentConfig(StrictModel):
+    """Training-only augmentation; evaluation always uses the bundle's serving preprocessing."""
+
+    scale: tuple[float, float] = (0.08, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    hflip: bool = True
+    trivial_augment: bool = False
+
+    @field_validator("scale")
+    @classmethod
+    def _scale(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not (0 < v[0] <= v[1] <= 1):
+            raise ValueError("needs 0 < min <= max <= 1 (fractions of the image area)")
+        return v
+
+    @field_validator("ratio")
+    @classmethod
+    def _ratio(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not (0 < v[0] <= v[1]):
+            raise ValueError("needs 0 < min <= max (aspect ratios)")
+        return v
+
+
+class EarlyStoppingConfig(StrictModel):
+    """Stop when val top-1 has not improved by more than ``min_delta`` for ``patience`` epochs (0: never)."""
+
+    patience: int = Field(0, ge=0)
+    min_delta: float = Field(0.0, ge=0.0)
+
+
+class TrainConfig(StrictModel):
+    data: Path | None = None
+    out: Path | None = None
+    epochs: int = Field(10, ge=1)
+    mode: Mode = "head-then-full"
+    head_epochs: int = Field(1, ge=0, validate_default=True)
+    backbone_lr_scale: float = Field(0.1, gt=0.0, le=1.0)
+    init: str = "imagenet"
+    arch: str | None = None
+    batch_size: int = Field(32, ge=1)
+    accumulate: int = Field(1, ge=1)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.001, gt=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(1e-4, ge=0.0)
+    warmup_epochs: float = Field(1.0, ge=0.0)
+    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0)
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    grad_clip: float | None = Field(None, gt=0.0)
+    class_weighting: Literal["none", "balanced"] = "none"
+    amp: bool = True
+    precision: Literal["auto", "fp16", "bf16"] = "auto"
+    device: str = "auto"
+    seed: int = 0
+    deterministic: bool = False
+    num_workers: int = Field(4, ge=0)
+    val_split: float = Field(0.2, gt=0.0, lt=1.0)
+    resize: int | None = Field(None, ge=1)
+    crop: int | None = Field(None, ge=1)
+    augment: AugmentConfig = AugmentConfig()
+    early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
+    progress: bool = True
+
+    @field_validator("head_epochs")
+    @classmethod
+    def _head_epochs(cls, v: int, info: ValidationInfo) -> int:
+        mode, epochs = info.data.get("mode"), info.data.get("epochs")
+        if mode == "head-then-full" and epochs is not None and not (1 <= v < epochs):
+            raise ValueError(f"head-then-full needs 1 <= head_epochs < epochs (epochs is {epochs})")
+        return v
+
+    @field_validator("crop")
+    @classmethod
+    def _crop(cls, v: int | None, info: ValidationInfo) -> int | None:
+        resize = info.data.get("resize")
+        if v is not None and resize is not None and v > resize:
+            raise ValueError(f"crop {v} is larger than resize {resize}")
+        return v
+
+    @field_validator("init")
+    @classmethod
+    def _init(cls, v: str, info: ValidationInfo) -> str:
+        if v == "scratch" and info.data.get("mode") == "head":
+            raise ValueError("mode 'head' freezes the backbone, which is random from scratch; use mode 'full'")
+        return v
+
+    def effective_batch(self) -> int:
+        return self.batch_size * self.accumulate
+
+    def to_plain(self) -> dict[str, Any]:
+        """JSON-able and weights_only-loadable (stored in last.pt and report.json)."""
+        return self.model_dump(mode="json")
+
+
+def load_config(path: str | os.PathLike[str] | None, overrides: dict[str, Any] | None = None,
+                base: dict[str, Any] | None = None, origin: str = "command line") -> TrainConfig:
+    """The file (or ``base``, a stored config) with flag ``overrides`` on top; ``None`` flags are not given."""
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if path is not None:
+        return load_yaml(path, TrainConfig, given)
+    return validate({**(base or {}), **given}, TrainConfig, origin)
