@@ -1,0 +1,158 @@
+"""deploy/ and the container config: the dashboard only asks for metrics the service exports, the
+Prometheus config is valid, and compose, provisioning, Dockerfile and configs/docker.yaml agree."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from prometheus_client import generate_latest
+
+from stream.config import load_run_config
+from stream.metrics import DROP_REASONS, STAGES, STATES, Metrics
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+DASHBOARD = DEPLOY / "grafana" / "dashboards" / "sightline.json"
+
+GROUPING = r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)"
+KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset", "and", "or", "unless",
+            "inf", "nan"}
+
+
+def metric_names(expr: str) -> set[str]:
+    """Metric names in a PromQL expression: identifiers that are not functions, keywords or label names."""
+    expr = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # string literals (label values, regexes)
+    expr = re.sub(r"\$\{[^}]*\}|\$\w+", "", expr)  # Grafana variables
+    expr = re.sub(r"\{[^}]*\}", "", expr)  # label matchers
+    expr = re.sub(r"\[[^\]]*\]", "", expr)  # range and subquery selectors
+    expr = re.sub(GROUPING, "", expr)  # grouping label lists
+    names = set()
+    for match in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", expr):
+        word = match.group()
+        if expr[match.end():].lstrip().startswith("(") or word.lower() in KEYWORDS:
+            continue  # a function call, or a keyword
+        if match.start() > 0 and (expr[match.start() - 1].isdigit() or expr[match.start() - 1] == "."):
+            continue  # the exponent or unit of a number (1e3)
+        names.add(word)
+    return names
+
+
+def dashboard_expressions() -> list[str]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    for var in dashboard.get("templating", {}).get("list", []):
+        query = var.get("query")
+        text = query.get("query", "") if isinstance(query, dict) else str(query or "")
+        labels = re.fullmatch(r"\s*label_values\(\s*(.+?)\s*,\s*\w+\s*\)\s*", text)
+        exprs.append(labels.group(1) if labels else text)
+    return exprs
+
+
+def exported_names() -> set[str]:
+    """Sample names the service exports once every metric has a child (GPU memory as on CUDA)."""
+    metrics = Metrics()
+    stream = metrics.stream("cam")
+    stream.set_state("live")
+    stream.decoded.inc()
+    stream.inferred.inc()
+    stream.latency.observe(0.02)
+    stream.reconnects.inc()
+    stream.fps.set(1)
+    stream.sink_error("jsonl")
+    for reason in DROP_REASONS:
+        stream.dropped[reason].inc()
+    for stage in STAGES:
+        metrics.stage[stage].observe(0.001)
+    metrics.batch_size.observe(4)
+    metrics.set_model("resnet18", 1000, "cuda:0", "fp16")
+    metrics.watch_gpu_memory(lambda: (1, 2))
+    text = generate_latest(metrics.registry).decode()
+    return {re.split(r"[{ ]", line, maxsplit=1)[0] for line in text.splitlines() if line and not line.startswith("#")}
+
+
+def test_metric_name_extraction() -> None:
+    expr = ('histogram_quantile(0.99, sum by (le, stream) (rate(foo_seconds_bucket{stream=~"$stream", '
+            'le!="+Inf"}[$__rate_interval]))) / ignoring(kind) group_left bar_total offset 5m > 1e3')
+    assert metric_names(expr) == {"foo_seconds_bucket", "bar_total"}
+
+
+def test_dashboard_asks_only_for_exported_metrics() -> None:
+    exported = exported_names()
+    exprs = dashboard_expressions()
+    assert len(exprs) >= 10
+    unknown = {name: e for e in exprs for name in metric_names(e) if name not in exported}
+    assert not unknown, f"not exported by the service: {unknown}"
+
+
+def test_dashboard_covers_the_promised_views() -> None:
+    used = set().union(*(metric_names(e) for e in dashboard_expressions()))
+    for name in ("sightline_frames_inferred_total", "sightline_end_to_end_latency_seconds_bucket",
+                 "sightline_frames_dropped_total", "sightline_reconnects_total", "sightline_batch_size_bucket",
+                 "sightline_stage_latency_seconds_bucket", "sightline_gpu_memory_bytes"):
+        assert name in used, name
+    text = DASHBOARD.read_text()
+    assert "histogram_quantile(0.5," in text and "histogram_quantile(0.99," in text
+
+
+def test_metric_labels_come_from_finite_sets() -> None:
+    metrics = Metrics()
+    stream = metrics.stream("cam")
+    stream.set_state("live")
+    metrics.set_model("resnet18", 1000, "cpu", "fp32")
+    allowed = {"stream", "state", "stage", "reason", "sink", "le", "kind", "arch", "classes", "device", "precision"}
+    for family in metrics.registry.collect():
+        for sample in family.samples:
+            assert set(sample.labels) <= allowed, (sample.name, sample.labels)
+            if "state" in sample.labels:
+                assert sample.labels["state"] in STATES
+
+
+def test_grafana_datasource_uid_matches_the_dashboard() -> None:
+    provisioned = yaml.safe_load((DEPLOY / "grafana/provisioning/datasources/prometheus.yml").read_text())
+    uids = {d["uid"] for d in provisioned["datasources"]}
+    dashboard = json.loads(DASHBOARD.read_text())
+    used = {p["datasource"]["uid"] for p in dashboard["panels"]}
+    used |= {t["datasource"]["uid"] for p in dashboard["panels"] for t in p["targets"]}
+    assert used <= uids
+    provider = yaml.safe_load((DEPLOY / "grafana/provisioning/dashboards/sightline.yml").read_text())
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    mounts = {v.split(":")[0]: v.split(":")[1] for v in compose["services"]["grafana"]["volumes"]}
+    assert mounts["./grafana/dashboards"] == provider["providers"][0]["options"]["path"]
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian package 'prometheus') not installed")
+def test_prometheus_config_is_valid() -> None:
+    result = subprocess.run(["promtool", "check", "config", str(DEPLOY / "prometheus/prometheus.yml")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_mounts_what_exists_and_scrapes_the_service() -> None:
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    assert set(compose["services"]) == {"sightline", "prometheus", "grafana"}
+    for service in compose["services"].values():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                assert (DEPLOY / source).exists(), source
+    scrape = yaml.safe_load((DEPLOY / "prometheus/prometheus.yml").read_text())
+    targets = scrape["scrape_configs"][0]["static_configs"][0]["targets"]
+    port = load_run_config(ROOT / "configs/docker.yaml").server.port
+    assert targets == [f"sightline:{port}"]
+    assert "../configs/docker.yaml:/config/config.yaml:ro" in compose["services"]["sightline"]["volumes"]
+
+
+def test_container_config_binds_all_interfaces_without_a_secret_in_the_file() -> None:
+    config = load_run_config(ROOT / "configs/docker.yaml")
+    assert config.server.enabled and config.server.host == "0.0.0.0" and config.server.token is None
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert f"EXPOSE {config.server.port}" in dockerfile
+    assert f"127.0.0.1:{config.server.port}/healthz" in dockerfile
+    assert 'CMD ["sightline", "run", "/config/config.yaml"]' in dockerfile
+    assert re.search(r"^USER (?!root|0\b)\S+", dockerfile, re.M)
