@@ -88,8 +88,9 @@ class Readiness(BaseModel):
 def readiness(pipeline: Pipeline, max_down_share: float, closing: bool = False) -> Readiness:
     """Ready unless closing, or more than ``max_down_share`` of the running streams is down.
 
-    The HTTP server starts only after the model is loaded and warmed up, so a service that answers
-    has its model; running streams are those not ended/stopped; down means reconnecting or failed.
+    ``run_service`` starts the HTTP server only after the model is loaded and warmed up and the
+    pipeline (inference worker, configured streams) has started, so a service that answers has its
+    model. Running streams are those not ended/stopped; down means reconnecting or failed.
     """
     states = [s["state"] for s in pipeline.statuses()]
     running = [s for s in states if s not in NOT_RUNNING_STATES]

@@ -90,7 +90,12 @@ async def run_service(config: RunConfig, duration: float | None = None) -> int:
         if server is not None:
             from stream.api import create_app
 
-            await server.start(create_app(pipeline, config, pipeline.metrics))
+            try:  # the configured streams exist before the first request is answered
+                await asyncio.to_thread(pipeline.start)
+                await server.start(create_app(pipeline, config, pipeline.metrics))
+            except BaseException:
+                await asyncio.to_thread(pipeline.shutdown)
+                raise
         code = await pipeline.run(duration=duration, stop=stop)
     finally:
         if server is not None:
