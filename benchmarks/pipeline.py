@@ -1,0 +1,203 @@
+"""Side-by-side throughput of (a) the model alone, (b) Sightline end to end, (c) a seed-style loop.
+
+All three run in one process on the same generated clips and the same model, so the ratios are
+measured in one run:
+
+  (a) model only: working-size frames already in memory -> Classifier (device preprocessing + forward),
+      batches of --max-batch;
+  (b) Sightline: N fast (lossless) file streams through the real pipeline -- PyAV decode threads with
+      FFmpeg scaling, cross-stream batching, inference worker, smoothing, JSONL sinks;
+  (c) seed-style: OpenCV VideoCapture -> RGB -> PIL -> torchvision IMAGENET1K_V1 transforms -> model,
+      one frame at a time (the tutorial's loop), with the same device and autocast setting.
+
+Then N realtime 30 fps streams for each N in --realtime: p50/p99 capture->result latency and the
+share of frames dropped as stale (live policy: newest frame wins when the model falls behind).
+
+    python benchmarks/pipeline.py                      # CPU-sized defaults
+    python benchmarks/pipeline.py --device cuda --streams 16 --realtime 8,16,32,64 --seconds 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.models import ResNet18_Weights
+
+from model import Classifier, ModelBundle, load_model_source
+from model.architectures import build_network
+from model.sources import imagenet_classes, imagenet_preprocess
+from stream.config import RunConfig, StreamConfig
+from stream.media import make_test_clip
+from stream.metrics import Metrics
+from stream.pipeline import Pipeline
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"CPU {cpu}, {torch.get_num_threads()} torch threads"
+
+
+def load_bundle(source: str) -> ModelBundle:
+    if source == "random":  # throughput does not depend on the weights
+        torch.manual_seed(0)
+        return ModelBundle("resnet18", imagenet_classes(), build_network("resnet18", 1000).state_dict(),
+                           imagenet_preprocess(), {"source": "random-init"})
+    return load_model_source(source)
+
+
+def decode_working_size(clip: Path, classifier: Classifier) -> list[np.ndarray]:
+    with av.open(str(clip)) as container:
+        frames = []
+        for frame in container.decode(video=0):
+            h, w = classifier.preprocessor.working_size(frame.height, frame.width)
+            frames.append(frame.to_ndarray(format="rgb24", width=w, height=h, interpolation="AREA"))
+    return frames
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_model(classifier: Classifier, frames: list[np.ndarray], total: int, batch: int) -> float:
+    pool = (frames * (total // len(frames) + 1))[:total]
+    classifier.probabilities(pool[:batch])  # warm
+    sync(classifier.device)
+    start = time.perf_counter()
+    for i in range(0, total, batch):
+        classifier.probabilities(pool[i:i + batch])
+    sync(classifier.device)
+    return total / (time.perf_counter() - start)
+
+
+def bench_pipeline(classifier: Classifier, clip: Path, n: int, out: Path, max_batch: int,
+                   mode: str = "fast", seconds: float | None = None) -> dict[str, float]:
+    config = RunConfig(output_dir=out, media_root=clip.parent, batching={"max_batch": max_batch, "max_wait_ms": 10},
+                       streams=[StreamConfig(name=f"s{i}", url=str(clip), mode=mode, loop=mode == "realtime",
+                                             buffer=4 if mode == "realtime" else 64) for i in range(n)])
+    pipeline = Pipeline(classifier, config, Metrics())
+    start = time.perf_counter()
+    asyncio.run(pipeline.run(duration=seconds))
+    elapsed = time.perf_counter() - start
+    stats = [pipeline.get(f"s{i}").stats for i in range(n)]
+    inferred = sum(s.frames_inferred for s in stats)
+    decoded = sum(s.frames_decoded for s in stats)
+    dropped = sum(sum(s.dropped.values()) for s in stats)
+    latencies = np.asarray([lat for s in stats for _, lat in s._latency])
+    return {
+        "fps": inferred / elapsed,
+        "decoded": decoded,
+        "inferred": inferred,
+        "drop_rate": dropped / decoded if decoded else 0.0,
+        "p50_ms": float(np.percentile(latencies, 50) * 1000) if len(latencies) else float("nan"),
+        "p99_ms": float(np.percentile(latencies, 99) * 1000) if len(latencies) else float("nan"),
+        "mean_batch": inferred / max(pipeline.worker.batches, 1),
+    }
+
+
+def bench_seed(bundle: ModelBundle, clip: Path, device: torch.device, amp: torch.dtype | None, limit: int) -> float:
+    """The tutorial's loop: OpenCV -> PIL -> torchvision transforms -> model, one frame at a time."""
+    model = bundle.build().to(device)
+    transform = ResNet18_Weights.IMAGENET1K_V1.transforms()
+    cap = cv2.VideoCapture(str(clip))
+    done = 0
+    start = None
+    with torch.no_grad():
+        while done < limit:
+            ok, bgr = cap.read()
+            if not ok:
+                cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+                continue
+            image = Image.fromarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+            x = transform(image).unsqueeze(0).to(device)
+            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                probs = torch.softmax(model(x), dim=1)
+            probs.argmax().item()  # a result per frame, as the tutorial prints one
+            if start is None:  # first frame is warm-up
+                start = time.perf_counter()
+            else:
+                done += 1
+    cap.release()
+    return done / (time.perf_counter() - start)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="random", help="'random' (default; weights do not change speed), "
+                                                      "'imagenet' or a bundle path")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--precision", default="auto")
+    ap.add_argument("--streams", type=int, default=4, help="fast file streams for (b)")
+    ap.add_argument("--seconds", type=float, default=4.0, help="length of each generated 720p clip")
+    ap.add_argument("--fps", type=int, default=30)
+    ap.add_argument("--size", default="1280x720")
+    ap.add_argument("--max-batch", type=int, default=32)
+    ap.add_argument("--seed-frames", type=int, default=120, help="frames for the seed-style loop (c)")
+    ap.add_argument("--realtime", default="1,2,4", help="realtime stream counts for the latency table")
+    ap.add_argument("--realtime-seconds", type=float, default=10.0)
+    ap.add_argument("--json", type=Path, help="also write the figures here")
+    args = ap.parse_args()
+
+    width, height = (int(v) for v in args.size.split("x"))
+    bundle = load_bundle(args.model)
+    classifier = Classifier(bundle, device=args.device, precision=args.precision)
+    classifier.warmup(batch_size=args.max_batch)
+    device = classifier.device
+    print(f"device: {device_name(device)}; precision {classifier.precision}; torch {torch.__version__}; "
+          f"clip {width}x{height} @ {args.fps} fps, {args.seconds:.0f} s")
+
+    results: dict[str, object] = {"device": device_name(device), "precision": classifier.precision,
+                                  "clip": f"{width}x{height}@{args.fps}", "streams": args.streams}
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = make_test_clip(Path(tmp) / "clip.mp4", frames=round(args.seconds * args.fps), fps=args.fps,
+                              size=(width, height), pattern="photos", counter=False)
+        frames = decode_working_size(clip, classifier)
+        total = len(frames) * args.streams
+
+        a = bench_model(classifier, frames, total, args.max_batch)
+        b = bench_pipeline(classifier, clip, args.streams, Path(tmp) / "out", args.max_batch)
+        c = bench_seed(bundle, clip, device, classifier.amp_dtype, args.seed_frames)
+        results.update({"model_fps": a, "pipeline_fps": b["fps"], "seed_fps": c, "pipeline_mean_batch": b["mean_batch"],
+                        "b_over_a": b["fps"] / a, "b_over_c": b["fps"] / c})
+        print(f"\n(a) model only (batch {args.max_batch})          {a:8.1f} frames/s")
+        print(f"(b) Sightline, {args.streams} fast streams          {b['fps']:8.1f} frames/s  "
+              f"(mean batch {b['mean_batch']:.1f}, {b['inferred']} frames)")
+        print(f"(c) seed loop (OpenCV->PIL->model, batch 1) {c:8.1f} frames/s")
+        print(f"b/a = {b['fps'] / a:.2f} (pipeline efficiency)   b/c = {b['fps'] / c:.2f} (speed-up over the seed loop)")
+
+        rows = []
+        print(f"\nrealtime {args.fps} fps streams, {args.realtime_seconds:.0f} s each:")
+        print(f"{'streams':>8} {'offered fps':>12} {'classified fps':>15} {'p50 ms':>8} {'p99 ms':>8} {'dropped':>8}")
+        for n in (int(v) for v in args.realtime.split(",") if v):
+            r = bench_pipeline(classifier, clip, n, Path(tmp) / f"rt{n}", args.max_batch, "realtime",
+                               args.realtime_seconds)
+            rows.append({"streams": n, **r})
+            print(f"{n:>8} {n * args.fps:>12} {r['fps']:>15.1f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} "
+                  f"{100 * r['drop_rate']:>7.1f}%")
+        results["realtime"] = rows
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
