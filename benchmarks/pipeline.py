@@ -183,7 +183,8 @@ def main() -> None:
         print(f"(b) Sightline, {args.streams} fast streams          {b['fps']:8.1f} frames/s  "
               f"(mean batch {b['mean_batch']:.1f}, {b['inferred']} frames)")
         print(f"(c) seed loop (OpenCV->PIL->model, batch 1) {c:8.1f} frames/s")
-        print(f"b/a = {b['fps'] / a:.2f} (pipeline efficiency)   b/c = {b['fps'] / c:.2f} (speed-up over the seed loop)")
+        print(f"b/a = {b['fps'] / a:.2f} (pipeline efficiency)   "
+              f"b/c = {b['fps'] / c:.2f} (speed-up over the seed loop)")
 
         rows = []
         print(f"\nrealtime {args.fps} fps streams, {args.realtime_seconds:.0f} s each:")
