@@ -220,8 +220,13 @@ class VideoSource:
         """Decoded frames. A packet the decoder rejects is skipped and counted (FFmpeg resyncs at the next
         keyframe); too many in a row, or a demuxer/network failure, ends the session with a reason."""
         in_a_row = 0
+        last_frame = self.clock()
+        stall = self.config.stall_timeout_s
         try:
             for packet in container.demux(stream):
+                if self.config.is_network and self.clock() - last_frame > stall:
+                    # packets keep coming (the read timeout never fires) but no picture: treat as stalled
+                    raise SourceReadError(f"{self.safe_url}: no frame for {stall:.0f}s")
                 try:
                     frames = packet.decode()
                 except av.InvalidDataError as exc:
@@ -234,6 +239,8 @@ class VideoSource:
                             f"{self.safe_url}: {in_a_row} corrupt packets in a row; giving up") from exc
                     continue
                 in_a_row = 0
+                if frames:
+                    last_frame = self.clock()
                 yield from frames
         except (av.FFmpegError, OSError) as exc:
             what = "corrupt or truncated data" if self.config.is_file else "read failed"

@@ -1,0 +1,59 @@
+"""Temporal smoothing and the overlay."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model.classifier import Prediction
+from stream.frames import Smoothed
+from stream.overlay import draw_overlay, encode_jpeg
+from stream.smoothing import Smoother
+
+NAMES = ["cat", "dog", "car"]
+
+
+def test_ema_averages_and_hysteresis_keeps_the_shown_label() -> None:
+    s = Smoother(NAMES, ema=0.5, hysteresis=0.1)
+    assert s.update(np.array([0.6, 0.4, 0.0])).label == "cat"
+    # smoothed: cat 0.45, dog 0.55. Dog leads by 0.10, not more than the 0.1 margin: cat stays
+    out = s.update(np.array([0.3, 0.7, 0.0]))
+    assert out.label == "cat"
+    assert out.prob == pytest.approx(0.45)
+    out = s.update(np.array([0.1, 0.9, 0.0]))  # cat 0.275, dog 0.725: dog leads by far more than 0.1
+    assert out.label == "dog"
+
+
+def test_smoothing_removes_flicker_between_near_tied_classes() -> None:
+    rng = np.random.default_rng(0)
+    raw_labels, smooth_labels = [], []
+    s = Smoother(NAMES, ema=0.6, hysteresis=0.05)
+    for _ in range(200):
+        p = np.array([0.45, 0.40, 0.15]) + rng.normal(0, 0.08, 3)
+        p = np.clip(p, 0.01, None)
+        p /= p.sum()
+        raw_labels.append(int(p.argmax()))
+        smooth_labels.append(s.update(p).index)
+    changes = lambda xs: sum(a != b for a, b in zip(xs, xs[1:], strict=False))  # noqa: E731
+    assert changes(raw_labels) > 20
+    assert changes(smooth_labels) <= changes(raw_labels) // 5
+
+
+def test_ema_zero_is_the_raw_prediction() -> None:
+    s = Smoother(NAMES, ema=0.0, hysteresis=0.0)
+    s.update(np.array([0.9, 0.1, 0.0]))
+    assert s.update(np.array([0.2, 0.8, 0.0])).label == "dog"
+
+
+@pytest.mark.parametrize("height", [360, 720, 2160])
+def test_overlay_text_scales_with_the_frame(height: int) -> None:
+    width = height * 16 // 9
+    frame = np.full((height, width, 3), 200, np.uint8)
+    top = [Prediction(0, "tabby cat", 0.81), Prediction(1, "tiger cat", 0.12)]
+    out = draw_overlay(frame, "lobby", top, Smoothed("tabby cat", 0.8, 0), fps=29.7, latency_ms=41.0)
+    assert out.shape == frame.shape and (frame == 200).all()  # the input is not modified
+    changed_rows = np.flatnonzero((out != 200).any(axis=(1, 2)))
+    panel_height = changed_rows.max() + 1
+    # four text lines; the panel is a similar share of the frame at every resolution
+    assert 0.12 * height <= panel_height <= 0.35 * height
+    assert encode_jpeg(out)[:2] == b"\xff\xd8"
