@@ -50,7 +50,7 @@ class BoundedQueue(Generic[T]):
                 if self.policy == "latest":
                     dropped = self._items.popleft()
                     self.dropped += 1
-                elif not self._space.wait_for(lambda: self._closed or len(self._items) < self.capacity, timeout) or self._closed:
+                elif not self._space.wait_for(self._has_space, timeout) or self._closed:
                     return False
             self._items.append(item)
             self._bell.notify_all()
