@@ -96,7 +96,8 @@ def evaluate(opts: EvalOptions) -> Outcome:
 def evaluate_model(classifier: Classifier, source: str, jobs: list[VideoJob], infos: list[VideoInfo],
                    opts: EvalOptions, out_dir: Path, warnings: list[str]) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
-    classifier.warmup(batch_size=min(opts.batching.max_batch, 8))
+    if classifier.device.type == "cuda":  # autotuning out of the measured throughput; the CPU has none to do
+        classifier.warmup(batch_size=min(opts.batching.max_batch, 8))
     setup = Setup(
         model=source, model_info=classifier.describe(), class_names=classifier.class_names,
         eval_classes=evaluation_classes(jobs, opts.background), background=opts.background,
