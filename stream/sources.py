@@ -11,6 +11,7 @@ import logging
 import random
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from fractions import Fraction
 
@@ -60,12 +61,16 @@ class Throttle:
         self._next = -float("inf")
 
 
-class VideoSource:
-    """Decodes ``config.url`` until it ends, fails for good, or ``stop`` is set; then closes the queue."""
+class FrameSource(ABC):
+    """One stream's producer thread: turns decoded pictures into Frames in the stream's queue.
+
+    Subclasses implement ``_produce`` (runs in the thread) and call ``_emit`` for each picture.
+    The queue is closed when ``_produce`` returns, so the batcher knows the stream has ended.
+    """
 
     def __init__(self, config: StreamConfig, queue: BoundedQueue[Frame], stats: StreamStats,
                  working_size: WorkingSize, keep_display: bool, stop: threading.Event,
-                 clock: Callable[[], float] = time.monotonic, seed: int | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.queue = queue
         self.stats = stats
@@ -76,8 +81,7 @@ class VideoSource:
         self.throttle = Throttle(config.infer_fps)
         self.fps_hint = 25.0
         self._seq = 0
-        self.bad_packets = 0
-        self._rng = random.Random(seed)
+        self._size: tuple[tuple[int, int], tuple[int, int]] | None = None  # (source size, working size)
         self._thread = threading.Thread(target=self._run, name=f"source-{config.name}", daemon=True)
 
     @property
@@ -91,19 +95,67 @@ class VideoSource:
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
-    # -- the thread -------------------------------------------------------------------------------
-
     def _run(self) -> None:
         try:
-            if self.config.is_file:
-                self._run_file()
-            else:
-                self._run_network()
+            self._produce()
         except Exception as exc:  # the last line of defence: a bug in one stream must not kill the process
             log.exception("stream %s: source crashed", self.config.name)
             self.stats.set_state("failed", f"internal error: {type(exc).__name__}: {exc}")
         finally:
             self.queue.close()
+
+    @abstractmethod
+    def _produce(self) -> None:
+        """Deliver pictures through ``_emit`` until the source ends or ``stop`` is set."""
+
+    def _emit(self, frame: av.VideoFrame, t_stream: float, captured: float) -> None:
+        """Count, throttle, scale (FFmpeg's scaler, straight to the working size) and queue one picture."""
+        self.stats.on_decoded()
+        if self.stats.state != "live":
+            self.stats.set_state("live")
+        infer = self.throttle.take(t_stream)
+        if not infer and not self.keep_display:
+            return
+        source_size = (frame.height, frame.width)
+        if self._size is None or self._size[0] != source_size:  # a camera may change resolution mid-stream
+            self._size = (source_size, self.working_size(*source_size))
+        height, width = self._size[1]
+        image = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
+        display = self._display(frame) if self.keep_display else None
+        self._put(Frame(self.config.name, self._seq, frame.pts, _time_base(frame), captured, self.clock(),
+                        image, display, infer))
+        self._seq += 1
+
+    def _display(self, frame: av.VideoFrame) -> np.ndarray:
+        if frame.height <= DISPLAY_MAX_HEIGHT:
+            return frame.to_ndarray(format="rgb24")
+        width = round(frame.width * DISPLAY_MAX_HEIGHT / frame.height)
+        return frame.to_ndarray(format="rgb24", width=width, height=DISPLAY_MAX_HEIGHT, interpolation="AREA")
+
+    def _put(self, frame: Frame) -> None:
+        if self.queue.policy == "latest":
+            self.queue.put(frame)
+            return
+        while not self.stop.is_set():  # block (lossless) but stay responsive to stop
+            if self.queue.put(frame, timeout=0.25) or self.queue.closed:
+                return
+
+
+class VideoSource(FrameSource):
+    """Decodes ``config.url`` (a file or anything FFmpeg opens) until it ends, fails for good, or ``stop``."""
+
+    def __init__(self, config: StreamConfig, queue: BoundedQueue[Frame], stats: StreamStats,
+                 working_size: WorkingSize, keep_display: bool, stop: threading.Event,
+                 clock: Callable[[], float] = time.monotonic, seed: int | None = None) -> None:
+        super().__init__(config, queue, stats, working_size, keep_display, stop, clock)
+        self.bad_packets = 0
+        self._rng = random.Random(seed)
+
+    def _produce(self) -> None:
+        if self.config.is_file:
+            self._run_file()
+        else:
+            self._run_network()
 
     def _run_file(self) -> None:
         while not self.stop.is_set():
@@ -182,7 +234,6 @@ class VideoSource:
         paced = cfg.is_file and cfg.live
         start_wall: float | None = None
         start_t = 0.0
-        size: tuple[int, int] | None = None
         decoded_here = 0
         t_stream = 0.0
         for frame in self._frames(container, stream):
@@ -200,19 +251,8 @@ class VideoSource:
             else:
                 captured = now
             decoded_here += 1
-            self.stats.on_decoded()
-            if decoded_here == 1:
-                self.stats.set_state("live")
-            infer = self.throttle.take(t_stream if cfg.is_file else captured)
-            if not infer and not self.keep_display:
-                continue
-            if size is None:
-                size = self.working_size(frame.height, frame.width)
-            image = frame.to_ndarray(format="rgb24", width=size[1], height=size[0], interpolation="AREA")
-            display = self._display(frame) if self.keep_display else None
-            self._put(Frame(cfg.name, self._seq, frame.pts, _time_base(frame), captured, self.clock(),
-                            image, display, infer))
-            self._seq += 1
+            # files throttle on their own clock (so fast replays classify the same frames); live on arrival
+            self._emit(frame, t_stream if cfg.is_file else captured, captured)
         if cfg.is_file:
             self._check_complete(container, stream, t_stream if decoded_here else None)
 
@@ -259,20 +299,6 @@ class VideoSource:
         if last_t is None or last_t + slack < duration:
             at = "no frame" if last_t is None else f"the last frame at {last_t:.2f}s"
             raise SourceReadError(f"{self.safe_url} is truncated: {at} of a declared {duration:.2f}s")
-
-    def _display(self, frame: av.VideoFrame) -> np.ndarray:
-        if frame.height <= DISPLAY_MAX_HEIGHT:
-            return frame.to_ndarray(format="rgb24")
-        width = round(frame.width * DISPLAY_MAX_HEIGHT / frame.height)
-        return frame.to_ndarray(format="rgb24", width=width, height=DISPLAY_MAX_HEIGHT, interpolation="AREA")
-
-    def _put(self, frame: Frame) -> None:
-        if self.queue.policy == "latest":
-            self.queue.put(frame)
-            return
-        while not self.stop.is_set():  # block (lossless) but stay responsive to stop
-            if self.queue.put(frame, timeout=0.25) or self.queue.closed:
-                return
 
 
 def _time_base(frame: av.VideoFrame) -> Fraction | None:
