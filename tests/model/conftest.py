@@ -21,6 +21,19 @@ SMALL = PreprocessSpec(resize=64, crop=56)
 TINY_CLASSES = ["cat", "cup", "rocket"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Run model tests (and their module fixtures) on one intra-op thread, restored afterwards.
+
+    The suite shares two cores with other processes; OpenMP workers then spin-wait for each other and
+    a 2-thread forward pass is 5-20x slower than a 1-thread one. Results do not depend on the count.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def photos() -> dict[str, np.ndarray]:
     """Real photos shipped with scikit-image (no download), H×W×3 uint8."""
