@@ -21,6 +21,7 @@ from stream.eval.report import (
     OTHER,
     Setup,
     build_report,
+    compare_rows,
     evaluation_classes,
     pct,
     render_comparison,
@@ -88,8 +89,9 @@ def evaluate(opts: EvalOptions) -> Outcome:
             + comparison + "\n\n" + "\n".join(f"- {t}: [report]({d.name}/report.md)"
                                              for t, d in zip(titles, out_dirs, strict=True)) + "\n",
             encoding="utf-8")
-        write_json(opts.out / "compare.json", {"models": titles, "reports": [str(d / "report.json")
-                                                                             for d in out_dirs]})
+        write_json(opts.out / "compare.json", {
+            "models": titles, "reports": [str(d / "report.json") for d in out_dirs],
+            "rows": {row[0]: row[1:] for row in compare_rows(reports)}})
     return Outcome(reports, out_dirs, comparison, failed)
 
 
@@ -106,7 +108,7 @@ def evaluate_model(classifier: Classifier, source: str, jobs: list[VideoJob], in
                   "ema": opts.smoothing.ema, "hysteresis": opts.smoothing.hysteresis, "parallel": opts.parallel},
     )
     result = replay(classifier, jobs, infos, realtime=opts.realtime, batching=opts.batching,
-                    smoothing=opts.smoothing, out_dir=out_dir, parallel=opts.parallel, label=source)
+                    smoothing=opts.smoothing, out_dir=out_dir, parallel=opts.parallel, label=Path(source).name)
     videos = [score_video(run, setup) for run in result.videos]
     for video, name in zip(videos, timeline_names(videos), strict=True):
         run = video.run

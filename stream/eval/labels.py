@@ -145,21 +145,25 @@ def check_classes(segments: dict[str, list[Segment]], class_names: Sequence[str]
                   background: str | None = None) -> None:
     """Every label (and the background class) must be one of the model's classes."""
     known = set(class_names)
-    unknown = sorted({s.label for segs in segments.values() for s in segs} - known)
+    listing = (f"the classes of {model}: {', '.join(class_names)}" if len(class_names) <= 12
+               else f"{model} has {len(class_names)} classes; see `sightline info {model}`")
     if background is not None and background not in known:
-        unknown = sorted({*unknown, background})
+        raise LabelsError(f"--background {background!r} is not one of the model's classes ({listing})"
+                          f"{_hints([background], class_names)}")
+    unknown = sorted({s.label for segs in segments.values() for s in segs} - known)
     if not unknown:
         return
+    listed = ", ".join(repr(u) for u in unknown[:20]) + (f" and {len(unknown) - 20} more" if len(unknown) > 20 else "")
+    raise LabelsError(f"labels not in the model's classes: {listed} ({listing}){_hints(unknown, class_names)}")
+
+
+def _hints(unknown: Sequence[str], class_names: Sequence[str]) -> str:
     hints = []
     for label in unknown:
         close = difflib.get_close_matches(label, class_names, n=1)
         if close:
             hints.append(f"{label!r} -> {close[0]!r}")
-    listed = ", ".join(repr(u) for u in unknown[:20]) + (f" and {len(unknown) - 20} more" if len(unknown) > 20 else "")
-    classes = (", ".join(class_names) if len(class_names) <= 12
-               else f"{len(class_names)} classes; see `sightline info {model}`")
-    hint = f"; did you mean {', '.join(hints)}" if hints else ""
-    raise LabelsError(f"labels not in the model's classes: {listed} (model {model} has {classes}){hint}")
+    return f"; did you mean {', '.join(hints)}" if hints else ""
 
 
 def resolve_videos(labels_path: Path, segments: dict[str, list[Segment]],

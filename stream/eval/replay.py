@@ -19,6 +19,7 @@ from pathlib import Path
 import av
 import numpy as np
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from model.classifier import Classifier
 from stream.config import BatchingConfig, ModelConfig, RunConfig, SmoothingConfig, StreamConfig, parse_stream
@@ -103,8 +104,9 @@ class CollectingSink:
 
     name = "eval"
 
-    def __init__(self, start_s: float = 0.0) -> None:
+    def __init__(self, start_s: float = 0.0, fps: float | None = None) -> None:
         self.start_s = start_s
+        self.fps = fps
         self.count = 0
         self.unclassified = 0
         self._rows: list[tuple[int, float, list[int], list[float], int, float, float]] = []
@@ -116,9 +118,11 @@ class CollectingSink:
             self.unclassified += 1
             return
         frame = result.frame
-        t = frame.time_s if frame.time_s is not None else frame.captured_at
+        # A stream without timestamps: its frame count is the best clock there is.
+        untimed = frame.seq / self.fps if self.fps else 0.0
+        t = frame.time_s - self.start_s if frame.time_s is not None else untimed
         smoothed = item.smoothed
-        row = (frame.seq, t - self.start_s, [p.index for p in result.top], [p.prob for p in result.top],
+        row = (frame.seq, t, [p.index for p in result.top], [p.prob for p in result.top],
                smoothed.index if smoothed is not None else result.top[0].index,
                smoothed.prob if smoothed is not None else result.top[0].prob, result.timings.latency_s)
         with self._lock:
@@ -190,7 +194,7 @@ def replay(classifier: Classifier, jobs: list[VideoJob], infos: list[VideoInfo],
     root = Path(os.path.commonpath([str(job.path.resolve().parent) for job in jobs]))
     config = RunConfig(model=ModelConfig(source=label, topk=TOPK), batching=batching, smoothing=smoothing,
                        output_dir=out_dir, media_root=root, log_predictions=False)
-    sinks = {s.name: CollectingSink(info.start_s) for s, info in zip(streams, infos, strict=True)}
+    sinks = {s.name: CollectingSink(info.start_s, info.fps) for s, info in zip(streams, infos, strict=True)}
 
     def extra_sinks(stream: StreamConfig) -> list[Sink]:
         return [sinks[stream.name]]
@@ -203,7 +207,8 @@ def replay(classifier: Classifier, jobs: list[VideoJob], infos: list[VideoInfo],
     started = time.perf_counter()
     pipeline.start()
     try:
-        with tqdm(total=len(jobs), unit="video", desc=label, disable=None, dynamic_ncols=True) as bar:
+        with logging_redirect_tqdm(), tqdm(total=len(jobs), unit="video", desc=label, disable=None,
+                                           dynamic_ncols=True) as bar:
             while pending or running:
                 while pending and len(running) < parallel:
                     stream, job, info = pending.pop(0)

@@ -189,8 +189,7 @@ def build_report(setup: Setup, replay: Replay, videos: Sequence[ScoredVideo], wa
 
 def write_predictions(path: Path, videos: Sequence[ScoredVideo], setup: Setup) -> Path:
     """One JSON line per classified frame: its truth, raw top-k, smoothed label and latency."""
-    names = setup.class_names
-    truth_names = [*setup.eval_classes]
+    names, truth_names = setup.class_names, setup.eval_classes
     with path.open("w", encoding="utf-8") as fh:
         for video in videos:
             f = video.run.frames

@@ -210,6 +210,8 @@ def test_compare_runs_both_models_and_prints_one_table(media: Path, tmp_path: Pa
     assert row == "| frame accuracy, raw | 80.0% | 60.0% |"  # always red: the 15 red frames of 25
     assert load_report(tmp_path / "model_b")["confusion"]["raw"] == [[0, 10, 0], [0, 15, 0]]
     assert row in (tmp_path / "compare.md").read_text(encoding="utf-8")
+    rows = json.loads((tmp_path / "compare.json").read_text(encoding="utf-8"))["rows"]
+    assert rows["frame accuracy, raw"] == ["80.0%", "60.0%"]
 
 
 def test_segment_past_the_end_is_a_warning(media: Path, tmp_path: Path) -> None:
@@ -247,8 +249,9 @@ def test_error_labels_not_in_the_model(media: Path, tmp_path: Path, capsys: pyte
 
 
 def test_error_background_not_in_the_model(media: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    line = fails(capsys, run_eval(media, tmp_path, "--background", "nothing"))
-    assert "'nothing'" in line
+    line = fails(capsys, run_eval(media, tmp_path, "--background", "Green"))
+    assert "--background 'Green' is not one of the model's classes" in line
+    assert "did you mean 'Green' -> 'green'" in line
 
 
 def test_error_overlapping_segments(media: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
