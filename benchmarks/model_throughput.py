@@ -1,0 +1,159 @@
+"""Classifier throughput: images/s for batched preprocessing + forward, the inference worker's hot path.
+
+For each batch size it times `Classifier.preprocessor(frames)` followed by `Classifier.forward(batch)`
+(probabilities back on the host, so GPU work is complete when the clock stops), on:
+
+- 720p frames (1280×720 uint8 RGB: what a camera delivers when nothing is rescaled upstream), and
+- working-size frames (455×256: what the decoders produce when FFmpeg's scaler does the resize),
+
+in fp32 and with autocast (fp16 on CUDA, bf16 on the CPU), with the network and batch in
+channels_last (what Sightline serves) and, for comparison, in the default contiguous layout.
+Each configuration gets a warm-up, then runs for ``--seconds``. Weights are a random-init
+ResNet18 with 1000 classes unless ``--model`` names a source: speed does not depend on the values.
+
+    python benchmarks/model_throughput.py --device cpu --batches 1,8 --seconds 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model.architectures import build_network
+from model.bundle import ModelBundle
+from model.classifier import Classifier
+from model.sources import imagenet_classes, imagenet_preprocess, load_model_source
+
+FRAME_SIZES = {"720p": (720, 1280), "working": (256, 455)}
+POOL = 8  # distinct frames cycled through a batch
+
+
+@dataclass
+class Row:
+    frames: str
+    precision: str
+    layout: str
+    batch: int
+    images_per_s: float
+    ms_per_batch: float
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
+    model = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {torch.get_num_threads()} torch threads"
+
+
+def random_bundle() -> ModelBundle:
+    torch.manual_seed(0)
+    net = build_network("resnet18", 1000)
+    return ModelBundle("resnet18", imagenet_classes(), net.state_dict(), imagenet_preprocess(),
+                       {"source": "random init (benchmark)"})
+
+
+def frames_of(size: tuple[int, int], rng: np.random.Generator) -> list[np.ndarray]:
+    height, width = size
+    return [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(POOL)]
+
+
+def time_config(classifier: Classifier, frames: list[np.ndarray], batch: int, contiguous: bool,
+                seconds: float, warmup: int) -> tuple[float, float]:
+    images = [frames[i % len(frames)] for i in range(batch)]
+
+    def step() -> None:
+        with torch.inference_mode():
+            x = classifier.preprocessor(images)
+            if contiguous:
+                x = x.contiguous()
+            classifier.forward(x)
+
+    for _ in range(warmup):
+        step()
+    done, start = 0, time.perf_counter()
+    while True:
+        step()
+        done += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds and done >= 2:
+            break
+    return done * batch / elapsed, 1000 * elapsed / done
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--batches", default="1,8,32,64", help="comma-separated batch sizes")
+    parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per configuration")
+    parser.add_argument("--frames", default="720p,working", help="frame kinds: 720p, working")
+    parser.add_argument("--layouts", default="channels_last,contiguous", help="channels_last, contiguous")
+    parser.add_argument("--model", default=None, help="a model source; default: random-init resnet18")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed batches per configuration")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    batches = [int(b) for b in args.batches.split(",")]
+    kinds = args.frames.split(",")
+    layouts = args.layouts.split(",")
+
+    bundle = load_model_source(args.model) if args.model else random_bundle()
+    fp32 = Classifier(bundle, device=args.device, precision="fp32")
+    device = fp32.device
+    amp = Classifier(bundle, device=str(device), precision="fp16" if device.type == "cuda" else "bf16")
+    flat = {}
+    for name, clf in (("fp32", fp32), (amp.precision, amp)):
+        other = Classifier(bundle, device=str(device), precision=clf.precision)
+        other.network.to(memory_format=torch.contiguous_format)
+        flat[name] = other
+
+    print(f"device: {device} — {device_name(device)}; load average (1 min) {os.getloadavg()[0]:.1f} "
+          f"on {os.cpu_count()} CPUs")
+    print(f"torch {torch.__version__}, {bundle.arch}, crop {bundle.preprocess.crop}, "
+          f"{args.seconds:g} s (at least 2 batches) per configuration after {args.warmup} warm-up batches")
+    rng = np.random.default_rng(0)
+    rows: list[Row] = []
+    for kind in kinds:
+        frames = frames_of(FRAME_SIZES[kind], rng)
+        for name, clf in (("fp32", fp32), (amp.precision, amp)):
+            for layout in layouts:
+                runner = clf if layout == "channels_last" else flat[name]
+                for batch in batches:
+                    ips, ms = time_config(runner, frames, batch, layout == "contiguous", args.seconds,
+                                          args.warmup)
+                    rows.append(Row(kind, name, layout, batch, ips, ms))
+                    print(f"  {kind:8} {name:5} {layout:14} batch {batch:3}: {ips:8.1f} images/s "
+                          f"({ms:7.1f} ms/batch)", flush=True)
+    print()
+    print(markdown(rows, batches))
+    print(f"\nload average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    return 0
+
+
+def markdown(rows: list[Row], batches: list[int]) -> str:
+    head = "| frames | precision | layout | " + " | ".join(f"batch {b}" for b in batches) + " |"
+    lines = [head, "|" + "---|" * (3 + len(batches))]
+    keys = dict.fromkeys((r.frames, r.precision, r.layout) for r in rows)
+    for key in keys:
+        cells = {r.batch: f"{r.images_per_s:.1f}" for r in rows if (r.frames, r.precision, r.layout) == key}
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | " + " | ".join(cells.get(b, "") for b in batches) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
