@@ -80,8 +80,9 @@ class HttpServer:
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="http-server")
         while not self._server.started:
             if self._task.done():
-                self._task.result()
-                raise ServerBindError(f"server: uvicorn stopped during start-up on {self.url}")
+                task, self._task = self._task, None
+                task.result()  # uvicorn's own error, if it raised one
+                raise ServerBindError(f"server: uvicorn stopped during start-up on {self.host}:{self.requested_port}")
             await asyncio.sleep(0.01)
         log.info("serving HTTP on %s", self.url)
         if app.state.token is None and not _is_loopback(self.host):
