@@ -373,14 +373,16 @@ async def browser(tmp_path: Path) -> AsyncIterator[WebDriver]:
         web = await asyncio.to_thread(WebDriver, url, tmp_path / "profile")
         yield web
     finally:
-        if web is not None:
-            await asyncio.to_thread(web.close)
-        driver.terminate()
         try:
-            await asyncio.to_thread(driver.wait, 10)
-        except subprocess.TimeoutExpired:
-            driver.kill()
-            driver.wait()
+            if web is not None:
+                await asyncio.to_thread(web.close)
+        finally:  # the driver (and its browser) go away even when closing the session failed
+            driver.terminate()
+            try:
+                await asyncio.to_thread(driver.wait, 10)
+            except subprocess.TimeoutExpired:
+                driver.kill()
+                driver.wait()
 
 
 CARDS = """return [...document.querySelectorAll('#streams .stream')].map(li => ({
