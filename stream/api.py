@@ -24,7 +24,7 @@ from model.errors import ConfigError
 from model.yamlconfig import dotted
 from stream.config import RunConfig, StreamConfig, redact_url
 from stream.metrics import Metrics
-from stream.pipeline import DuplicateStreamError, Pipeline, UnknownStreamError
+from stream.pipeline import DuplicateStreamError, Pipeline, StreamRuntime, UnknownStreamError
 from stream.preview import MJPEG_MEDIA_TYPE, PreviewRenderer
 
 log = logging.getLogger(__name__)
@@ -168,7 +168,7 @@ def create_app(pipeline: Pipeline, config: RunConfig, metrics: Metrics | None) -
         name = raw["name"]
         return {**raw, "snapshot": f"/api/streams/{name}/snapshot.jpg", "mjpeg": f"/api/streams/{name}/mjpeg"}
 
-    def find(name: str) -> Any:
+    def find(name: str) -> StreamRuntime:
         try:
             return pipeline.get(name)
         except UnknownStreamError:
