@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import struct
 import warnings
+import zlib
 
 import numpy as np
 import pytest
@@ -108,3 +110,15 @@ def test_truncated_image(write_photo, suffix):
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(ImageLoadError, match=rf"cut\{suffix}: cannot decode image \(.*truncated"):
         load_image(path)
+
+
+def test_decompression_bomb_is_refused_before_decoding(tmp_path):
+    """A 20000×20000 PNG header (400 Mpx) with no pixel data: refused from the header alone."""
+    ihdr = struct.pack(">IIBBBBB", 20_000, 20_000, 8, 2, 0, 0, 0)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    (tmp_path / "bomb.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+    with pytest.raises(ImageLoadError, match=r"bomb\.png: image too large"):
+        load_image(tmp_path / "bomb.png")
