@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import skimage.data
+import torch
 from PIL import Image
 
 PHOTOS = ("chelsea", "coffee", "rocket", "astronaut")
@@ -45,3 +46,12 @@ def dataset_factory(tmp_path: Path):
     def factory(name: str = "data", **kwargs) -> Path:
         return make_dataset(tmp_path / name, **kwargs)
     return factory
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """CI has 2 shared cores; with other processes busy, one torch thread trains several times faster there."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

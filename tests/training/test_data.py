@@ -1,0 +1,104 @@
+import logging
+import shutil
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from training.config import AugmentConfig
+from training.data import (
+    SkipLog,
+    TrainImages,
+    balanced_class_weights,
+    collate_train,
+    imbalance_warning,
+    scan_dataset,
+    train_transform,
+)
+from training.errors import DatasetError
+
+
+def test_train_and_val_folders_give_classes_from_folder_names(dataset_factory):
+    root = dataset_factory(n_train=3, n_val=2, classes=("rocket", "coffee"))
+    split = scan_dataset(root, val_split=0.2, seed=0)
+    assert split.class_names == ["coffee", "rocket"]
+    assert (split.train_counts(), split.val_counts()) == ([3, 3], [2, 2])
+    assert split.val_source == str(root / "val")
+
+
+def test_missing_train_folder(tmp_path):
+    (tmp_path / "val" / "cat").mkdir(parents=True)
+    with pytest.raises(DatasetError, match="no train/ folder"):
+        scan_dataset(tmp_path, 0.2, 0)
+
+
+def test_empty_class_folders_are_all_named(dataset_factory):
+    root = dataset_factory(n_train=2, classes=("rocket", "coffee"))
+    (root / "train" / "empty_a").mkdir()
+    (root / "train" / "empty_b").mkdir()
+    (root / "train" / "empty_b" / "notes.txt").write_text("not an image")
+    with pytest.raises(DatasetError, match="no images .*: empty_a, empty_b"):
+        scan_dataset(root, 0.2, 0)
+
+
+def test_train_and_val_class_sets_that_differ_list_both_sides(dataset_factory):
+    root = dataset_factory(n_train=2, n_val=1, classes=("rocket", "coffee", "chelsea"))
+    shutil.rmtree(root / "val" / "chelsea")
+    shutil.copytree(root / "val" / "coffee", root / "val" / "astronaut")
+    with pytest.raises(DatasetError, match=r"only in train/: chelsea; only in val/: astronaut"):
+        scan_dataset(root, 0.2, 0)
+
+
+def test_fewer_than_two_classes(dataset_factory):
+    root = dataset_factory(n_train=4, classes=("rocket",))
+    with pytest.raises(DatasetError, match=r"found 1 class folder\(s\) \(rocket\); need at least 2"):
+        scan_dataset(root, 0.2, 0)
+
+
+def test_stratified_split_keeps_each_class_share_and_is_seeded(dataset_factory):
+    root = dataset_factory(n_train=(10, 5), classes=("rocket", "coffee"))
+    split = scan_dataset(root, val_split=0.2, seed=3)
+    assert split.val_counts() == [1, 2]  # coffee 5 -> 1, rocket 10 -> 2
+    assert split.train_counts() == [4, 8]
+    assert not set(split.train) & set(split.val)
+    assert scan_dataset(root, val_split=0.2, seed=3).val == split.val
+    assert scan_dataset(root, val_split=0.2, seed=4).val != split.val
+
+
+def test_split_needs_two_images_per_class(dataset_factory):
+    root = dataset_factory(n_train=(3, 1), classes=("rocket", "coffee"))
+    with pytest.raises(DatasetError, match=r"fewer than 2 images: coffee \(1\)"):
+        scan_dataset(root, 0.2, 0)
+
+
+def test_corrupt_and_truncated_images_are_skipped_and_counted(dataset_factory, caplog):
+    root = dataset_factory(n_train=3, classes=("rocket", "coffee"))
+    (root / "train" / "coffee" / "garbage.jpg").write_bytes(b"definitely not a jpeg")
+    good = (root / "train" / "rocket" / "001.jpg").read_bytes()
+    (root / "train" / "rocket" / "truncated.jpg").write_bytes(good[: len(good) // 2])
+    split = scan_dataset(root, 0.2, 0)
+    dataset = TrainImages(split.train + split.val, train_transform(32, AugmentConfig()))
+    skips = SkipLog(logging.getLogger("training").warning)
+    seen = 0
+    with caplog.at_level(logging.WARNING, logger="training"):
+        for _ in range(2):  # a second epoch meets the same files: counted once
+            for batch in DataLoader(dataset, batch_size=4, collate_fn=collate_train):
+                skips.record(batch.skipped)
+                seen += len(batch)
+                assert batch.images.shape[1:] == (3, 32, 32) and batch.images.dtype == torch.uint8
+    assert skips.count == 2
+    assert sorted(p.rsplit("/", 1)[1] for p in skips.files) == ["garbage.jpg", "truncated.jpg"]
+    assert seen == 2 * 6
+    assert sum("skipping unreadable image" in r.message for r in caplog.records) == 2
+
+
+def test_imbalance_is_reported_with_advice():
+    msg = imbalance_warning(["cat", "dog"], [40, 10], "none")
+    assert msg == "class imbalance: cat has 40 training images, dog has 10 (4.0x); consider class_weighting: balanced"
+    assert imbalance_warning(["cat", "dog"], [11, 10], "none") is None
+
+
+def test_balanced_weights_favour_the_rare_class():
+    w = balanced_class_weights([30, 10])
+    assert torch.allclose(w, torch.tensor([40 / 60, 40 / 20]))
+    assert torch.allclose(balanced_class_weights([5, 5, 5]), torch.ones(3))
