@@ -14,6 +14,7 @@ from model.errors import ConfigError
 from model.yamlconfig import StrictModel, load_yaml, validate
 
 NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "srt", "udp", "tcp")
+WEBRTC_SCHEME = "webrtc"  # webrtc://<anything>: a WebRTC peer publishes through POST /api/streams/{name}/webrtc
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
@@ -44,7 +45,8 @@ class ReconnectConfig(StrictModel):
 
 class StreamConfig(StrictModel):
     name: str = Field(pattern=NAME_PATTERN)
-    url: str = Field(min_length=1, description="file path, rtsp://, rtmp://, http(s)://, srt:// or /dev/videoN")
+    url: str = Field(min_length=1, description="file path, rtsp://, rtmp://, http(s)://, srt://, /dev/videoN, or "
+                                                "webrtc:// (a peer publishes through the API)")
     mode: Literal["realtime", "fast"] = Field(
         "realtime", description="files: realtime paces at the native frame rate; fast is lossless, as fast as the "
                                 "model goes. Network sources are always realtime.")
@@ -61,13 +63,14 @@ class StreamConfig(StrictModel):
     @classmethod
     def _scheme(cls, url: str) -> str:
         scheme = url_scheme(url)
-        if scheme not in ("", "file", *NETWORK_SCHEMES):
-            raise ValueError(f"unsupported scheme {scheme!r} (use a file path or one of {', '.join(NETWORK_SCHEMES)})")
+        if scheme not in ("", "file", WEBRTC_SCHEME, *NETWORK_SCHEMES):
+            raise ValueError(f"unsupported scheme {scheme!r} (use a file path, webrtc:// or one of "
+                             f"{', '.join(NETWORK_SCHEMES)})")
         return url
 
     @model_validator(mode="after")
     def _mode(self) -> StreamConfig:
-        if self.is_network and self.mode == "fast":
+        if not self.is_file and self.mode == "fast":
             raise ValueError("mode 'fast' needs a file; live network sources are always realtime")
         return self
 
@@ -80,8 +83,12 @@ class StreamConfig(StrictModel):
         return self.url.startswith("/dev/video")
 
     @property
+    def is_webrtc(self) -> bool:
+        return url_scheme(self.url) == WEBRTC_SCHEME
+
+    @property
     def is_file(self) -> bool:
-        return not self.is_network and not self.is_device
+        return not self.is_network and not self.is_device and not self.is_webrtc
 
     @property
     def live(self) -> bool:

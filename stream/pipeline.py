@@ -28,8 +28,9 @@ from stream.inference import InferenceWorker
 from stream.metrics import Metrics
 from stream.sinks import JsonlSink, Labelled, Sink, VideoRecorder
 from stream.smoothing import Smoother
-from stream.sources import VideoSource
+from stream.sources import FrameSource, VideoSource
 from stream.stats import StreamStats
+from stream.webrtc import WebRtcSource
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ class StreamOutput:
 class StreamRuntime:
     config: StreamConfig
     stats: StreamStats
-    source: VideoSource
+    source: FrameSource
     output: StreamOutput
     stop: threading.Event = field(default_factory=threading.Event)
 
@@ -199,8 +200,9 @@ class Pipeline:
         queue = self.batcher.add_stream(name, config.buffer, "latest" if config.live else "block",
                                         on_drop=lambda _: stats.on_dropped("stale"))
         stop = threading.Event()
-        source = VideoSource(config, queue, stats, self.classifier.preprocessor.working_size,
-                             keep_display=config.record, stop=stop, clock=self.clock)
+        kind = WebRtcSource if config.is_webrtc else VideoSource
+        source = kind(config, queue, stats, self.classifier.preprocessor.working_size,
+                      keep_display=config.record, stop=stop, clock=self.clock)
         sinks: list[Sink] = []
         out_dir = self.config.output_dir
         if self.config.log_predictions:
@@ -262,6 +264,14 @@ class Pipeline:
             return self._streams[name]
         except KeyError:
             raise UnknownStreamError(f"no stream named {name!r}") from None
+
+    async def webrtc_offer(self, name: str, sdp: str, kind: str = "offer") -> tuple[str, str]:
+        """Answer a WebRTC publisher's SDP offer for a ``webrtc://`` stream: (answer sdp, type)."""
+        source = self.get(name).source
+        if not isinstance(source, WebRtcSource):
+            raise StreamError(f"stream {name!r} is not a webrtc:// stream")
+        answer = await source.accept(sdp, kind)
+        return answer.sdp, answer.type
 
     def statuses(self) -> list[dict[str, object]]:
         return [r.status() for r in list(self._streams.values())]

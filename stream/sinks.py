@@ -115,6 +115,7 @@ class VideoRecorder:
         video.width, video.height = width - width % 2, height - height % 2
         video.pix_fmt = "yuv420p"
         video.time_base = MS
+        video.codec_context.time_base = MS  # else pts are rounded to 1/rate and a faster source collides
         if codec == "libx264":
             video.options = {"preset": "veryfast", "crf": "23", "g": str(max(1, round(fps * 2)))}
         self._container, self._video = container, video

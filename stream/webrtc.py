@@ -1,0 +1,114 @@
+"""WebRTC ingest: a peer (a browser camera, or any WHIP-style publisher) sends video to a stream.
+
+A stream configured with ``url: webrtc://<anything>`` waits for a publisher. The publisher posts an
+SDP offer to ``POST /api/streams/{name}/webrtc``; ``WebRtcSource.accept`` answers it. aiortc
+receives and decodes in the event loop; the coroutine only hands decoded pictures to the source's
+thread, which scales and queues them exactly like a decoded file or RTSP frame. One publisher per
+stream: a new offer replaces the previous peer (a camera that reconnects is simply the newest).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import av
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+
+from stream.buffers import BoundedQueue
+from stream.config import StreamConfig
+from stream.errors import StreamError
+from stream.frames import Frame
+from stream.sources import FrameSource, WorkingSize
+from stream.stats import StreamStats
+
+log = logging.getLogger(__name__)
+
+WAITING = "waiting for a WebRTC publisher"
+
+
+class WebRtcSource(FrameSource):
+    def __init__(self, config: StreamConfig, queue: BoundedQueue[Frame], stats: StreamStats,
+                 working_size: WorkingSize, keep_display: bool, stop: threading.Event,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(config, queue, stats, working_size, keep_display, stop, clock)
+        # aiortc -> thread hand-off: newest picture wins; what it replaces is a stale drop
+        self._handoff: BoundedQueue[av.VideoFrame] = BoundedQueue(
+            2, "latest", on_drop=lambda _: stats.on_dropped("stale"))
+        self._peer: RTCPeerConnection | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.peers = 0
+
+    async def accept(self, sdp: str, kind: str = "offer") -> RTCSessionDescription:
+        """Answer a publisher's offer (runs in the event loop)."""
+        if kind != "offer":
+            raise StreamError(f"expected an SDP offer, got {kind!r}")
+        if self.stop.is_set():
+            raise StreamError(f"stream {self.config.name!r} is stopping")
+        await self._close_peer()
+        self._loop = asyncio.get_running_loop()
+        peer = RTCPeerConnection()
+        self._peer = peer
+        self.peers += 1
+
+        @peer.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            if track.kind == "video" and self._reader is None:
+                self._reader = asyncio.ensure_future(self._read(peer, track))
+
+        @peer.on("connectionstatechange")
+        async def on_state() -> None:
+            if peer is self._peer and peer.connectionState in ("failed", "closed"):
+                self.stats.set_state("reconnecting", f"WebRTC peer {peer.connectionState}; {WAITING}")
+
+        try:
+            await peer.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=kind))
+            await peer.setLocalDescription(await peer.createAnswer())
+        except (ValueError, RuntimeError) as exc:
+            await self._close_peer()
+            raise StreamError(f"stream {self.config.name!r}: unusable SDP offer ({exc})") from exc
+        if not any(t.kind == "video" for t in (r.track for r in peer.getReceivers()) if t is not None):
+            await self._close_peer()
+            raise StreamError(f"stream {self.config.name!r}: the offer has no video track")
+        log.info("stream %s: WebRTC publisher connected", self.config.name)
+        return peer.localDescription
+
+    async def _read(self, peer: RTCPeerConnection, track: MediaStreamTrack) -> None:
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                break
+            self._handoff.put(frame)
+        if peer is self._peer and not self.stop.is_set():
+            self.stats.set_state("reconnecting", f"WebRTC publisher stopped sending; {WAITING}")
+
+    async def _close_peer(self) -> None:
+        peer, reader = self._peer, self._reader
+        self._peer = self._reader = None
+        if reader is not None:
+            reader.cancel()
+        if peer is not None:
+            await peer.close()
+
+    def _produce(self) -> None:
+        self.stats.set_state("connecting", WAITING)
+        while not self.stop.is_set():
+            frame = self._handoff.get(timeout=0.25)
+            if frame is None:
+                continue
+            now = self.clock()
+            self._emit(frame, now, now)
+        self._handoff.close()
+        loop = self._loop
+        if loop is not None and loop.is_running():
+            try:
+                asyncio.run_coroutine_threadsafe(self._close_peer(), loop).result(timeout=5)
+            except (TimeoutError, RuntimeError, asyncio.CancelledError) as exc:
+                log.warning("stream %s: closing the WebRTC peer failed: %s", self.config.name, exc)
+        self.stats.set_state("stopped")

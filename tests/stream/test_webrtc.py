@@ -1,0 +1,109 @@
+"""WebRTC ingest with a real aiortc peer on loopback: a camera publishes to a webrtc:// stream."""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from aiortc import RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
+
+from model.errors import SightlineError
+from stream.config import RunConfig, StreamConfig
+from stream.metrics import Metrics
+from stream.pipeline import Pipeline
+from tests.support.models import tiny_classifier
+from tests.support.webrtc import loopback_only
+
+pytestmark = pytest.mark.timeout(90)
+
+
+class Camera(VideoStreamTrack):
+    """A synthetic 320x240 camera: a moving gradient, 30 fps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent = 0
+
+    async def recv(self) -> av.VideoFrame:
+        pts, time_base = await self.next_timestamp()
+        x = np.linspace(0, 255, 320, dtype=np.float32)
+        image = np.empty((240, 320, 3), np.uint8)
+        image[..., 0] = (x + self.sent * 4) % 256
+        image[..., 1] = 128
+        image[..., 2] = 255 - image[..., 0]
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        frame.pts, frame.time_base = pts, fractions.Fraction(time_base)
+        self.sent += 1
+        return frame
+
+
+async def publish(pipeline: Pipeline, name: str) -> tuple[RTCPeerConnection, Camera]:
+    camera = Camera()
+    peer = RTCPeerConnection()
+    peer.addTrack(camera)
+    await peer.setLocalDescription(await peer.createOffer())
+    sdp, kind = await pipeline.webrtc_offer(name, peer.localDescription.sdp, peer.localDescription.type)
+    await peer.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=kind))
+    return peer, camera
+
+
+async def wait_for(check, timeout: float) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("timed out")
+        await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    loopback_only(monkeypatch)
+    config = RunConfig(output_dir=tmp_path / "out", media_root=tmp_path,
+                       streams=[StreamConfig(name="cam", url="webrtc://cam", record=True)])
+    p = Pipeline(tiny_classifier(), config, Metrics())
+    p.start()
+    yield p
+    p.shutdown()
+
+
+async def test_a_webrtc_publisher_is_classified_and_can_reconnect(pipeline: Pipeline, tmp_path: Path) -> None:
+    stats = pipeline.get("cam").stats
+    assert stats.state == "connecting" and "waiting" in stats.error
+    peer, camera = await publish(pipeline, "cam")
+    await wait_for(lambda: stats.frames_inferred >= 15, 40)
+    assert stats.state == "live"
+    await peer.close()
+    await wait_for(lambda: stats.state == "reconnecting", 20)
+
+    before = stats.frames_inferred
+    peer, camera = await publish(pipeline, "cam")  # the camera comes back: same stream, no restart
+    await wait_for(lambda: stats.frames_inferred >= before + 10, 40)
+    await peer.close()
+    await asyncio.to_thread(pipeline.remove_stream, "cam")
+    lines = (tmp_path / "out" / "cam.jsonl").read_text().splitlines()
+    assert len(lines) >= 25
+    with av.open(str(tmp_path / "out" / "cam.mp4")) as recording:
+        assert sum(1 for _ in recording.decode(video=0)) >= len(lines)
+
+
+async def test_offers_for_other_streams_or_without_video_are_refused(pipeline: Pipeline, tmp_path: Path) -> None:
+    clip_config = StreamConfig(name="file", url=str(tmp_path / "x.mp4"))
+    with pytest.raises(SightlineError):
+        pipeline.add_stream(clip_config)  # no such file: refused before anything starts
+    peer = RTCPeerConnection()
+    peer.createDataChannel("chat")
+    await peer.setLocalDescription(await peer.createOffer())
+    with pytest.raises(SightlineError, match="no video track"):
+        await pipeline.webrtc_offer("cam", peer.localDescription.sdp, "offer")
+    await peer.close()
+    with pytest.raises(SightlineError, match="no stream named"):
+        await pipeline.webrtc_offer("nope", "v=0", "offer")
+
+
+def test_webrtc_streams_cannot_be_fast() -> None:
+    with pytest.raises(ValueError, match="needs a file"):
+        StreamConfig(name="cam", url="webrtc://cam", mode="fast")
