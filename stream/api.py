@@ -12,17 +12,18 @@ import asyncio
 import hmac
 import logging
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from model.errors import ConfigError
 from model.yamlconfig import dotted
 from stream.config import RunConfig, StreamConfig, redact_url
+from stream.errors import StreamError
 from stream.metrics import Metrics
 from stream.pipeline import DuplicateStreamError, Pipeline, StreamRuntime, UnknownStreamError
 from stream.preview import MJPEG_MEDIA_TYPE, PreviewRenderer
@@ -69,6 +70,13 @@ class StreamStatus(BaseModel):
     smoothed: SmoothedLabel | None
     snapshot: str
     mjpeg: str
+
+
+class SessionDescription(BaseModel):
+    """A WebRTC SDP offer (request) or answer (response), as RTCPeerConnection.localDescription holds it."""
+
+    sdp: str = Field(min_length=1, max_length=200_000)
+    type: Literal["offer", "answer"]
 
 
 class StreamList(BaseModel):
@@ -156,6 +164,7 @@ def create_app(pipeline: Pipeline, config: RunConfig, metrics: Metrics | None) -
     app.state.preview_clients = 0
     previews = PreviewRenderer(pipeline, server.jpeg_quality)
     page = resources.files("stream").joinpath("static/index.html").read_bytes()
+    publish_page = resources.files("stream").joinpath("static/publish.html").read_bytes()
 
     def require_token(request: Request) -> None:
         if server.token is None:
@@ -183,6 +192,10 @@ def create_app(pipeline: Pipeline, config: RunConfig, metrics: Metrics | None) -
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
         return HTMLResponse(page, headers=NO_STORE)
+
+    @app.get("/publish", response_class=HTMLResponse, include_in_schema=False)
+    async def publish() -> HTMLResponse:
+        return HTMLResponse(publish_page, headers=NO_STORE)
 
     @app.get("/healthz", tags=["health"], summary="The process is alive and its event loop answers")
     async def healthz() -> dict[str, str]:
@@ -251,6 +264,24 @@ def create_app(pipeline: Pipeline, config: RunConfig, metrics: Metrics | None) -
         previews.forget(name)
         log.info("api: removed stream %s", name)
         return described(runtime.status())
+
+    @changes.post("/api/streams/{name}/webrtc", tags=["streams"], response_model=SessionDescription,
+                  summary="Publish video to a webrtc:// stream: post the peer's SDP offer, get the answer",
+                  responses={404: {"description": "no such stream"},
+                             409: {"description": "not a webrtc:// stream"},
+                             422: {"description": "not a usable offer (no video track, bad SDP)"}})
+    async def webrtc_offer(name: str, offer: SessionDescription) -> dict[str, str]:
+        runtime = find(name)
+        if not runtime.config.is_webrtc:
+            raise HTTPException(status.HTTP_409_CONFLICT, f"stream {name!r} is not a webrtc:// stream")
+        try:
+            sdp, kind = await pipeline.webrtc_offer(name, offer.sdp, offer.type)
+        except UnknownStreamError:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no stream named {name!r}") from None
+        except StreamError as exc:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+        log.info("api: WebRTC publisher for stream %s", name)
+        return {"sdp": sdp, "type": kind}
 
     app.include_router(changes)
 

@@ -28,7 +28,7 @@ from stream.inference import InferenceWorker
 from stream.metrics import Metrics
 from stream.sinks import JsonlSink, Labelled, Sink, VideoRecorder
 from stream.smoothing import Smoother
-from stream.sources import FrameSource, VideoSource
+from stream.sources import FrameSource, PreviewDemand, VideoSource
 from stream.stats import StreamStats
 from stream.webrtc import WebRtcSource
 
@@ -135,6 +135,11 @@ class StreamRuntime:
     def finished(self) -> bool:
         return self.output.done.is_set()
 
+    def watch_preview(self) -> None:
+        """A preview client is looking: keep full-size pictures for the next seconds."""
+        if self.source.preview is not None:
+            self.source.preview.touch()
+
     def status(self) -> dict[str, object]:
         latest = self.output.latest
         raw = smoothed = None
@@ -201,8 +206,9 @@ class Pipeline:
                                         on_drop=lambda _: stats.on_dropped("stale"))
         stop = threading.Event()
         kind = WebRtcSource if config.is_webrtc else VideoSource
+        preview = PreviewDemand(self.clock)
         source = kind(config, queue, stats, self.classifier.preprocessor.working_size,
-                      keep_display=config.record, stop=stop, clock=self.clock)
+                      keep_display=config.record, stop=stop, clock=self.clock, preview=preview)
         sinks: list[Sink] = []
         out_dir = self.config.output_dir
         if self.config.log_predictions:

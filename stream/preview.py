@@ -52,7 +52,9 @@ class PreviewRenderer:
 
     async def latest(self, name: str) -> bytes | None:
         """The stream's latest annotated frame as JPEG; None before its first frame. Raises UnknownStreamError."""
-        item = self.pipeline.get(name).output.latest
+        runtime = self.pipeline.get(name)
+        runtime.watch_preview()
+        item = runtime.output.latest
         return None if item is None else await self.jpeg(name, item)
 
     def forget(self, name: str) -> None:
@@ -86,6 +88,7 @@ class PreviewRenderer:
                 if current is not runtime:
                     return
                 finished = runtime.finished
+                runtime.watch_preview()
                 item = runtime.output.latest
                 if item is not None and item is not sent:
                     yield mjpeg_part(await self.jpeg(name, item))

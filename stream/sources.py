@@ -61,6 +61,25 @@ class Throttle:
         self._next = -float("inf")
 
 
+class PreviewDemand:
+    """Someone is watching a stream's preview: its source keeps full-size pictures for a few seconds.
+
+    Without a visual sink a stream converts only the small working-size image; previews ask for more
+    on demand instead of every stream paying for full-size conversion all the time.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, linger_s: float = 3.0) -> None:
+        self.clock = clock
+        self.linger_s = linger_s
+        self._until = -float("inf")
+
+    def touch(self) -> None:
+        self._until = self.clock() + self.linger_s
+
+    def wanted(self) -> bool:
+        return self.clock() < self._until
+
+
 class FrameSource(ABC):
     """One stream's producer thread: turns decoded pictures into Frames in the stream's queue.
 
@@ -70,12 +89,13 @@ class FrameSource(ABC):
 
     def __init__(self, config: StreamConfig, queue: BoundedQueue[Frame], stats: StreamStats,
                  working_size: WorkingSize, keep_display: bool, stop: threading.Event,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, preview: PreviewDemand | None = None) -> None:
         self.config = config
         self.queue = queue
         self.stats = stats
         self.working_size = working_size
-        self.keep_display = keep_display
+        self.keep_display = keep_display  # a recorder: every frame, full size
+        self.preview = preview  # a preview: full size for classified frames while someone watches
         self.stop = stop
         self.clock = clock
         self.throttle = Throttle(config.infer_fps)
@@ -121,7 +141,8 @@ class FrameSource(ABC):
             self._size = (source_size, self.working_size(*source_size))
         height, width = self._size[1]
         image = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
-        display = self._display(frame) if self.keep_display else None
+        wanted = self.keep_display or (self.preview is not None and self.preview.wanted())
+        display = self._display(frame) if wanted else None
         self._put(Frame(self.config.name, self._seq, frame.pts, _time_base(frame), captured, self.clock(),
                         image, display, infer))
         self._seq += 1
@@ -146,8 +167,9 @@ class VideoSource(FrameSource):
 
     def __init__(self, config: StreamConfig, queue: BoundedQueue[Frame], stats: StreamStats,
                  working_size: WorkingSize, keep_display: bool, stop: threading.Event,
-                 clock: Callable[[], float] = time.monotonic, seed: int | None = None) -> None:
-        super().__init__(config, queue, stats, working_size, keep_display, stop, clock)
+                 clock: Callable[[], float] = time.monotonic, preview: PreviewDemand | None = None,
+                 seed: int | None = None) -> None:
+        super().__init__(config, queue, stats, working_size, keep_display, stop, clock, preview)
         self.bad_packets = 0
         self._rng = random.Random(seed)
 

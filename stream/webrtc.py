@@ -23,7 +23,7 @@ from stream.buffers import BoundedQueue
 from stream.config import StreamConfig
 from stream.errors import StreamError
 from stream.frames import Frame
-from stream.sources import FrameSource, WorkingSize
+from stream.sources import FrameSource, PreviewDemand, WorkingSize
 from stream.stats import StreamStats
 
 log = logging.getLogger(__name__)
@@ -34,8 +34,8 @@ WAITING = "waiting for a WebRTC publisher"
 class WebRtcSource(FrameSource):
     def __init__(self, config: StreamConfig, queue: BoundedQueue[Frame], stats: StreamStats,
                  working_size: WorkingSize, keep_display: bool, stop: threading.Event,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        super().__init__(config, queue, stats, working_size, keep_display, stop, clock)
+                 clock: Callable[[], float] = time.monotonic, preview: PreviewDemand | None = None) -> None:
+        super().__init__(config, queue, stats, working_size, keep_display, stop, clock, preview)
         # aiortc -> thread hand-off: newest picture wins; what it replaces is a stale drop
         self._handoff: BoundedQueue[av.VideoFrame] = BoundedQueue(
             2, "latest", on_drop=lambda _: stats.on_dropped("stale"))

@@ -1,0 +1,60 @@
+"""A real browser camera: headless Chromium's fake camera publishes to a webrtc:// stream via /publish."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from stream.api import create_app
+from stream.config import RunConfig, StreamConfig
+from stream.http_server import HttpServer
+from stream.metrics import Metrics
+from stream.pipeline import Pipeline
+from tests.support.models import tiny_classifier
+from tests.support.webrtc import loopback_only
+
+CHROMIUM = shutil.which("chromium")
+TOKEN = "browser-test-token"
+pytestmark = [pytest.mark.timeout(120),
+              pytest.mark.skipif(CHROMIUM is None, reason="chromium (Debian package) is not installed")]
+
+
+def chromium(url: str, profile: Path) -> subprocess.Popen[bytes]:
+    args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
+            "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+            "--allow-loopback-in-peer-connection", "--remote-debugging-port=0", url]
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+async def test_chromium_fake_camera_is_classified(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    loopback_only(monkeypatch)
+    config = RunConfig(output_dir=tmp_path / "out", media_root=tmp_path, server={"token": TOKEN, "port": 0},
+                       streams=[StreamConfig(name="browser", url="webrtc://browser")])
+    pipeline = Pipeline(tiny_classifier(), config, Metrics())
+    await asyncio.to_thread(pipeline.start)
+    server = HttpServer("127.0.0.1", 0)
+    await server.start(create_app(pipeline, config, pipeline.metrics))
+    browser = chromium(f"{server.url}/publish?stream=browser&loopback=1#token={TOKEN}", tmp_path / "profile")
+    stats = pipeline.get("browser").stats
+    try:
+        for _ in range(600):
+            if stats.frames_inferred >= 10:
+                break
+            assert browser.poll() is None, "chromium exited"
+            await asyncio.sleep(0.1)
+        assert stats.frames_inferred >= 10, stats.snapshot()
+        assert stats.state == "live"
+    finally:
+        browser.terminate()
+        try:
+            browser.wait(10)
+        except subprocess.TimeoutExpired:
+            browser.kill()
+        await server.stop()
+        await asyncio.to_thread(pipeline.shutdown)
+    assert len((tmp_path / "out" / "browser.jsonl").read_text().splitlines()) >= 10
