@@ -88,6 +88,7 @@ class StreamMetrics:
         self.up = metrics.stream_up.labels(name)
         self.reconnects = metrics.reconnects.labels(name)
         self.fps = metrics.stream_fps.labels(name)
+        self.decode_stage = metrics.stage["decode"]
         self.dropped = {reason: metrics.frames_dropped.labels(name, reason) for reason in DROP_REASONS}
         self.states = {state: metrics.stream_state.labels(name, state) for state in STATES}
 

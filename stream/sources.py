@@ -128,8 +128,11 @@ class FrameSource(ABC):
     def _produce(self) -> None:
         """Deliver pictures through ``_emit`` until the source ends or ``stop`` is set."""
 
-    def _emit(self, frame: av.VideoFrame, t_stream: float, captured: float) -> None:
-        """Count, throttle, scale (FFmpeg's scaler, straight to the working size) and queue one picture."""
+    def _emit(self, frame: av.VideoFrame, t_stream: float, captured: float, decode_s: float = 0.0) -> None:
+        """Count, throttle, scale (FFmpeg's scaler, straight to the working size) and queue one picture.
+
+        ``decode_s`` is this picture's share of the decoder's time; with the scaling it is the decode stage.
+        """
         self.stats.on_decoded()
         if self.stats.state != "live":
             self.stats.set_state("live")
@@ -140,9 +143,11 @@ class FrameSource(ABC):
         if self._size is None or self._size[0] != source_size:  # a camera may change resolution mid-stream
             self._size = (source_size, self.working_size(*source_size))
         height, width = self._size[1]
+        started = time.perf_counter()
         image = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
         wanted = self.keep_display or (self.preview is not None and self.preview.wanted())
         display = self._display(frame) if wanted else None
+        self.stats.on_decode_stage(decode_s + time.perf_counter() - started)
         self._put(Frame(self.config.name, self._seq, frame.pts, _time_base(frame), captured, self.clock(),
                         image, display, infer))
         self._seq += 1
@@ -190,7 +195,7 @@ class VideoSource(FrameSource):
             if not self.config.loop:
                 break
             self.throttle.reset()
-        if self.stop.is_set() and self.config.loop:
+        if self.stop.is_set():
             self.stats.set_state("stopped")
         else:
             skipped = f"skipped {self.bad_packets} corrupt packets" if self.bad_packets else None
@@ -258,7 +263,7 @@ class VideoSource(FrameSource):
         start_t = 0.0
         decoded_here = 0
         t_stream = 0.0
-        for frame in self._frames(container, stream):
+        for frame, decode_s in self._frames(container, stream):
             if self.stop.is_set():
                 return
             t_stream = float(frame.time) if frame.time is not None else decoded_here / self.fps_hint
@@ -274,13 +279,16 @@ class VideoSource(FrameSource):
                 captured = now
             decoded_here += 1
             # files throttle on their own clock (so fast replays classify the same frames); live on arrival
-            self._emit(frame, t_stream if cfg.is_file else captured, captured)
+            self._emit(frame, t_stream if cfg.is_file else captured, captured, decode_s)
         if cfg.is_file:
             self._check_complete(container, stream, t_stream if decoded_here else None)
 
-    def _frames(self, container: av.container.InputContainer, stream: av.VideoStream) -> Iterator[av.VideoFrame]:
-        """Decoded frames. A packet the decoder rejects is skipped and counted (FFmpeg resyncs at the next
-        keyframe); too many in a row, or a demuxer/network failure, ends the session with a reason."""
+    def _frames(self, container: av.container.InputContainer,
+                stream: av.VideoStream) -> Iterator[tuple[av.VideoFrame, float]]:
+        """Decoded frames, each with its share of the decoder's time.
+
+        A packet the decoder rejects is skipped and counted (FFmpeg resyncs at the next keyframe); too
+        many in a row, or a demuxer/network failure, ends the session with a reason."""
         in_a_row = 0
         last_frame = self.clock()
         stall = self.config.stall_timeout_s
@@ -289,6 +297,7 @@ class VideoSource(FrameSource):
                 if self.config.is_network and self.clock() - last_frame > stall:
                     # packets keep coming (the read timeout never fires) but no picture: treat as stalled
                     raise SourceReadError(f"{self.safe_url}: no frame for {stall:.0f}s")
+                started = time.perf_counter()
                 try:
                     frames = packet.decode()
                 except av.InvalidDataError as exc:
@@ -303,7 +312,9 @@ class VideoSource(FrameSource):
                 in_a_row = 0
                 if frames:
                     last_frame = self.clock()
-                yield from frames
+                    share = (time.perf_counter() - started) / len(frames)
+                    for frame in frames:
+                        yield frame, share
         except (av.FFmpegError, OSError) as exc:
             what = "corrupt or truncated data" if self.config.is_file else "read failed"
             raise SourceReadError(f"{what} in {self.safe_url}: {describe_av_error(exc)}") from exc

@@ -49,6 +49,10 @@ class StreamStats:
         if self.metrics:
             self.metrics.decoded.inc()
 
+    def on_decode_stage(self, seconds: float) -> None:
+        if self.metrics:
+            self.metrics.decode_stage.observe(seconds)
+
     def on_dropped(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
         if self.metrics:

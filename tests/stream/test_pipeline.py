@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from pathlib import Path
 
 import av
@@ -181,3 +182,48 @@ def test_prometheus_counters_follow_the_stream(classifier, tmp_path: Path) -> No
     assert reg.get_sample_value("sightline_end_to_end_latency_seconds_count", {"stream": "c"}) == 12
     assert reg.get_sample_value("sightline_stream_state", {"stream": "c", "state": "ended"}) == 1
     assert reg.get_sample_value("sightline_batch_size_sum") == 12
+
+
+def test_stream_removed_mid_file_is_stopped_and_decode_stage_is_timed(classifier, tmp_path: Path) -> None:
+    clip = media.make_test_clip(tmp_path / "c.mp4", frames=250, fps=25, size=(160, 120))  # 10 s, realtime
+    config = RunConfig(output_dir=tmp_path / "out", media_root=tmp_path,
+                       streams=[StreamConfig(name="c", url=str(clip))])
+    metrics = Metrics()
+    pipeline = Pipeline(classifier, config, metrics)
+    pipeline.start()
+    try:
+        runtime = pipeline.get("c")
+        deadline = time.monotonic() + 20
+        while runtime.stats.frames_inferred < 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        pipeline.remove_stream("c")
+    finally:
+        pipeline.shutdown()
+    assert runtime.stats.state == "stopped"
+    assert metrics.registry.get_sample_value("sightline_stage_latency_seconds_count", {"stage": "decode"}) >= 5
+
+
+def test_previews_get_full_size_pictures_only_while_watched(classifier, tmp_path: Path) -> None:
+    clip = media.make_test_clip(tmp_path / "c.mp4", frames=250, fps=25, size=(320, 240))
+    config = RunConfig(output_dir=tmp_path / "out", media_root=tmp_path,
+                       streams=[StreamConfig(name="c", url=str(clip))])
+    pipeline = Pipeline(classifier, config, Metrics())
+    pipeline.start()
+
+    def latest_shape() -> tuple[int, ...]:
+        deadline = time.monotonic() + 20
+        first = pipeline.get("c").output.latest
+        while time.monotonic() < deadline:
+            item = pipeline.get("c").output.latest
+            if item is not None and item is not first:
+                return pipeline.snapshot("c").shape
+            time.sleep(0.05)
+        raise AssertionError("no new frame")
+
+    try:
+        assert latest_shape() == (64, 85, 3)  # nobody watches: the working-size picture only
+        pipeline.get("c").watch_preview()
+        time.sleep(0.3)
+        assert latest_shape() == (240, 320, 3)
+    finally:
+        pipeline.shutdown()
