@@ -202,7 +202,7 @@ class Trainer:
                    "%d optimizer steps/epoch", device, precision_name(amp_dtype), dist.world_size, cfg.batch_size,
                    cfg.accumulate, cfg.effective_batch() * dist.world_size, steps_per_epoch)
 
-        progress = _Progress()
+        progress = RunProgress()
         if state is not None:
             net.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -210,7 +210,7 @@ class Trainer:
             scaler.load_state_dict(state["scaler"])
             step.micro_batch = int(state["micro_batch"])
             step.steps_done = int(state["scheduler"]["step_count"])
-            progress = _Progress.from_state(state["progress"])
+            progress = RunProgress.from_state(state["progress"])
             self.skips.files.update(state["skipped"])
             rngs = state["rng"]
             if len(rngs) == dist.world_size:
@@ -367,7 +367,7 @@ class Trainer:
         })
 
     def _final_report(self, split: DatasetSplit, device: torch.device, amp_dtype: torch.dtype | None,
-                      progress: _Progress, step: TrainStep, init_desc: str, seconds: float) -> dict[str, Any]:
+                      progress: RunProgress, step: TrainStep, init_desc: str, seconds: float) -> dict[str, Any]:
         """Evaluate bundle.pt exactly as serving runs it (model.Classifier) and write the reports."""
         cfg = self.cfg
         bundle = ModelBundle.load(self.out / "bundle.pt")
@@ -407,7 +407,7 @@ class Trainer:
 
 
 @dataclass
-class _Progress:
+class RunProgress:
     """Where a run stands: history rows, best epoch, early-stopping counter. Stored in last.pt."""
 
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -440,7 +440,7 @@ class _Progress:
                 "best_epoch": self.best_epoch, "es_best": self.es_best, "bad_epochs": self.bad_epochs}
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> _Progress:
+    def from_state(cls, state: dict[str, Any]) -> RunProgress:
         return cls(history=[dict(r) for r in state["history"]], best_acc1=float(state["best_acc1"]),
                    best_loss=float(state["best_loss"]), best_epoch=int(state["best_epoch"]),
                    es_best=float(state["es_best"]), bad_epochs=int(state["bad_epochs"]))

@@ -102,3 +102,10 @@ def test_balanced_weights_favour_the_rare_class():
     w = balanced_class_weights([30, 10])
     assert torch.allclose(w, torch.tensor([40 / 60, 40 / 20]))
     assert torch.allclose(balanced_class_weights([5, 5, 5]), torch.ones(3))
+
+
+def test_trivial_augment_keeps_uint8_crops():
+    aug = train_transform(24, AugmentConfig(trivial_augment=True))
+    torch.manual_seed(0)
+    out = [aug(torch.randint(0, 256, (3, 40, 50), dtype=torch.uint8)) for _ in range(8)]
+    assert all(o.shape == (3, 24, 24) and o.dtype == torch.uint8 for o in out)

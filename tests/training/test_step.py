@@ -86,3 +86,15 @@ def test_bf16_autocast_runs_on_the_cpu():
     step(_window(), totals)
     assert totals.count == 16 and torch.isfinite(totals.loss_sum)
     assert not torch.equal(net[0].weight, before[0].weight)
+
+
+def test_class_weighted_loss_is_split_invariant_too():
+    weights = torch.tensor([0.5, 1.0, 3.0])
+    whole, split = _tiny_net(), _tiny_net()
+    _step(whole, 16, class_weights=weights)(_window(), StepTotals.zeros(CPU))
+    _step(split, 5, class_weights=weights)(_window(), StepTotals.zeros(CPU))
+    unweighted = _tiny_net()
+    _step(unweighted, 16)(_window(), StepTotals.zeros(CPU))
+    for a, b in zip(_params(whole), _params(split), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert not torch.allclose(_params(whole)[-1], _params(unweighted)[-1])
