@@ -8,6 +8,8 @@ import sys
 
 from model import cli as model_cli
 from model.errors import SightlineError
+from stream import eval_cli, run_cli
+from training import cli as training_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,14 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    model_cli.register(sub)
-    for name in ("training.cli", "stream.run_cli", "stream.eval_cli"):
-        try:
-            module = __import__(name, fromlist=["register"])
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
+    for module in (model_cli, training_cli, run_cli, eval_cli):
         module.register(sub)
     return parser
 

@@ -11,7 +11,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from model.classifier import Classifier
+from stream.api import create_app
 from stream.config import RunConfig, load_run_config
+from stream.http_server import HttpServer
 from stream.metrics import Metrics
 from stream.pipeline import Pipeline
 
@@ -70,26 +72,17 @@ def build_pipeline(config: RunConfig, metrics: Metrics | None = None) -> Pipelin
 
 
 async def run_service(config: RunConfig, duration: float | None = None) -> int:
-    server = None
-    if config.server.enabled:
-        from stream.http_server import HttpServer
-
-        server = HttpServer(config.server.host, config.server.port)
-        server.bind()  # a busy port fails now, not after the model has loaded
-    try:
-        pipeline = await asyncio.to_thread(build_pipeline, config)
-    except BaseException:
-        if server is not None:
-            await server.stop()
-        raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM):  # first: a signal while the model loads is a clean stop
         loop.add_signal_handler(sig, stop.set)
+    server = None
     try:
-        if server is not None:
-            from stream.api import create_app
-
+        if config.server.enabled:
+            server = HttpServer(config.server.host, config.server.port)
+            server.bind()  # a busy port fails now, not after the model has loaded
+        pipeline = await asyncio.to_thread(build_pipeline, config)
+        if server is not None and not stop.is_set():
             try:  # the configured streams exist before the first request is answered
                 await asyncio.to_thread(pipeline.start)
                 await server.start(create_app(pipeline, config, pipeline.metrics))
