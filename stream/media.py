@@ -66,6 +66,16 @@ def demo_segments(seconds: float = 8.0, photos: Sequence[str] = DEMO_PHOTOS) -> 
     return [Segment(round(i * share, 6), round((i + 1) * share, 6), name) for i, name in enumerate(photos)]
 
 
+# What each demo photo shows, as an ImageNet-1k class name (human ground truth, not a model's output).
+# The astronaut portrait has no ImageNet class: its segment is left unlabelled and not scored.
+IMAGENET_TRUTH = {"chelsea": "tabby", "coffee": "espresso", "rocket": "missile"}
+
+
+def imagenet_segments(segments: Sequence[Segment]) -> list[Segment]:
+    """The demo segments relabelled with ImageNet classes, for `sightline eval --model imagenet`."""
+    return [Segment(s.start_s, s.end_s, IMAGENET_TRUTH[s.label]) for s in segments if s.label in IMAGENET_TRUTH]
+
+
 def write_labels_csv(path: str | Path, video: str, segments: Sequence[Segment]) -> Path:
     """Sidecar ground truth: one ``video,start_s,end_s,label`` row per segment."""
     path = Path(path)

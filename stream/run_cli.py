@@ -21,6 +21,7 @@ log = logging.getLogger("sightline")
 
 DEMO_CONFIG = Path("configs/demo.yaml")
 DEMO_CLIP = Path("media/demo.mp4")
+DEMO_LABELS = Path("media/demo_labels.csv")  # ground truth for `sightline eval --labels media/demo_labels.csv`
 TOKEN_ENV = "SIGHTLINE_TOKEN"
 
 
@@ -29,20 +30,35 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Decode the configured streams, classify their frames in cross-stream batches, "
                                    "write overlays/recordings/prediction logs and serve the HTTP API and metrics.")
     p.add_argument("config", type=Path, metavar="CONFIG", help="YAML file (see configs/demo.yaml)")
-    p.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after this many seconds")
+    add_overrides(p)
     p.set_defaults(func=cmd_run)
 
     d = sub.add_parser("demo", help="make a demo clip of real photos and run configs/demo.yaml on it",
                        description="Writes media/demo.mp4 (scikit-image's photos) if missing, then runs the service "
                                    "on configs/demo.yaml.")
     d.add_argument("--config", type=Path, default=DEMO_CONFIG, help=f"default {DEMO_CONFIG}")
-    d.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after this many seconds")
+    add_overrides(d)
     d.set_defaults(func=cmd_demo)
 
 
+def add_overrides(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after this many seconds")
+    p.add_argument("--model", default=None, help="replaces model.source (imagenet, a bundle or a .pth)")
+    p.add_argument("--device", default=None, help="replaces model.device")
+    p.add_argument("--port", type=int, default=None, help="replaces server.port (0: any free port)")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    config = apply_environment(load_run_config(args.config), os.environ)
+    config = apply_overrides(apply_environment(load_run_config(args.config), os.environ), args)
     return asyncio.run(run_service(config, args.duration))
+
+
+def apply_overrides(config: RunConfig, args: argparse.Namespace) -> RunConfig:
+    """Command-line flags win over the file."""
+    model = {k: v for k, v in (("source", args.model), ("device", args.device)) if v is not None}
+    server = {"port": args.port} if args.port is not None else {}
+    return config.model_copy(update={"model": config.model.model_copy(update=model),
+                                     "server": config.server.model_copy(update=server)})
 
 
 def apply_environment(config: RunConfig, environ: Mapping[str, str]) -> RunConfig:
@@ -54,13 +70,13 @@ def apply_environment(config: RunConfig, environ: Mapping[str, str]) -> RunConfi
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from stream.media import demo_segments, make_demo_clip, write_labels_csv
+    from stream.media import demo_segments, imagenet_segments, make_demo_clip, write_labels_csv
 
     if not DEMO_CLIP.exists():
         log.info("writing %s from scikit-image's sample photos", DEMO_CLIP)
         make_demo_clip(DEMO_CLIP)
-        write_labels_csv(DEMO_CLIP.with_name("demo_labels.csv"), DEMO_CLIP.name, demo_segments())
-    return cmd_run(argparse.Namespace(config=args.config, duration=args.duration))
+        write_labels_csv(DEMO_LABELS, DEMO_CLIP.name, imagenet_segments(demo_segments()))
+    return cmd_run(args)
 
 
 def build_pipeline(config: RunConfig, metrics: Metrics | None = None) -> Pipeline:

@@ -69,3 +69,22 @@ def test_duration_bounds_a_run_and_exit_code_is_nonzero_when_every_stream_failed
     assert bad.returncode == 1
     assert "stream cut" in err and "cut.mkv is truncated" in err
     assert "Traceback" not in err
+
+
+def test_demo_makes_its_clip_and_labels_and_runs_the_demo_config(tmp_path: Path) -> None:
+    bundle = tiny_bundle().save(tmp_path / "bundle.pt")
+    proc = subprocess.run([sys.executable, "-m", "stream", "demo", "--config", str(REPO / "configs" / "demo.yaml"),
+                           "--model", str(bundle), "--device", "cpu", "--port", "0", "--duration", "60"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=110)
+    assert proc.returncode == 0, proc.stderr
+    with av.open(str(tmp_path / "media" / "demo.mp4")) as clip:
+        frames = sum(1 for _ in clip.decode(video=0))
+    assert frames == 200  # 8 s at 25 fps
+    replay = (tmp_path / "runs" / "demo" / "replay.jsonl").read_text().splitlines()
+    assert len(replay) == frames  # the fast stream classified every frame
+    assert (tmp_path / "runs" / "demo" / "camera.mp4").stat().st_size > 0
+    from model.sources import imagenet_classes
+
+    rows = (tmp_path / "media" / "demo_labels.csv").read_text().splitlines()
+    assert rows[0] == "video,start_s,end_s,label"
+    assert {r.split(",")[3] for r in rows[1:]} <= set(imagenet_classes())
