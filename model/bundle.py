@@ -7,6 +7,7 @@ can read it without unpickling code. The ImageNet-pretrained model is the same k
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -162,7 +163,16 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file; all mean "unreadable"
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        if found:
+            raise ModelLoadError(
+                f"{path}: holds a pickled Python object ({found.group(1)}; e.g. a whole model saved with "
+                f"torch.save(model)), which Sightline never unpickles; save model.state_dict() instead, "
+                f"or a Sightline bundle"
+            ) from exc
+        detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+        reason = detail.group(1) if detail else text.splitlines()[0] if text else type(exc).__name__
         raise ModelLoadError(f"{path}: not a readable PyTorch checkpoint ({reason[:200]})") from exc
 
 

@@ -103,6 +103,14 @@ def test_file_that_is_not_a_checkpoint_names_the_file(tmp_path):
         load_model_source(path)
 
 
+def test_pickled_whole_model_is_refused_with_advice(tmp_path, make_resnet18):
+    path = tmp_path / "whole.pt"
+    torch.save(make_resnet18(3), path)
+    expected = r"whole\.pt: holds a pickled Python object \(torchvision.models.resnet.ResNet;.*state_dict\(\)"
+    with pytest.raises(ModelLoadError, match=expected):
+        load_model_source(path)
+
+
 def test_missing_model_file_is_named(tmp_path):
     with pytest.raises(ModelLoadError, match=r"nothere\.pt: no such model file"):
         load_model_source(tmp_path / "nothere.pt")
