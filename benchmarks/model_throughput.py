@@ -44,6 +44,7 @@ class Row:
     batch: int
     images_per_s: float
     ms_per_batch: float
+    images_per_cpu_s: float
 
 
 def device_name(device: torch.device) -> str:
@@ -73,7 +74,12 @@ def frames_of(size: tuple[int, int], rng: np.random.Generator) -> list[np.ndarra
 
 
 def time_config(classifier: Classifier, frames: list[np.ndarray], batch: int, contiguous: bool,
-                seconds: float, warmup: int) -> tuple[float, float]:
+                seconds: float, warmup: int) -> tuple[float, float, float]:
+    """(images/s, ms per batch, images per CPU-second of this process) after ``warmup`` batches.
+
+    On a shared machine wall-clock figures move with the load; with one torch thread the CPU-time
+    figure is what an otherwise idle core would deliver.
+    """
     images = [frames[i % len(frames)] for i in range(batch)]
 
     def step() -> None:
@@ -85,14 +91,15 @@ def time_config(classifier: Classifier, frames: list[np.ndarray], batch: int, co
 
     for _ in range(warmup):
         step()
-    done, start = 0, time.perf_counter()
+    done, start, cpu_start = 0, time.perf_counter(), time.process_time()
     while True:
         step()
         done += 1
         elapsed = time.perf_counter() - start
-        if elapsed >= seconds and done >= 2:
+        if elapsed >= seconds:
             break
-    return done * batch / elapsed, 1000 * elapsed / done
+    cpu = time.process_time() - cpu_start
+    return done * batch / elapsed, 1000 * elapsed / done, done * batch / cpu
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", default="720p,working", help="frame kinds: 720p, working")
     parser.add_argument("--layouts", default="channels_last,contiguous", help="channels_last, contiguous")
     parser.add_argument("--model", default=None, help="a model source; default: random-init resnet18")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed batches per configuration")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed batches per configuration (default 2)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = parser.parse_args(argv)
     if args.threads:
@@ -125,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device: {device} — {device_name(device)}; load average (1 min) {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} CPUs")
     print(f"torch {torch.__version__}, {bundle.arch}, crop {bundle.preprocess.crop}, "
-          f"{args.seconds:g} s (at least 2 batches) per configuration after {args.warmup} warm-up batches")
+          f"{args.seconds:g} s (at least 1 batch) per configuration after {args.warmup} warm-up batches")
     rng = np.random.default_rng(0)
     rows: list[Row] = []
     for kind in kinds:
@@ -134,23 +141,26 @@ def main(argv: list[str] | None = None) -> int:
             for layout in layouts:
                 runner = clf if layout == "channels_last" else flat[name]
                 for batch in batches:
-                    ips, ms = time_config(runner, frames, batch, layout == "contiguous", args.seconds,
-                                          args.warmup)
-                    rows.append(Row(kind, name, layout, batch, ips, ms))
+                    ips, ms, ipc = time_config(runner, frames, batch, layout == "contiguous", args.seconds,
+                                               args.warmup)
+                    rows.append(Row(kind, name, layout, batch, ips, ms, ipc))
                     print(f"  {kind:8} {name:5} {layout:14} batch {batch:3}: {ips:8.1f} images/s "
-                          f"({ms:7.1f} ms/batch)", flush=True)
-    print()
-    print(markdown(rows, batches))
+                          f"({ms:7.1f} ms/batch, {ipc:.1f} images per CPU-second)", flush=True)
+    print("\nimages/s (wall clock):\n")
+    print(markdown(rows, batches, "images_per_s"))
+    if device.type == "cpu":
+        print("\nimages per CPU-second of this process:\n")
+        print(markdown(rows, batches, "images_per_cpu_s"))
     print(f"\nload average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     return 0
 
 
-def markdown(rows: list[Row], batches: list[int]) -> str:
+def markdown(rows: list[Row], batches: list[int], field: str) -> str:
     head = "| frames | precision | layout | " + " | ".join(f"batch {b}" for b in batches) + " |"
     lines = [head, "|" + "---|" * (3 + len(batches))]
     keys = dict.fromkeys((r.frames, r.precision, r.layout) for r in rows)
     for key in keys:
-        cells = {r.batch: f"{r.images_per_s:.1f}" for r in rows if (r.frames, r.precision, r.layout) == key}
+        cells = {r.batch: f"{getattr(r, field):.1f}" for r in rows if (r.frames, r.precision, r.layout) == key}
         lines.append(f"| {key[0]} | {key[1]} | {key[2]} | " + " | ".join(cells.get(b, "") for b in batches) + " |")
     return "\n".join(lines)
 
