@@ -46,7 +46,10 @@ class Classifier:
     @classmethod
     def from_source(cls, source: str | os.PathLike[str], *, device: str = "auto", precision: str = "auto",
                     compile: bool = False) -> Classifier:
-        return cls(load_model_source(source), device=device, precision=precision, compile=compile)
+        """Check the device and precision first: a wrong flag should not cost a model download."""
+        resolved = resolve_device(device)
+        autocast_dtype(precision, resolved)
+        return cls(load_model_source(source), device=str(resolved), precision=precision, compile=compile)
 
     @property
     def class_names(self) -> list[str]:

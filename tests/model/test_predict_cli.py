@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import re
+import urllib.error
 
 import numpy as np
 import pytest
 import torch
+import torch.hub
 from PIL import Image
 
 from model.bundle import FORMAT_VERSION
@@ -100,6 +102,23 @@ def test_device_cuda_without_cuda_is_one_clear_error(run_cli, bundle_path, write
     assert code == 2 and out == ""
     (line,) = error_lines(err)
     assert "CUDA is not available" in line and "--device cpu" in line
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_device_is_checked_before_any_model_download(run_cli, write_photo, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
+    attempts: list[object] = []
+
+    def no_network(request, *args, **kwargs):
+        attempts.append(request)
+        raise urllib.error.URLError("network disabled in tests")
+
+    monkeypatch.setattr(torch.hub, "urlopen", no_network)
+    code, out, err = run_cli("predict", write_photo("chelsea"), "--device", "cuda")
+    assert code == 2
+    (line,) = error_lines(err)
+    assert "CUDA is not available" in line
+    assert attempts == []
 
 
 @pytest.mark.parametrize("flag", ["--topk", "--batch-size"])
