@@ -10,7 +10,7 @@ from torch import nn
 
 from model.architectures import build_network
 from model.bundle import PreprocessSpec
-from model.errors import ConfigError
+from model.errors import ConfigError, ModelLoadError
 from model.sources import load_model_source
 
 Phase = Literal["head", "full"]
@@ -30,7 +30,10 @@ def initial_model(init: str, class_names: list[str], arch: str | None = None) ->
     if init == "scratch":
         arch = arch or "resnet18"
         return InitialModel(build_network(arch, len(class_names)), arch, PreprocessSpec(), "scratch (random init)")
-    source = load_model_source(init)
+    try:
+        source = load_model_source(init)
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"{exc} [for sightline train: --init PATH, or --init scratch]") from exc
     if arch is not None and arch != source.arch:
         raise ConfigError(f"arch: {arch!r} does not match init {init!r}, which is a {source.arch}")
     net = source.build()

@@ -159,11 +159,9 @@ class Trainer:
 
     def _run(self, device: torch.device) -> TrainResult:
         cfg, dist, state = self.cfg, self.dist, self.state
-        if dist.is_main:
-            if state is None and (self.out / "last.pt").exists():
-                raise TrainingError(f"{self.out} already holds a run (last.pt); continue it with --resume "
-                                    f"{self.out / 'last.pt'} or choose another --out")
-            self.out.mkdir(parents=True, exist_ok=True)
+        if dist.is_main and state is None and (self.out / "last.pt").exists():
+            raise TrainingError(f"{self.out} already holds a run (last.pt); continue it with --resume "
+                                f"{self.out / 'last.pt'} or choose another --out")
         generator = torch.Generator()
         seed_everything(cfg.seed + dist.rank, generator)
         amp_dtype = resolve_amp(cfg, device)
@@ -184,6 +182,8 @@ class Trainer:
             spec = preprocess_spec(cfg, init.preprocess)
         self._info("model: %s from %s; preprocessing resize %d crop %d", arch, init_desc, spec.resize, spec.crop)
         net = net.to(device, memory_format=training_memory_format(device))
+        if dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
 
         backbone_lr = cfg.lr * (cfg.backbone_lr_scale if cfg.mode == "head-then-full" else 1.0)
         optimizer = build_optimizer(cfg.optimizer, param_groups(net, cfg.lr, backbone_lr, cfg.weight_decay),

@@ -1,7 +1,9 @@
+import pytest
 import torch
 
 from model.architectures import build_network
 from model.bundle import ModelBundle, PreprocessSpec
+from model.errors import ModelLoadError
 from model.sources import imagenet_cache_path
 from training.network import initial_model, param_groups, phase_of_epoch, set_phase, train_mode
 
@@ -66,3 +68,12 @@ def test_imagenet_init_replaces_the_1000_class_fc(tmp_path, monkeypatch):
     init = initial_model("imagenet", NAMES)
     assert init.net.fc.out_features == 3 and init.arch == "resnet18"
     assert (init.preprocess.resize, init.preprocess.crop) == (256, 224)
+
+
+def test_unusable_imagenet_weights_name_the_training_options(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    path = imagenet_cache_path()
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"a truncated download")
+    with pytest.raises(ModelLoadError, match=r"--init PATH, or --init scratch"):
+        initial_model("imagenet", NAMES)
