@@ -26,9 +26,17 @@ from PIL import Image
 SIDE = 10_000
 FLOAT_BYTES = SIDE * SIDE * 3 * 4
 
+# The `predict` subcommand itself, without the root's other subcommands (faster to import).
 MEASURE = r"""
-import json, sys
-from stream.cli import main
+import argparse, json, sys
+from model import cli
+
+parser = argparse.ArgumentParser()
+cli.register(parser.add_subparsers(required=True))
+
+def main(argv):
+    args = parser.parse_args(argv)
+    return args.func(args)
 
 def status_bytes(key):
     with open("/proc/self/status") as f:
