@@ -1,4 +1,8 @@
-"""`sightline train` and `sightline evaluate-images` (also `python -m training`, same arguments as train)."""
+"""`sightline train` and `sightline evaluate-images` (also `python -m training`, same arguments as train).
+
+The heavy imports (matplotlib, the trainer) happen inside the commands, so registering them does not slow
+down every other `sightline` command.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from torch.utils.data import DataLoader
-
-from model.classifier import Classifier
 from model.errors import ConfigError, SightlineError
-from training.config import load_config
-from training.data import EvalImages, SkipLog, collate_eval, read_image_folder
-from training.distributed import DistContext
-from training.evaluate import Tally, evaluate_classifier, format_table, match_classes
-from training.outputs import write_evaluation
-from training.trainer import Trainer
 
 log = logging.getLogger("training")
 
@@ -87,6 +82,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from training.config import load_config
+    from training.distributed import DistContext
+    from training.trainer import Trainer
+
     dist = DistContext.from_env(os.environ)
     if args.resume:
         if args.config:
@@ -106,6 +105,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from torch.utils.data import DataLoader
+
+    from model.classifier import Classifier
+    from training.data import EvalImages, SkipLog, collate_eval, read_image_folder
+    from training.evaluate import Tally, evaluate_classifier, format_table, match_classes
+    from training.outputs import write_evaluation
+
     if args.batch_size < 1 or args.num_workers < 0:
         raise ConfigError("--batch-size must be at least 1 and --num-workers at least 0")
     dataset = Path(args.dataset)

@@ -53,7 +53,7 @@ from training.network import (
 from training.outputs import plot_curves, write_evaluation, write_json, write_metrics_csv
 from training.schedule import WarmupCosine
 from training.state import capture_rng, load_state, restore_rng, save_state, seed_everything
-from training.step import Normalizer, StepTotals, TrainStep, training_memory_format
+from training.step import Normalizer, OomEvent, StepTotals, TrainStep, training_memory_format
 
 log = logging.getLogger("training")
 
@@ -208,7 +208,9 @@ class Trainer:
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             scaler.load_state_dict(state["scaler"])
-            step.micro_batch = int(state["micro_batch"])
+            if int(state["config"]["batch_size"]) == cfg.batch_size:  # keep an out-of-memory reduction
+                step.micro_batch = int(state["micro_batch"])
+            step.oom_events = [OomEvent(**e) for e in state["oom_events"]]
             step.steps_done = int(state["scheduler"]["step_count"])
             progress = RunProgress.from_state(state["progress"])
             self.skips.files.update(state["skipped"])
