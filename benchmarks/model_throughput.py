@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -30,6 +28,7 @@ import torch
 from model.architectures import build_network
 from model.bundle import ModelBundle
 from model.classifier import Classifier
+from model.device import describe_device
 from model.sources import imagenet_classes, imagenet_preprocess, load_model_source
 
 FRAME_SIZES = {"720p": (720, 1280), "working": (256, 455)}
@@ -45,20 +44,6 @@ class Row:
     images_per_s: float
     ms_per_batch: float
     images_per_cpu_s: float
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
-    model = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {torch.get_num_threads()} torch threads"
 
 
 def random_bundle() -> ModelBundle:
@@ -129,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         other.network.to(memory_format=torch.contiguous_format)
         flat[name] = other
 
-    print(f"device: {device} — {device_name(device)}; load average (1 min) {os.getloadavg()[0]:.1f} "
+    print(f"device: {device} — {describe_device(device)}; load average (1 min) {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} CPUs")
     print(f"torch {torch.__version__}, {bundle.arch}, crop {bundle.preprocess.crop}, "
           f"{args.seconds:g} s (at least 1 batch) per configuration after {args.warmup} warm-up batches")

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -36,25 +35,12 @@ from torchvision.models import ResNet18_Weights
 
 from model import Classifier, ModelBundle, load_model_source
 from model.architectures import build_network
+from model.device import describe_device
 from model.sources import imagenet_classes, imagenet_preprocess
 from stream.config import RunConfig, StreamConfig
 from stream.media import make_test_clip
 from stream.metrics import Metrics
 from stream.pipeline import Pipeline
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"CPU {cpu}, {torch.get_num_threads()} torch threads"
 
 
 def load_bundle(source: str) -> ModelBundle:
@@ -163,10 +149,10 @@ def main() -> None:
     classifier = Classifier(bundle, device=args.device, precision=args.precision)
     classifier.warmup(batch_size=args.max_batch)
     device = classifier.device
-    print(f"device: {device_name(device)}; precision {classifier.precision}; torch {torch.__version__}; "
+    print(f"device: {describe_device(device)}; precision {classifier.precision}; torch {torch.__version__}; "
           f"clip {width}x{height} @ {args.fps} fps, {args.seconds:.0f} s")
 
-    results: dict[str, object] = {"device": device_name(device), "precision": classifier.precision,
+    results: dict[str, object] = {"device": describe_device(device), "precision": classifier.precision,
                                   "clip": f"{width}x{height}@{args.fps}", "streams": args.streams}
     with tempfile.TemporaryDirectory() as tmp:
         clip = make_test_clip(Path(tmp) / "clip.mp4", frames=round(args.seconds * args.fps), fps=args.fps,

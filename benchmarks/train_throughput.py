@@ -13,32 +13,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
-from pathlib import Path
 
 import torch
 
 from model.architectures import build_network
 from model.bundle import PreprocessSpec
-from model.device import resolve_device
+from model.device import describe_device, resolve_device
 from training.data import Batch
 from training.network import build_optimizer, param_groups, set_phase, train_mode
 from training.schedule import WarmupCosine
 from training.step import Normalizer, StepTotals, TrainStep, training_memory_format
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
-    model = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return f"CPU {model}, {torch.get_num_threads()} torch threads"
 
 
 def measure(device: torch.device, mode: str, amp_dtype: torch.dtype | None, args: argparse.Namespace) -> float:
@@ -87,7 +72,7 @@ def main() -> None:
     for mode in ("head", "full"):
         for name, dtype in (("fp32", None), (f"amp {str(amp).removeprefix('torch.')}", amp)):
             rows.append({"mode": mode, "precision": name, "images_per_s": measure(device, mode, dtype, args)})
-    info = {"device": device_name(device), "arch": args.arch, "batch_size": args.batch_size, "crop": args.crop,
+    info = {"device": describe_device(device), "arch": args.arch, "batch_size": args.batch_size, "crop": args.crop,
             "steps": args.steps, "torch": torch.__version__, "results": rows}
     if args.json:
         print(json.dumps(info, indent=2))

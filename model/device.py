@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import platform
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -80,3 +83,17 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
 def precision_name(dtype: torch.dtype | None) -> str:
     return {None: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]
+
+
+def describe_device(device: torch.device) -> str:
+    """The hardware behind ``device``, for benchmark output: GPU name and CUDA, or CPU model and threads."""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
+    model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"CPU {model}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
