@@ -9,7 +9,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.fx
 from PIL import Image
+from torch.fx.experimental.optimization import fuse as fx_fuse
 
 from model.bundle import ModelBundle
 from model.device import autocast_dtype, precision_name, resolve_device
@@ -17,6 +19,16 @@ from model.errors import DeviceError, ImageLoadError
 from model.images import to_rgb_array
 from model.preprocess import Preprocessor
 from model.sources import load_model_source
+
+
+def fold_batchnorm(net: torch.nn.Module) -> torch.nn.Module:
+    """Fold each BatchNorm into the convolution before it (inference only: same outputs within float
+    rounding, one pass over memory fewer per layer; ~10% faster on the CPU). Networks that torch.fx
+    cannot trace are served as they are."""
+    try:
+        return fx_fuse(net)
+    except (torch.fx.proxy.TraceError, TypeError, RuntimeError):
+        return net
 
 
 @dataclass(frozen=True)
@@ -39,7 +51,7 @@ class Classifier:
         self.amp_dtype = autocast_dtype(precision, self.device)
         self.precision = precision_name(self.amp_dtype)
         self.preprocessor = Preprocessor(bundle.preprocess, self.device)
-        net = bundle.build().to(self.device, memory_format=torch.channels_last)
+        net = fold_batchnorm(bundle.build()).to(self.device, memory_format=torch.channels_last)
         self.network: torch.nn.Module = torch.compile(net) if compile else net
         self.compiled = compile
 
@@ -93,11 +105,17 @@ class Classifier:
         ]
 
     def warmup(self, batch_size: int = 1, iterations: int = 2) -> None:
-        """Run dummy batches so cuDNN autotuning / compilation happens before the first real frame."""
+        """Run dummy batches so cuDNN autotuning / compilation happens before the first real frame.
+
+        A compiled network also sees a second batch size, so torch.compile makes the batch dimension
+        dynamic now rather than recompiling when the first odd-sized batch arrives.
+        """
         size = self.bundle.preprocess.resize
-        dummy = [np.zeros((size, size, 3), dtype=np.uint8)] * batch_size
-        for _ in range(iterations):
-            self.probabilities(dummy)
+        sizes = [batch_size, 1] if self.compiled and batch_size > 1 else [batch_size]
+        for n in sizes:
+            dummy = [np.zeros((size, size, 3), dtype=np.uint8)] * n
+            for _ in range(iterations):
+                self.probabilities(dummy)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 

@@ -166,3 +166,21 @@ def test_cuda_preprocessing_matches_cpu_including_host_resized_large_frames(phot
     diff = (on_gpu - on_cpu).abs()
     assert float(diff.max()) <= 1.0 / (255 * min(spec.std)) + 1e-5
     assert float(diff.mean()) <= 2e-4
+
+
+def test_batchnorm_is_folded_into_convolutions_without_changing_outputs() -> None:
+    from model.architectures import build_network
+    from model.classifier import fold_batchnorm
+
+    torch.manual_seed(0)
+    net = build_network("resnet18", 10).eval()
+    for m in net.modules():  # non-trivial statistics, so folding has something to do
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    folded = fold_batchnorm(net)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())  # the original is untouched
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        assert torch.allclose(net(x), folded(x), atol=1e-4, rtol=1e-4)
