@@ -138,6 +138,7 @@ def main() -> None:
     ap.add_argument("--fps", type=int, default=30)
     ap.add_argument("--size", default="1280x720")
     ap.add_argument("--max-batch", type=int, default=32)
+    ap.add_argument("--compile", action="store_true", help="torch.compile the network for (a) and (b)")
     ap.add_argument("--seed-frames", type=int, default=120, help="frames for the seed-style loop (c)")
     ap.add_argument("--realtime", default="1,2,4", help="realtime stream counts for the latency table")
     ap.add_argument("--realtime-seconds", type=float, default=10.0)
@@ -146,13 +147,15 @@ def main() -> None:
 
     width, height = (int(v) for v in args.size.split("x"))
     bundle = load_bundle(args.model)
-    classifier = Classifier(bundle, device=args.device, precision=args.precision)
+    classifier = Classifier(bundle, device=args.device, precision=args.precision, compile=args.compile)
     classifier.warmup(batch_size=args.max_batch)
     device = classifier.device
-    print(f"device: {describe_device(device)}; precision {classifier.precision}; torch {torch.__version__}; "
+    print(f"device: {describe_device(device)}; precision {classifier.precision}; "
+          f"{'torch.compile; ' if args.compile else ''}torch {torch.__version__}; "
           f"clip {width}x{height} @ {args.fps} fps, {args.seconds:.0f} s")
 
     results: dict[str, object] = {"device": describe_device(device), "precision": classifier.precision,
+                                  "compiled": args.compile,
                                   "clip": f"{width}x{height}@{args.fps}", "streams": args.streams}
     with tempfile.TemporaryDirectory() as tmp:
         clip = make_test_clip(Path(tmp) / "clip.mp4", frames=round(args.seconds * args.fps), fps=args.fps,
