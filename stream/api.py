@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from model.errors import ConfigError
 from model.yamlconfig import dotted
-from stream.config import RunConfig, StreamConfig, redact_url
+from stream.config import RunConfig, StreamConfig, outside_media_root, redact_url
 from stream.errors import StreamError
 from stream.metrics import Metrics
 from stream.pipeline import DuplicateStreamError, Pipeline, StreamRuntime, UnknownStreamError
@@ -146,11 +146,9 @@ class MediaRootError(ConfigError):
 
 def add_stream_checked(pipeline: Pipeline, stream: StreamConfig, config: RunConfig) -> None:
     """Blocking (probes the file): runs in a worker thread."""
-    if stream.is_file:
-        root = config.media_root.resolve()
-        path = stream.file_path()
-        if not path.resolve().is_relative_to(root):
-            raise MediaRootError(f"url: {path} is outside the media root {root}")
+    outside = outside_media_root(stream, config.media_root)
+    if outside:
+        raise MediaRootError(f"url: {outside}")
     pipeline.add_stream(stream)
 
 

@@ -175,14 +175,22 @@ def check_sources(streams: list[StreamConfig], media_root: Path, origin: str, fi
         raise ConfigError("\n".join(problems))
 
 
+def outside_media_root(stream: StreamConfig, media_root: Path) -> str | None:
+    """Why a file source is refused whatever the file is (API: 403), or None."""
+    if not stream.is_file:
+        return None
+    path, root = stream.file_path(), media_root.resolve()
+    return None if path.resolve().is_relative_to(root) else f"{path} is outside the media root {root}"
+
+
 def check_source(stream: StreamConfig, media_root: Path) -> str | None:
     if not stream.is_file:
         return None
+    outside = outside_media_root(stream, media_root)
+    if outside:
+        return outside
     path = stream.file_path()
-    root = media_root.resolve()
     resolved = path.resolve()
-    if not resolved.is_relative_to(root):
-        return f"{path} is outside the media root {root}"
     if not resolved.is_file():
         return f"{path}: no such file"
     return probe_video(resolved)
