@@ -89,7 +89,7 @@ def bench_pipeline(classifier: Classifier, clip: Path, n: int, out: Path, max_ba
     inferred = sum(s.frames_inferred for s in stats)
     decoded = sum(s.frames_decoded for s in stats)
     dropped = sum(sum(s.dropped.values()) for s in stats)
-    latencies = np.asarray([lat for s in stats for _, lat in s._latency])
+    latencies = np.asarray([lat for s in stats for lat in s.recent_latencies()])
     return {
         "fps": inferred / elapsed,
         "decoded": decoded,

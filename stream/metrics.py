@@ -51,6 +51,7 @@ class Metrics:
         self.model_info = Gauge("sightline_model_info", "The served model (value is always 1)",
                                 ["arch", "classes", "device", "precision"], registry=r)
         self.stage = {s: self.stage_latency.labels(s) for s in STAGES}
+        self._sinks: dict[str, set[str]] = {}  # sink label values per stream, to forget them with it
 
     def set_model(self, arch: str, classes: int, device: str, precision: str) -> None:
         self.model_info.clear()
@@ -63,6 +64,10 @@ class Metrics:
     def stream(self, name: str) -> StreamMetrics:
         return StreamMetrics(self, name)
 
+    def sink_error(self, stream: str, sink: str) -> None:
+        self._sinks.setdefault(stream, set()).add(sink)
+        self.sink_errors.labels(stream, sink).inc()
+
     def forget_stream(self, name: str) -> None:
         for metric, extra in ((self.frames_decoded, ()), (self.frames_inferred, ()), (self.latency, ()),
                               (self.stream_up, ()), (self.reconnects, ()), (self.stream_fps, ())):
@@ -71,9 +76,8 @@ class Metrics:
             _remove(self.frames_dropped, (name, reason))
         for state in STATES:
             _remove(self.stream_state, (name, state))
-        for labels in list(self.sink_errors._metrics):  # sinks are per stream; remove this stream's
-            if labels[0] == name:
-                _remove(self.sink_errors, labels)
+        for sink in self._sinks.pop(name, ()):
+            _remove(self.sink_errors, (name, sink))
 
 
 class StreamMetrics:
@@ -98,7 +102,7 @@ class StreamMetrics:
         self.up.set(1 if state == "live" else 0)
 
     def sink_error(self, sink: str) -> None:
-        self._m.sink_errors.labels(self.name, sink).inc()
+        self._m.sink_error(self.name, sink)
 
 
 class _GpuMemoryCollector(Collector):

@@ -92,10 +92,14 @@ class StreamStats:
             self.metrics.fps.set(fps)
         return fps
 
-    def latency_quantiles(self) -> dict[str, float | None]:
+    def recent_latencies(self) -> list[float]:
+        """Capture-to-result latencies (seconds) of the frames classified within the window."""
         now = self.clock()
         with self._lock:
-            recent = [lat for t, lat in self._latency if now - t <= self.window_s]
+            return [lat for t, lat in self._latency if now - t <= self.window_s]
+
+    def latency_quantiles(self) -> dict[str, float | None]:
+        recent = self.recent_latencies()
         if not recent:
             return {"p50_ms": None, "p99_ms": None}
         p50, p99 = np.percentile(np.asarray(recent), [50, 99])
