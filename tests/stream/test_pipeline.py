@@ -227,3 +227,34 @@ def test_previews_get_full_size_pictures_only_while_watched(classifier, tmp_path
         assert latest_shape() == (240, 320, 3)
     finally:
         pipeline.shutdown()
+
+
+class BrokenSink:
+    """A sink whose disk is full: every write fails."""
+
+    name = "broken"
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def write(self, item) -> None:
+        raise OSError(28, "No space left on device")
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_failing_sink_is_counted_and_never_stops_inference(classifier, tmp_path: Path) -> None:
+    clip = media.make_test_clip(tmp_path / "c.mp4", frames=20, size=(160, 120))
+    broken = BrokenSink()
+    config = RunConfig(output_dir=tmp_path / "out", media_root=tmp_path,
+                       streams=[StreamConfig(name="c", url=str(clip), mode="fast")])
+    metrics = Metrics()
+    pipeline = Pipeline(classifier, config, metrics, extra_sinks=lambda _: [broken])
+    assert asyncio.run(pipeline.run(duration=30)) == 0
+    status = pipeline.get("c").status()
+    assert status["frames_inferred"] == 20
+    assert status["sink_errors"] == {"broken": 20}
+    assert metrics.registry.get_sample_value("sightline_sink_errors_total", {"stream": "c", "sink": "broken"}) == 20
+    assert len(jsonl(tmp_path / "out" / "c.jsonl")) == 20  # the other sink still wrote every line
+    assert broken.closed
