@@ -72,7 +72,7 @@ class TrainConfig(StrictModel):
     device: str = "auto"
     seed: int = 0
     deterministic: bool = False
-    num_workers: int = Field(4, ge=0)
+    num_workers: int = Field(default_factory=lambda: min(4, os.cpu_count() or 1), ge=0)
     val_split: float = Field(0.2, gt=0.0, lt=1.0)
     resize: int | None = Field(None, ge=1)
     crop: int | None = Field(None, ge=1)
