@@ -96,5 +96,5 @@ def cmd_info(args: argparse.Namespace) -> int:
     if info["provenance"]:
         print("provenance:")
         for key, value in info["provenance"].items():
-            print(f"  {key + ':':13}{value}")
+            print(f"  {key + ':':14} {value}")
     return 0

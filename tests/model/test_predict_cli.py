@@ -149,7 +149,7 @@ def test_info_on_a_bundle(run_cli, bundle_path):
     assert "architecture:  resnet18  (11,178,051 parameters)" in out
     assert "classes:       3: cat, cup, rocket" in out
     assert "shorter side 64 (bilinear, antialiased), centre crop 56" in out
-    assert "provenance:\n  dataset:     synthetic\n  epochs:      0" in out
+    assert "provenance:\n  dataset:       synthetic\n  epochs:        0" in out
 
 
 def test_info_json_on_a_torchvision_pth(run_cli, tiny_bundle, tmp_path):
