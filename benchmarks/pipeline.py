@@ -77,10 +77,11 @@ def bench_model(classifier: Classifier, frames: list[np.ndarray], total: int, ba
 
 
 def bench_pipeline(classifier: Classifier, clip: Path, n: int, out: Path, max_batch: int,
-                   mode: str = "fast", seconds: float | None = None) -> dict[str, float]:
+                   mode: str = "fast", seconds: float | None = None,
+                   live_buffer: int | None = None) -> dict[str, float]:
     config = RunConfig(output_dir=out, media_root=clip.parent, batching={"max_batch": max_batch, "max_wait_ms": 10},
                        streams=[StreamConfig(name=f"s{i}", url=str(clip), mode=mode, loop=mode == "realtime",
-                                             buffer=4 if mode == "realtime" else 64) for i in range(n)])
+                                             buffer=live_buffer if mode == "realtime" else None) for i in range(n)])
     pipeline = Pipeline(classifier, config, Metrics())
     start = time.perf_counter()
     asyncio.run(pipeline.run(duration=seconds))
@@ -142,6 +143,9 @@ def main() -> None:
     ap.add_argument("--seed-frames", type=int, default=120, help="frames for the seed-style loop (c)")
     ap.add_argument("--realtime", default="1,2,4", help="realtime stream counts for the latency table")
     ap.add_argument("--realtime-seconds", type=float, default=10.0)
+    ap.add_argument("--live-buffer", type=int, default=None,
+                    help="per-stream buffer of the realtime streams (default: the config default)")
+    ap.add_argument("--skip-throughput", action="store_true", help="only the realtime table")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
 
@@ -163,24 +167,26 @@ def main() -> None:
         frames = decode_working_size(clip, classifier)
         total = len(frames) * args.streams
 
-        a = bench_model(classifier, frames, total, args.max_batch)
-        b = bench_pipeline(classifier, clip, args.streams, Path(tmp) / "out", args.max_batch)
-        c = bench_seed(bundle, clip, device, classifier.amp_dtype, args.seed_frames)
-        results.update({"model_fps": a, "pipeline_fps": b["fps"], "seed_fps": c, "pipeline_mean_batch": b["mean_batch"],
-                        "b_over_a": b["fps"] / a, "b_over_c": b["fps"] / c})
-        print(f"\n(a) model only (batch {args.max_batch})          {a:8.1f} frames/s")
-        print(f"(b) Sightline, {args.streams} fast streams          {b['fps']:8.1f} frames/s  "
-              f"(mean batch {b['mean_batch']:.1f}, {b['inferred']} frames)")
-        print(f"(c) seed loop (OpenCV->PIL->model, batch 1) {c:8.1f} frames/s")
-        print(f"b/a = {b['fps'] / a:.2f} (pipeline efficiency)   "
-              f"b/c = {b['fps'] / c:.2f} (speed-up over the seed loop)")
+        if not args.skip_throughput:
+            a = bench_model(classifier, frames, total, args.max_batch)
+            b = bench_pipeline(classifier, clip, args.streams, Path(tmp) / "out", args.max_batch)
+            c = bench_seed(bundle, clip, device, classifier.amp_dtype, args.seed_frames)
+            results.update({"model_fps": a, "pipeline_fps": b["fps"], "seed_fps": c,
+                            "pipeline_mean_batch": b["mean_batch"], "b_over_a": b["fps"] / a, "b_over_c": b["fps"] / c})
+            print(f"\n(a) model only (batch {args.max_batch})          {a:8.1f} frames/s")
+            print(f"(b) Sightline, {args.streams} fast streams          {b['fps']:8.1f} frames/s  "
+                  f"(mean batch {b['mean_batch']:.1f}, {b['inferred']} frames)")
+            print(f"(c) seed loop (OpenCV->PIL->model, batch 1) {c:8.1f} frames/s")
+            print(f"b/a = {b['fps'] / a:.2f} (pipeline efficiency)   "
+                  f"b/c = {b['fps'] / c:.2f} (speed-up over the seed loop)")
 
         rows = []
-        print(f"\nrealtime {args.fps} fps streams, {args.realtime_seconds:.0f} s each:")
+        buffer = args.live_buffer or StreamConfig(name="x", url="x.mp4").capacity
+        print(f"\nrealtime {args.fps} fps streams, {args.realtime_seconds:.0f} s each, buffer {buffer}:")
         print(f"{'streams':>8} {'offered fps':>12} {'classified fps':>15} {'p50 ms':>8} {'p99 ms':>8} {'dropped':>8}")
         for n in (int(v) for v in args.realtime.split(",") if v):
             r = bench_pipeline(classifier, clip, n, Path(tmp) / f"rt{n}", args.max_batch, "realtime",
-                               args.realtime_seconds)
+                               args.realtime_seconds, args.live_buffer)
             rows.append({"streams": n, **r})
             print(f"{n:>8} {n * args.fps:>12} {r['fps']:>15.1f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} "
                   f"{100 * r['drop_rate']:>7.1f}%")

@@ -15,6 +15,8 @@ from model.yamlconfig import StrictModel, load_yaml, validate
 
 NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "srt", "udp", "tcp")
 WEBRTC_SCHEME = "webrtc"  # webrtc://<anything>: a WebRTC peer publishes through POST /api/streams/{name}/webrtc
+LIVE_BUFFER = 2  # measured on the CPU: 2 halves p50 latency against 4 at the same classified fps
+FAST_BUFFER = 32
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
@@ -54,7 +56,9 @@ class StreamConfig(StrictModel):
     loop: bool = False
     record: bool = Field(False, description="write the annotated video to output_dir/<name>.mp4")
     infer_fps: float | None = Field(None, gt=0, le=1000, description="classify at most this many frames per second")
-    buffer: int = Field(4, ge=1, le=10_000, description="frames held between decode and batching")
+    buffer: int | None = Field(None, ge=1, le=10_000,
+                               description="frames held between decode and batching; default 2 for realtime "
+                                           "(latency), 32 for fast (batching)")
     open_timeout_s: float = Field(10.0, gt=0, le=600)
     stall_timeout_s: float = Field(10.0, gt=0, le=600, description="no packet for this long -> reconnect")
     reconnect: ReconnectConfig = ReconnectConfig()
@@ -89,6 +93,13 @@ class StreamConfig(StrictModel):
     @property
     def is_file(self) -> bool:
         return not self.is_network and not self.is_device and not self.is_webrtc
+
+    @property
+    def capacity(self) -> int:
+        """Live streams hold few frames (each one waiting is latency); fast streams hold enough to batch."""
+        if self.buffer is not None:
+            return self.buffer
+        return LIVE_BUFFER if self.live else FAST_BUFFER
 
     @property
     def live(self) -> bool:

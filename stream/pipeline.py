@@ -202,7 +202,7 @@ class Pipeline:
     def _build(self, config: StreamConfig) -> StreamRuntime:
         name = config.name
         stats = StreamStats(name, self.metrics.stream(name) if self.metrics else None, clock=self.clock)
-        queue = self.batcher.add_stream(name, config.buffer, "latest" if config.live else "block",
+        queue = self.batcher.add_stream(name, config.capacity, "latest" if config.live else "block",
                                         on_drop=lambda _: stats.on_dropped("stale"))
         stop = threading.Event()
         kind = WebRtcSource if config.is_webrtc else VideoSource
