@@ -21,7 +21,7 @@ def draw_overlay(image: np.ndarray, stream: str, top: Sequence[Prediction], smoo
     """Return a copy of ``image`` (H×W×3 RGB uint8) with a label panel in the top-left corner."""
     out = np.ascontiguousarray(image).copy()
     h = out.shape[0]
-    scale = max(0.35, h / 720 * 0.7)
+    scale = max(0.45, h / 720 * 0.75)
     thick = max(1, round(scale * 2))
     line_h = int(28 * scale / 0.7)
     pad = int(8 * scale / 0.7)
