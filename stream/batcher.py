@@ -43,19 +43,9 @@ class Batcher:
             self._queues[name] = queue
         return queue
 
-    def remove_stream(self, name: str) -> None:
-        with self.bell:
-            queue = self._queues.pop(name, None)
-        if queue is not None:
-            queue.close()
-
     def wake(self) -> None:
         with self.bell:
             self.bell.notify_all()
-
-    def pending(self) -> int:
-        with self.bell:
-            return sum(len(q) for q in self._queues.values())
 
     def next_batch(self, timeout: float) -> Batch:
         """Wait up to ``timeout`` for a first frame, then up to max_wait for the batch to fill."""

@@ -16,10 +16,6 @@ T = TypeVar("T")
 Policy = Literal["latest", "block"]
 
 
-class Closed(Exception):
-    """The queue was closed while a producer waited."""
-
-
 class BoundedQueue(Generic[T]):
     """Thread-safe. ``bell`` (shared by many queues) is notified on every put so one consumer can wait on all."""
 
@@ -35,10 +31,6 @@ class BoundedQueue(Generic[T]):
         self._on_drop = on_drop
         self._closed = False
         self.dropped = 0
-
-    @property
-    def bell(self) -> threading.Condition:
-        return self._bell
 
     def put(self, item: T, timeout: float | None = None) -> bool:
         """Add ``item``. Returns False if it was not added (closed, or ``block`` timed out)."""

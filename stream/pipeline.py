@@ -34,7 +34,6 @@ from stream.webrtc import WebRtcSource
 
 log = logging.getLogger(__name__)
 
-TERMINAL = ("ended", "failed", "stopped")
 OUTPUT_QUEUE = {True: 8, False: 256}  # live: small, newest wins; fast: roomy, blocking
 
 

@@ -31,7 +31,6 @@ class StreamStats:
         self.dropped: dict[str, int] = {}
         self.reconnects = 0
         self.sink_errors: dict[str, int] = {}
-        self.last_frame_at: float | None = None
         self._inferred_at: deque[float] = deque()
         self._latency: deque[tuple[float, float]] = deque(maxlen=4096)
         self._lock = threading.Lock()
@@ -45,7 +44,6 @@ class StreamStats:
 
     def on_decoded(self) -> None:
         self.frames_decoded += 1
-        self.last_frame_at = self.clock()
         if self.metrics:
             self.metrics.decoded.inc()
 

@@ -42,7 +42,6 @@ class WebRtcSource(FrameSource):
         self._peer: RTCPeerConnection | None = None
         self._reader: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.peers = 0
 
     async def accept(self, sdp: str, kind: str = "offer") -> RTCSessionDescription:
         """Answer a publisher's offer (runs in the event loop)."""
@@ -54,7 +53,6 @@ class WebRtcSource(FrameSource):
         self._loop = asyncio.get_running_loop()
         peer = RTCPeerConnection()
         self._peer = peer
-        self.peers += 1
 
         @peer.on("track")
         def on_track(track: MediaStreamTrack) -> None:

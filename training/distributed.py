@@ -67,10 +67,3 @@ class DistContext:
         if self.enabled:
             dist.barrier()
 
-    def broadcast_flag(self, flag: bool, device: torch.device) -> bool:
-        """Rank 0's decision, so every rank stops (or goes on) together."""
-        if not self.enabled:
-            return flag
-        t = torch.tensor([1 if flag else 0], device=device)
-        dist.broadcast(t, src=0)
-        return bool(t.item())
