@@ -27,6 +27,7 @@ from stream.http_server import HttpServer
 from stream.metrics import Metrics
 from stream.pipeline import Pipeline
 from tests.support.models import tiny_classifier
+from tests.support.processes import stop_process
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(90)]
 
@@ -249,12 +250,7 @@ def prometheus(service: Service, tmp_path_factory: pytest.TempPathFactory) -> It
         wait_until(ready, 30, "prometheus to start")
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()
 
 
@@ -377,12 +373,7 @@ async def browser(tmp_path: Path) -> AsyncIterator[WebDriver]:
             if web is not None:
                 await asyncio.to_thread(web.close)
         finally:  # the driver (and its browser) go away even when closing the session failed
-            driver.terminate()
-            try:
-                await asyncio.to_thread(driver.wait, 10)
-            except subprocess.TimeoutExpired:
-                driver.kill()
-                driver.wait()
+            await asyncio.to_thread(stop_process, driver)
 
 
 CARDS = """return [...document.querySelectorAll('#streams .stream')].map(li => ({

@@ -15,6 +15,7 @@ from stream.http_server import HttpServer
 from stream.metrics import Metrics
 from stream.pipeline import Pipeline
 from tests.support.models import tiny_classifier
+from tests.support.processes import stop_process
 from tests.support.webrtc import loopback_only
 
 CHROMIUM = shutil.which("chromium")
@@ -50,11 +51,7 @@ async def test_chromium_fake_camera_is_classified(tmp_path: Path, monkeypatch: p
         assert stats.frames_inferred >= 10, stats.snapshot()
         assert stats.state == "live"
     finally:
-        browser.terminate()
-        try:
-            browser.wait(10)
-        except subprocess.TimeoutExpired:
-            browser.kill()
+        stop_process(browser)
         await server.stop()
         await asyncio.to_thread(pipeline.shutdown)
     assert len((tmp_path / "out" / "browser.jsonl").read_text().splitlines()) >= 10

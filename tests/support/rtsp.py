@@ -64,6 +64,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
+from tests.support.processes import stop_process
+
 HOST = "127.0.0.1"
 LAUNCHER = Path(__file__).with_name("rtsp_server.pl")
 SERVER_BINARY = "/usr/bin/rtsp-server-perl"
@@ -133,17 +135,6 @@ def rtsp_status(url: str, timeout: float = 2.0) -> int:
     if len(parts) < 2 or not parts[0].startswith("RTSP/") or not parts[1].isdigit():
         raise ConnectionError(f"not an RTSP reply from {hostport}: {status_line!r}")
     return int(parts[1])
-
-
-def _stop_process(proc: subprocess.Popen[bytes], sig: int, timeout: float) -> None:
-    """Send ``sig``, wait up to ``timeout``, then SIGKILL; always reaps the process."""
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 def _read_log(log: IO[bytes] | None) -> str:
@@ -220,7 +211,7 @@ class RtspServer:
 
     def stop(self, timeout: float = 5.0) -> None:
         if self._proc is not None:
-            _stop_process(self._proc, signal.SIGTERM, timeout)
+            stop_process(self._proc, signal.SIGTERM, timeout)
         if self._log is not None:
             self._log.close()
             self._log = None
@@ -330,7 +321,7 @@ class RtspPublisher:
         if not self.running:
             return
         assert self._proc is not None
-        _stop_process(self._proc, signal.SIGINT, timeout)
+        stop_process(self._proc, signal.SIGINT, timeout)
         if self.server.running:
             self.server.wait_published(self.path, published=False, timeout=timeout)
 
