@@ -107,7 +107,7 @@ class VideoRecorder:
         self.frames = 0
 
     def _open(self, width: int, height: int) -> tuple[av.container.OutputContainer, av.VideoStream]:
-        fps = self._fps() if callable(self._fps) else self._fps
+        fps = self._rate()
         container = av.open(str(self.path), mode="w", format="mp4",
                                   options={"movflags": "frag_keyframe+empty_moov+default_base_moof"})
         codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
@@ -135,14 +135,16 @@ class VideoRecorder:
             container.mux(packet)
         self.frames += 1
 
+    def _rate(self) -> float:
+        return self._fps() if callable(self._fps) else self._fps
+
     def _pts(self, src: Frame) -> int:
         """Milliseconds on the stream's clock, kept rising across file loops and reconnects."""
         t = src.time_s if src.time_s is not None else src.captured_at
         if self._t0 is None:
             self._t0 = t
-        fps = self._fps() if callable(self._fps) else self._fps
         if t + self._offset < self._last_t:  # the clock went back (loop, reconnect): continue after the last frame
-            self._offset = self._last_t - t + 1.0 / fps
+            self._offset = self._last_t - t + 1.0 / self._rate()
         self._last_t = t + self._offset
         pts = max(self._last_pts + 1, round((self._last_t - self._t0) * 1000))
         self._last_pts = pts
