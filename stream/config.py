@@ -26,6 +26,22 @@ class ModelConfig(StrictModel):
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     topk: int = Field(5, ge=1, le=100)
     compile: bool = Field(False, description="torch.compile the network (slower start, faster steady state)")
+    workers: int | Literal["auto"] = Field(
+        "auto", description="inference lanes sharing the model; auto: 1 on a GPU or with compile, 2 on a CPU "
+                            "(each on half the cores: more frames/s than one lane on all of them)")
+
+    @field_validator("workers")
+    @classmethod
+    def _workers(cls, workers: int | str) -> int | str:
+        if workers != "auto" and not 1 <= workers <= 64:
+            raise ValueError("must be 'auto' or 1-64")
+        return workers
+
+    @model_validator(mode="after")
+    def _compiled_lanes(self) -> ModelConfig:
+        if self.compile and self.workers not in ("auto", 1):
+            raise ValueError("workers: a torch.compile'd network runs in one lane (use workers: 1 or auto)")
+        return self
 
 
 class BatchingConfig(StrictModel):

@@ -1,4 +1,12 @@
-"""The inference worker: one thread owns the Classifier and turns batches into per-frame results."""
+"""Inference: lanes (threads) that share the Classifier and turn batches into per-frame results.
+
+On a GPU one lane feeds the device. On a CPU, two lanes that each run the network on half the cores
+classify ~1.4× more frames per second than one lane on all of them (measured on 2 cores, ResNet18,
+batches of 8: 38-42 vs 26-29 frames/s): a convolution split over every core waits at each layer for
+its slowest thread, and any decode thread that preempts one core stalls them all. Two lanes keep the
+cores busy independently. Batches are numbered as they leave the batcher and delivered strictly in
+that order, so each stream's results stay in order whichever lane finishes first.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +15,39 @@ import threading
 import time
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
-from model.classifier import Classifier
+from model.classifier import Classifier, Prediction
 from stream.batcher import Batch, Batcher
 from stream.frames import Result, Timings
 from stream.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
+Classified = tuple[np.ndarray, list[list[Prediction]], float]  # probabilities, top-k, when the batch was taken
+
+
+def plan_lanes(classifier: Classifier, lanes: int | str = "auto") -> tuple[int, int | None]:
+    """(lanes, torch threads per lane or None to leave torch's setting alone).
+
+    auto: one lane on a GPU or for a torch.compile'd network; on a CPU with two or more torch threads,
+    two lanes sharing the threads.
+    """
+    cores = torch.get_num_threads()
+    if lanes == "auto":
+        lanes = 1 if classifier.device.type != "cpu" or classifier.compiled or cores < 2 else 2
+    lanes = int(lanes)
+    if classifier.device.type != "cpu" or lanes == 1:
+        return lanes, None
+    return lanes, max(1, cores // lanes)
+
 
 class InferenceWorker:
     def __init__(self, classifier: Classifier, batcher: Batcher, topk: int,
                  deliver: Callable[[Result], None], end_stream: Callable[[str], None],
-                 metrics: Metrics | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 metrics: Metrics | None = None, clock: Callable[[], float] = time.monotonic,
+                 lanes: int | str = "auto") -> None:
         self.classifier = classifier
         self.batcher = batcher
         self.topk = topk
@@ -28,60 +55,97 @@ class InferenceWorker:
         self.end_stream = end_stream
         self.metrics = metrics
         self.clock = clock
+        self.lanes, self.threads_per_lane = plan_lanes(classifier, lanes)
         self.batches = 0
         self.errors = 0
         self._stop = threading.Event()
         self._sync = classifier.device.type == "cuda"
-        self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
+        self._take = threading.Lock()  # one lane at a time waits on the batcher and numbers its batch
+        self._turn = threading.Condition()  # delivery in batch order
+        self._taken = 0
+        self._delivered = 0
+        self._saved_threads = torch.get_num_threads()
+        self._threads = [threading.Thread(target=self._run, name=f"inference-{i}", daemon=True)
+                         for i in range(self.lanes)]
 
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def stop(self, timeout: float = 10.0) -> bool:
         self._stop.set()
         self.batcher.wake()
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if self.threads_per_lane is not None:
+            torch.set_num_threads(self._saved_threads)  # the lanes lowered the process-wide default
+        return not any(thread.is_alive() for thread in self._threads)
 
     def _run(self) -> None:
+        if self.threads_per_lane is not None:
+            torch.set_num_threads(self.threads_per_lane)  # this thread's OpenMP team
         while not self._stop.is_set():
-            batch = self.batcher.next_batch(timeout=0.1)
-            if batch.frames:
-                self.process(batch)
-            for name in batch.ended:
-                self.end_stream(name)
+            with self._take:
+                batch = self.batcher.next_batch(timeout=0.1)
+                ticket = self._taken
+                self._taken += 1
+            classified = self.classify(batch) if batch.frames else None
+            with self._turn:
+                self._turn.wait_for(lambda t=ticket: self._delivered == t)
+                try:
+                    self.publish(batch, classified)
+                except Exception:  # a bug in a sink hand-off: log it; the next lane waits for this turn
+                    log.exception("delivering a batch of %d frames failed", len(batch.frames))
+                self._delivered += 1
+                self._turn.notify_all()
 
-    def process(self, batch: Batch) -> None:
+    def classify(self, batch: Batch) -> Classified | None:
+        """Run the frames that need it through the model; None when there are none or the batch failed."""
         batched = self.clock()
         todo = [f for f in batch.frames if f.infer]
-        probs = None
-        if todo:
-            try:
-                probs, pre_s, inf_s = self._classify([f.image for f in todo])
-                if self.metrics:
-                    self.metrics.stage["preprocess"].observe(pre_s)
-                    self.metrics.stage["inference"].observe(inf_s)
-                    self.metrics.batch_size.observe(len(todo))
-            except (RuntimeError, ValueError) as exc:  # e.g. CUDA OOM: lose this batch, keep serving
-                self.errors += 1
-                log.error("inference failed for a batch of %d frames: %s", len(todo), exc)
-                probs = None
-        inferred = self.clock()
-        self.batches += 1
-        tops = self.classifier.top(probs, self.topk) if probs is not None else None
-        probs_np = probs.numpy() if probs is not None else None
+        if not todo:
+            return None
+        try:
+            probs, pre_s, inf_s = self._run_model([f.image for f in todo])
+        except (RuntimeError, ValueError) as exc:  # e.g. CUDA OOM: lose this batch, keep serving
+            self._count_error()
+            log.error("inference failed for a batch of %d frames: %s", len(todo), exc)
+            return None
+        except Exception:  # a bug: say where, but the lane and the other streams go on
+            self._count_error()
+            log.exception("inference failed for a batch of %d frames", len(todo))
+            return None
+        if self.metrics:
+            self.metrics.stage["preprocess"].observe(pre_s)
+            self.metrics.stage["inference"].observe(inf_s)
+            self.metrics.batch_size.observe(len(todo))
+        return probs.numpy(), self.classifier.top(probs, self.topk), batched
+
+    def _count_error(self) -> None:
+        with self._turn:
+            self.errors += 1
+
+    def publish(self, batch: Batch, classified: Classified | None) -> None:
+        """Hand each frame's result to its stream, then close the streams that ended."""
+        if batch.frames:
+            self.batches += 1
+        now = self.clock()  # the results leave the inference stage now (a lane may have waited for its turn)
         i = 0
         for frame in batch.frames:
             if self.metrics:
-                self.metrics.stage["queue"].observe(batched - frame.decoded_at)
-            if frame.infer and probs_np is not None and tops is not None:
-                self.deliver(Result(frame, probs_np[i], tuple(tops[i]),
-                                    Timings(frame.captured_at, frame.decoded_at, batched, inferred)))
+                self.metrics.stage["queue"].observe((classified[2] if classified else now) - frame.decoded_at)
+            if frame.infer and classified is not None:
+                probs, tops, batched = classified
+                self.deliver(Result(frame, probs[i], tuple(tops[i]),
+                                    Timings(frame.captured_at, frame.decoded_at, batched, now)))
                 i += 1
             else:  # not classified: skipped by infer_fps, or its batch failed (frame.infer tells which)
                 self.deliver(Result(frame, None, (), None))
+        for name in batch.ended:
+            self.end_stream(name)
 
-    def _classify(self, images: list) -> tuple[torch.Tensor, float, float]:
+    def _run_model(self, images: list) -> tuple[torch.Tensor, float, float]:
         t0 = time.perf_counter()
         with torch.inference_mode():
             batch = self.classifier.preprocessor(images)

@@ -111,3 +111,15 @@ def test_cli_reports_config_errors_without_traceback(tmp_path: Path, capsys: pyt
 ])
 def test_redact_url_hides_credentials_and_tokens(url: str, safe: str) -> None:
     assert redact_url(url) == safe
+
+
+@pytest.mark.parametrize(("model", "expected"), [
+    ({"workers": 0}, "model.workers: must be 'auto' or 1-64"),
+    ({"workers": "many"}, "model.workers"),
+    ({"workers": 2, "compile": True}, "model: workers: a torch.compile'd network runs in one lane"),
+])
+def test_inference_workers_are_checked(tmp_path: Path, model: dict, expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_run_config(write(tmp_path, {"model": model}))
+    assert expected in str(err.value)
+    assert load_yaml(write(tmp_path, {"model": {"workers": 3}}), RunConfig).model.workers == 3
