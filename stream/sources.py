@@ -1,7 +1,8 @@
 """Video sources: one PyAV decode thread per stream, feeding that stream's bounded queue.
 
-FFmpeg's scaler produces the model's working size directly (``to_ndarray(width=, height=)``), so
-no full-size frame is converted in Python unless the stream has a visual sink. Network sources
+FFmpeg's scaler produces the model's working size directly, so no full-size frame is converted in
+Python unless the stream has a visual sink. Each source keeps its scaler contexts: a new context per
+frame (what ``VideoFrame.to_ndarray(width=, height=)`` does) costs ~1.5 ms of a 720p frame's ~7 ms. Network sources
 reconnect with exponential backoff, jitter and a cap; PyAV's read timeout is the stall watchdog.
 """
 
@@ -17,6 +18,7 @@ from fractions import Fraction
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from stream.buffers import BoundedQueue
 from stream.config import StreamConfig, redact_url
@@ -102,6 +104,8 @@ class FrameSource(ABC):
         self.fps_hint = 25.0
         self._seq = 0
         self._size: tuple[tuple[int, int], tuple[int, int]] | None = None  # (source size, working size)
+        self._to_working = VideoReformatter()  # each keeps its FFmpeg scaler context from frame to frame
+        self._to_display = VideoReformatter()
         self._thread = threading.Thread(target=self._run, name=f"source-{config.name}", daemon=True)
 
     @property
@@ -144,7 +148,7 @@ class FrameSource(ABC):
             self._size = (source_size, self.working_size(*source_size))
         height, width = self._size[1]
         started = time.perf_counter()
-        image = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
+        image = self._to_working.reformat(frame, width, height, "rgb24", interpolation="AREA").to_ndarray()
         wanted = self.keep_display or (self.preview is not None and self.preview.wanted())
         display = self._display(frame) if wanted else None
         self.stats.on_decode_stage(decode_s + time.perf_counter() - started)
@@ -154,9 +158,9 @@ class FrameSource(ABC):
 
     def _display(self, frame: av.VideoFrame) -> np.ndarray:
         if frame.height <= DISPLAY_MAX_HEIGHT:
-            return frame.to_ndarray(format="rgb24")
+            return self._to_display.reformat(frame, format="rgb24").to_ndarray()
         width = round(frame.width * DISPLAY_MAX_HEIGHT / frame.height)
-        return frame.to_ndarray(format="rgb24", width=width, height=DISPLAY_MAX_HEIGHT, interpolation="AREA")
+        return self._to_display.reformat(frame, width, DISPLAY_MAX_HEIGHT, "rgb24", interpolation="AREA").to_ndarray()
 
     def _put(self, frame: Frame) -> None:
         if self.queue.policy == "latest":
