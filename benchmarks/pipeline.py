@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import json
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from model.architectures import build_network
 from model.device import describe_device
 from model.sources import imagenet_classes, imagenet_preprocess
 from stream.config import RunConfig, StreamConfig
+from stream.inference import plan_lanes
 from stream.media import make_test_clip
 from stream.metrics import Metrics
 from stream.pipeline import Pipeline
@@ -65,21 +67,44 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bench_model(classifier: Classifier, frames: list[np.ndarray], total: int, batch: int) -> float:
+def bench_model(classifier: Classifier, frames: list[np.ndarray], total: int, batch: int, lanes: int,
+                threads_per_lane: int | None) -> float:
+    """Batches straight from memory through the classifier, on as many lanes as the pipeline uses."""
     pool = (frames * (total // len(frames) + 1))[:total]
-    classifier.probabilities(pool[:batch])  # warm
-    sync(classifier.device)
+    starts = iter(range(0, total, batch))
+    take = threading.Lock()
+
+    def lane() -> None:
+        if threads_per_lane is not None:
+            torch.set_num_threads(threads_per_lane)
+        classifier.probabilities(pool[:batch])  # warm this thread
+        ready.wait()
+        while True:
+            with take:
+                i = next(starts, None)
+            if i is None:
+                return
+            classifier.probabilities(pool[i:i + batch])
+
+    saved = torch.get_num_threads()
+    ready = threading.Barrier(lanes + 1)
+    threads = [threading.Thread(target=lane) for _ in range(lanes)]
+    for t in threads:
+        t.start()
+    ready.wait()
     start = time.perf_counter()
-    for i in range(0, total, batch):
-        classifier.probabilities(pool[i:i + batch])
+    for t in threads:
+        t.join()
     sync(classifier.device)
+    torch.set_num_threads(saved)
     return total / (time.perf_counter() - start)
 
 
-def bench_pipeline(classifier: Classifier, clip: Path, n: int, out: Path, max_batch: int,
+def bench_pipeline(classifier: Classifier, clip: Path, n: int, out: Path, max_batch: int, workers: int | str,
                    mode: str = "fast", seconds: float | None = None,
                    live_buffer: int | None = None) -> dict[str, float]:
-    config = RunConfig(output_dir=out, media_root=clip.parent, batching={"max_batch": max_batch, "max_wait_ms": 10},
+    config = RunConfig(output_dir=out, media_root=clip.parent, model={"workers": workers},
+                       batching={"max_batch": max_batch, "max_wait_ms": 10},
                        streams=[StreamConfig(name=f"s{i}", url=str(clip), mode=mode, loop=mode == "realtime",
                                              buffer=live_buffer if mode == "realtime" else None) for i in range(n)])
     pipeline = Pipeline(classifier, config, Metrics())
@@ -139,8 +164,10 @@ def main() -> None:
     ap.add_argument("--fps", type=int, default=30)
     ap.add_argument("--size", default="1280x720")
     ap.add_argument("--max-batch", type=int, default=32)
+    ap.add_argument("--workers", default="auto", help="inference lanes (model.workers) for (a) and (b)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the network for (a) and (b)")
     ap.add_argument("--seed-frames", type=int, default=120, help="frames for the seed-style loop (c)")
+    ap.add_argument("--rounds", type=int, default=3, help="(a), (b), (c) back to back this many times; medians")
     ap.add_argument("--realtime", default="1,2,4", help="realtime stream counts for the latency table")
     ap.add_argument("--realtime-seconds", type=float, default=10.0)
     ap.add_argument("--live-buffer", type=int, default=None,
@@ -154,11 +181,15 @@ def main() -> None:
     classifier = Classifier(bundle, device=args.device, precision=args.precision, compile=args.compile)
     classifier.warmup(batch_size=args.max_batch)
     device = classifier.device
-    print(f"device: {describe_device(device)}; precision {classifier.precision}; "
+    workers = args.workers if args.workers == "auto" else int(args.workers)
+    lanes, threads_per_lane = plan_lanes(classifier, workers)
+    layout = f"{lanes} lane(s)" + (f" × {threads_per_lane} torch thread(s)" if threads_per_lane else "")
+    print(f"device: {describe_device(device)}; {layout}; precision {classifier.precision}; "
           f"{'torch.compile; ' if args.compile else ''}torch {torch.__version__}; "
           f"clip {width}x{height} @ {args.fps} fps, {args.seconds:.0f} s")
 
-    results: dict[str, object] = {"device": describe_device(device), "precision": classifier.precision,
+    results: dict[str, object] = {"device": describe_device(device), "lanes": lanes,
+                                  "threads_per_lane": threads_per_lane, "precision": classifier.precision,
                                   "compiled": args.compile,
                                   "clip": f"{width}x{height}@{args.fps}", "streams": args.streams}
     with tempfile.TemporaryDirectory() as tmp:
@@ -168,24 +199,33 @@ def main() -> None:
         total = len(frames) * args.streams
 
         if not args.skip_throughput:
-            a = bench_model(classifier, frames, total, args.max_batch)
-            b = bench_pipeline(classifier, clip, args.streams, Path(tmp) / "out", args.max_batch)
-            c = bench_seed(bundle, clip, device, classifier.amp_dtype, args.seed_frames)
-            results.update({"model_fps": a, "pipeline_fps": b["fps"], "seed_fps": c,
-                            "pipeline_mean_batch": b["mean_batch"], "b_over_a": b["fps"] / a, "b_over_c": b["fps"] / c})
-            print(f"\n(a) model only (batch {args.max_batch})          {a:8.1f} frames/s")
-            print(f"(b) Sightline, {args.streams} fast streams          {b['fps']:8.1f} frames/s  "
-                  f"(mean batch {b['mean_batch']:.1f}, {b['inferred']} frames)")
-            print(f"(c) seed loop (OpenCV->PIL->model, batch 1) {c:8.1f} frames/s")
-            print(f"b/a = {b['fps'] / a:.2f} (pipeline efficiency)   "
-                  f"b/c = {b['fps'] / c:.2f} (speed-up over the seed loop)")
+            rounds = []
+            print(f"\n{'round':>5} {'(a) model':>10} {'(b) Sightline':>14} {'(c) seed':>9} {'b/a':>6} {'b/c':>6}"
+                  f"   frames/s; (b) mean batch")
+            for r in range(args.rounds):  # a, b, c back to back each round: the ratios share the machine's mood
+                a = bench_model(classifier, frames, total, args.max_batch, lanes, threads_per_lane)
+                b = bench_pipeline(classifier, clip, args.streams, Path(tmp) / f"out{r}", args.max_batch, workers)
+                c = bench_seed(bundle, clip, device, classifier.amp_dtype, args.seed_frames)
+                rounds.append({"model_fps": a, "pipeline_fps": b["fps"], "seed_fps": c,
+                               "pipeline_mean_batch": b["mean_batch"],
+                               "b_over_a": b["fps"] / a, "b_over_c": b["fps"] / c})
+                print(f"{r + 1:>5} {a:>10.1f} {b['fps']:>14.1f} {c:>9.1f} {b['fps'] / a:>6.2f} {b['fps'] / c:>6.2f}"
+                      f"   {b['mean_batch']:.1f}")
+            median = {k: float(np.median([row[k] for row in rounds])) for k in rounds[0]}
+            results.update({**median, "rounds": rounds})
+            print(f"{'median':>5} {median['model_fps']:>10.1f} {median['pipeline_fps']:>14.1f} "
+                  f"{median['seed_fps']:>9.1f} {median['b_over_a']:>6.2f} {median['b_over_c']:>6.2f}")
+            print(f"(a) model only: batches of {args.max_batch} from memory on {lanes} lane(s); "
+                  f"(b) {args.streams} fast 720p file streams end to end; "
+                  f"(c) OpenCV -> PIL -> torchvision transforms -> model, batch 1")
+            print("b/a = pipeline efficiency, b/c = speed-up over the seed loop (medians of per-round ratios)")
 
         rows = []
         buffer = args.live_buffer or StreamConfig(name="x", url="x.mp4").capacity
         print(f"\nrealtime {args.fps} fps streams, {args.realtime_seconds:.0f} s each, buffer {buffer}:")
         print(f"{'streams':>8} {'offered fps':>12} {'classified fps':>15} {'p50 ms':>8} {'p99 ms':>8} {'dropped':>8}")
         for n in (int(v) for v in args.realtime.split(",") if v):
-            r = bench_pipeline(classifier, clip, n, Path(tmp) / f"rt{n}", args.max_batch, "realtime",
+            r = bench_pipeline(classifier, clip, n, Path(tmp) / f"rt{n}", args.max_batch, workers, "realtime",
                                args.realtime_seconds, args.live_buffer)
             rows.append({"streams": n, **r})
             print(f"{n:>8} {n * args.fps:>12} {r['fps']:>15.1f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} "
