@@ -182,13 +182,14 @@ def main() -> None:
     classifier.warmup(batch_size=args.max_batch)
     device = classifier.device
     workers = args.workers if args.workers == "auto" else int(args.workers)
-    lanes, threads_per_lane = plan_lanes(classifier, workers)
+    lanes, threads_per_lane = plan_lanes(classifier, workers, throughput=True)  # what fast streams get
     layout = f"{lanes} lane(s)" + (f" × {threads_per_lane} torch thread(s)" if threads_per_lane else "")
+    live_lanes = plan_lanes(classifier, workers, throughput=False)[0]
     print(f"device: {describe_device(device)}; {layout}; precision {classifier.precision}; "
           f"{'torch.compile; ' if args.compile else ''}torch {torch.__version__}; "
           f"clip {width}x{height} @ {args.fps} fps, {args.seconds:.0f} s")
 
-    results: dict[str, object] = {"device": describe_device(device), "lanes": lanes,
+    results: dict[str, object] = {"device": describe_device(device), "lanes": lanes, "realtime_lanes": live_lanes,
                                   "threads_per_lane": threads_per_lane, "precision": classifier.precision,
                                   "compiled": args.compile,
                                   "clip": f"{width}x{height}@{args.fps}", "streams": args.streams}
@@ -222,7 +223,8 @@ def main() -> None:
 
         rows = []
         buffer = args.live_buffer or StreamConfig(name="x", url="x.mp4").capacity
-        print(f"\nrealtime {args.fps} fps streams, {args.realtime_seconds:.0f} s each, buffer {buffer}:")
+        print(f"\nrealtime {args.fps} fps streams, {args.realtime_seconds:.0f} s each, buffer {buffer}, "
+              f"{live_lanes} lane(s):")
         print(f"{'streams':>8} {'offered fps':>12} {'classified fps':>15} {'p50 ms':>8} {'p99 ms':>8} {'dropped':>8}")
         for n in (int(v) for v in args.realtime.split(",") if v):
             r = bench_pipeline(classifier, clip, n, Path(tmp) / f"rt{n}", args.max_batch, workers, "realtime",

@@ -27,8 +27,8 @@ class ModelConfig(StrictModel):
     topk: int = Field(5, ge=1, le=100)
     compile: bool = Field(False, description="torch.compile the network (slower start, faster steady state)")
     workers: int | Literal["auto"] = Field(
-        "auto", description="inference lanes sharing the model; auto: 1 on a GPU or with compile, 2 on a CPU "
-                            "(each on half the cores: more frames/s than one lane on all of them)")
+        "auto", description="inference lanes sharing the model; auto: 2 on a CPU when a fast stream is configured "
+                            "(each on half the cores: more frames/s, longer per batch), else 1")
 
     @field_validator("workers")
     @classmethod

@@ -12,8 +12,10 @@ import pytest
 import torch
 
 from stream.batcher import Batcher
+from stream.config import RunConfig, StreamConfig
 from stream.frames import Frame, Result
 from stream.inference import InferenceWorker, plan_lanes
+from stream.pipeline import Pipeline
 from tests.support.models import tiny_classifier
 
 pytestmark = pytest.mark.timeout(60)
@@ -119,10 +121,24 @@ def test_lane_plan_splits_cpu_threads_and_keeps_one_lane_on_a_gpu_or_when_compil
         assert plan_lanes(cpu, 1) == (1, None)  # one lane keeps torch's own setting
         assert plan_lanes(cpu, 3) == (3, 1)
         assert plan_lanes(cpu, 8) == (8, 1)
+        assert plan_lanes(cpu, "auto", throughput=False) == (1, None)  # live streams only: latency first
+        assert plan_lanes(cpu, 2, throughput=False) == (2, 2)  # an explicit count is taken as it is
         assert plan_lanes(SimpleNamespace(device=torch.device("cpu"), compiled=True), "auto") == (1, None)
         assert plan_lanes(SimpleNamespace(device=torch.device("cuda", 0), compiled=False), "auto") == (1, None)
         torch.set_num_threads(1)
         assert plan_lanes(cpu, "auto") == (1, None)
+    finally:
+        torch.set_num_threads(saved)
+
+
+@pytest.mark.parametrize(("modes", "lanes"), [(["realtime"], 1), (["realtime", "fast"], 2), (["fast"], 2)])
+def test_the_pipeline_takes_two_cpu_lanes_only_when_a_fast_stream_is_configured(modes, lanes, tmp_path) -> None:
+    saved = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        streams = [StreamConfig(name=f"s{i}", url=str(tmp_path / "x.mp4"), mode=m) for i, m in enumerate(modes)]
+        pipeline = Pipeline(tiny_classifier(), RunConfig(media_root=tmp_path, streams=streams))
+        assert pipeline.worker.lanes == lanes
     finally:
         torch.set_num_threads(saved)
 
