@@ -38,7 +38,7 @@ from model import Classifier, ModelBundle, load_model_source
 from model.architectures import build_network
 from model.device import describe_device
 from model.sources import imagenet_classes, imagenet_preprocess
-from stream.config import RunConfig, StreamConfig
+from stream.config import BatchingConfig, RunConfig, StreamConfig
 from stream.inference import plan_lanes
 from stream.media import make_test_clip
 from stream.metrics import Metrics
@@ -163,7 +163,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=4.0, help="length of each generated 720p clip")
     ap.add_argument("--fps", type=int, default=30)
     ap.add_argument("--size", default="1280x720")
-    ap.add_argument("--max-batch", type=int, default=32)
+    ap.add_argument("--max-batch", default="auto", help="batching.max_batch for (a) and (b): auto = 8 on a CPU, 32 on "
+                                                       "a GPU")
     ap.add_argument("--workers", default="auto", help="inference lanes (model.workers) for (a) and (b)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the network for (a) and (b)")
     ap.add_argument("--seed-frames", type=int, default=120, help="frames for the seed-style loop (c)")
@@ -179,8 +180,10 @@ def main() -> None:
     width, height = (int(v) for v in args.size.split("x"))
     bundle = load_bundle(args.model)
     classifier = Classifier(bundle, device=args.device, precision=args.precision, compile=args.compile)
-    classifier.warmup(batch_size=args.max_batch)
     device = classifier.device
+    args.max_batch = BatchingConfig(max_batch=args.max_batch if args.max_batch == "auto"
+                                    else int(args.max_batch)).batch_size(device.type)
+    classifier.warmup(batch_size=args.max_batch)
     workers = args.workers if args.workers == "auto" else int(args.workers)
     lanes, threads_per_lane = plan_lanes(classifier, workers, throughput=True)  # what fast streams get
     layout = f"{lanes} lane(s)" + (f" × {threads_per_lane} torch thread(s)" if threads_per_lane else "")

@@ -35,7 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compare", metavar="MODEL_B", help="also evaluate this model and write a side-by-side table")
     p.add_argument("--background", metavar="CLASS",
                    help="score frames outside every segment as this class (default: leave them out)")
-    p.add_argument("--batch-size", type=positive_int, default=32, help="most frames per forward pass (default 32)")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="most frames per forward pass (default: 32 on a GPU, 8 on a CPU, as serving)")
     p.add_argument("--smoothing-ema", type=fraction(upper_open=True), default=0.6, metavar="W",
                    help="weight of the past in the probability EMA, 0 = none (default 0.6, as serving)")
     p.add_argument("--hysteresis", type=fraction(upper_open=False), default=0.05, metavar="P",
@@ -68,7 +69,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         background=args.background,
         device=args.device,
         precision=args.precision,
-        batching=validate({"max_batch": args.batch_size}, BatchingConfig, "--batch-size"),
+        batching=validate({"max_batch": args.batch_size or "auto"}, BatchingConfig, "--batch-size"),
         smoothing=validate({"ema": args.smoothing_ema, "hysteresis": args.hysteresis}, SmoothingConfig,
                            "smoothing options"),
         parallel=args.parallel,

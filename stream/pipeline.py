@@ -159,7 +159,8 @@ class Pipeline:
         self.metrics = metrics
         self.clock = clock
         self.extra_sinks = extra_sinks  # more sinks per stream (replay evaluation collects results this way)
-        self.batcher = Batcher(config.batching.max_batch, config.batching.max_wait_ms / 1000, clock)
+        self.batcher = Batcher(config.batching.batch_size(classifier.device.type), config.batching.max_wait_ms / 1000,
+                               clock)
         self.worker = InferenceWorker(classifier, self.batcher, config.model.topk, self._deliver, self._end_stream,
                                       metrics, clock, lanes=config.model.workers,
                                       throughput=any(not s.live for s in config.streams))

@@ -82,7 +82,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def build_pipeline(config: RunConfig, metrics: Metrics | None = None) -> Pipeline:
     m = config.model
     classifier = Classifier.from_source(m.source, device=m.device, precision=m.precision, compile=m.compile)
-    classifier.warmup(batch_size=min(config.batching.max_batch, 8))
+    classifier.warmup(batch_size=min(config.batching.batch_size(classifier.device.type), 8))
     log.info("model %s", classifier.describe())
     return Pipeline(classifier, config, metrics if metrics is not None else Metrics())
 

@@ -98,13 +98,14 @@ def evaluate(opts: EvalOptions) -> Outcome:
 def evaluate_model(classifier: Classifier, source: str, jobs: list[VideoJob], infos: list[VideoInfo],
                    opts: EvalOptions, out_dir: Path, warnings: list[str]) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
+    max_batch = opts.batching.batch_size(classifier.device.type)
     if classifier.device.type == "cuda":  # autotuning out of the measured throughput; the CPU has none to do
-        classifier.warmup(batch_size=min(opts.batching.max_batch, 8))
+        classifier.warmup(batch_size=min(max_batch, 8))
     setup = Setup(
         model=source, model_info=classifier.describe(), class_names=classifier.class_names,
         eval_classes=evaluation_classes(jobs, opts.background), background=opts.background,
         labels=str(opts.labels),
-        settings={"max_batch": opts.batching.max_batch, "max_wait_ms": opts.batching.max_wait_ms,
+        settings={"max_batch": max_batch, "max_wait_ms": opts.batching.max_wait_ms,
                   "ema": opts.smoothing.ema, "hysteresis": opts.smoothing.hysteresis, "parallel": opts.parallel},
     )
     result = replay(classifier, jobs, infos, realtime=opts.realtime, batching=opts.batching,

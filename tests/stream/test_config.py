@@ -11,7 +11,7 @@ from model.errors import ConfigError
 from model.yamlconfig import load_yaml
 from stream import media
 from stream.cli import main
-from stream.config import RunConfig, load_run_config, redact_url
+from stream.config import BatchingConfig, RunConfig, load_run_config, redact_url
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -52,7 +52,7 @@ def test_all_errors_are_reported_at_once_with_dotted_paths(tmp_path: Path) -> No
         load_run_config(path)
     msg = str(err.value)
     assert f"{path}: batchin: unknown key" in msg
-    assert f"{path}: batching.max_batch: Input should be greater than or equal to 1" in msg
+    assert f"{path}: batching.max_batch: must be 'auto' or 1-1024" in msg
     assert f"{path}: model.precision:" in msg
     assert f"{path}: streams[1]: mode 'fast' needs a file" in msg
     assert f"{path}: streams[2].url: unsupported scheme 'ftp'" in msg
@@ -123,3 +123,10 @@ def test_inference_workers_are_checked(tmp_path: Path, model: dict, expected: st
         load_run_config(write(tmp_path, {"model": model}))
     assert expected in str(err.value)
     assert load_yaml(write(tmp_path, {"model": {"workers": 3}}), RunConfig).model.workers == 3
+
+
+def test_max_batch_auto_depends_on_the_device(tmp_path: Path) -> None:
+    assert BatchingConfig().batch_size("cpu") == 8
+    assert BatchingConfig().batch_size("cuda") == 32
+    assert BatchingConfig(max_batch=5).batch_size("cuda") == 5
+    assert load_yaml(write(tmp_path, {"batching": {"max_batch": "auto"}}), RunConfig).batching.max_batch == "auto"
