@@ -42,7 +42,8 @@ ImageLike = np.ndarray | Image.Image
 
 
 class Classifier:
-    """Serves one bundle. Not thread-safe: one thread (the inference worker) owns an instance."""
+    """Serves one bundle. ``probabilities``/``forward`` may run in several threads at once (the pipeline's
+    CPU inference lanes): nothing in them mutates shared state. A torch.compile'd network is kept to one."""
 
     def __init__(self, bundle: ModelBundle, device: str = "auto", precision: str = "auto",
                  compile: bool = False) -> None:
