@@ -176,6 +176,8 @@ def main() -> None:
     ap.add_argument("--skip-throughput", action="store_true", help="only the realtime table")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
 
     width, height = (int(v) for v in args.size.split("x"))
     bundle = load_bundle(args.model)
