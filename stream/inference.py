@@ -74,6 +74,9 @@ class InferenceWorker:
                          for i in range(self.lanes)]
 
     def start(self) -> None:
+        threads = f" of {self.threads_per_lane} torch thread(s)" if self.threads_per_lane else ""
+        log.info("inference: %d lane(s)%s on %s, batches of up to %d", self.lanes, threads,
+                 self.classifier.device, self.batcher.max_batch)
         for thread in self._threads:
             thread.start()
 
