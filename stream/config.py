@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import re
+from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from model.errors import ConfigError
 from model.yamlconfig import StrictModel, load_yaml, validate
@@ -20,22 +21,26 @@ FAST_BUFFER = 32
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
+def auto_or_count(value: int | str, most: int) -> int | str:
+    """'auto' or a whole number from 1 to ``most``."""
+    if value != "auto" and not 1 <= value <= most:
+        raise ValueError(f"must be 'auto' or 1-{most}")
+    return value
+
+
+Lanes = Annotated[int | Literal["auto"], AfterValidator(partial(auto_or_count, most=64))]
+BatchSize = Annotated[int | Literal["auto"], AfterValidator(partial(auto_or_count, most=1024))]
+
+
 class ModelConfig(StrictModel):
     source: str = Field("imagenet", description="'imagenet', a Sightline bundle or a torchvision .pth")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     topk: int = Field(5, ge=1, le=100)
     compile: bool = Field(False, description="torch.compile the network (slower start, faster steady state)")
-    workers: int | Literal["auto"] = Field(
+    workers: Lanes = Field(
         "auto", description="inference lanes sharing the model; auto: 2 on a CPU when a fast stream is configured "
                             "(each on half the cores: more frames/s, longer per batch), else 1")
-
-    @field_validator("workers")
-    @classmethod
-    def _workers(cls, workers: int | str) -> int | str:
-        if workers != "auto" and not 1 <= workers <= 64:
-            raise ValueError("must be 'auto' or 1-64")
-        return workers
 
     @model_validator(mode="after")
     def _compiled_lanes(self) -> ModelConfig:
@@ -49,16 +54,9 @@ GPU_MAX_BATCH = 32
 
 
 class BatchingConfig(StrictModel):
-    max_batch: int | Literal["auto"] = Field(
+    max_batch: BatchSize = Field(
         "auto", description=f"most frames per model call; auto: {GPU_MAX_BATCH} on a GPU, {CPU_MAX_BATCH} on a CPU")
     max_wait_ms: float = Field(10.0, ge=0, le=10_000)
-
-    @field_validator("max_batch")
-    @classmethod
-    def _max_batch(cls, max_batch: int | str) -> int | str:
-        if max_batch != "auto" and not 1 <= max_batch <= 1024:
-            raise ValueError("must be 'auto' or 1-1024")
-        return max_batch
 
     def batch_size(self, device_type: str) -> int:
         if self.max_batch != "auto":
