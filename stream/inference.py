@@ -27,7 +27,7 @@ from stream.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-Classified = tuple[np.ndarray, list[list[Prediction]], float]  # probabilities, top-k, when the batch was taken
+Classified = tuple[np.ndarray, list[list[Prediction]]]  # probabilities and top-k of the frames classified
 
 
 def plan_lanes(classifier: Classifier, lanes: int | str = "auto", throughput: bool = True) -> tuple[int, int | None]:
@@ -98,19 +98,19 @@ class InferenceWorker:
                 batch = self.batcher.next_batch(timeout=0.1)
                 ticket = self._taken
                 self._taken += 1
-            classified = self.classify(batch) if batch.frames else None
+            batched = self.clock()
+            classified = self._classify(batch) if batch.frames else None
             with self._turn:
                 self._turn.wait_for(lambda t=ticket: self._delivered == t)
                 try:
-                    self.publish(batch, classified)
+                    self._publish(batch, classified, batched)
                 except Exception:  # a bug in a sink hand-off: log it; the next lane waits for this turn
                     log.exception("delivering a batch of %d frames failed", len(batch.frames))
                 self._delivered += 1
                 self._turn.notify_all()
 
-    def classify(self, batch: Batch) -> Classified | None:
+    def _classify(self, batch: Batch) -> Classified | None:
         """Run the frames that need it through the model; None when there are none or the batch failed."""
-        batched = self.clock()
         todo = [f for f in batch.frames if f.infer]
         if not todo:
             return None
@@ -128,13 +128,13 @@ class InferenceWorker:
             self.metrics.stage["preprocess"].observe(pre_s)
             self.metrics.stage["inference"].observe(inf_s)
             self.metrics.batch_size.observe(len(todo))
-        return probs.numpy(), self.classifier.top(probs, self.topk), batched
+        return probs.numpy(), self.classifier.top(probs, self.topk)
 
     def _count_error(self) -> None:
         with self._turn:
             self.errors += 1
 
-    def publish(self, batch: Batch, classified: Classified | None) -> None:
+    def _publish(self, batch: Batch, classified: Classified | None, batched: float) -> None:
         """Hand each frame's result to its stream, then close the streams that ended."""
         if batch.frames:
             self.batches += 1
@@ -142,9 +142,9 @@ class InferenceWorker:
         i = 0
         for frame in batch.frames:
             if self.metrics:
-                self.metrics.stage["queue"].observe((classified[2] if classified else now) - frame.decoded_at)
+                self.metrics.stage["queue"].observe(batched - frame.decoded_at)
             if frame.infer and classified is not None:
-                probs, tops, batched = classified
+                probs, tops = classified
                 self.deliver(Result(frame, probs[i], tuple(tops[i]),
                                     Timings(frame.captured_at, frame.decoded_at, batched, now)))
                 i += 1
