@@ -168,7 +168,7 @@ def main() -> None:
     ap.add_argument("--workers", default="auto", help="inference lanes (model.workers) for (a) and (b)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the network for (a) and (b)")
     ap.add_argument("--seed-frames", type=int, default=120, help="frames for the seed-style loop (c)")
-    ap.add_argument("--rounds", type=int, default=3, help="(a), (b), (c) back to back this many times; medians")
+    ap.add_argument("--rounds", type=int, default=5, help="(a), (b), (c) back to back this many times; medians")
     ap.add_argument("--realtime", default="1,2,4", help="realtime stream counts for the latency table")
     ap.add_argument("--realtime-seconds", type=float, default=10.0)
     ap.add_argument("--live-buffer", type=int, default=None,
@@ -183,9 +183,9 @@ def main() -> None:
     bundle = load_bundle(args.model)
     classifier = Classifier(bundle, device=args.device, precision=args.precision, compile=args.compile)
     device = classifier.device
-    args.max_batch = BatchingConfig(max_batch=args.max_batch if args.max_batch == "auto"
-                                    else int(args.max_batch)).batch_size(device.type)
-    classifier.warmup(batch_size=args.max_batch)
+    max_batch = BatchingConfig(max_batch=args.max_batch if args.max_batch == "auto"
+                               else int(args.max_batch)).batch_size(device.type)
+    classifier.warmup(batch_size=max_batch)
     workers = args.workers if args.workers == "auto" else int(args.workers)
     lanes, threads_per_lane = plan_lanes(classifier, workers, throughput=True)  # what fast streams get
     layout = f"{lanes} lane(s)" + (f" × {threads_per_lane} torch thread(s)" if threads_per_lane else "")
@@ -209,8 +209,8 @@ def main() -> None:
             print(f"\n{'round':>5} {'(a) model':>10} {'(b) Sightline':>14} {'(c) seed':>9} {'b/a':>6} {'b/c':>6}"
                   f"   frames/s; (b) mean batch")
             for r in range(args.rounds):  # a, b, c back to back each round: the ratios share the machine's mood
-                a = bench_model(classifier, frames, total, args.max_batch, lanes, threads_per_lane)
-                b = bench_pipeline(classifier, clip, args.streams, Path(tmp) / f"out{r}", args.max_batch, workers)
+                a = bench_model(classifier, frames, total, max_batch, lanes, threads_per_lane)
+                b = bench_pipeline(classifier, clip, args.streams, Path(tmp) / f"out{r}", max_batch, workers)
                 c = bench_seed(bundle, clip, device, classifier.amp_dtype, args.seed_frames)
                 rounds.append({"model_fps": a, "pipeline_fps": b["fps"], "seed_fps": c,
                                "pipeline_mean_batch": b["mean_batch"],
@@ -221,7 +221,7 @@ def main() -> None:
             results.update({**median, "rounds": rounds})
             print(f"{'median':>5} {median['model_fps']:>10.1f} {median['pipeline_fps']:>14.1f} "
                   f"{median['seed_fps']:>9.1f} {median['b_over_a']:>6.2f} {median['b_over_c']:>6.2f}")
-            print(f"(a) model only: batches of {args.max_batch} from memory on {lanes} lane(s); "
+            print(f"(a) model only: batches of {max_batch} from memory on {lanes} lane(s); "
                   f"(b) {args.streams} fast 720p file streams end to end; "
                   f"(c) OpenCV -> PIL -> torchvision transforms -> model, batch 1")
             print("b/a = pipeline efficiency, b/c = speed-up over the seed loop (medians of per-round ratios)")
@@ -232,7 +232,7 @@ def main() -> None:
               f"{live_lanes} lane(s):")
         print(f"{'streams':>8} {'offered fps':>12} {'classified fps':>15} {'p50 ms':>8} {'p99 ms':>8} {'dropped':>8}")
         for n in (int(v) for v in args.realtime.split(",") if v):
-            r = bench_pipeline(classifier, clip, n, Path(tmp) / f"rt{n}", args.max_batch, workers, "realtime",
+            r = bench_pipeline(classifier, clip, n, Path(tmp) / f"rt{n}", max_batch, workers, "realtime",
                                args.realtime_seconds, args.live_buffer)
             rows.append({"streams": n, **r})
             print(f"{n:>8} {n * args.fps:>12} {r['fps']:>15.1f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} "

@@ -2,8 +2,9 @@
 
 FFmpeg's scaler produces the model's working size directly, so no full-size frame is converted in
 Python unless the stream has a visual sink. Each source keeps its scaler contexts: a new context per
-frame (what ``VideoFrame.to_ndarray(width=, height=)`` does) costs ~1.5 ms of a 720p frame's ~7 ms. Network sources
-reconnect with exponential backoff, jitter and a cap; PyAV's read timeout is the stall watchdog.
+frame (what ``VideoFrame.to_ndarray(width=, height=)`` does) costs ~1.5 ms of a 720p frame's ~7 ms.
+Network sources reconnect with exponential backoff, jitter and a cap; PyAV's read timeout is the
+stall watchdog.
 """
 
 from __future__ import annotations
