@@ -27,6 +27,7 @@ RUN pip install --index-url "$TORCH_INDEX_URL" "torch>=2.2" "torchvision>=0.17"
 
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY app ./app
 COPY model ./model
 COPY training ./training
 COPY stream ./stream

@@ -32,17 +32,16 @@ import cv2
 import numpy as np
 import torch
 from PIL import Image
+from sightline.model import Classifier, ModelBundle, load_model_source
+from sightline.model.architectures import build_network
+from sightline.model.device import describe_device
+from sightline.model.sources import imagenet_classes, imagenet_preprocess
+from sightline.stream.config import BatchingConfig, RunConfig, StreamConfig
+from sightline.stream.inference import plan_lanes
+from sightline.stream.media import make_test_clip
+from sightline.stream.metrics import Metrics
+from sightline.stream.pipeline import Pipeline
 from torchvision.models import ResNet18_Weights
-
-from model import Classifier, ModelBundle, load_model_source
-from model.architectures import build_network
-from model.device import describe_device
-from model.sources import imagenet_classes, imagenet_preprocess
-from stream.config import BatchingConfig, RunConfig, StreamConfig
-from stream.inference import plan_lanes
-from stream.media import make_test_clip
-from stream.metrics import Metrics
-from stream.pipeline import Pipeline
 
 
 def load_bundle(source: str) -> ModelBundle:

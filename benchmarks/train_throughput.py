@@ -16,14 +16,13 @@ import json
 import time
 
 import torch
-
-from model.architectures import build_network
-from model.bundle import PreprocessSpec
-from model.device import describe_device, resolve_device
-from training.data import Batch
-from training.network import build_optimizer, param_groups, set_phase, train_mode
-from training.schedule import WarmupCosine
-from training.step import Normalizer, StepTotals, TrainStep, training_memory_format
+from sightline.model.architectures import build_network
+from sightline.model.bundle import PreprocessSpec
+from sightline.model.device import describe_device, resolve_device
+from sightline.training.data import Batch
+from sightline.training.network import build_optimizer, param_groups, set_phase, train_mode
+from sightline.training.schedule import WarmupCosine
+from sightline.training.step import Normalizer, StepTotals, TrainStep, training_memory_format
 
 
 def measure(device: torch.device, mode: str, amp_dtype: torch.dtype | None, args: argparse.Namespace) -> float:

@@ -1,14 +1,28 @@
-"""Sightline's classifier: bundles, batched preprocessing and prediction. No streaming code here."""
+"""Sightline's classifier: bundles, batched preprocessing and prediction. No streaming code here.
 
-from model.bundle import ModelBundle, PreprocessSpec, load_checkpoint
-from model.classifier import Classifier, Prediction
-from model.errors import ConfigError, DeviceError, ImageLoadError, ModelLoadError, SightlineError
-from model.images import load_image, to_rgb_array
-from model.preprocess import Preprocessor
-from model.sources import IMAGENET, imagenet_cache_path, load_model_source
+The names below are imported on first use (PEP 562), so ``import sightline.model.errors`` does not pull in torch.
+"""
 
-__all__ = [
-    "IMAGENET", "Classifier", "ConfigError", "DeviceError", "ImageLoadError", "ModelBundle", "ModelLoadError",
-    "Prediction", "PreprocessSpec", "Preprocessor", "SightlineError", "imagenet_cache_path",
-    "load_checkpoint", "load_image", "load_model_source", "to_rgb_array",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "ModelBundle": "bundle", "PreprocessSpec": "bundle", "load_checkpoint": "bundle",
+    "Classifier": "classifier", "Prediction": "classifier",
+    "ConfigError": "errors", "DeviceError": "errors", "ImageLoadError": "errors", "ModelLoadError": "errors",
+    "SightlineError": "errors",
+    "load_image": "images", "to_rgb_array": "images",
+    "Preprocessor": "preprocess",
+    "IMAGENET": "sources", "imagenet_cache_path": "sources", "load_model_source": "sources",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

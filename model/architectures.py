@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from sightline.model.errors import ModelLoadError
 from torchvision import models
-
-from model.errors import ModelLoadError
 
 _BUILDERS: dict[str, Callable[..., torch.nn.Module]] = {
     "resnet18": models.resnet18,

@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from model.architectures import build_network, fc_width
-from model.errors import ModelLoadError
+from sightline.model.architectures import build_network, fc_width
+from sightline.model.errors import ModelLoadError
 
 FORMAT = "sightline-bundle"
 FORMAT_VERSION = 1

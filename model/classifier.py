@@ -11,14 +11,13 @@ import numpy as np
 import torch
 import torch.fx
 from PIL import Image
+from sightline.model.bundle import ModelBundle
+from sightline.model.device import autocast_dtype, precision_name, resolve_device
+from sightline.model.errors import DeviceError, ImageLoadError
+from sightline.model.images import to_rgb_array
+from sightline.model.preprocess import Preprocessor
+from sightline.model.sources import load_model_source
 from torch.fx.experimental.optimization import fuse as fx_fuse
-
-from model.bundle import ModelBundle
-from model.device import autocast_dtype, precision_name, resolve_device
-from model.errors import DeviceError, ImageLoadError
-from model.images import to_rgb_array
-from model.preprocess import Preprocessor
-from model.sources import load_model_source
 
 
 def fold_batchnorm(net: torch.nn.Module) -> torch.nn.Module:

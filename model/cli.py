@@ -1,4 +1,6 @@
-"""`sightline predict` and `sightline info`: the tutorial's first steps, batched and safe on bad input."""
+"""`sightline predict` and `sightline info`: the tutorial's first steps, batched and safe on bad input.
+
+torch and the model code are imported inside the commands, so `sightline --help` answers at once."""
 
 from __future__ import annotations
 
@@ -6,12 +8,6 @@ import argparse
 import json
 import sys
 from pathlib import Path
-
-from model.bundle import ModelBundle
-from model.classifier import Classifier
-from model.errors import ImageLoadError
-from model.images import load_image
-from model.sources import load_model_source
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,6 +46,10 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from sightline.model.classifier import Classifier
+    from sightline.model.errors import ImageLoadError
+    from sightline.model.images import load_image
+
     classifier = Classifier.from_source(args.model, device=args.device, precision=args.precision)
     results: list[dict] = []
     failures = 0
@@ -79,7 +79,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    bundle: ModelBundle = load_model_source(args.model)
+    from sightline.model.sources import load_model_source
+
+    bundle = load_model_source(args.model)
     info = bundle.describe()
     info["source"] = args.model if args.model == "imagenet" else str(Path(args.model))
     if args.json:

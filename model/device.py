@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-
-from model.errors import DeviceError
+from sightline.model.errors import DeviceError
 
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")

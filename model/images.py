@@ -8,8 +8,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-
-from model.errors import ImageLoadError
+from sightline.model.errors import ImageLoadError
 
 # Rows converted at a time by to_rgb_array (about this many pixels per strip).
 STRIP_PIXELS = 1 << 20

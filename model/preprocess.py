@@ -21,9 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
-
-from model.bundle import PreprocessSpec
-from model.errors import ImageLoadError
+from sightline.model.bundle import PreprocessSpec
+from sightline.model.errors import ImageLoadError
 
 # Above this many pixels a frame is resized on the host even when the model runs on a GPU
 # (its float copy there would take 12 bytes per pixel: 1.2 GB for a 10000×10000 photo).

@@ -9,10 +9,9 @@ import urllib.error
 from pathlib import Path
 
 import torch
+from sightline.model.bundle import FORMAT, ModelBundle, PreprocessSpec, load_checkpoint
+from sightline.model.errors import ModelLoadError
 from torchvision.models import ResNet18_Weights
-
-from model.bundle import FORMAT, ModelBundle, PreprocessSpec, load_checkpoint
-from model.errors import ModelLoadError
 
 IMAGENET = "imagenet"
 IMAGENET_WEIGHTS = ResNet18_Weights.IMAGENET1K_V1

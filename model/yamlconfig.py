@@ -12,8 +12,7 @@ from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
-
-from model.errors import ConfigError
+from sightline.model.errors import ConfigError
 
 T = TypeVar("T", bound=BaseModel)
 

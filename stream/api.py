@@ -19,14 +19,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
-
-from model.errors import ConfigError
-from model.yamlconfig import dotted
-from stream.config import RunConfig, StreamConfig, outside_media_root, redact_url
-from stream.errors import StreamError
-from stream.metrics import Metrics
-from stream.pipeline import DuplicateStreamError, Pipeline, StreamRuntime, UnknownStreamError
-from stream.preview import MJPEG_MEDIA_TYPE, PreviewRenderer
+from sightline.model.errors import ConfigError
+from sightline.model.yamlconfig import dotted
+from sightline.stream.config import RunConfig, StreamConfig, outside_media_root, redact_url
+from sightline.stream.errors import StreamError
+from sightline.stream.metrics import Metrics
+from sightline.stream.pipeline import DuplicateStreamError, Pipeline, StreamRuntime, UnknownStreamError
+from sightline.stream.preview import MJPEG_MEDIA_TYPE, PreviewRenderer
 
 log = logging.getLogger(__name__)
 
@@ -161,8 +160,8 @@ def create_app(pipeline: Pipeline, config: RunConfig, metrics: Metrics | None) -
     app.state.closing = asyncio.Event()
     app.state.preview_clients = 0
     previews = PreviewRenderer(pipeline, server.jpeg_quality)
-    page = resources.files("stream").joinpath("static/index.html").read_bytes()
-    publish_page = resources.files("stream").joinpath("static/publish.html").read_bytes()
+    page = resources.files("sightline.stream").joinpath("static/index.html").read_bytes()
+    publish_page = resources.files("sightline.stream").joinpath("static/publish.html").read_bytes()
 
     def require_token(request: Request) -> None:
         if server.token is None:

@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from stream.buffers import BoundedQueue, Policy
-from stream.frames import Frame
+from sightline.stream.buffers import BoundedQueue, Policy
+from sightline.stream.frames import Frame
 
 # Frames that skip inference (infer_fps) ride along for the overlay; cap them per batch.
 PASSENGERS_PER_SLOT = 4

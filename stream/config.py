@@ -10,9 +10,8 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
-
-from model.errors import ConfigError
-from model.yamlconfig import StrictModel, load_yaml, validate
+from sightline.model.errors import ConfigError
+from sightline.model.yamlconfig import StrictModel, load_yaml, validate
 
 NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "srt", "udp", "tcp")
 WEBRTC_SCHEME = "webrtc"  # webrtc://<anything>: a WebRTC peer publishes through POST /api/streams/{name}/webrtc

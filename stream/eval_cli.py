@@ -7,11 +7,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from model.cli import add_model_arguments, positive_int
-from model.yamlconfig import validate
-from stream.config import BatchingConfig, SmoothingConfig
-from stream.eval.evaluate import EvalOptions, evaluate
-from stream.eval.report import summary_rows, table
+from sightline.model.cli import add_model_arguments, positive_int
 
 log = logging.getLogger("sightline.eval")
 
@@ -60,6 +56,11 @@ def fraction(upper_open: bool) -> Callable[[str], float]:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from sightline.model.yamlconfig import validate
+    from sightline.stream.config import BatchingConfig, SmoothingConfig
+    from sightline.stream.eval.evaluate import EvalOptions, evaluate
+    from sightline.stream.eval.report import summary_rows, table
+
     opts = EvalOptions(
         labels=args.labels,
         models=[args.model, *([args.compare] if args.compare else [])],

@@ -6,8 +6,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
-
-from model.classifier import Prediction
+from sightline.model.classifier import Prediction
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,8 +16,7 @@ from collections.abc import Iterator
 
 import uvicorn
 from fastapi import FastAPI
-
-from stream.errors import StreamError
+from sightline.stream.errors import StreamError
 
 log = logging.getLogger(__name__)
 

@@ -19,11 +19,10 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-
-from model.classifier import Classifier, Prediction
-from stream.batcher import Batch, Batcher
-from stream.frames import Result, Timings
-from stream.metrics import Metrics
+from sightline.model.classifier import Classifier, Prediction
+from sightline.stream.batcher import Batch, Batcher
+from sightline.stream.frames import Result, Timings
+from sightline.stream.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,8 @@ from collections.abc import Sequence
 
 import cv2
 import numpy as np
-
-from model.classifier import Prediction
-from stream.frames import Smoothed
+from sightline.model.classifier import Prediction
+from sightline.stream.frames import Smoothed
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 WHITE = (255, 255, 255)

@@ -16,21 +16,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-
-from model.classifier import Classifier
-from model.errors import ConfigError
-from stream.batcher import Batcher
-from stream.buffers import BoundedQueue
-from stream.config import RunConfig, StreamConfig, check_source, redact_url
-from stream.errors import StreamError
-from stream.frames import Result, Smoothed
-from stream.inference import InferenceWorker
-from stream.metrics import Metrics
-from stream.sinks import JsonlSink, Labelled, Sink, VideoRecorder
-from stream.smoothing import Smoother
-from stream.sources import FrameSource, PreviewDemand, VideoSource
-from stream.stats import StreamStats
-from stream.webrtc import WebRtcSource
+from sightline.model.classifier import Classifier
+from sightline.model.errors import ConfigError
+from sightline.stream.batcher import Batcher
+from sightline.stream.buffers import BoundedQueue
+from sightline.stream.config import RunConfig, StreamConfig, check_source, redact_url
+from sightline.stream.errors import StreamError
+from sightline.stream.frames import Result, Smoothed
+from sightline.stream.inference import InferenceWorker
+from sightline.stream.metrics import Metrics
+from sightline.stream.sinks import JsonlSink, Labelled, Sink, VideoRecorder
+from sightline.stream.smoothing import Smoother
+from sightline.stream.sources import FrameSource, PreviewDemand, VideoSource
+from sightline.stream.stats import StreamStats
+from sightline.stream.webrtc import WebRtcSource
 
 log = logging.getLogger(__name__)
 

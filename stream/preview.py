@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 
-from stream.overlay import encode_jpeg
-from stream.pipeline import Pipeline, StreamRuntime, UnknownStreamError
-from stream.sinks import Labelled
+from sightline.stream.overlay import encode_jpeg
+from sightline.stream.pipeline import Pipeline, StreamRuntime, UnknownStreamError
+from sightline.stream.sinks import Labelled
 
 BOUNDARY = "frame"
 MJPEG_MEDIA_TYPE = f"multipart/x-mixed-replace; boundary={BOUNDARY}"

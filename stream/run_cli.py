@@ -9,13 +9,12 @@ import os
 import signal
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from model.classifier import Classifier
-from stream.api import create_app
-from stream.config import RunConfig, load_run_config
-from stream.http_server import HttpServer
-from stream.metrics import Metrics
-from stream.pipeline import Pipeline
+if TYPE_CHECKING:  # the service's modules pull in torch, av and fastapi: imported when a command runs
+    from sightline.stream.config import RunConfig
+    from sightline.stream.metrics import Metrics
+    from sightline.stream.pipeline import Pipeline
 
 log = logging.getLogger("sightline")
 
@@ -49,6 +48,8 @@ def add_overrides(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from sightline.stream.config import load_run_config
+
     config = apply_overrides(apply_environment(load_run_config(args.config), os.environ), args)
     return asyncio.run(run_service(config, args.duration))
 
@@ -70,7 +71,7 @@ def apply_environment(config: RunConfig, environ: Mapping[str, str]) -> RunConfi
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from stream.media import demo_segments, imagenet_segments, make_demo_clip, write_labels_csv
+    from sightline.stream.media import demo_segments, imagenet_segments, make_demo_clip, write_labels_csv
 
     if not DEMO_CLIP.exists():
         log.info("writing %s from scikit-image's sample photos", DEMO_CLIP)
@@ -80,6 +81,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_pipeline(config: RunConfig, metrics: Metrics | None = None) -> Pipeline:
+    from sightline.model.classifier import Classifier
+    from sightline.stream.metrics import Metrics
+    from sightline.stream.pipeline import Pipeline
+
     m = config.model
     classifier = Classifier.from_source(m.source, device=m.device, precision=m.precision, compile=m.compile)
     classifier.warmup(batch_size=min(config.batching.batch_size(classifier.device.type), 8))
@@ -88,6 +93,9 @@ def build_pipeline(config: RunConfig, metrics: Metrics | None = None) -> Pipelin
 
 
 async def run_service(config: RunConfig, duration: float | None = None) -> int:
+    from sightline.stream.api import create_app
+    from sightline.stream.http_server import HttpServer
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):  # first: a signal while the model loads is a clean stop

@@ -13,10 +13,9 @@ from typing import IO, Protocol
 
 import av
 import numpy as np
-
-from model.classifier import Prediction
-from stream.frames import Frame, Result, Smoothed
-from stream.overlay import draw_overlay
+from sightline.model.classifier import Prediction
+from sightline.stream.frames import Frame, Result, Smoothed
+from sightline.stream.overlay import draw_overlay
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,8 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-
-from stream.frames import Smoothed
+from sightline.stream.frames import Smoothed
 
 
 class Smoother:

@@ -20,12 +20,11 @@ from fractions import Fraction
 import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
-
-from stream.buffers import BoundedQueue
-from stream.config import StreamConfig, redact_url
-from stream.errors import SourceOpenError, SourceReadError, describe_av_error
-from stream.frames import Frame
-from stream.stats import StreamStats
+from sightline.stream.buffers import BoundedQueue
+from sightline.stream.config import StreamConfig, redact_url
+from sightline.stream.errors import SourceOpenError, SourceReadError, describe_av_error
+from sightline.stream.frames import Frame
+from sightline.stream.stats import StreamStats
 
 log = logging.getLogger(__name__)
 

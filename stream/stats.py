@@ -12,8 +12,7 @@ from collections import deque
 from collections.abc import Callable
 
 import numpy as np
-
-from stream.metrics import StreamMetrics
+from sightline.stream.metrics import StreamMetrics
 
 
 class StreamStats:

@@ -18,13 +18,12 @@ from collections.abc import Callable
 import av
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
-
-from stream.buffers import BoundedQueue
-from stream.config import StreamConfig
-from stream.errors import StreamError
-from stream.frames import Frame
-from stream.sources import FrameSource, PreviewDemand, WorkingSize
-from stream.stats import StreamStats
+from sightline.stream.buffers import BoundedQueue
+from sightline.stream.config import StreamConfig
+from sightline.stream.errors import StreamError
+from sightline.stream.frames import Frame
+from sightline.stream.sources import FrameSource, PreviewDemand, WorkingSize
+from sightline.stream.stats import StreamStats
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""`sightline train` and `sightline evaluate-images` (also `python -m training`, same arguments as train).
+"""`sightline train` and `sightline evaluate-images` (also `python -m sightline.training`, same arguments as train).
 
 The heavy imports (matplotlib, the trainer) happen inside the commands, so registering them does not slow
 down every other `sightline` command.
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from model.errors import ConfigError, SightlineError
+from sightline.model.errors import ConfigError, SightlineError
 
 log = logging.getLogger("training")
 
@@ -82,9 +82,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from training.config import load_config
-    from training.distributed import DistContext
-    from training.trainer import Trainer
+    from sightline.training.config import load_config
+    from sightline.training.distributed import DistContext
+    from sightline.training.trainer import Trainer
 
     dist = DistContext.from_env(os.environ)
     if args.resume:
@@ -105,12 +105,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from sightline.model.classifier import Classifier
+    from sightline.training.data import EvalImages, SkipLog, collate_eval, read_image_folder
+    from sightline.training.evaluate import Tally, evaluate_classifier, format_table, match_classes
+    from sightline.training.outputs import write_evaluation
     from torch.utils.data import DataLoader
-
-    from model.classifier import Classifier
-    from training.data import EvalImages, SkipLog, collate_eval, read_image_folder
-    from training.evaluate import Tally, evaluate_classifier, format_table, match_classes
-    from training.outputs import write_evaluation
 
     if args.batch_size < 1 or args.num_workers < 0:
         raise ConfigError("--batch-size must be at least 1 and --num-workers at least 0")
@@ -148,8 +147,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def train_main(argv: list[str] | None = None) -> int:
-    """`python -m training`: the train command on its own (what torchrun launches)."""
-    parser = argparse.ArgumentParser(prog="python -m training",
+    """`python -m sightline.training`: the train command on its own (what torchrun launches)."""
+    parser = argparse.ArgumentParser(prog="python -m sightline.training",
                                      description="Fine-tune ResNet18 on an ImageFolder dataset (= sightline train).")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     add_train_arguments(parser)

@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
-
-from model.yamlconfig import StrictModel, load_yaml, validate
+from sightline.model.yamlconfig import StrictModel, load_yaml, validate
 
 Mode = Literal["head", "full", "head-then-full"]
 

@@ -16,13 +16,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+from sightline.model.errors import ImageLoadError
+from sightline.model.images import load_image
+from sightline.training.config import AugmentConfig
+from sightline.training.errors import DatasetError
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
-
-from model.errors import ImageLoadError
-from model.images import load_image
-from training.config import AugmentConfig
-from training.errors import DatasetError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 

@@ -11,8 +11,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-
-from model.device import resolve_device
+from sightline.model.device import resolve_device
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from model.errors import SightlineError
+from sightline.model.errors import SightlineError
 
 
 class DatasetError(SightlineError):

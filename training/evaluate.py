@@ -13,13 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from sightline.model.classifier import Classifier
+from sightline.model.preprocess import Preprocessor
+from sightline.training.data import Batch
+from sightline.training.errors import DatasetError
 from torch import nn
 from tqdm import tqdm
-
-from model.classifier import Classifier
-from model.preprocess import Preprocessor
-from training.data import Batch
-from training.errors import DatasetError
 
 log = logging.getLogger("training")
 

@@ -6,12 +6,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+from sightline.model.architectures import build_network
+from sightline.model.bundle import PreprocessSpec
+from sightline.model.errors import ConfigError, ModelLoadError
+from sightline.model.sources import load_model_source
 from torch import nn
-
-from model.architectures import build_network
-from model.bundle import PreprocessSpec
-from model.errors import ConfigError, ModelLoadError
-from model.sources import load_model_source
 
 Phase = Literal["head", "full"]
 HEAD_PREFIX = "fc."

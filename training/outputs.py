@@ -15,8 +15,7 @@ from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-
-from training.evaluate import EvalResult
+from sightline.training.evaluate import EvalResult
 
 METRIC_COLUMNS = ("epoch", "phase", "train_loss", "train_acc1", "val_loss", "val_acc1", "val_acc5", "lr",
                   "backbone_lr", "images_per_s", "micro_batch", "effective_batch", "skipped_images", "seconds")

@@ -14,9 +14,8 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from model.bundle import load_checkpoint
-from training.errors import TrainingError
+from sightline.model.bundle import load_checkpoint
+from sightline.training.errors import TrainingError
 
 STATE_FORMAT = "sightline-train-state"
 STATE_VERSION = 1

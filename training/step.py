@@ -13,11 +13,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
+from sightline.model.bundle import PreprocessSpec
+from sightline.training.data import Batch
+from sightline.training.errors import TrainingError
 from torch import nn
-
-from model.bundle import PreprocessSpec
-from training.data import Batch
-from training.errors import TrainingError
 
 log = logging.getLogger("training")
 

@@ -14,18 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
-from tqdm import tqdm
-
-from model.architectures import build_network
-from model.bundle import ModelBundle, PreprocessSpec
-from model.classifier import Classifier
-from model.device import autocast_dtype, precision_name
-from model.errors import ConfigError
-from model.preprocess import Preprocessor
-from training.config import TrainConfig, load_config
-from training.data import (
+from sightline.model.architectures import build_network
+from sightline.model.bundle import ModelBundle, PreprocessSpec
+from sightline.model.classifier import Classifier
+from sightline.model.device import autocast_dtype, precision_name
+from sightline.model.errors import ConfigError
+from sightline.model.preprocess import Preprocessor
+from sightline.training.config import TrainConfig, load_config
+from sightline.training.data import (
     DatasetSplit,
     EvalImages,
     SkipLog,
@@ -38,10 +34,10 @@ from training.data import (
     scan_dataset,
     train_transform,
 )
-from training.distributed import DistContext
-from training.errors import TrainingError
-from training.evaluate import Tally, evaluate_classifier, evaluate_network, format_table
-from training.network import (
+from sightline.training.distributed import DistContext
+from sightline.training.errors import TrainingError
+from sightline.training.evaluate import Tally, evaluate_classifier, evaluate_network, format_table
+from sightline.training.network import (
     build_optimizer,
     initial_model,
     lr_of,
@@ -50,10 +46,13 @@ from training.network import (
     set_phase,
     train_mode,
 )
-from training.outputs import plot_curves, write_evaluation, write_json, write_metrics_csv
-from training.schedule import WarmupCosine
-from training.state import capture_rng, load_state, restore_rng, save_state, seed_everything
-from training.step import Normalizer, OomEvent, StepTotals, TrainStep, training_memory_format
+from sightline.training.outputs import plot_curves, write_evaluation, write_json, write_metrics_csv
+from sightline.training.schedule import WarmupCosine
+from sightline.training.state import capture_rng, load_state, restore_rng, save_state, seed_everything
+from sightline.training.step import Normalizer, OomEvent, StepTotals, TrainStep, training_memory_format
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
 
 log = logging.getLogger("training")
 

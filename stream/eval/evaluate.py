@@ -11,13 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
-from model.classifier import Classifier
-from stream.config import BatchingConfig, SmoothingConfig
-from stream.eval import plots, scoring
-from stream.eval.labels import VideoJob, check_classes, read_labels, resolve_videos
-from stream.eval.replay import VideoInfo, past_end_warnings, probe, replay
-from stream.eval.report import (
+from sightline.model.classifier import Classifier
+from sightline.stream.config import BatchingConfig, SmoothingConfig
+from sightline.stream.eval import plots, scoring
+from sightline.stream.eval.labels import VideoJob, check_classes, read_labels, resolve_videos
+from sightline.stream.eval.replay import VideoInfo, past_end_warnings, probe, replay
+from sightline.stream.eval.report import (
     OTHER,
     Setup,
     build_report,

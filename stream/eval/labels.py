@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.errors import ConfigError
+from sightline.model.errors import ConfigError
 
 COLUMNS = ("video", "start_s", "end_s", "label")
 MAX_LISTED = 8  # problems named in one error line; the rest are counted

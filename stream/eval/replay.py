@@ -18,15 +18,14 @@ from pathlib import Path
 
 import av
 import numpy as np
+from sightline.model.classifier import Classifier
+from sightline.stream.config import BatchingConfig, ModelConfig, RunConfig, SmoothingConfig, StreamConfig, parse_stream
+from sightline.stream.errors import describe_av_error
+from sightline.stream.eval.labels import LabelsError, VideoJob, join_problems
+from sightline.stream.pipeline import Pipeline
+from sightline.stream.sinks import Labelled, Sink
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
-
-from model.classifier import Classifier
-from stream.config import BatchingConfig, ModelConfig, RunConfig, SmoothingConfig, StreamConfig, parse_stream
-from stream.errors import describe_av_error
-from stream.eval.labels import LabelsError, VideoJob, join_problems
-from stream.pipeline import Pipeline
-from stream.sinks import Labelled, Sink
 
 log = logging.getLogger(__name__)
 

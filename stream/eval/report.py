@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from stream.eval import scoring
-from stream.eval.labels import VideoJob
-from stream.eval.replay import Replay, VideoRun
+from sightline.stream.eval import scoring
+from sightline.stream.eval.labels import VideoJob
+from sightline.stream.eval.replay import Replay, VideoRun
 
 OTHER = "(other)"
 

@@ -10,10 +10,9 @@ import pytest
 import skimage.data
 import torch
 from PIL import Image
-
-from model.architectures import build_network
-from model.bundle import ModelBundle, PreprocessSpec
-from stream.cli import main
+from sightline.cli import main
+from sightline.model.architectures import build_network
+from sightline.model.bundle import ModelBundle, PreprocessSpec
 
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")
 # Small working size: these tests are about plumbing, not about what a 224 crop sees.

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from model.bundle import FORMAT_VERSION, ModelBundle, PreprocessSpec
-from model.errors import ModelLoadError
-from model.sources import imagenet_classes, load_model_source
+from sightline.model.bundle import FORMAT_VERSION, ModelBundle, PreprocessSpec
+from sightline.model.errors import ModelLoadError
+from sightline.model.sources import imagenet_classes, load_model_source
 
 
 @dataclasses.dataclass

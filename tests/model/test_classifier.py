@@ -6,13 +6,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from sightline.model.bundle import ModelBundle
+from sightline.model.classifier import Classifier, Prediction
+from sightline.model.errors import DeviceError, ImageLoadError
+from sightline.model.preprocess import HOST_RESIZE_PIXELS, Preprocessor
+from sightline.model.sources import imagenet_preprocess
 from torchvision.models import ResNet18_Weights
-
-from model.bundle import ModelBundle
-from model.classifier import Classifier, Prediction
-from model.errors import DeviceError, ImageLoadError
-from model.preprocess import HOST_RESIZE_PIXELS, Preprocessor
-from model.sources import imagenet_preprocess
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -169,8 +168,8 @@ def test_cuda_preprocessing_matches_cpu_including_host_resized_large_frames(phot
 
 
 def test_batchnorm_is_folded_into_convolutions_without_changing_outputs() -> None:
-    from model.architectures import build_network
-    from model.classifier import fold_batchnorm
+    from sightline.model.architectures import build_network
+    from sightline.model.classifier import fold_batchnorm
 
     torch.manual_seed(0)
     net = build_network("resnet18", 10).eval()

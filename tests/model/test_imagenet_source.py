@@ -14,11 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.hub
+from sightline.model.bundle import PreprocessSpec
+from sightline.model.errors import ModelLoadError
+from sightline.model.sources import imagenet_cache_path, load_model_source
 from torchvision.models import ResNet18_Weights
-
-from model.bundle import PreprocessSpec
-from model.errors import ModelLoadError
-from model.sources import imagenet_cache_path, load_model_source
 
 WEIGHTS_FILE = os.path.basename(ResNet18_Weights.IMAGENET1K_V1.url)  # resnet18-f37072fd.pth
 

@@ -9,9 +9,8 @@ import zlib
 import numpy as np
 import pytest
 from PIL import Image
-
-from model.errors import ImageLoadError
-from model.images import load_image, to_rgb_array
+from sightline.model.errors import ImageLoadError
+from sightline.model.images import load_image, to_rgb_array
 
 
 def test_rgb_png_is_read_exactly(write_photo, photos):
@@ -67,9 +66,9 @@ def test_cmyk_is_converted_to_rgb(tmp_path):
 
 
 def test_large_image_is_converted_in_strips_exactly(photos, monkeypatch):
-    import model.images
+    from sightline.model import images
 
-    monkeypatch.setattr(model.images, "STRIP_PIXELS", 451 * 7)  # 7 rows per strip, a ragged last strip
+    monkeypatch.setattr(images, "STRIP_PIXELS", 451 * 7)  # 7 rows per strip, a ragged last strip
     palette = Image.fromarray(photos["chelsea"]).convert("P")
     assert np.array_equal(to_rgb_array(palette), np.asarray(palette.convert("RGB")))
 

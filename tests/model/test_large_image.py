@@ -29,7 +29,7 @@ FLOAT_BYTES = SIDE * SIDE * 3 * 4
 # The `predict` subcommand itself, without the root's other subcommands (faster to import).
 MEASURE = r"""
 import argparse, json, sys
-from model import cli
+from sightline.model import cli
 
 parser = argparse.ArgumentParser()
 cli.register(parser.add_subparsers(required=True))

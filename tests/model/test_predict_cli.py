@@ -11,8 +11,7 @@ import pytest
 import torch
 import torch.hub
 from PIL import Image
-
-from model.bundle import FORMAT_VERSION
+from sightline.model.bundle import FORMAT_VERSION
 
 
 def error_lines(err: str) -> list[str]:

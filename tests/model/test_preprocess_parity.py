@@ -14,12 +14,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from sightline.model.bundle import IMAGENET_STD
+from sightline.model.errors import ImageLoadError
+from sightline.model.preprocess import Preprocessor, as_batch_view, resize_two_pass, resized_size
+from sightline.model.sources import imagenet_preprocess
 from torchvision.models import ResNet18_Weights
-
-from model.bundle import IMAGENET_STD
-from model.errors import ImageLoadError
-from model.preprocess import Preprocessor, as_batch_view, resize_two_pass, resized_size
-from model.sources import imagenet_preprocess
 
 ONE_GREY_LEVEL = 1.0 / (255.0 * min(IMAGENET_STD))  # 0.01751 in normalized units
 MAX_ABS_TOL = ONE_GREY_LEVEL + 1e-5

@@ -16,12 +16,12 @@ import httpx
 import numpy as np
 import pytest
 import pytest_asyncio
+from sightline.stream import media
+from sightline.stream.api import create_app
+from sightline.stream.config import RunConfig, StreamConfig
+from sightline.stream.metrics import Metrics
+from sightline.stream.pipeline import Pipeline
 
-from stream import media
-from stream.api import create_app
-from stream.config import RunConfig, StreamConfig
-from stream.metrics import Metrics
-from stream.pipeline import Pipeline
 from tests.support.models import tiny_classifier
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(60)]

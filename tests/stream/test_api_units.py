@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
-from stream.api import bearer_token_matches, readiness, validation_message
-from stream.config import RunConfig
-from stream.run_cli import apply_environment
+from sightline.stream.api import bearer_token_matches, readiness, validation_message
+from sightline.stream.config import RunConfig
+from sightline.stream.run_cli import apply_environment
 
 
 class FakeClassifier:

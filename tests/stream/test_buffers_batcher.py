@@ -6,11 +6,10 @@ import threading
 from fractions import Fraction
 
 import numpy as np
-
-from stream.batcher import Batcher
-from stream.buffers import BoundedQueue
-from stream.frames import Frame
-from stream.sources import Throttle, backoff_delay
+from sightline.stream.batcher import Batcher
+from sightline.stream.buffers import BoundedQueue
+from sightline.stream.frames import Frame
+from sightline.stream.sources import Throttle, backoff_delay
 
 IMG = np.zeros((8, 8, 3), np.uint8)
 

@@ -6,12 +6,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from model.errors import ConfigError
-from model.yamlconfig import load_yaml
-from stream import media
-from stream.cli import main
-from stream.config import BatchingConfig, RunConfig, load_run_config, redact_url
+from sightline.cli import main
+from sightline.model.errors import ConfigError
+from sightline.model.yamlconfig import load_yaml
+from sightline.stream import media
+from sightline.stream.config import BatchingConfig, RunConfig, load_run_config, redact_url
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 from prometheus_client import generate_latest
-
-from stream.config import load_run_config
-from stream.metrics import DROP_REASONS, STAGES, STATES, Metrics
+from sightline.stream.config import load_run_config
+from sightline.stream.metrics import DROP_REASONS, STAGES, STATES, Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

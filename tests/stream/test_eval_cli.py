@@ -22,11 +22,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
-from model.architectures import build_network
-from model.bundle import ModelBundle, PreprocessSpec
-from model.preprocess import Preprocessor
-from stream.cli import main
+from sightline.cli import main
+from sightline.model.architectures import build_network
+from sightline.model.bundle import ModelBundle, PreprocessSpec
+from sightline.model.preprocess import Preprocessor
 
 COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255)}
 FPS = 10

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from stream.eval import scoring
-from stream.eval.labels import LabelsError, check_classes, parse_time, read_labels, resolve_videos
-from stream.eval.plots import runs
-from stream.smoothing import Smoother
+from sightline.stream.eval import scoring
+from sightline.stream.eval.labels import LabelsError, check_classes, parse_time, read_labels, resolve_videos
+from sightline.stream.eval.plots import runs
+from sightline.stream.smoothing import Smoother
 
 
 def write(path: Path, text: str) -> Path:

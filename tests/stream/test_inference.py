@@ -10,12 +10,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from sightline.stream.batcher import Batcher
+from sightline.stream.config import RunConfig, StreamConfig
+from sightline.stream.frames import Frame, Result
+from sightline.stream.inference import InferenceWorker, plan_lanes
+from sightline.stream.pipeline import Pipeline
 
-from stream.batcher import Batcher
-from stream.config import RunConfig, StreamConfig
-from stream.frames import Frame, Result
-from stream.inference import InferenceWorker, plan_lanes
-from stream.pipeline import Pipeline
 from tests.support.models import tiny_classifier
 
 pytestmark = pytest.mark.timeout(60)

@@ -8,8 +8,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-
-from stream import media
+from sightline.stream import media
 
 
 def decode_rgb(path: Path, **reformat: int) -> list[np.ndarray]:

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import av
 import pytest
+from sightline.stream import media
+from sightline.stream.config import RunConfig, StreamConfig
+from sightline.stream.metrics import Metrics
+from sightline.stream.pipeline import Pipeline
 
-from stream import media
-from stream.config import RunConfig, StreamConfig
-from stream.metrics import Metrics
-from stream.pipeline import Pipeline
 from tests.support.models import tiny_classifier
 
 pytestmark = pytest.mark.timeout(120)

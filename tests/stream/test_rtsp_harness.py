@@ -15,8 +15,8 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from sightline.stream import media
 
-from stream import media
 from tests.support.rtsp import RtspPublisher, RtspServer, missing_tools
 
 MISSING = missing_tools()

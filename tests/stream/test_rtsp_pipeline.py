@@ -7,11 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from sightline.stream import media
+from sightline.stream.config import RunConfig, StreamConfig
+from sightline.stream.metrics import Metrics
+from sightline.stream.pipeline import Pipeline
 
-from stream import media
-from stream.config import RunConfig, StreamConfig
-from stream.metrics import Metrics
-from stream.pipeline import Pipeline
 from tests.support.models import tiny_classifier
 from tests.support.rtsp import RtspPublisher, RtspServer, missing_tools
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import av
 import pytest
 import yaml
+from sightline.stream import media
 
-from stream import media
 from tests.support.models import tiny_bundle
 
 pytestmark = pytest.mark.timeout(120)
@@ -35,7 +35,7 @@ def config(tmp_path: Path, streams: list[dict]) -> Path:
 
 
 def sightline(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "stream", *args], cwd=REPO, text=True,
+    return subprocess.Popen([sys.executable, "-m", "sightline", *args], cwd=REPO, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
@@ -73,7 +73,7 @@ def test_duration_bounds_a_run_and_exit_code_is_nonzero_when_every_stream_failed
 
 def test_demo_makes_its_clip_and_labels_and_runs_the_demo_config(tmp_path: Path) -> None:
     bundle = tiny_bundle().save(tmp_path / "bundle.pt")
-    proc = subprocess.run([sys.executable, "-m", "stream", "demo", "--config", str(REPO / "configs" / "demo.yaml"),
+    proc = subprocess.run([sys.executable, "-m", "sightline", "demo", "--config", str(REPO / "configs" / "demo.yaml"),
                            "--model", str(bundle), "--device", "cpu", "--port", "0", "--duration", "60"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=110)
     assert proc.returncode == 0, proc.stderr
@@ -83,7 +83,7 @@ def test_demo_makes_its_clip_and_labels_and_runs_the_demo_config(tmp_path: Path)
     replay = (tmp_path / "runs" / "demo" / "replay.jsonl").read_text().splitlines()
     assert len(replay) == frames  # the fast stream classified every frame
     assert (tmp_path / "runs" / "demo" / "camera.mp4").stat().st_size > 0
-    from model.sources import imagenet_classes
+    from sightline.model.sources import imagenet_classes
 
     rows = (tmp_path / "media" / "demo_labels.csv").read_text().splitlines()
     assert rows[0] == "video,start_s,end_s,label"

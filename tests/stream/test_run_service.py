@@ -12,11 +12,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sightline.stream import media
+from sightline.stream.config import RunConfig
+from sightline.stream.http_server import ServerBindError
+from sightline.stream.run_cli import run_service
 
-from stream import media
-from stream.config import RunConfig
-from stream.http_server import ServerBindError
-from stream.run_cli import run_service
 from tests.support.models import tiny_bundle
 
 pytestmark = pytest.mark.timeout(60)

@@ -19,13 +19,13 @@ import httpx
 import numpy as np
 import pytest
 import pytest_asyncio
+from sightline.stream import media
+from sightline.stream.api import create_app
+from sightline.stream.config import RunConfig, StreamConfig
+from sightline.stream.http_server import HttpServer
+from sightline.stream.metrics import Metrics
+from sightline.stream.pipeline import Pipeline
 
-from stream import media
-from stream.api import create_app
-from stream.config import RunConfig, StreamConfig
-from stream.http_server import HttpServer
-from stream.metrics import Metrics
-from stream.pipeline import Pipeline
 from tests.support.models import tiny_classifier
 from tests.support.processes import stop_process
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from model.classifier import Prediction
-from stream.frames import Smoothed
-from stream.overlay import draw_overlay, encode_jpeg
-from stream.smoothing import Smoother
+from sightline.model.classifier import Prediction
+from sightline.stream.frames import Smoothed
+from sightline.stream.overlay import draw_overlay, encode_jpeg
+from sightline.stream.smoothing import Smoother
 
 NAMES = ["cat", "dog", "car"]
 

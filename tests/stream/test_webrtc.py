@@ -10,11 +10,11 @@ import av
 import numpy as np
 import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
+from sightline.model.errors import SightlineError
+from sightline.stream.config import RunConfig, StreamConfig
+from sightline.stream.metrics import Metrics
+from sightline.stream.pipeline import Pipeline
 
-from model.errors import SightlineError
-from stream.config import RunConfig, StreamConfig
-from stream.metrics import Metrics
-from stream.pipeline import Pipeline
 from tests.support.models import tiny_classifier
 from tests.support.webrtc import loopback_only
 

@@ -8,12 +8,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from sightline.stream.api import create_app
+from sightline.stream.config import RunConfig, StreamConfig
+from sightline.stream.http_server import HttpServer
+from sightline.stream.metrics import Metrics
+from sightline.stream.pipeline import Pipeline
 
-from stream.api import create_app
-from stream.config import RunConfig, StreamConfig
-from stream.http_server import HttpServer
-from stream.metrics import Metrics
-from stream.pipeline import Pipeline
 from tests.support.models import tiny_classifier
 from tests.support.processes import stop_process
 from tests.support.webrtc import loopback_only

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import torch
-
-from model.architectures import build_network
-from model.bundle import ModelBundle, PreprocessSpec
-from model.classifier import Classifier
+from sightline.model.architectures import build_network
+from sightline.model.bundle import ModelBundle, PreprocessSpec
+from sightline.model.classifier import Classifier
 
 TINY = PreprocessSpec(resize=64, crop=56)
 

@@ -1,10 +1,9 @@
 from pathlib import Path
 
 import pytest
-
-from model.errors import ConfigError
-from stream.cli import main
-from training.config import TrainConfig, load_config
+from sightline.cli import main
+from sightline.model.errors import ConfigError
+from sightline.training.config import TrainConfig, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -3,10 +3,8 @@ import shutil
 
 import pytest
 import torch
-from torch.utils.data import DataLoader
-
-from training.config import AugmentConfig
-from training.data import (
+from sightline.training.config import AugmentConfig
+from sightline.training.data import (
     SkipLog,
     TrainImages,
     balanced_class_weights,
@@ -15,7 +13,8 @@ from training.data import (
     scan_dataset,
     train_transform,
 )
-from training.errors import DatasetError
+from sightline.training.errors import DatasetError
+from torch.utils.data import DataLoader
 
 
 def test_train_and_val_folders_give_classes_from_folder_names(dataset_factory):

@@ -4,8 +4,7 @@ import subprocess
 import sys
 
 import pytest
-
-from training.outputs import read_metrics_csv
+from sightline.training.outputs import read_metrics_csv
 
 
 @pytest.mark.slow
@@ -14,7 +13,8 @@ def test_torchrun_trains_with_two_processes(dataset_factory, tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "training",
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "sightline.training",
          "--data", str(root), "--out", str(out), "--init", "scratch", "--mode", "full", "--epochs", "1",
          "--batch-size", "3", "--resize", "36", "--crop", "32", "--num-workers", "0", "--no-progress",
          "--device", "cpu"],

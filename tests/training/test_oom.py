@@ -2,10 +2,9 @@ import json
 import logging
 
 import torch
-
-from training.config import load_config
-from training.outputs import read_metrics_csv
-from training.trainer import Trainer, TrainHooks
+from sightline.training.config import load_config
+from sightline.training.outputs import read_metrics_csv
+from sightline.training.trainer import Trainer, TrainHooks
 
 
 def test_out_of_memory_mid_run_halves_the_micro_batch_and_keeps_the_effective_batch(dataset_factory, tmp_path,

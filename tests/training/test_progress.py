@@ -1,6 +1,5 @@
 import torch
-
-from training.trainer import RunProgress, determinism
+from sightline.training.trainer import RunProgress, determinism
 
 
 def _row(epoch: int, acc: float, loss: float = 1.0) -> dict:

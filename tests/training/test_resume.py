@@ -1,10 +1,9 @@
 import pytest
 import torch
-
-from stream.cli import main
-from training.config import load_config
-from training.outputs import read_metrics_csv
-from training.trainer import Trainer, TrainHooks
+from sightline.cli import main
+from sightline.training.config import load_config
+from sightline.training.outputs import read_metrics_csv
+from sightline.training.trainer import Trainer, TrainHooks
 
 TIMING = ("images_per_s", "seconds")
 
@@ -41,8 +40,8 @@ def test_resumed_run_matches_an_uninterrupted_one(dataset_factory, tmp_path):
 
 
 def test_resume_refuses_a_bundle(tmp_path, capsys):
-    from model.architectures import build_network
-    from model.bundle import ModelBundle
+    from sightline.model.architectures import build_network
+    from sightline.model.bundle import ModelBundle
 
     ModelBundle("resnet18", ["a", "b"], build_network("resnet18", 2).state_dict()).save(tmp_path / "bundle.pt")
     assert main(["train", "--resume", str(tmp_path / "bundle.pt")]) == 2

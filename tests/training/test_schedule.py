@@ -2,8 +2,7 @@ import math
 
 import pytest
 import torch
-
-from training.schedule import WarmupCosine
+from sightline.training.schedule import WarmupCosine
 
 
 def _optimizer() -> torch.optim.Optimizer:

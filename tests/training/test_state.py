@@ -2,8 +2,7 @@ import random
 
 import numpy as np
 import torch
-
-from training.state import capture_rng, load_state, restore_rng, save_state
+from sightline.training.state import capture_rng, load_state, restore_rng, save_state
 
 
 def _draw(generator: torch.Generator) -> tuple:

@@ -2,13 +2,12 @@ import copy
 
 import pytest
 import torch
+from sightline.model.bundle import PreprocessSpec
+from sightline.training.data import Batch
+from sightline.training.errors import TrainingError
+from sightline.training.schedule import WarmupCosine
+from sightline.training.step import Normalizer, StepTotals, TrainStep
 from torch import nn
-
-from model.bundle import PreprocessSpec
-from training.data import Batch
-from training.errors import TrainingError
-from training.schedule import WarmupCosine
-from training.step import Normalizer, StepTotals, TrainStep
 
 CPU = torch.device("cpu")
 

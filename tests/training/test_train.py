@@ -6,10 +6,9 @@ import shutil
 import pytest
 import torch
 from PIL import Image
-
-from model.bundle import ModelBundle
-from stream.cli import main
-from training.outputs import METRIC_COLUMNS, read_metrics_csv
+from sightline.cli import main
+from sightline.model.bundle import ModelBundle
+from sightline.training.outputs import METRIC_COLUMNS, read_metrics_csv
 
 from .conftest import make_dataset
 

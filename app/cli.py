@@ -6,10 +6,10 @@ import argparse
 import logging
 import sys
 
-from model import cli as model_cli
-from model.errors import SightlineError
-from stream import eval_cli, run_cli
-from training import cli as training_cli
+from sightline.model import cli as model_cli
+from sightline.model.errors import SightlineError
+from sightline.stream import eval_cli, run_cli
+from sightline.training import cli as training_cli
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,5 +1,0 @@
-import sys
-
-from stream.cli import main
-
-sys.exit(main())

@@ -1,0 +1,73 @@
+"""One distribution, one import package: `sightline`, installed without shadowing a user's own modules."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+COMMANDS = ["predict", "info", "train", "evaluate-images", "run", "demo", "eval"]
+
+
+def fresh_python(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run code in a new interpreter outside the repository, so the top-level folders are not importable."""
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": ""})
+
+
+def test_wheel_holds_only_the_sightline_package(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path), str(REPO)], check=True, capture_output=True, timeout=300)
+    (wheel,) = tmp_path.glob("sightline-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    top = {name.split("/")[0] for name in names}
+    assert {t for t in top if not t.endswith(".dist-info")} == {"sightline"}
+    for expected in ("sightline/__main__.py", "sightline/model/classifier.py", "sightline/stream/pipeline.py",
+                     "sightline/training/trainer.py", "sightline/stream/static/index.html"):
+        assert expected in names
+
+
+def test_every_module_imports_through_sightline_only(tmp_path: Path) -> None:
+    modules = sorted(
+        "sightline." + ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+        for folder in ("model", "stream", "training") for path in (REPO / folder).rglob("*.py")
+        if path.name != "__main__.py")
+    code = ("import importlib, sys\n"
+            f"for name in {modules!r}: importlib.import_module(name)\n"
+            "print(sorted(m for m in ('model', 'stream', 'training', 'app') if m in sys.modules))")
+    proc = fresh_python(code, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_python_dash_m_sightline_is_the_command(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "sightline", "--help"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    for command in COMMANDS:
+        assert command in proc.stdout
+
+
+@pytest.mark.parametrize("command", [[], *[[c] for c in COMMANDS]], ids=lambda c: " ".join(c) or "sightline")
+def test_help_answers_at_once_without_heavy_imports(command: list[str], tmp_path: Path) -> None:
+    code = ("import sys, time\n"
+            "start = time.perf_counter()\n"
+            "from sightline.cli import main\n"
+            f"try: main({[*command, '--help']!r})\n"
+            "except SystemExit: pass\n"
+            "heavy = sorted(m for m in ('torch', 'torchvision', 'av', 'aiortc', 'fastapi', 'cv2', 'matplotlib')"
+            " if m in sys.modules)\n"
+            "print('HEAVY', heavy, time.perf_counter() - start, file=sys.stderr)\n")
+    began = time.perf_counter()
+    proc = fresh_python(code, tmp_path)
+    wall = time.perf_counter() - began
+    assert proc.returncode == 0, proc.stderr
+    heavy = proc.stderr.strip().splitlines()[-1]
+    assert heavy.startswith("HEAVY []"), heavy  # what makes --help slow is importing these: none may be
+    assert wall < 3.0  # the issue's bar is 1 s on an idle 2-core machine (measured ~0.1 s); margin for a busy CI
