@@ -83,9 +83,13 @@ class TrainConfig(StrictModel):
     @classmethod
     def _head_epochs(cls, v: int, info: ValidationInfo) -> int:
         mode, epochs = info.data.get("mode"), info.data.get("epochs")
-        if mode == "head-then-full" and epochs is not None and not (1 <= v < epochs):
-            raise ValueError(f"head-then-full needs 1 <= head_epochs < epochs (epochs is {epochs})")
+        if mode == "head-then-full" and v < 1:
+            raise ValueError("head-then-full trains the head alone for at least 1 epoch")
         return v
+
+    def full_phase_skipped(self) -> bool:
+        """head-then-full with no epoch left after the head phase (e.g. ``--epochs 1``): a head-only run."""
+        return self.mode == "head-then-full" and self.head_epochs >= self.epochs
 
     @field_validator("crop")
     @classmethod

@@ -180,6 +180,10 @@ class Trainer:
             net, arch, init_desc = init.net, init.arch, init.description
             spec = preprocess_spec(cfg, init.preprocess)
         self._info("model: %s from %s; preprocessing resize %d crop %d", arch, init_desc, spec.resize, spec.crop)
+        if cfg.full_phase_skipped():
+            self._info("%d epoch(s), all in the head phase (head_epochs %d): the backbone stays frozen; "
+                       "give --epochs %d or more to fine-tune it too", cfg.epochs, cfg.head_epochs,
+                       cfg.head_epochs + 1)
         net = net.to(device, memory_format=training_memory_format(device))
         if dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)

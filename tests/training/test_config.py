@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 from sightline.cli import main
 from sightline.model.errors import ConfigError
+from sightline.model.yamlconfig import validate
 from sightline.training.config import TrainConfig, load_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,9 +38,15 @@ def test_flags_override_the_file(tmp_path):
     assert (cfg.epochs, cfg.lr) == (7, 0.01)
 
 
-def test_head_then_full_needs_fewer_head_epochs_than_epochs():
+def test_one_epoch_of_head_then_full_is_a_head_only_run():
+    cfg = load_config(None, {"epochs": 1})
+    assert (cfg.mode, cfg.head_epochs, cfg.full_phase_skipped()) == ("head-then-full", 1, True)
+    assert not load_config(None, {"epochs": 2}).full_phase_skipped()
+
+
+def test_head_then_full_needs_a_head_epoch():
     with pytest.raises(ConfigError, match="head_epochs: .*head-then-full"):
-        load_config(None, {"epochs": 1})
+        validate({"head_epochs": 0}, TrainConfig, "test")
 
 
 def test_head_mode_from_scratch_is_refused():

@@ -143,6 +143,19 @@ def test_head_mode_fine_tuning_from_the_bundle_changes_only_fc(run, tmp_path):
     assert changed == {"fc.weight", "fc.bias"}
 
 
+def test_one_epoch_with_the_default_mode_trains_the_head_from_the_bundle(run, tmp_path, caplog):
+    root, out, _ = run
+    caplog.set_level("INFO")
+    code = main(["train", "--data", str(root), "--out", str(tmp_path / "one"), "--init", str(out / "bundle.pt"),
+                 "--epochs", "1", "--batch-size", "16", "--num-workers", "0", "--no-progress", "--device", "cpu"])
+    assert code == 0
+    assert "all in the head phase" in caplog.text
+    before = ModelBundle.load(out / "bundle.pt")
+    after = ModelBundle.load(tmp_path / "one" / "bundle.pt")
+    changed = {k for k, v in after.state_dict.items() if not torch.equal(v, before.state_dict[k])}
+    assert changed == {"fc.weight", "fc.bias"}
+
+
 def test_an_existing_run_is_not_overwritten(run, capsys):
     root, out, _ = run
     assert main(["train", "--data", str(root), "--out", str(out), "--init", "scratch", "--mode", "full"]) == 2
