@@ -40,7 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
                    help="auto: fp16 autocast on CUDA, fp32 on the CPU")
     e.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
-    e.add_argument("--num-workers", type=int, default=4, help="image decoding processes (default 4)")
+    e.add_argument("--num-workers", type=int, default=None,
+                   help="image decoding processes (default: one per usable core, at most 4)")
     e.add_argument("--out", help="also write report.json, per_class.csv and confusion_matrix.png here")
     e.add_argument("--json", action="store_true", help="print the report as JSON")
     e.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
@@ -106,11 +107,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from sightline.model.classifier import Classifier
+    from sightline.training.config import default_workers
     from sightline.training.data import EvalImages, SkipLog, collate_eval, read_image_folder
-    from sightline.training.evaluate import Tally, evaluate_classifier, format_table, match_classes
+    from sightline.training.evaluate import (
+        Tally,
+        evaluate_classifier,
+        format_confusion,
+        format_table,
+        match_classes,
+    )
     from sightline.training.outputs import write_evaluation
     from torch.utils.data import DataLoader
 
+    if args.num_workers is None:
+        args.num_workers = default_workers()
     if args.batch_size < 1 or args.num_workers < 0:
         raise ConfigError("--batch-size must be at least 1 and --num-workers at least 0")
     dataset = Path(args.dataset)
@@ -137,10 +147,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(format_table(result))
         if len(result.class_names) <= 20:
             print("confusion matrix (rows true, columns predicted):")
-            width = max(len(c) for c in result.columns)
-            print(" " * width + "  " + " ".join(f"{c[:8]:>8}" for c in result.columns))
-            for name, row in zip(result.class_names, result.confusion, strict=True):
-                print(f"{name:>{width}}  " + " ".join(f"{v:8d}" for v in row))
+            print(format_confusion(result.class_names, result.columns, result.confusion))
         if skips.count:
             print(f"{skips.count} unreadable image(s) skipped")
     return 0

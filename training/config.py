@@ -16,6 +16,12 @@ from sightline.model.yamlconfig import StrictModel, load_yaml, validate
 Mode = Literal["head", "full", "head-then-full"]
 
 
+def default_workers() -> int:
+    """Loader processes: one per usable core, at most 4 (more only warn and contend on a small machine)."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(4, usable))
+
+
 class AugmentConfig(StrictModel):
     """Training-only augmentation; evaluation always uses the bundle's serving preprocessing."""
 
@@ -71,7 +77,7 @@ class TrainConfig(StrictModel):
     device: str = "auto"
     seed: int = 0
     deterministic: bool = False
-    num_workers: int = Field(default_factory=lambda: min(4, os.cpu_count() or 1), ge=0)
+    num_workers: int = Field(default_factory=default_workers, ge=0)
     val_split: float = Field(0.2, gt=0.0, lt=1.0)
     resize: int | None = Field(None, ge=1)
     crop: int | None = Field(None, ge=1)

@@ -127,6 +127,16 @@ def format_table(result: EvalResult) -> str:
     return "\n".join(lines)
 
 
+def format_confusion(rows: Sequence[str], columns: Sequence[str], counts: Sequence[Sequence[int]]) -> str:
+    """The confusion matrix as aligned text; every column as wide as its full class name."""
+    label = max(len(r) for r in rows)
+    widths = [max(len(c), len(str(max((row[j] for row in counts), default=0)))) for j, c in enumerate(columns)]
+    lines = [" " * label + "  " + " ".join(f"{c:>{w}}" for c, w in zip(columns, widths, strict=True))]
+    for name, row in zip(rows, counts, strict=True):
+        lines.append(f"{name:>{label}}  " + " ".join(f"{v:>{w}d}" for v, w in zip(row, widths, strict=True)))
+    return "\n".join(lines)
+
+
 def evaluate_network(net: nn.Module, batches: Iterable[Batch], preprocessor: Preprocessor,
                      amp_dtype: torch.dtype | None, tally: Tally,
                      on_skip: Callable[[list[tuple[str, str]]], None]) -> Tally:

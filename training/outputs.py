@@ -49,7 +49,12 @@ def _save(fig: Figure, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def plot_curves(path: Path, history: Sequence[dict[str, Any]]) -> None:
+def plot_curves(path: Path, history: Sequence[dict[str, Any]], *, topk: int, classes: int) -> None:
+    _save(curves_figure(history, topk=topk, classes=classes), path)
+
+
+def curves_figure(history: Sequence[dict[str, Any]], *, topk: int, classes: int) -> Figure:
+    """Loss, accuracy and learning rate per epoch. Top-k is drawn only when it can miss (k < classes)."""
     epochs = [r["epoch"] for r in history]
     fig = Figure(figsize=(12, 3.6), layout="constrained")
     loss, acc, lr = fig.subplots(1, 3)
@@ -58,7 +63,8 @@ def plot_curves(path: Path, history: Sequence[dict[str, Any]]) -> None:
     loss.set(title="loss", xlabel="epoch")
     loss.legend()
     acc.plot(epochs, [r["val_acc1"] for r in history], "o-", label="val top-1")
-    acc.plot(epochs, [r["val_acc5"] for r in history], "o-", label="val top-5")
+    if topk < classes:
+        acc.plot(epochs, [r["val_acc5"] for r in history], "o-", label=f"val top-{topk}")
     acc.plot(epochs, [r["train_acc1"] for r in history], "o--", label="train top-1")
     acc.set(title="accuracy", xlabel="epoch", ylim=(0, 1.02))
     acc.legend()
@@ -69,7 +75,7 @@ def plot_curves(path: Path, history: Sequence[dict[str, Any]]) -> None:
     for ax in (loss, acc, lr):
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
-    _save(fig, path)
+    return fig
 
 
 def plot_confusion(path: Path, result: EvalResult, title: str = "confusion matrix") -> None:

@@ -270,7 +270,7 @@ class Trainer:
                 if improved:
                     self._bundle(net, arch, names, spec, split, row, init_desc).save(self.out / "bundle.pt")
                 write_metrics_csv(self.out / "metrics.csv", progress.history)
-                plot_curves(self.out / "curves.png", progress.history)
+                plot_curves(self.out / "curves.png", progress.history, topk=result.k, classes=len(names))
                 save_state(self.out / "last.pt", {
                     "config": cfg.to_plain(), "arch": arch, "class_names": names, "preprocess": spec.to_dict(),
                     "init_description": init_desc, "model": _cpu_state(net), "optimizer": optimizer.state_dict(),

@@ -122,6 +122,32 @@ def test_evaluate_images_prints_the_table(run, capsys):
     assert "precision  recall" in text and "confusion matrix" in text and "rocket" in text
 
 
+def test_evaluate_images_defaults_fit_the_machine_and_headers_are_whole(run, tmp_path):
+    import subprocess
+    import sys
+
+    root, out, _ = run
+    long_name = tmp_path / "val"
+    shutil.copytree(root / "val", long_name)
+    proc = subprocess.run([sys.executable, "-m", "sightline", "evaluate-images", str(out / "bundle.pt"),
+                           str(long_name), "--no-progress", "--device", "cpu"],
+                          capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "worker processes in total" not in proc.stderr  # default workers never exceed the usable cores
+    header = proc.stdout.split("confusion matrix (rows true, columns predicted):\n")[1].splitlines()[0]
+    assert header.split() == ["astronaut", "chelsea", "coffee", "rocket"]  # whole names, not cut at 8
+
+
+def test_format_confusion_aligns_whole_names():
+    from sightline.training.evaluate import format_confusion
+
+    text = format_confusion(["a", "bb"], ["a", "a_very_long_class"], [[1, 2000], [30, 4]])
+    lines = text.splitlines()
+    assert lines[0].split() == ["a", "a_very_long_class"]
+    assert {len(line) for line in lines} == {len(lines[0])}  # every row as wide as the header
+    assert lines[1].split() == ["a", "1", "2000"]
+
+
 def test_evaluate_images_names_folders_the_model_does_not_know(run, tmp_path, capsys):
     root, out, _ = run
     shutil.copytree(root / "val", tmp_path / "val")
@@ -160,3 +186,17 @@ def test_an_existing_run_is_not_overwritten(run, capsys):
     root, out, _ = run
     assert main(["train", "--data", str(root), "--out", str(out), "--init", "scratch", "--mode", "full"]) == 2
     assert "already holds a run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("topk, classes, expected", [
+    (4, 4, ["val top-1", "train top-1"]),  # top-4 of 4 classes is always 1: not drawn
+    (5, 10, ["val top-1", "val top-5", "train top-1"]),
+    (3, 7, ["val top-1", "val top-3", "train top-1"]),
+])
+def test_accuracy_curves_name_the_real_k(run, topk, classes, expected):
+    from sightline.training.outputs import curves_figure
+
+    history = [{k: float(v) if k not in ("phase",) else v for k, v in row.items()}
+               for row in read_metrics_csv(run[1] / "metrics.csv")]
+    accuracy = curves_figure(history, topk=topk, classes=classes).axes[1]
+    assert [t.get_text() for t in accuracy.get_legend().get_texts()] == expected
