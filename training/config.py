@@ -88,7 +88,7 @@ class TrainConfig(StrictModel):
     @field_validator("head_epochs")
     @classmethod
     def _head_epochs(cls, v: int, info: ValidationInfo) -> int:
-        mode, epochs = info.data.get("mode"), info.data.get("epochs")
+        mode = info.data.get("mode")
         if mode == "head-then-full" and v < 1:
             raise ValueError("head-then-full trains the head alone for at least 1 epoch")
         return v
