@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 from sightline.model.errors import ConfigError
-from sightline.model.yamlconfig import StrictModel, load_yaml, validate
+from sightline.model.yamlconfig import StrictModel, load_yaml, read_yaml, validate
 
 NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "srt", "udp", "tcp")
 WEBRTC_SCHEME = "webrtc"  # webrtc://<anything>: a WebRTC peer publishes through POST /api/streams/{name}/webrtc
@@ -196,9 +196,33 @@ def redact_url(url: str) -> str:
 
 
 def load_run_config(path: str | os.PathLike[str]) -> RunConfig:
-    config = load_yaml(path, RunConfig)
+    """The validated config; schema errors and disk errors (missing files, media root) reported together."""
+    try:
+        config = load_yaml(path, RunConfig)
+    except ConfigError as exc:
+        disk = _disk_problems_of_valid_streams(read_yaml(path), str(path))
+        raise ConfigError("\n".join([str(exc), *disk])) from None
     check_sources(config.streams, config.media_root, origin=str(path))
     return config
+
+
+def _disk_problems_of_valid_streams(data: object, origin: str) -> list[str]:
+    """When the file has schema errors, still check the streams that are valid on their own."""
+    if not isinstance(data, dict) or not isinstance(data.get("streams"), list):
+        return []
+    root = data.get("media_root", ".")
+    if not isinstance(root, str | os.PathLike):
+        return []
+    problems = []
+    for i, raw in enumerate(data["streams"]):
+        try:
+            stream = StreamConfig.model_validate(raw)
+        except ValueError:  # pydantic's ValidationError: already reported with the schema errors
+            continue
+        problem = check_source(stream, Path(root))
+        if problem:
+            problems.append(f"{origin}: streams[{i}].url: {problem}")
+    return problems
 
 
 def parse_stream(data: object, origin: str = "stream") -> StreamConfig:

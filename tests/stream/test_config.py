@@ -86,6 +86,23 @@ def test_file_problems_are_found_before_start(tmp_path: Path) -> None:
     assert "streams[3].url:" in lines[3] and "not a readable video" in lines[3]
 
 
+def test_a_typo_and_a_file_outside_the_media_root_are_reported_together(tmp_path: Path) -> None:
+    root = tmp_path / "media"
+    root.mkdir()
+    outside = media.make_test_clip(tmp_path / "outside.mp4", frames=3)
+    path = write(tmp_path, {"media_root": str(root), "sever": {"port": 1}, "streams": [
+        {"name": "out", "url": str(outside)},
+        {"name": "typo", "url": str(outside), "lop": True},
+    ]})
+    with pytest.raises(ConfigError) as err:
+        load_run_config(path)
+    lines = str(err.value).splitlines()
+    assert f"{path}: sever: unknown key (check the spelling)" in lines
+    assert f"{path}: streams[1].lop: unknown key (check the spelling)" in lines
+    assert any(line.startswith(f"{path}: streams[0].url: ") and "outside the media root" in line for line in lines)
+    assert len(lines) == 3  # the stream with the typo is reported once, for its typo
+
+
 def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
     path = write(tmp_path, "streams:\n  - name: a\n    url: [unclosed\n")
     with pytest.raises(ConfigError, match=r"line \d+ column \d+: not valid YAML"):
