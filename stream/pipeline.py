@@ -90,6 +90,9 @@ class StreamOutput:
             for sink in self.sinks:
                 self._close(sink)
             self.done.set()
+            if self.stats.state == "ended":  # said when it happens, not only in the summary at exit
+                log.info("stream %s: ended, %d frames decoded, %d classified%s", self.name, self.stats.frames_decoded,
+                         self.stats.frames_inferred, f" ({self.stats.error})" if self.stats.error else "")
 
     def handle(self, result: Result) -> None:
         if result.probs is not None and result.timings is not None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from sightline.model.errors import ConfigError, SightlineError
 
-log = logging.getLogger("training")
+log = logging.getLogger("sightline.training")
 
 # flag dest -> config key (flags override the file; on --resume they override the stored config)
 FLAG_KEYS = ("data", "out", "epochs", "mode", "init", "batch_size", "accumulate", "lr", "optimizer", "amp",

@@ -20,7 +20,7 @@ from sightline.training.errors import DatasetError
 from torch import nn
 from tqdm import tqdm
 
-log = logging.getLogger("training")
+log = logging.getLogger("sightline.training")
 
 OTHER = "(other)"
 

@@ -18,7 +18,7 @@ from sightline.training.data import Batch
 from sightline.training.errors import TrainingError
 from torch import nn
 
-log = logging.getLogger("training")
+log = logging.getLogger("sightline.training")
 
 
 def training_memory_format(device: torch.device) -> torch.memory_format:

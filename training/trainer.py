@@ -54,7 +54,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-log = logging.getLogger("training")
+log = logging.getLogger("sightline.training")
 
 
 @dataclass

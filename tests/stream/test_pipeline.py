@@ -258,3 +258,30 @@ def test_a_failing_sink_is_counted_and_never_stops_inference(classifier, tmp_pat
     assert metrics.registry.get_sample_value("sightline_sink_errors_total", {"stream": "c", "sink": "broken"}) == 20
     assert len(jsonl(tmp_path / "out" / "c.jsonl")) == 20  # the other sink still wrote every line
     assert broken.closed
+
+
+def test_a_file_stream_that_ends_is_logged_when_it_ends_not_at_exit(classifier, tmp_path: Path, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="sightline")
+    short = media.make_test_clip(tmp_path / "short.mp4", frames=5, fps=25)
+    loop = media.make_test_clip(tmp_path / "loop.mp4", frames=25, fps=25)
+    config = RunConfig(output_dir=tmp_path / "out", media_root=tmp_path, streams=[
+        StreamConfig(name="short", url=str(short), mode="fast"),
+        StreamConfig(name="loop", url=str(loop), mode="realtime", loop=True)])
+    pipeline = Pipeline(classifier, config, Metrics())
+    seen: list[tuple[str, str]] = []  # (message, the looping stream's state when it was logged)
+
+    class Spy(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "short: ended" in record.getMessage():
+                seen.append((record.getMessage(), pipeline.get("loop").stats.state))
+
+    spy = Spy()
+    logging.getLogger("sightline").addHandler(spy)
+    try:
+        asyncio.run(pipeline.run(duration=8.0))
+    finally:
+        logging.getLogger("sightline").removeHandler(spy)
+    assert len(seen) == 1
+    message, loop_state = seen[0]
+    assert "5 frames decoded, 5 classified" in message
+    assert loop_state == "live"  # the run was still going: the end was reported as it happened

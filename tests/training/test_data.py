@@ -77,7 +77,7 @@ def test_corrupt_and_truncated_images_are_skipped_and_counted(dataset_factory, c
     (root / "train" / "rocket" / "truncated.jpg").write_bytes(good[: len(good) // 2])
     split = scan_dataset(root, 0.2, 0)
     dataset = TrainImages(split.train + split.val, train_transform(32, AugmentConfig()))
-    skips = SkipLog(logging.getLogger("training").warning)
+    skips = SkipLog(logging.getLogger("sightline.training").warning)
     seen = 0
     with caplog.at_level(logging.WARNING, logger="training"):
         for _ in range(2):  # a second epoch meets the same files: counted once
