@@ -79,7 +79,7 @@ def test_corrupt_and_truncated_images_are_skipped_and_counted(dataset_factory, c
     dataset = TrainImages(split.train + split.val, train_transform(32, AugmentConfig()))
     skips = SkipLog(logging.getLogger("sightline.training").warning)
     seen = 0
-    with caplog.at_level(logging.WARNING, logger="training"):
+    with caplog.at_level(logging.WARNING, logger="sightline.training"):
         for _ in range(2):  # a second epoch meets the same files: counted once
             for batch in DataLoader(dataset, batch_size=4, collate_fn=collate_train):
                 skips.record(batch.skipped)

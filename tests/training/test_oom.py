@@ -19,7 +19,7 @@ def test_out_of_memory_mid_run_halves_the_micro_batch_and_keeps_the_effective_ba
 
     cfg = load_config(None, dict(data=root, out=tmp_path / "run", init="scratch", mode="full", epochs=1,
                                  batch_size=8, accumulate=2, resize=36, crop=32, num_workers=0, progress=False))
-    with caplog.at_level(logging.WARNING, logger="training"):
+    with caplog.at_level(logging.WARNING, logger="sightline.training"):
         Trainer(cfg, hooks=TrainHooks(before_micro_batch=gpu_fits_four_images)).run()
 
     assert sizes[0] == 8 and max(sizes[1:]) == 4
