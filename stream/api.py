@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
 from importlib import resources
 from typing import Any, Literal
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 # end) and "stopped" (stopped on request) are not running, so they count neither way.
 DOWN_STATES = ("reconnecting", "failed")
 NOT_RUNNING_STATES = ("ended", "stopped")
+LABELS_HEADER = "X-Sightline-Labels"  # the snapshot's own labels, so a page shows text and picture of one frame
 NO_STORE = {"Cache-Control": "no-store"}
 
 
@@ -283,18 +285,20 @@ def create_app(pipeline: Pipeline, config: RunConfig, metrics: Metrics | None) -
     app.include_router(changes)
 
     @app.get("/api/streams/{name}/snapshot.jpg", tags=["previews"], response_class=Response,
-             summary="The latest annotated frame",
+             summary="The latest annotated frame; its labels as JSON in the X-Sightline-Labels header",
              responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "no such stream"},
                         503: {"description": "no frame yet"}})
     async def snapshot(name: str) -> Response:
         try:
-            jpeg = await previews.latest(name)
+            latest = await previews.latest(name)
         except UnknownStreamError:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no stream named {name!r}") from None
-        if jpeg is None:
+        if latest is None:
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"stream {name!r} has no frame yet",
                                 headers={"Retry-After": "1"})
-        return Response(jpeg, media_type="image/jpeg", headers=NO_STORE)
+        jpeg, item = latest
+        labels = json.dumps(item.labels(), separators=(",", ":"))  # ASCII (\u escapes): header-safe
+        return Response(jpeg, media_type="image/jpeg", headers={**NO_STORE, LABELS_HEADER: labels})
 
     @app.get("/api/streams/{name}/mjpeg", tags=["previews"], response_class=StreamingResponse,
              summary=f"Live annotated preview (multipart/x-mixed-replace, at most server.mjpeg_fps, "

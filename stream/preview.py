@@ -16,10 +16,13 @@ from sightline.stream.sinks import Labelled
 
 BOUNDARY = "frame"
 MJPEG_MEDIA_TYPE = f"multipart/x-mixed-replace; boundary={BOUNDARY}"
+# Previews are drawn at one height whatever the stream's size (working-size 144p or a 4K camera), so
+# every card on the page looks alike and its overlay text has one size; recordings keep the full size.
+PREVIEW_HEIGHT = 360
 
 
 def render_jpeg(item: Labelled, stream: str, quality: int) -> bytes:
-    return encode_jpeg(item.annotated(stream), quality)
+    return encode_jpeg(item.annotated(stream, PREVIEW_HEIGHT), quality)
 
 
 def mjpeg_part(jpeg: bytes) -> bytes:
@@ -50,12 +53,14 @@ class PreviewRenderer:
         self._prune()
         return data
 
-    async def latest(self, name: str) -> bytes | None:
-        """The stream's latest annotated frame as JPEG; None before its first frame. Raises UnknownStreamError."""
+    async def latest(self, name: str) -> tuple[bytes, Labelled] | None:
+        """The stream's latest annotated frame as JPEG, with its labels; None before its first frame.
+
+        Raises UnknownStreamError."""
         runtime = self.pipeline.get(name)
         runtime.watch_preview()
         item = runtime.output.latest
-        return None if item is None else await self.jpeg(name, item)
+        return None if item is None else (await self.jpeg(name, item), item)
 
     def forget(self, name: str) -> None:
         self._cache.pop(name, None)

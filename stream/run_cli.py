@@ -18,9 +18,7 @@ if TYPE_CHECKING:  # the service's modules pull in torch, av and fastapi: import
 
 log = logging.getLogger("sightline")
 
-DEMO_CONFIG = Path("configs/demo.yaml")
-DEMO_CLIP = Path("media/demo.mp4")
-DEMO_LABELS = Path("media/demo_labels.csv")  # ground truth for `sightline eval --labels media/demo_labels.csv`
+OFFLINE_ENV = "SIGHTLINE_OFFLINE"  # set (to anything but 0/empty) to never try downloading model weights
 TOKEN_ENV = "SIGHTLINE_TOKEN"
 
 
@@ -28,14 +26,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run the streaming service on a YAML config",
                        description="Decode the configured streams, classify their frames in cross-stream batches, "
                                    "write overlays/recordings/prediction logs and serve the HTTP API and metrics.")
-    p.add_argument("config", type=Path, metavar="CONFIG", help="YAML file (see configs/demo.yaml)")
+    p.add_argument("config", type=Path, metavar="CONFIG", help="YAML file (see configs/example.yaml)")
     add_overrides(p)
     p.set_defaults(func=cmd_run)
 
-    d = sub.add_parser("demo", help="make a demo clip of real photos and run configs/demo.yaml on it",
-                       description="Writes media/demo.mp4 (scikit-image's photos) if missing, then runs the service "
-                                   "on configs/demo.yaml.")
-    d.add_argument("--config", type=Path, default=DEMO_CONFIG, help=f"default {DEMO_CONFIG}")
+    d = sub.add_parser(
+        "demo", help="the service on a looping clip of real photos, with previews at http://127.0.0.1:8080/",
+        description="Makes a clip of scikit-image's photos, classifies it live (a looping camera stream and a "
+                    "lossless replay) and serves the page and API until Ctrl-C. Uses the ImageNet ResNet18 "
+                    "weights when torch's cache has them or they can be downloaded; otherwise trains a small demo "
+                    "classifier once (under a minute on 2 cores) and caches it. Writes everything under --out.")
+    d.add_argument("--out", type=Path, default=Path("sightline-demo"), metavar="DIR",
+                   help="folder for the clip (media/) and the outputs (runs/); default ./sightline-demo")
+    d.add_argument("--config", type=Path, default=None,
+                   help="a config instead of the packaged demo one (relative paths are resolved against --out)")
+    d.add_argument("--offline", action="store_true",
+                   help=f"never try to download the ImageNet weights (also: {OFFLINE_ENV}=1)")
     add_overrides(d)
     d.set_defaults(func=cmd_demo)
 
@@ -52,6 +58,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = apply_overrides(apply_environment(load_run_config(args.config), os.environ), args)
     return asyncio.run(run_service(config, args.duration))
+
+
+def offline_requested(args: argparse.Namespace, environ: Mapping[str, str]) -> bool:
+    return bool(args.offline) or environ.get(OFFLINE_ENV, "").strip() not in ("", "0")
 
 
 def apply_overrides(config: RunConfig, args: argparse.Namespace) -> RunConfig:
@@ -71,13 +81,17 @@ def apply_environment(config: RunConfig, environ: Mapping[str, str]) -> RunConfi
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from sightline.stream.media import demo_segments, imagenet_segments, make_demo_clip, write_labels_csv
+    from sightline.demo import DemoModel, choose_model, ensure_media, load_demo_config
 
-    if not DEMO_CLIP.exists():
-        log.info("writing %s from scikit-image's sample photos", DEMO_CLIP)
-        make_demo_clip(DEMO_CLIP)
-        write_labels_csv(DEMO_LABELS, DEMO_CLIP.name, imagenet_segments(demo_segments()))
-    return cmd_run(args)
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    model = DemoModel(args.model, "--model") if args.model else choose_model(offline_requested(args, os.environ))
+    log.info("demo model: %s", model.why)
+    ensure_media(out, model)
+    config = load_demo_config(out, args.config)
+    config = config.model_copy(update={"model": config.model.model_copy(update={"source": model.source})})
+    config = apply_overrides(apply_environment(config, os.environ), args)
+    return asyncio.run(run_service(config, args.duration, outputs_of=out))
 
 
 def build_pipeline(config: RunConfig, metrics: Metrics | None = None) -> Pipeline:
@@ -92,7 +106,11 @@ def build_pipeline(config: RunConfig, metrics: Metrics | None = None) -> Pipelin
     return Pipeline(classifier, config, metrics if metrics is not None else Metrics())
 
 
-async def run_service(config: RunConfig, duration: float | None = None) -> int:
+async def run_service(config: RunConfig, duration: float | None = None, outputs_of: Path | None = None) -> int:
+    """Serve until every stream has finished, ``duration`` passed, or SIGINT/SIGTERM; print a summary.
+
+    ``outputs_of``: the folder named in the summary as holding the outputs (the demo's); default output_dir.
+    """
     from sightline.stream.api import create_app
     from sightline.stream.http_server import HttpServer
 
@@ -113,14 +131,31 @@ async def run_service(config: RunConfig, duration: float | None = None) -> int:
             except BaseException:
                 await asyncio.to_thread(pipeline.shutdown)
                 raise
+        if server is not None and not stop.is_set():
+            print(f"Sightline is serving {server.url}/  (API {server.url}/api/streams, metrics {server.url}/metrics)"
+                  f"; Ctrl-C stops it", flush=True)
+        started = loop.time()
         code = await pipeline.run(duration=duration, stop=stop)
+        print(summary(pipeline.statuses(), loop.time() - started, outputs_of or config.output_dir), flush=True)
     finally:
         if server is not None:
             await server.stop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-    for status in pipeline.statuses():
-        log.info("stream %s: %s, %s frames decoded, %s classified%s", status["name"], status["state"],
-                 status["frames_decoded"], status["frames_inferred"],
-                 f" ({status['error']})" if status["error"] else "")
     return code
+
+
+def summary(statuses: list[dict[str, object]], seconds: float, outputs: Path) -> str:
+    """What a run did, per stream: frames, classified frames per second, recent latency, drops, outputs."""
+    lines = [f"summary after {seconds:.1f} s:"]
+    width = max([len(str(s["name"])) for s in statuses] + [6])
+    for s in statuses:
+        classified = int(s["frames_inferred"])  # type: ignore[call-overload]
+        dropped = sum(s["dropped"].values())  # type: ignore[union-attr]
+        latency = (f"latency p50 {s['p50_ms']:.0f} ms, p99 {s['p99_ms']:.0f} ms (last 30 s)" if s["p50_ms"] is not None
+                   else "latency n/a")
+        lines.append(f"  {str(s['name']):<{width}}  {str(s['state']):<12} {s['frames_decoded']} frames decoded, "
+                     f"{classified} classified ({classified / max(seconds, 1e-9):.1f}/s), {latency}, "
+                     f"{dropped} dropped" + (f"; {s['error']}" if s["error"] else ""))
+    lines.append(f"outputs: {outputs}")
+    return "\n".join(lines)

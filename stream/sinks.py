@@ -28,10 +28,29 @@ class Labelled:
     fps: float
     latency_ms: float | None
 
-    def annotated(self, stream: str) -> np.ndarray:
+    def annotated(self, stream: str, height: int | None = None) -> np.ndarray:
+        """The frame with its labels drawn; at ``height`` lines (aspect kept) when given, as previews are."""
         frame = self.result.frame
         image = frame.display if frame.display is not None else frame.image
+        if height is not None and image.shape[0] != height:
+            image = resize_to_height(image, height)
         return draw_overlay(image, stream, self.top, self.smoothed, self.fps, self.latency_ms)
+
+    def labels(self) -> dict[str, object]:
+        """What the overlay of this frame says, as data (the page shows it beside the picture)."""
+        frame = self.result.frame
+        return {"seq": frame.seq, "time": None if frame.time_s is None else round(frame.time_s, 4),
+                "smoothed": None if self.smoothed is None else {"label": self.smoothed.label,
+                                                                "prob": round(self.smoothed.prob, 5)},
+                "top": [{"label": p.label, "prob": round(p.prob, 5)} for p in self.top]}
+
+
+def resize_to_height(image: np.ndarray, height: int) -> np.ndarray:
+    import cv2
+
+    width = max(2, round(image.shape[1] * height / image.shape[0]))
+    interpolation = cv2.INTER_AREA if height < image.shape[0] else cv2.INTER_LINEAR
+    return cv2.resize(image, (width, height), interpolation=interpolation)
 
 
 class Sink(Protocol):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -22,14 +23,21 @@ def fresh_python(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_wheel_holds_only_the_sightline_package(tmp_path: Path) -> None:
+    src = tmp_path / "src"  # a copy: setuptools' build/ folder would otherwise land in the checkout
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
+    for folder in ("app", "model", "stream", "training"):
+        shutil.copytree(REPO / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(tmp_path), str(REPO)], check=True, capture_output=True, timeout=300)
-    (wheel,) = tmp_path.glob("sightline-*.whl")
+                    str(tmp_path / "dist"), str(src)], check=True, capture_output=True, timeout=300)
+    (wheel,) = (tmp_path / "dist").glob("sightline-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     top = {name.split("/")[0] for name in names}
     assert {t for t in top if not t.endswith(".dist-info")} == {"sightline"}
     for expected in ("sightline/__main__.py", "sightline/model/classifier.py", "sightline/stream/pipeline.py",
-                     "sightline/training/trainer.py", "sightline/stream/static/index.html"):
+                     "sightline/training/trainer.py", "sightline/stream/static/index.html",
+                     "sightline/demo.yaml", "sightline/demo.py"):
         assert expected in names
 
 

@@ -13,6 +13,7 @@ from sightline.stream import media
 from sightline.stream.config import BatchingConfig, RunConfig, load_run_config, redact_url
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+APP = Path(__file__).resolve().parents[2] / "app"
 
 
 def write(tmp_path: Path, data: object, name: str = "c.yaml") -> Path:
@@ -21,18 +22,21 @@ def write(tmp_path: Path, data: object, name: str = "c.yaml") -> Path:
     return path
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "example.yaml"])
-def test_shipped_service_configs_validate(name: str) -> None:
-    config = load_yaml(CONFIGS / name, RunConfig)
+@pytest.mark.parametrize("path", [CONFIGS / "example.yaml", APP / "demo.yaml"], ids=lambda p: p.name)
+def test_shipped_service_configs_validate(path: Path) -> None:
+    config = load_yaml(path, RunConfig)
     assert config.streams
     assert config.server.host == "127.0.0.1"
 
 
-def test_demo_config_runs_checks_against_real_media(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
+def test_packaged_demo_config_resolves_its_paths_in_the_demo_folder(tmp_path: Path) -> None:
+    from sightline.demo import load_demo_config
+
     media.make_test_clip(tmp_path / "media" / "demo.mp4", frames=5)
-    config = load_run_config(CONFIGS / "demo.yaml")
+    config = load_demo_config(tmp_path)
     assert [s.name for s in config.streams] == ["camera", "replay"]
+    assert {s.url for s in config.streams} == {str(tmp_path / "media" / "demo.mp4")}
+    assert (config.output_dir, config.media_root) == (tmp_path / "runs", tmp_path / "media")
 
 
 def test_all_errors_are_reported_at_once_with_dotted_paths(tmp_path: Path) -> None:

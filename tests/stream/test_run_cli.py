@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import av
@@ -71,20 +73,80 @@ def test_duration_bounds_a_run_and_exit_code_is_nonzero_when_every_stream_failed
     assert "Traceback" not in err
 
 
-def test_demo_makes_its_clip_and_labels_and_runs_the_demo_config(tmp_path: Path) -> None:
-    bundle = tiny_bundle().save(tmp_path / "bundle.pt")
-    proc = subprocess.run([sys.executable, "-m", "sightline", "demo", "--config", str(REPO / "configs" / "demo.yaml"),
-                           "--model", str(bundle), "--device", "cpu", "--port", "0", "--duration", "60"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=110)
-    assert proc.returncode == 0, proc.stderr
-    with av.open(str(tmp_path / "media" / "demo.mp4")) as clip:
-        frames = sum(1 for _ in clip.decode(video=0))
-    assert frames == 200  # 8 s at 25 fps
-    replay = (tmp_path / "runs" / "demo" / "replay.jsonl").read_text().splitlines()
-    assert len(replay) == frames  # the fast stream classified every frame
-    assert (tmp_path / "runs" / "demo" / "camera.mp4").stat().st_size > 0
-    from sightline.model.sources import imagenet_classes
+def demo_env(tmp_path: Path) -> dict[str, str]:
+    """A machine that has never run Sightline: empty caches, and no download ever attempted."""
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "XDG_CACHE_HOME": str(tmp_path / "cache"),
+            "TORCH_HOME": str(tmp_path / "torch"), "SIGHTLINE_OFFLINE": "1"}
 
-    rows = (tmp_path / "media" / "demo_labels.csv").read_text().splitlines()
-    assert rows[0] == "video,start_s,end_s,label"
-    assert {r.split(",")[3] for r in rows[1:]} <= set(imagenet_classes())
+
+def wait_for_line(stream, prefix: str, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = stream.readline()
+        if line.startswith(prefix):
+            return line
+        if not line:
+            break
+    raise AssertionError(f"no line starting {prefix!r} within {timeout} s")
+
+
+def test_demo_runs_from_any_directory_until_ctrl_c_and_prints_a_summary(tmp_path: Path) -> None:
+    bundle = tiny_bundle().save(tmp_path / "bundle.pt")
+    cwd = tmp_path / "somewhere"
+    cwd.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "sightline", "demo", "--model", str(bundle), "--device", "cpu",
+                             "--port", "0"], cwd=cwd, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=demo_env(tmp_path))
+    try:
+        banner = wait_for_line(proc.stdout, "Sightline is serving http://127.0.0.1:", 90)
+        url = banner.split()[3]
+        replay = cwd / "sightline-demo" / "runs" / "replay.jsonl"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(replay.read_text().splitlines() if replay.exists() else []) < 200:
+            time.sleep(0.2)
+        time.sleep(1.0)  # the looping camera stream goes on after the replay has ended
+        listed = json.loads(urllib.request.urlopen(url + "api/streams", timeout=10).read())["streams"]
+        streams = {s["name"]: s for s in listed}
+        assert streams["camera"]["state"] == "live" and streams["replay"]["state"] == "ended"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert "summary after" in out and "replay  ended" in out and "200 frames decoded, 200 classified" in out
+    assert f"outputs: {cwd / 'sightline-demo'}" in out
+    with av.open(str(cwd / "sightline-demo" / "media" / "demo.mp4")) as clip:
+        assert sum(1 for _ in clip.decode(video=0)) == 200  # 8 s at 25 fps
+    assert len(replay.read_text().splitlines()) == 200  # the fast stream classified every frame once
+    assert (cwd / "sightline-demo" / "runs" / "camera.mp4").stat().st_size > 0
+    assert not (cwd / "media").exists() and not (cwd / "runs").exists()  # nothing outside the demo folder
+
+
+@pytest.mark.timeout(600)  # the one-off training: ~1 min on an idle 2-core machine, several under load
+def test_demo_offline_trains_a_demo_classifier_once_that_recognises_the_clip(tmp_path: Path) -> None:
+    """No ImageNet weights and no network: the demo says so in one line, trains, caches, and is right."""
+    env = demo_env(tmp_path)
+    first = subprocess.run([sys.executable, "-m", "sightline", "demo", "--port", "0", "--duration", "12"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+    assert first.returncode == 0, first.stderr
+    said = [line for line in first.stdout.splitlines() if "ImageNet weights" in line]
+    assert len(said) == 1 and "demo classifier" in said[0]
+    cached = tmp_path / "cache" / "sightline" / "demo-classifier-v1.pt"
+    assert cached.is_file() and f"cached at {cached}" in first.stdout
+    truth = {r["label"]: r for r in csv.DictReader((tmp_path / "sightline-demo" / "media" / "demo_labels.csv").open())}
+    assert set(truth) == {"cat", "coffee", "rocket", "astronaut"}
+    rows = [json.loads(line) for line in (tmp_path / "sightline-demo" / "runs" / "replay.jsonl").open()]
+    assert len(rows) == 200
+
+    def expected(t: float) -> str:
+        return next(label for label, r in truth.items() if float(r["start_s"]) <= t < float(r["end_s"]))
+
+    right = sum(r["top"][0]["label"] == expected(r["time"]) for r in rows)
+    assert right >= 0.9 * len(rows), f"{right}/200 frames right"
+
+    again = subprocess.run([sys.executable, "-m", "sightline", "demo", "--port", "0", "--duration", "3"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=180, env=env)
+    assert again.returncode == 0, again.stderr
+    assert "training the demo classifier" not in again.stdout  # served from the cache

@@ -328,7 +328,7 @@ class WebDriver:
                    "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                             "--disable-component-update", "--disable-sync", "--no-first-run",
                             f"--user-data-dir={profile}", "--window-size=1024,768"]}
-        # "eager": MJPEG previews never finish loading, so do not wait for the load event
+        # "eager": the page keeps fetching snapshots, so do not wait for the load event
         caps = {"capabilities": {"alwaysMatch": {"browserName": "chrome", "pageLoadStrategy": "eager",
                                                  "goog:chromeOptions": options}}}
         r = self.http.post("/session", json=caps)
@@ -379,10 +379,11 @@ async def browser(tmp_path: Path) -> AsyncIterator[WebDriver]:
 CARDS = """return [...document.querySelectorAll('#streams .stream')].map(li => ({
   name: li.dataset.name, state: li.querySelector('.state').textContent,
   label: li.querySelector('.label').textContent, figures: li.querySelector('.figures').textContent,
-  kind: li.querySelector('img').dataset.kind, width: li.querySelector('img').naturalWidth}));"""
+  topk: li.querySelectorAll('.topk li').length, height: li.querySelector('img').naturalHeight,
+  width: li.querySelector('img').naturalWidth}));"""
 
 
-async def test_chromium_shows_the_streams_with_live_previews(service: Service, client: httpx.AsyncClient,
+async def test_chromium_shows_each_stream_with_its_preview_and_top_k(service: Service, client: httpx.AsyncClient,
                                                              browser: WebDriver) -> None:
     await wait_classified(client)
     await asyncio.to_thread(browser.open, service.url + "/")
@@ -393,9 +394,10 @@ async def test_chromium_shows_the_streams_with_live_previews(service: Service, c
         shown = sorted(c["name"] for c in cards)
         return cards if shown == sorted(STREAMS) and all(c["width"] > 0 for c in cards) else None
 
-    cards = await asyncio.to_thread(wait_until, previews_decoded, 30, "the page to show both live previews")
+    cards = await asyncio.to_thread(wait_until, previews_decoded, 30, "the page to show both previews")
     for card in cards:
         assert card["state"] == "live"
-        assert card["kind"] == "mjpeg"
+        assert card["height"] == 360  # previews share one size whatever the stream's
+        assert card["topk"] == 4  # the top-k of the pictured frame (k=5, 4 classes)
         assert card["label"].startswith("class_")
         assert "fps" in card["figures"]
