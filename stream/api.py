@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
+from sightline.model.echo import bounded
 from sightline.model.errors import ConfigError
 from sightline.model.yamlconfig import dotted
 from sightline.stream.config import RunConfig, StreamConfig, outside_media_root, redact_url
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 DOWN_STATES = ("reconnecting", "failed")
 NOT_RUNNING_STATES = ("ended", "stopped")
 NO_STORE = {"Cache-Control": "no-store"}
+NAME_ECHO = 80  # a stream name from the request path is echoed at most this long (names are <= 64)
 
 
 class Prediction(BaseModel):
@@ -130,7 +132,7 @@ def validation_message(errors: list[dict[str, Any]]) -> str:
         if loc and loc[0] == "body":
             loc = loc[1:]
         loc = tuple(p for p in loc if not (isinstance(p, str) and p.startswith("function-")))
-        msg = str(err.get("msg", "invalid"))
+        msg = bounded(err.get("msg", "invalid"))
         if err.get("type") == "extra_forbidden":
             msg = "unknown key (check the spelling)"
         elif msg.startswith("Value error, "):
@@ -178,11 +180,12 @@ def create_app(pipeline: Pipeline, config: RunConfig, metrics: Metrics | None) -
         try:
             return pipeline.get(name)
         except UnknownStreamError:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no stream named {name!r}") from None
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no stream named {bounded(name, NAME_ECHO)!r}") from None
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in exc.errors()]
+        errors = [{"loc": [p if isinstance(p, int) else bounded(p, 64) for p in e.get("loc", ())],
+                   "msg": bounded(e.get("msg", "invalid")), "type": e.get("type")} for e in exc.errors()]
         return JSONResponse({"detail": validation_message(list(exc.errors())), "errors": errors},
                             status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
@@ -257,7 +260,7 @@ def create_app(pipeline: Pipeline, config: RunConfig, metrics: Metrics | None) -
         try:
             await asyncio.to_thread(pipeline.remove_stream, name)
         except UnknownStreamError:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no stream named {name!r}") from None
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no stream named {bounded(name, NAME_ECHO)!r}") from None
         previews.forget(name)
         log.info("api: removed stream %s", name)
         return described(runtime.status())
@@ -274,7 +277,7 @@ def create_app(pipeline: Pipeline, config: RunConfig, metrics: Metrics | None) -
         try:
             sdp, kind = await pipeline.webrtc_offer(name, offer.sdp, offer.type)
         except UnknownStreamError:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no stream named {name!r}") from None
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no stream named {bounded(name, NAME_ECHO)!r}") from None
         except StreamError as exc:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
         log.info("api: WebRTC publisher for stream %s", name)
@@ -290,7 +293,7 @@ def create_app(pipeline: Pipeline, config: RunConfig, metrics: Metrics | None) -
         try:
             jpeg = await previews.latest(name)
         except UnknownStreamError:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no stream named {name!r}") from None
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no stream named {bounded(name, NAME_ECHO)!r}") from None
         if jpeg is None:
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"stream {name!r} has no frame yet",
                                 headers={"Retry-After": "1"})
