@@ -7,6 +7,7 @@ reports.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Optional, TypeVar
 
@@ -18,6 +19,7 @@ from sightline.model.errors import ConfigError
 T = TypeVar("T", bound=BaseModel)
 
 OPTIONAL_BOOL = (bool | None, Optional[bool])  # noqa: UP045 (a field may spell it either way)
+BOOL_TAG = "tag:yaml.org,2002:bool"
 LOC_PART_LIMIT = 64  # a path element echoed in an error (an unknown key may be megabytes long)
 
 
@@ -57,10 +59,17 @@ class DuplicateKeyError(ConfigError):
 
 
 class UniqueKeyLoader(yaml.SafeLoader):
-    """safe_load, except that a key given twice in one mapping is an error naming both lines.
+    """safe_load, except that a key given twice in one mapping is an error naming both lines, and only
+    ``true``/``false`` are booleans (YAML 1.2): ``yes``, ``no``, ``on``, ``off`` stay strings, so a bool
+    field refuses them and a stream named ``no`` stays a name.
 
     ``<<`` merge keys still work: a key coming from a merged mapping may be overridden.
     """
+
+    yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != BOOL_TAG]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
@@ -80,6 +89,7 @@ class UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+UniqueKeyLoader.add_implicit_resolver(BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, UniqueKeyLoader.construct_mapping)
 
 
