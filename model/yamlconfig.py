@@ -13,7 +13,7 @@ from typing import Any, Optional, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
-from sightline.model.echo import bounded
+from sightline.model.echo import echo
 from sightline.model.errors import ConfigError
 
 T = TypeVar("T", bound=BaseModel)
@@ -50,7 +50,7 @@ def dotted(loc: tuple[Any, ...]) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += ("." if out else "") + bounded(part, LOC_PART_LIMIT)
+            out += ("." if out else "") + echo(part, LOC_PART_LIMIT)
     return out or "(top level)"
 
 
@@ -83,7 +83,7 @@ class UniqueKeyLoader(yaml.SafeLoader):
                 continue
             line = key_node.start_mark.line + 1
             if first is not None:
-                raise DuplicateKeyError(f"line {line}: duplicate key {bounded(repr(key), LOC_PART_LIMIT)} "
+                raise DuplicateKeyError(f"line {line}: duplicate key {echo(repr(key), LOC_PART_LIMIT)} "
                                         f"(first on line {first}); each key may appear once")
             seen[key] = line
         return super().construct_mapping(node, deep=deep)
@@ -103,7 +103,7 @@ def format_validation_error(exc: ValidationError, origin: str) -> str:
             msg = "unknown key (check the spelling)"
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
-        msg = bounded(msg, 500)
+        msg = echo(msg, 500)
         lines.append(f"{origin}: {dotted(loc)}: {msg}" if loc else f"{origin}: {msg}")
     return "\n".join(lines)
 
@@ -128,7 +128,7 @@ def read_yaml(path: str | os.PathLike[str]) -> Any:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
-        problem = bounded(getattr(exc, "problem", None) or str(exc).splitlines()[0])
+        problem = echo(getattr(exc, "problem", None) or str(exc).splitlines()[0])
         raise ConfigError(f"{path}:{where}: not valid YAML: {problem}") from None
     return {} if data is None else data
 

@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
-from sightline.model.echo import bounded
+from sightline.model.echo import bounded, echo
 from sightline.model.errors import ConfigError
 from sightline.model.yamlconfig import dotted
 from sightline.stream.config import RunConfig, StreamConfig, outside_media_root, redact_url
@@ -132,7 +132,7 @@ def validation_message(errors: list[dict[str, Any]]) -> str:
         if loc and loc[0] == "body":
             loc = loc[1:]
         loc = tuple(p for p in loc if not (isinstance(p, str) and p.startswith("function-")))
-        msg = bounded(err.get("msg", "invalid"))
+        msg = echo(err.get("msg", "invalid"))
         if err.get("type") == "extra_forbidden":
             msg = "unknown key (check the spelling)"
         elif msg.startswith("Value error, "):
@@ -184,8 +184,8 @@ def create_app(pipeline: Pipeline, config: RunConfig, metrics: Metrics | None) -
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"loc": [p if isinstance(p, int) else bounded(p, 64) for p in e.get("loc", ())],
-                   "msg": bounded(e.get("msg", "invalid")), "type": e.get("type")} for e in exc.errors()]
+        errors = [{"loc": [p if isinstance(p, int) else echo(p, 64) for p in e.get("loc", ())],
+                   "msg": echo(e.get("msg", "invalid")), "type": e.get("type")} for e in exc.errors()]
         return JSONResponse({"detail": validation_message(list(exc.errors())), "errors": errors},
                             status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 

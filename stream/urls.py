@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import unquote, unquote_plus
 
-from sightline.model.echo import bounded
+from sightline.model.echo import HIDDEN_CATEGORIES, bounded, printable
 
 NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "srt", "udp", "tcp")
 WEBRTC_SCHEME = "webrtc"  # webrtc://<label>: a WebRTC peer publishes through POST /api/streams/{name}/webrtc
@@ -43,9 +43,7 @@ HostLabel = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
 WebRtcLabel = re.compile(r"[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*")
 BadPercent = re.compile(r"%(?![0-9A-Fa-f]{2})")
 UrlInText = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,31}://[^\s'\"<>`]*")
-# Unicode categories refused anywhere in a URL: control, format (bidi overrides, zero-width), surrogate,
-# private use, line and paragraph separators. They break log lines and FFmpeg's strings.
-REFUSED_CATEGORIES = ("Cc", "Cf", "Cs", "Co", "Zl", "Zp")
+REFUSED_CATEGORIES = HIDDEN_CATEGORIES  # refused anywhere in a URL: they break log lines and FFmpeg's strings
 ENCODING_HINT = " (percent-encode special characters in a user name or password, e.g. '@' as %40, '#' as %23)"
 
 Kind = Literal["file", "device", "network", "webrtc"]
@@ -194,13 +192,6 @@ def _check_host(host: str) -> None:
 
 
 # -- showing URLs ------------------------------------------------------------------------------------
-
-
-def printable(text: str) -> str:
-    """Control and invisible characters escaped (\\x0a), so a shown value is one honest line."""
-    if all(unicodedata.category(ch) not in REFUSED_CATEGORIES for ch in text):
-        return text
-    return "".join(ch if unicodedata.category(ch) not in REFUSED_CATEGORIES else ascii(ch)[1:-1] for ch in text)
 
 
 def is_secret_name(name: str) -> bool:
