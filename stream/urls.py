@@ -42,7 +42,8 @@ Device = re.compile(r"/dev/video(0|[1-9][0-9]{0,2})")
 HostLabel = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
 WebRtcLabel = re.compile(r"[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*")
 BadPercent = re.compile(r"%(?![0-9A-Fa-f]{2})")
-UrlInText = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,31}://[^\s'\"<>`]*")
+# A URL inside text: up to white space or a quote, and not its trailing punctuation ("(url, mode)").
+UrlInText = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,31}://(?:[^\s'\"<>`]*[^\s'\"<>`.,;:!?)\]}])?")
 REFUSED_CATEGORIES = HIDDEN_CATEGORIES  # refused anywhere in a URL: they break log lines and FFmpeg's strings
 ENCODING_HINT = " (percent-encode special characters in a user name or password, e.g. '@' as %40, '#' as %23)"
 

@@ -118,7 +118,9 @@ def test_no_secret_survives_redaction(case: tuple[str, list[str]]) -> None:
     parse_stream_url(url)  # the generator builds valid URLs: redaction must keep their shape
     shown = redact_url(url)
     assert shown.split("://")[0] == url.split("://")[0] and "***" in shown
+    assert redact_url(shown) == shown  # showing a shown URL again changes nothing
     embedded = scrub_urls(f"cannot open '{url}': refused; retrying {url}")
+    assert embedded == f"cannot open '{shown}': refused; retrying {shown}"
     for value in secrets:
         assert value not in shown, (url, shown)
         assert value not in embedded

@@ -64,6 +64,18 @@ def test_scrub_urls_redacts_urls_inside_text() -> None:
     assert scrubbed.count("\n") == 1
 
 
+@pytest.mark.parametrize(("text", "scrubbed"), [
+    ("started (rtsp://u:SECRETKEY@h/x, realtime)", "started (rtsp://***@h/x, realtime)"),
+    ("added (rtmp://127.0.0.1:9/live/***?token=***)", "added (rtmp://127.0.0.1:9/live/***?token=***)"),
+    ("open 'https://h/a?sig=SECRETKEY': refused.", "open 'https://h/a?sig=***': refused."),
+    ("see rtsp://u:SECRETKEY@h/x.", "see rtsp://***@h/x."),
+    ("no url here", "no url here"),
+])
+def test_scrub_urls_keeps_the_text_around_a_url(text: str, scrubbed: str) -> None:
+    assert scrub_urls(text) == scrubbed
+    assert scrub_urls(scrubbed) == scrubbed  # scrubbing twice (code redacts, then the log filter) changes nothing
+
+
 def test_log_filter_redacts_messages_arguments_and_tracebacks() -> None:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
@@ -81,6 +93,7 @@ def test_log_filter_redacts_messages_arguments_and_tracebacks() -> None:
     finally:
         log.removeHandler(handler)
     out = stream.getvalue()
+    assert out.startswith("stream cam: rtmp://in.example/live/***\n")
     assert "SECRETKEY" not in out
     assert "rtmp://in.example/live/***" in out and "rtsp://***@10.0.0.5/live" in out
     assert "Traceback" in out and "OSError" in out
