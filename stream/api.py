@@ -15,6 +15,7 @@ from importlib import resources
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -27,6 +28,8 @@ from sightline.stream.errors import StreamError
 from sightline.stream.metrics import Metrics
 from sightline.stream.pipeline import DuplicateStreamError, Pipeline, StreamRuntime, UnknownStreamError
 from sightline.stream.preview import MJPEG_MEDIA_TYPE, PreviewRenderer
+from sightline.stream.urls import scrub_urls
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,7 @@ DOWN_STATES = ("reconnecting", "failed")
 NOT_RUNNING_STATES = ("ended", "stopped")
 NO_STORE = {"Cache-Control": "no-store"}
 NAME_ECHO = 80  # a stream name from the request path is echoed at most this long (names are <= 64)
+DETAIL_LIMIT = 1000  # characters of an error detail (values inside it are bounded to 200 where they are quoted)
 
 
 class Prediction(BaseModel):
@@ -188,6 +192,13 @@ def create_app(pipeline: Pipeline, config: RunConfig, metrics: Metrics | None) -
                    "msg": echo(e.get("msg", "invalid")), "type": e.get("type")} for e in exc.errors()]
         return JSONResponse({"detail": validation_message(list(exc.errors())), "errors": errors},
                             status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _bounded_detail(request: Request, exc: StarletteHTTPException) -> Response:
+        """Every error detail, whoever raised it, is bounded and has its URLs redacted before it leaves."""
+        if isinstance(exc.detail, str):
+            exc = StarletteHTTPException(exc.status_code, bounded(scrub_urls(exc.detail), DETAIL_LIMIT), exc.headers)
+        return await http_exception_handler(request, exc)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:

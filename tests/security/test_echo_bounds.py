@@ -7,13 +7,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
+from fastapi import HTTPException
 from sightline.model.echo import ELLIPSIS, bounded
 from sightline.model.errors import ConfigError
-from sightline.stream.config import load_run_config
+from sightline.stream.api import create_app
+from sightline.stream.config import RunConfig, load_run_config
+from sightline.stream.pipeline import Pipeline
 
-from tests.support.api_client import AUTH, api_client
+from tests.support.api_client import AUTH, BASE_URL, api_client
+from tests.support.models import tiny_classifier
 
 SMALL = 2_000  # bytes: any error response or config message stays well under this
 
@@ -51,6 +56,26 @@ async def test_api_never_echoes_a_long_value_whole(tmp_path: Path) -> None:
             r = await client.request(method, "/api/streams/" + "n" * 50_000, headers=AUTH)
             assert r.status_code == 404 and len(r.content) < SMALL, method
         assert pipeline.names() == []
+
+
+@pytest.mark.timeout(60)
+async def test_every_error_detail_is_bounded_and_redacted_whoever_raises_it(tmp_path: Path) -> None:
+    """A handler (or a library error it passes on, e.g. an SDP parser's) that quotes a long input."""
+    config = RunConfig(media_root=tmp_path, output_dir=tmp_path / "out")
+    app = create_app(Pipeline(tiny_classifier(), config), config, None)
+
+    @app.get("/echo")
+    async def echo_back() -> None:
+        raise HTTPException(400, "bad offer: rtsp://u:SECRETKEY@cam/x " + "v=0 " * 50_000,
+                            headers={"X-Reason": "test"})
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL) as client:
+        r = await client.get("/echo")
+        assert r.status_code == 400 and r.headers["x-reason"] == "test"
+        detail = r.json()["detail"]
+        assert detail.startswith("bad offer: rtsp://***@cam/x v=0") and detail.endswith(ELLIPSIS)
+        assert len(detail) <= 1000 and "SECRETKEY" not in r.text
+        assert (await client.get("/no/such/route")).status_code == 404
 
 
 def test_config_errors_never_echo_a_long_key_or_value_whole(tmp_path: Path) -> None:

@@ -100,15 +100,17 @@ async def test_a_stored_malformed_url_never_breaks_the_listing_endpoints(
             pipeline.add_stream(hostile.model_copy(update={"name": "refused"}), check=False)
         assert pipeline.names() == []
         runtime = pipeline.add_stream(StreamConfig(name="legacy", url="webrtc://legacy"))
-        runtime.config = hostile  # as if stored before validation existed
-        responses = await listing_endpoints_answer(client)
-        listed = responses["/api/streams"].json()["streams"]
-        assert [s["name"] for s in listed] == ["legacy"]
-        assert listed[0]["url"] == "rtsp://***"  # unparseable: nothing of it is shown
-        one = await client.get("/api/streams/legacy")
-        assert one.status_code == 200
-        for response in (*responses.values(), one):
-            assert SECRET not in response.text
+        for url in (hostile.url, f"rtsp://u:{SECRET}@h/x\x00\n", f"rtsp://u:{SECRET}@[h/x",
+                    f"https://h/?token={SECRET}" + "x" * 100_000, f"rtmp://h/live/{SECRET}\u202e"):
+            runtime.config = StreamConfig.model_construct(name="legacy", url=url)  # as if stored before validation
+            responses = await listing_endpoints_answer(client)
+            listed = responses["/api/streams"].json()["streams"]
+            assert [s["name"] for s in listed] == ["legacy"]
+            assert listed[0]["url"].endswith("://***")  # unparseable: nothing of it is shown
+            one = await client.get("/api/streams/legacy")
+            assert one.status_code == 200
+            for response in (*responses.values(), one):
+                assert SECRET not in response.text, url
         assert (await client.delete("/api/streams/legacy", headers=AUTH)).status_code == 200
     assert SECRET not in caplog.text
 
