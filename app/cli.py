@@ -9,6 +9,7 @@ import sys
 from sightline.model import cli as model_cli
 from sightline.model.errors import SightlineError
 from sightline.stream import eval_cli, run_cli
+from sightline.stream.urls import install_log_redaction
 from sightline.training import cli as training_cli
 
 
@@ -28,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_log_redaction()  # no URL secret reaches a log line, tracebacks included
     try:
         return int(args.func(args) or 0)
     except SightlineError as exc:

@@ -7,31 +7,90 @@ reports.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Optional, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
+from sightline.model.echo import echo
 from sightline.model.errors import ConfigError
 
 T = TypeVar("T", bound=BaseModel)
 
+OPTIONAL_BOOL = (bool | None, Optional[bool])  # noqa: UP045 (a field may spell it either way)
+BOOL_TAG = "tag:yaml.org,2002:bool"
+LOC_PART_LIMIT = 64  # a path element echoed in an error (an unknown key may be megabytes long)
+
 
 class StrictModel(BaseModel):
-    """Unknown keys are errors (a typo never silently falls back to a default)."""
+    """Unknown keys are errors (a typo never silently falls back to a default); booleans are strict.
+
+    pydantic's lax mode reads "yes", "on", "true", "1" and 1 as true. The config is documented as
+    strict, so a bool field takes only a YAML/JSON boolean (``true``/``false``).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _strict_bools(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        if field is None or isinstance(value, bool):
+            return value
+        if field.annotation is bool or (field.annotation in OPTIONAL_BOOL and value is not None):
+            raise ValueError(f"must be true or false (a boolean, not {type(value).__name__})")
+        return value
+
 
 def dotted(loc: tuple[Any, ...]) -> str:
-    """('streams', 2, 'url') -> 'streams[2].url'."""
+    """('streams', 2, 'url') -> 'streams[2].url'. Each part is bounded (it may be a user's key)."""
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += ("." if out else "") + str(part)
+            out += ("." if out else "") + echo(part, LOC_PART_LIMIT)
     return out or "(top level)"
+
+
+class DuplicateKeyError(ConfigError):
+    """A mapping names the same key twice (YAML would silently keep the last one)."""
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load, except that a key given twice in one mapping is an error naming both lines, and only
+    ``true``/``false`` are booleans (YAML 1.2): ``yes``, ``no``, ``on``, ``off`` stay strings, so a bool
+    field refuses them and a stream named ``no`` stays a name.
+
+    ``<<`` merge keys still work: a key coming from a merged mapping may be overridden.
+    """
+
+    yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != BOOL_TAG]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: the base constructor reports it
+                continue
+            line = key_node.start_mark.line + 1
+            if first is not None:
+                raise DuplicateKeyError(f"line {line}: duplicate key {echo(repr(key), LOC_PART_LIMIT)} "
+                                        f"(first on line {first}); each key may appear once")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+UniqueKeyLoader.add_implicit_resolver(BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, UniqueKeyLoader.construct_mapping)
 
 
 def format_validation_error(exc: ValidationError, origin: str) -> str:
@@ -44,6 +103,7 @@ def format_validation_error(exc: ValidationError, origin: str) -> str:
             msg = "unknown key (check the spelling)"
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
+        msg = echo(msg, 500)
         lines.append(f"{origin}: {dotted(loc)}: {msg}" if loc else f"{origin}: {msg}")
     return "\n".join(lines)
 
@@ -60,11 +120,15 @@ def read_yaml(path: str | os.PathLike[str]) -> Any:
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        problem = echo(getattr(exc, "problem", None) or str(exc).splitlines()[0])
         raise ConfigError(f"{path}:{where}: not valid YAML: {problem}") from None
     return {} if data is None else data
 

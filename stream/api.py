@@ -16,10 +16,12 @@ from importlib import resources
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
+from sightline.model.echo import bounded, echo
 from sightline.model.errors import ConfigError
 from sightline.model.yamlconfig import dotted
 from sightline.stream.config import RunConfig, StreamConfig, outside_media_root, redact_url
@@ -27,6 +29,8 @@ from sightline.stream.errors import StreamError
 from sightline.stream.metrics import Metrics
 from sightline.stream.pipeline import DuplicateStreamError, Pipeline, StreamRuntime, UnknownStreamError
 from sightline.stream.preview import MJPEG_MEDIA_TYPE, PreviewRenderer
+from sightline.stream.urls import scrub_urls
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +40,8 @@ DOWN_STATES = ("reconnecting", "failed")
 NOT_RUNNING_STATES = ("ended", "stopped")
 LABELS_HEADER = "X-Sightline-Labels"  # the snapshot's own labels, so a page shows text and picture of one frame
 NO_STORE = {"Cache-Control": "no-store"}
+NAME_ECHO = 80  # a stream name from the request path is echoed at most this long (names are <= 64)
+DETAIL_LIMIT = 1000  # characters of an error detail (values inside it are bounded to 200 where they are quoted)
 
 
 class Prediction(BaseModel):
@@ -132,7 +138,7 @@ def validation_message(errors: list[dict[str, Any]]) -> str:
         if loc and loc[0] == "body":
             loc = loc[1:]
         loc = tuple(p for p in loc if not (isinstance(p, str) and p.startswith("function-")))
-        msg = str(err.get("msg", "invalid"))
+        msg = echo(err.get("msg", "invalid"))
         if err.get("type") == "extra_forbidden":
             msg = "unknown key (check the spelling)"
         elif msg.startswith("Value error, "):
@@ -180,13 +186,21 @@ def create_app(pipeline: Pipeline, config: RunConfig, metrics: Metrics | None) -
         try:
             return pipeline.get(name)
         except UnknownStreamError:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no stream named {name!r}") from None
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no stream named {bounded(name, NAME_ECHO)!r}") from None
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in exc.errors()]
+        errors = [{"loc": [p if isinstance(p, int) else echo(p, 64) for p in e.get("loc", ())],
+                   "msg": echo(e.get("msg", "invalid")), "type": e.get("type")} for e in exc.errors()]
         return JSONResponse({"detail": validation_message(list(exc.errors())), "errors": errors},
                             status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _bounded_detail(request: Request, exc: StarletteHTTPException) -> Response:
+        """Every error detail, whoever raised it, is bounded and has its URLs redacted before it leaves."""
+        if isinstance(exc.detail, str):
+            exc = StarletteHTTPException(exc.status_code, bounded(scrub_urls(exc.detail), DETAIL_LIMIT), exc.headers)
+        return await http_exception_handler(request, exc)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
@@ -259,7 +273,7 @@ def create_app(pipeline: Pipeline, config: RunConfig, metrics: Metrics | None) -
         try:
             await asyncio.to_thread(pipeline.remove_stream, name)
         except UnknownStreamError:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no stream named {name!r}") from None
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no stream named {bounded(name, NAME_ECHO)!r}") from None
         previews.forget(name)
         log.info("api: removed stream %s", name)
         return described(runtime.status())
@@ -276,7 +290,7 @@ def create_app(pipeline: Pipeline, config: RunConfig, metrics: Metrics | None) -
         try:
             sdp, kind = await pipeline.webrtc_offer(name, offer.sdp, offer.type)
         except UnknownStreamError:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no stream named {name!r}") from None
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no stream named {bounded(name, NAME_ECHO)!r}") from None
         except StreamError as exc:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
         log.info("api: WebRTC publisher for stream %s", name)
@@ -292,7 +306,7 @@ def create_app(pipeline: Pipeline, config: RunConfig, metrics: Metrics | None) -
         try:
             latest = await previews.latest(name)
         except UnknownStreamError:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no stream named {name!r}") from None
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no stream named {bounded(name, NAME_ECHO)!r}") from None
         if latest is None:
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"stream {name!r} has no frame yet",
                                 headers={"Retry-After": "1"})

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import os
-import re
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
+from sightline.model.echo import bounded
 from sightline.model.errors import ConfigError
 from sightline.model.yamlconfig import StrictModel, load_yaml, read_yaml, validate
+from sightline.stream.urls import (  # noqa: F401  (redact_url and the scheme lists are re-exported)
+    NETWORK_SCHEMES,
+    WEBRTC_SCHEME,
+    SchemeRe,
+    StreamUrl,
+    parse_stream_url,
+    redact_url,
+)
 
-NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "srt", "udp", "tcp")
-WEBRTC_SCHEME = "webrtc"  # webrtc://<anything>: a WebRTC peer publishes through POST /api/streams/{name}/webrtc
 LIVE_BUFFER = 2  # measured on the CPU: 2 halves p50 latency against 4 at the same classified fps
 FAST_BUFFER = 32
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -77,8 +82,9 @@ class ReconnectConfig(StrictModel):
 
 class StreamConfig(StrictModel):
     name: str = Field(pattern=NAME_PATTERN)
-    url: str = Field(min_length=1, description="file path, rtsp://, rtmp://, http(s)://, srt://, /dev/videoN, or "
-                                                "webrtc:// (a peer publishes through the API)")
+    url: str = Field(min_length=1, description="file path, rtsp://, rtmp://, http(s)://, srt://, udp://, tcp://, "
+                                                "/dev/videoN, or webrtc://<label> (a peer publishes through the API); "
+                                                "checked whole (scheme, host, port 1-65535, path)")
     mode: Literal["realtime", "fast"] = Field(
         "realtime", description="files: realtime paces at the native frame rate; fast is lossless, as fast as the "
                                 "model goes. Network sources are always realtime.")
@@ -95,11 +101,8 @@ class StreamConfig(StrictModel):
 
     @field_validator("url")
     @classmethod
-    def _scheme(cls, url: str) -> str:
-        scheme = url_scheme(url)
-        if scheme not in ("", "file", WEBRTC_SCHEME, *NETWORK_SCHEMES):
-            raise ValueError(f"unsupported scheme {scheme!r} (use a file path, webrtc:// or one of "
-                             f"{', '.join(NETWORK_SCHEMES)})")
+    def _whole_url(cls, url: str) -> str:
+        parse_stream_url(url)  # UrlError is a ValueError: a config error / 422 that never quotes the URL
         return url
 
     @model_validator(mode="after")
@@ -109,20 +112,26 @@ class StreamConfig(StrictModel):
         return self
 
     @property
+    def location(self) -> StreamUrl:
+        """The parsed URL (parsed again on each use: cheap, and never stale)."""
+        return parse_stream_url(self.url)
+
+    @property
     def is_network(self) -> bool:
-        return url_scheme(self.url) in NETWORK_SCHEMES
+        return self.location.kind == "network"
 
     @property
     def is_device(self) -> bool:
-        return self.url.startswith("/dev/video")
+        """Only /dev/videoN is a camera; any other path is a file, checked against media_root."""
+        return self.location.kind == "device"
 
     @property
     def is_webrtc(self) -> bool:
-        return url_scheme(self.url) == WEBRTC_SCHEME
+        return self.location.kind == "webrtc"
 
     @property
     def is_file(self) -> bool:
-        return not self.is_network and not self.is_device and not self.is_webrtc
+        return self.location.kind == "file"
 
     @property
     def capacity(self) -> int:
@@ -137,8 +146,7 @@ class StreamConfig(StrictModel):
         return self.mode == "realtime"
 
     def file_path(self) -> Path:
-        url = self.url[len("file://"):] if self.url.startswith("file://") else self.url
-        return Path(url)
+        return Path(self.location.path)
 
 
 class ServerConfig(StrictModel):
@@ -177,22 +185,9 @@ class RunConfig(StrictModel):
 
 
 def url_scheme(url: str) -> str:
-    if re.match(r"^[A-Za-z]:[\\/]", url):  # a Windows drive letter is not a scheme
-        return ""
-    return urlsplit(url).scheme.lower() if "://" in url else ""
-
-
-def redact_url(url: str) -> str:
-    """rtsp://user:pass@host/path -> rtsp://***@host/path; query strings (tokens) are dropped too."""
-    if "://" not in url:
-        return url
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    netloc = f"***@{host}" if parts.username or parts.password else host
-    query = "?***" if parts.query else ""
-    return f"{parts.scheme}://{netloc}{parts.path}{query}"
+    """The scheme in lower case, "" for a path (a Windows drive letter is not a scheme)."""
+    match = SchemeRe.match(url)
+    return match.group(1).lower() if match else ""
 
 
 def load_run_config(path: str | os.PathLike[str]) -> RunConfig:
@@ -245,7 +240,11 @@ def outside_media_root(stream: StreamConfig, media_root: Path) -> str | None:
     if not stream.is_file:
         return None
     path, root = stream.file_path(), media_root.resolve()
-    return None if path.resolve().is_relative_to(root) else f"{path} is outside the media root {root}"
+    try:
+        inside = path.resolve().is_relative_to(root)
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
+        return f"{bounded(path)} cannot be resolved ({getattr(exc, 'strerror', None) or exc})"
+    return None if inside else f"{bounded(path)} is outside the media root {bounded(root)}"
 
 
 def check_source(stream: StreamConfig, media_root: Path) -> str | None:
@@ -255,9 +254,12 @@ def check_source(stream: StreamConfig, media_root: Path) -> str | None:
     if outside:
         return outside
     path = stream.file_path()
-    resolved = path.resolve()
-    if not resolved.is_file():
-        return f"{path}: no such file"
+    try:
+        resolved = path.resolve()
+        if not resolved.is_file():
+            return f"{bounded(path)}: no such file"
+    except OSError as exc:  # a name too long for the file system, a permission problem on the way
+        return f"{bounded(path)}: cannot be read ({exc.strerror or type(exc).__name__})"
     return probe_video(resolved)
 
 
@@ -268,7 +270,7 @@ def probe_video(path: Path) -> str | None:
         with av.open(str(path), timeout=5.0) as container:
             if not container.streams.video:
                 kinds = sorted({s.type for s in container.streams}) or ["no streams"]
-                return f"{path.name} has no video stream (found: {', '.join(kinds)})"
+                return f"{bounded(path.name)} has no video stream (found: {', '.join(kinds)})"
     except av.FFmpegError as exc:
-        return f"{path.name} is not a readable video ({exc.strerror or type(exc).__name__})"
+        return f"{bounded(path.name)} is not a readable video ({exc.strerror or type(exc).__name__})"
     return None

@@ -12,7 +12,9 @@ from collections import deque
 from collections.abc import Callable
 
 import numpy as np
+from sightline.model.echo import bounded
 from sightline.stream.metrics import StreamMetrics
+from sightline.stream.urls import scrub_urls
 
 
 class StreamStats:
@@ -37,7 +39,7 @@ class StreamStats:
     def set_state(self, state: str, error: str | None = None) -> None:
         self.state = state
         if error is not None or state in ("live", "connecting"):
-            self.error = error
+            self.error = None if error is None else bounded(scrub_urls(error), 500)  # shown to anyone: no secrets
         if self.metrics:
             self.metrics.set_state(state)
 

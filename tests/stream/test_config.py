@@ -125,7 +125,7 @@ def test_cli_reports_config_errors_without_traceback(tmp_path: Path, capsys: pyt
 @pytest.mark.parametrize(("url", "safe"), [
     ("rtsp://admin:s3cret@10.0.0.5:554/live", "rtsp://***@10.0.0.5:554/live"),
     ("rtsp://user@cam.local/stream1", "rtsp://***@cam.local/stream1"),
-    ("https://cdn.example/hls/index.m3u8?token=abc", "https://cdn.example/hls/index.m3u8?***"),
+    ("https://cdn.example/hls/index.m3u8?token=abc", "https://cdn.example/hls/index.m3u8?token=***"),
     ("rtsp://cam.local/stream1", "rtsp://cam.local/stream1"),
     ("media/clip.mp4", "media/clip.mp4"),
 ])
