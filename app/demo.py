@@ -11,12 +11,14 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import numpy as np
     from sightline.stream.config import RunConfig
     from sightline.stream.media import Segment
 
@@ -78,7 +80,6 @@ def choose_model(offline: bool) -> DemoModel:
 
 def train_demo_classifier(path: Path) -> Path:
     """Fine-tune ResNet18 (random init, 4 classes) on crops of the clip's photos with Sightline's trainer."""
-    import time
 
     from sightline.training.config import TrainConfig
     from sightline.training.trainer import Trainer
@@ -120,7 +121,7 @@ def write_demo_dataset(root: Path, seed: int = 0) -> Path:
     return root
 
 
-def random_crop(image, rng):  # type: ignore[no-untyped-def]
+def random_crop(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A 16:9 window covering 55-100% of the photo's largest 16:9 window, anywhere inside it."""
     h, w = image.shape[:2]
     full_w, full_h = (w, w * 9 / 16) if w / h < 16 / 9 else (h * 16 / 9, h)
