@@ -23,7 +23,7 @@ from sightline.stream.buffers import BoundedQueue
 from sightline.stream.config import RunConfig, StreamConfig, check_source, redact_url
 from sightline.stream.errors import StreamError
 from sightline.stream.frames import Result, Smoothed
-from sightline.stream.inference import InferenceWorker
+from sightline.stream.inference import create_worker
 from sightline.stream.metrics import Metrics
 from sightline.stream.sinks import JsonlSink, Labelled, Sink, VideoRecorder
 from sightline.stream.smoothing import Smoother
@@ -160,9 +160,10 @@ class Pipeline:
         self.extra_sinks = extra_sinks  # more sinks per stream (replay evaluation collects results this way)
         self.batcher = Batcher(config.batching.batch_size(classifier.device.type), config.batching.max_wait_ms / 1000,
                                clock)
-        self.worker = InferenceWorker(classifier, self.batcher, config.model.topk, self._deliver, self._end_stream,
-                                      metrics, clock, lanes=config.model.workers,
-                                      throughput=any(not s.live for s in config.streams))
+        self.worker = create_worker(classifier, self.batcher, config.model.topk, self._deliver, self._end_stream,
+                                    metrics, clock, lanes=config.model.workers,
+                                    throughput=any(not s.live for s in config.streams),
+                                    cuda_graphs=config.model.cuda_graphs)
         self._streams: dict[str, StreamRuntime] = {}
         self._lock = threading.Lock()
         self._started = False
