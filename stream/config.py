@@ -94,6 +94,9 @@ class StreamConfig(StrictModel):
     open_timeout_s: float = Field(10.0, gt=0, le=600)
     stall_timeout_s: float = Field(10.0, gt=0, le=600, description="no packet for this long -> reconnect")
     reconnect: ReconnectConfig = ReconnectConfig()
+    hwaccel: Literal["auto", "off"] = Field(
+        "auto", description="auto: NVDEC decode when the model runs on CUDA and FFmpeg can open the GPU "
+                            "(software otherwise, said once in the log); off: always software")
 
     @field_validator("url")
     @classmethod

@@ -23,6 +23,7 @@ from sightline.stream.buffers import BoundedQueue
 from sightline.stream.config import RunConfig, StreamConfig, check_source, redact_url
 from sightline.stream.errors import StreamError
 from sightline.stream.frames import Result, Smoothed
+from sightline.stream.hwdecode import probe_nvdec, software_decode
 from sightline.stream.inference import create_worker
 from sightline.stream.metrics import Metrics
 from sightline.stream.sinks import JsonlSink, Labelled, Sink, VideoRecorder
@@ -164,6 +165,8 @@ class Pipeline:
                                     metrics, clock, lanes=config.model.workers,
                                     throughput=any(not s.live for s in config.streams),
                                     cuda_graphs=config.model.cuda_graphs)
+        self.hwdecode = (probe_nvdec(classifier.device.index) if classifier.device.type == "cuda"
+                         else software_decode("the model runs on the CPU"))
         self._streams: dict[str, StreamRuntime] = {}
         self._lock = threading.Lock()
         self._started = False
@@ -208,8 +211,9 @@ class Pipeline:
         stop = threading.Event()
         kind = WebRtcSource if config.is_webrtc else VideoSource
         preview = PreviewDemand(self.clock)
+        hw = {"hwdecode": self.hwdecode} if kind is VideoSource else {}
         source = kind(config, queue, stats, self.classifier.preprocessor.working_size,
-                      keep_display=config.record, stop=stop, clock=self.clock, preview=preview)
+                      keep_display=config.record, stop=stop, clock=self.clock, preview=preview, **hw)
         sinks: list[Sink] = []
         out_dir = self.config.output_dir
         if self.config.log_predictions:
