@@ -129,14 +129,16 @@ def run(args: argparse.Namespace, bundle: ModelBundle) -> int:
           f"input {crop}×{crop} preprocessed on the device; {args.seconds:g} s per configuration after "
           f"{args.warmup} warm-up batches; cudnn.benchmark on", flush=True)
     rows: list[dict[str, object]] = []
+    classifiers: dict[str, Classifier] = {}
     for precision in precisions:
         try:
-            clf = Classifier(bundle, device=str(device), precision=precision)
+            classifiers[precision] = Classifier(bundle, device=str(device), precision=precision)
         except DeviceError as exc:
             print(f"  {precision}: n/a ({exc})")
             rows += [{"precision": precision, "mode": m, "batch": b, "status": "n/a"} for m in modes for b in batches]
-            continue
-        for mode in modes:
+    # compilation is the slow part: every other mode first, so a time budget cuts compile runs only
+    for mode in sorted(modes, key=lambda m: m == "compile"):
+        for precision, clf in classifiers.items():
             for batch in batches:
                 row: dict[str, object] = {"precision": precision, "mode": mode, "batch": batch}
                 rows.append(row)
@@ -149,28 +151,7 @@ def run(args: argparse.Namespace, bundle: ModelBundle) -> int:
                 if args.budget_s is not None and time.perf_counter() - started > args.budget_s:
                     row["status"] = "not run (time budget)"
                     continue
-                x = torch.randn(batch, 3, crop, crop, device=device).contiguous(memory_format=torch.channels_last)
-                t0 = time.perf_counter()
-                try:
-                    with torch.inference_mode():
-                        runner = make_runner(clf, mode, x)
-                        ips, ms = time_runner(runner, device, batch, args.seconds, args.warmup)
-                except torch.cuda.OutOfMemoryError:
-                    row["status"] = "out of memory"
-                    torch.cuda.empty_cache()
-                    print(f"  {precision:4} {mode:13} batch {batch:3}: out of memory", flush=True)
-                    continue
-                except RuntimeError as exc:  # a compile/capture failure is a result too: report it, go on
-                    reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-                    row["status"] = f"failed: {reason}"
-                    print(f"  {precision:4} {mode:13} batch {batch:3}: failed ({reason})", flush=True)
-                    continue
-                row.update(status="ok", images_per_s=ips, ms_per_batch=ms,
-                           setup_s=time.perf_counter() - t0 - args.seconds)
-                print(f"  {precision:4} {mode:13} batch {batch:3}: {ips:10.1f} images/s ({ms:8.2f} ms/batch)",
-                      flush=True)
-        clf.network.to(memory_format=torch.channels_last)
-        del clf
+                measure(clf, mode, batch, row, args)
         if device.type == "cuda":
             torch.cuda.empty_cache()
     print("\nimages/s, model only:\n")
@@ -186,10 +167,35 @@ def run(args: argparse.Namespace, bundle: ModelBundle) -> int:
     return 0
 
 
+def measure(clf: Classifier, mode: str, batch: int, row: dict[str, object], args: argparse.Namespace) -> None:
+    device = clf.device
+    crop = clf.bundle.preprocess.crop
+    x = torch.randn(batch, 3, crop, crop, device=device).contiguous(memory_format=torch.channels_last)
+    t0 = time.perf_counter()
+    try:
+        with torch.inference_mode():
+            runner = make_runner(clf, mode, x)
+            ips, ms = time_runner(runner, device, batch, args.seconds, args.warmup)
+    except torch.cuda.OutOfMemoryError:
+        row["status"] = "out of memory"
+        torch.cuda.empty_cache()
+        print(f"  {row['precision']:4} {mode:13} batch {batch:3}: out of memory", flush=True)
+        return
+    except RuntimeError as exc:  # a compile/capture failure is a result too: report it, go on
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        row["status"] = f"failed: {reason}"
+        print(f"  {row['precision']:4} {mode:13} batch {batch:3}: failed ({reason})", flush=True)
+        return
+    row.update(status="ok", images_per_s=ips, ms_per_batch=ms, setup_s=time.perf_counter() - t0 - args.seconds)
+    print(f"  {row['precision']:4} {mode:13} batch {batch:3}: {ips:10.1f} images/s ({ms:8.2f} ms/batch)", flush=True)
+
+
 def table(rows: list[dict[str, object]], batches: list[int]) -> str:
     lines = ["| precision | mode | " + " | ".join(f"batch {b}" for b in batches) + " |",
              "|" + "---|" * (2 + len(batches))]
-    keys = dict.fromkeys((str(r["precision"]), str(r["mode"])) for r in rows)
+    rank = {name: i for i, name in enumerate((*PRECISIONS, *MODES))}
+    keys = sorted(dict.fromkeys((str(r["precision"]), str(r["mode"])) for r in rows),
+                  key=lambda k: (rank.get(k[0], 99), rank.get(k[1], 99)))
     for precision, mode in keys:
         cells = {}
         for r in rows:

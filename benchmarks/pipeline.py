@@ -236,11 +236,13 @@ def main() -> None:
 
         rows = []
         buffer = args.live_buffer or StreamConfig(name="x", url="x.mp4").capacity
-        print(f"\nrealtime {args.fps} fps streams, {args.realtime_seconds:.0f} s each, buffer {buffer}, "
-              f"{live_lanes} lane(s):")
-        print(f"{'streams':>8} {'offered fps':>12} {'classified fps':>15} {'p50 ms':>8} {'p99 ms':>8} {'dropped':>8}"
-              f" {'GPU MiB peak (alloc/reserved)':>30}")
-        for n in (int(v) for v in args.realtime.split(",") if v):
+        ladder = [int(v) for v in args.realtime.split(",") if v]
+        if ladder:
+            print(f"\nrealtime {args.fps} fps streams, {args.realtime_seconds:.0f} s each, buffer {buffer}, "
+                  f"{live_lanes} lane(s):")
+            print(f"{'streams':>8} {'offered fps':>12} {'classified fps':>15} {'p50 ms':>8} {'p99 ms':>8} "
+                  f"{'dropped':>8} {'GPU MiB peak (alloc/reserved)':>30}")
+        for n in ladder:
             decode_only.reset_gpu_memory(device)
             r = bench_pipeline(classifier, clip, n, Path(tmp) / f"rt{n}", max_batch, workers, "realtime",
                                args.realtime_seconds, args.live_buffer)

@@ -30,7 +30,6 @@ from sightline.stream.sinks import JsonlSink, Labelled, Sink, VideoRecorder
 from sightline.stream.smoothing import Smoother
 from sightline.stream.sources import FrameSource, PreviewDemand, VideoSource
 from sightline.stream.stats import StreamStats
-from sightline.stream.webrtc import WebRtcSource
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +208,11 @@ class Pipeline:
         queue = self.batcher.add_stream(name, config.capacity, "latest" if config.live else "block",
                                         on_drop=lambda _: stats.on_dropped("stale"))
         stop = threading.Event()
-        kind = WebRtcSource if config.is_webrtc else VideoSource
+        kind: type[FrameSource] = VideoSource
+        if config.is_webrtc:  # aiortc is imported only where WebRTC is used
+            from sightline.stream.webrtc import WebRtcSource
+
+            kind = WebRtcSource
         preview = PreviewDemand(self.clock)
         hw = {"hwdecode": self.hwdecode} if kind is VideoSource else {}
         source = kind(config, queue, stats, self.classifier.preprocessor.working_size,
@@ -279,6 +282,8 @@ class Pipeline:
     async def webrtc_offer(self, name: str, sdp: str, kind: str = "offer") -> tuple[str, str]:
         """Answer a WebRTC publisher's SDP offer for a ``webrtc://`` stream: (answer sdp, type)."""
         source = self.get(name).source
+        from sightline.stream.webrtc import WebRtcSource
+
         if not isinstance(source, WebRtcSource):
             raise StreamError(f"stream {name!r} is not a webrtc:// stream")
         answer = await source.accept(sdp, kind)
