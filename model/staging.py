@@ -128,7 +128,8 @@ class BucketedRunner:
         self.slots = slots
         self._free = [threading.Semaphore(1) for _ in range(slots)]
         self._next = 0
-        self.cuda_graphs = cuda_graphs and self.cuda
+        # a torch.compile'd network gets its graphs from torch.compile(mode="reduce-overhead"), not from here
+        self.cuda_graphs = cuda_graphs and self.cuda and not classifier.compiled
         self._dtype = classifier.amp_dtype or torch.float32
         self._mean = torch.tensor(spec.mean, device=self.device).view(1, 3, 1, 1) * 255.0
         self._inv_std = 1.0 / (torch.tensor(spec.std, device=self.device).view(1, 3, 1, 1) * 255.0)
@@ -136,6 +137,8 @@ class BucketedRunner:
         self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self._copy_stream = torch.cuda.Stream(self.device) if self.cuda else None
         self._compute_stream = torch.cuda.Stream(self.device) if self.cuda else None
+        if self._compute_stream is not None:  # weights and constants were written on the default stream
+            self._compute_stream.wait_stream(torch.cuda.current_stream(self.device))
         self.warmed = False
 
     # -- the two halves of one batch --------------------------------------------------------------------
@@ -146,7 +149,7 @@ class BucketedRunner:
             raise ValueError("no images to submit")
         bucket = bucket_for(len(images), self.buckets)
         index = self._next
-        if not self._free[index].acquire(timeout=-1 if timeout is None else timeout):
+        if not self._free[index].acquire(timeout=timeout):  # None: wait as long as it takes
             raise TimeoutError(f"staging slot {index} still in use after {timeout}s")
         self._next = (index + 1) % self.slots
         try:
