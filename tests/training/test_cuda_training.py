@@ -26,7 +26,7 @@ def make_step(precision: torch.dtype | None, seed: int = 0) -> TrainStep:
     net = build_network("resnet18", 3).to(CUDA, memory_format=torch.channels_last).train()
     opt = torch.optim.SGD([{"params": list(net.parameters()), "base_lr": 0.01}], lr=0.01, momentum=0.9)
     scaler = torch.amp.GradScaler("cuda", enabled=precision == torch.float16)
-    return TrainStep(net, opt, WarmupCosine(opt, 100, 0), scaler, Normalizer(PreprocessSpec(72, 64), CUDA),
+    return TrainStep(net, opt, WarmupCosine(opt, 100, 0), scaler, Normalizer(PreprocessSpec(resize=72, crop=64), CUDA),
                      precision, micro_batch=8)
 
 
