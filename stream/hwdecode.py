@@ -38,8 +38,10 @@ class HwDecode:
 
 
 def cuda_accel_factory(device_index: int | None) -> AccelFactory:
+    """FFmpeg's CUDA device on the GPU's primary context (the one torch uses): without ``primary_ctx`` each
+    stream's decoder would create a CUDA context of its own (hundreds of MB each, for hundreds of streams)."""
     device = None if device_index is None else str(device_index)
-    return lambda: HWAccel("cuda", device=device, allow_software_fallback=True)
+    return lambda: HWAccel("cuda", device=device, allow_software_fallback=True, options={"primary_ctx": "1"})
 
 
 def probe_nvdec(device_index: int | None = None, factory: AccelFactory | None = None,
