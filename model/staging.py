@@ -130,7 +130,6 @@ class BucketedRunner:
         self._next = 0
         # a torch.compile'd network gets its graphs from torch.compile(mode="reduce-overhead"), not from here
         self.cuda_graphs = cuda_graphs and self.cuda and not classifier.compiled
-        self._dtype = classifier.amp_dtype or torch.float32
         self._mean = torch.tensor(spec.mean, device=self.device).view(1, 3, 1, 1) * 255.0
         self._inv_std = 1.0 / (torch.tensor(spec.std, device=self.device).view(1, 3, 1, 1) * 255.0)
         self._inputs: dict[int, torch.Tensor] = {}  # per bucket: the normalized network input (static for graphs)
