@@ -17,8 +17,10 @@ from sightline.stream.sources import VideoSource
 from sightline.stream.stats import StreamStats
 
 
-def hwdecode_for(classifier: Classifier) -> HwDecode:
-    """What the pipeline would choose for this classifier (one probe, one log line)."""
+def hwdecode_for(classifier: Classifier, hwaccel: str = "auto") -> HwDecode:
+    """What the pipeline would choose for this classifier and ``streams[].hwaccel`` (one probe, one log line)."""
+    if hwaccel == "off":
+        return software_decode("software decode (--hwaccel off)")
     if classifier.device.type == "cuda":
         return probe_nvdec(classifier.device.index)
     return software_decode("the model runs on the CPU")

@@ -102,11 +102,12 @@ def bench_model(classifier: Classifier, frames: list[np.ndarray], total: int, ba
 
 def bench_pipeline(classifier: Classifier, clip: Path, n: int, out: Path, max_batch: int, workers: int | str,
                    mode: str = "fast", seconds: float | None = None,
-                   live_buffer: int | None = None) -> dict[str, float]:
+                   live_buffer: int | None = None, hwaccel: str = "auto") -> dict[str, float]:
     config = RunConfig(output_dir=out, media_root=clip.parent, model={"workers": workers},
                        batching={"max_batch": max_batch, "max_wait_ms": 10},
                        streams=[StreamConfig(name=f"s{i}", url=str(clip), mode=mode, loop=mode == "realtime",
-                                             buffer=live_buffer if mode == "realtime" else None) for i in range(n)])
+                                             buffer=live_buffer if mode == "realtime" else None, hwaccel=hwaccel)
+                                for i in range(n)])
     pipeline = Pipeline(classifier, config, Metrics())
     start = time.perf_counter()
     asyncio.run(pipeline.run(duration=seconds))
@@ -175,6 +176,8 @@ def main() -> None:
                     help="per-stream buffer of the realtime streams (default: the config default)")
     ap.add_argument("--skip-throughput", action="store_true", help="only the realtime table")
     ap.add_argument("--skip-seed", action="store_true", help="leave out (c), the seed-style loop")
+    ap.add_argument("--hwaccel", choices=["auto", "off"], default="auto",
+                    help="streams' decode: auto = NVDEC when the model is on CUDA and the probe allows; off = software")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
     if args.rounds < 1:
@@ -206,14 +209,15 @@ def main() -> None:
         total = len(frames) * args.streams
 
         if not args.skip_throughput:
-            hwdecode = decode_only.hwdecode_for(classifier)
+            hwdecode = decode_only.hwdecode_for(classifier, args.hwaccel)
             results["decode"] = hwdecode.reason
             rounds = []
             print(f"\n{'round':>5} {'(a) model':>10} {'(b) Sightline':>14} {'(c) seed':>9} {'(d) decode':>11} "
                   f"{'b/a':>6} {'b/c':>6} {'b/d':>6}   frames/s; (b) mean batch")
             for r in range(args.rounds):  # a-d back to back each round: the ratios share the machine's mood
                 a = bench_model(classifier, frames, total, max_batch, lanes, threads_per_lane)
-                b = bench_pipeline(classifier, clip, args.streams, Path(tmp) / f"out{r}", max_batch, workers)
+                b = bench_pipeline(classifier, clip, args.streams, Path(tmp) / f"out{r}", max_batch, workers,
+                                   hwaccel=args.hwaccel)
                 c = float("nan") if args.skip_seed else bench_seed(bundle, clip, device, classifier.amp_dtype,
                                                                    args.seed_frames)
                 d = decode_only.bench_decode(classifier, clip, args.streams, hwdecode)
@@ -245,7 +249,7 @@ def main() -> None:
         for n in ladder:
             decode_only.reset_gpu_memory(device)
             r = bench_pipeline(classifier, clip, n, Path(tmp) / f"rt{n}", max_batch, workers, "realtime",
-                               args.realtime_seconds, args.live_buffer)
+                               args.realtime_seconds, args.live_buffer, args.hwaccel)
             allocated, reserved = decode_only.gpu_memory_mib(device)
             rows.append({"streams": n, **r, "gpu_mib_allocated": allocated, "gpu_mib_reserved": reserved})
             print(f"{n:>8} {n * args.fps:>12} {r['fps']:>15.1f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} "
