@@ -171,5 +171,8 @@ def create_worker(classifier: Classifier, batcher: Batcher, topk: int, deliver: 
     if classifier.device.type == "cuda":
         from sightline.stream.cuda_feeder import FeederWorker
 
+        if lanes not in ("auto", 1):
+            log.warning("model.workers %s ignored on CUDA: one feeder overlaps copies and compute instead", lanes)
+
         return FeederWorker(classifier, batcher, topk, deliver, end_stream, metrics, clock, cuda_graphs=cuda_graphs)
     return InferenceWorker(classifier, batcher, topk, deliver, end_stream, metrics, clock, lanes, throughput)
