@@ -12,6 +12,9 @@ Each configuration gets a warm-up, then runs for ``--seconds``. Weights are a ra
 ResNet18 with 1000 classes unless ``--model`` names a source: speed does not depend on the values.
 
     python benchmarks/model_throughput.py --device cpu --batches 1,8 --seconds 2
+
+With ``--model-only`` it times the network alone on device-resident batches instead, per precision
+and per mode (eager, channels_last, torch.compile, CUDA graphs): see model_modes.py.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+import model_modes  # benchmarks/ is on sys.path when this script runs
 import numpy as np
 import torch
 from sightline.model.architectures import build_network
@@ -96,9 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=None, help="a model source; default: random-init resnet18")
     parser.add_argument("--warmup", type=int, default=2, help="untimed batches per configuration (default 2)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    model_modes.add_arguments(parser)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.model_only:  # the network alone, per precision and mode (eager/channels_last/compile/CUDA graphs)
+        return model_modes.run(args, load_model_source(args.model) if args.model else random_bundle())
     batches = [int(b) for b in args.batches.split(",")]
     kinds = args.frames.split(",")
     layouts = args.layouts.split(",")

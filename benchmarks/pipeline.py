@@ -29,6 +29,7 @@ from pathlib import Path
 
 import av
 import cv2
+import decode_only  # benchmarks/ is on sys.path when this script runs
 import numpy as np
 import torch
 from PIL import Image
@@ -101,11 +102,12 @@ def bench_model(classifier: Classifier, frames: list[np.ndarray], total: int, ba
 
 def bench_pipeline(classifier: Classifier, clip: Path, n: int, out: Path, max_batch: int, workers: int | str,
                    mode: str = "fast", seconds: float | None = None,
-                   live_buffer: int | None = None) -> dict[str, float]:
+                   live_buffer: int | None = None, hwaccel: str = "auto") -> dict[str, float]:
     config = RunConfig(output_dir=out, media_root=clip.parent, model={"workers": workers},
                        batching={"max_batch": max_batch, "max_wait_ms": 10},
                        streams=[StreamConfig(name=f"s{i}", url=str(clip), mode=mode, loop=mode == "realtime",
-                                             buffer=live_buffer if mode == "realtime" else None) for i in range(n)])
+                                             buffer=live_buffer if mode == "realtime" else None, hwaccel=hwaccel)
+                                for i in range(n)])
     pipeline = Pipeline(classifier, config, Metrics())
     start = time.perf_counter()
     asyncio.run(pipeline.run(duration=seconds))
@@ -173,6 +175,9 @@ def main() -> None:
     ap.add_argument("--live-buffer", type=int, default=None,
                     help="per-stream buffer of the realtime streams (default: the config default)")
     ap.add_argument("--skip-throughput", action="store_true", help="only the realtime table")
+    ap.add_argument("--skip-seed", action="store_true", help="leave out (c), the seed-style loop")
+    ap.add_argument("--hwaccel", choices=["auto", "off"], default="auto",
+                    help="streams' decode: auto = NVDEC when the model is on CUDA and the probe allows; off = software")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
     if args.rounds < 1:
@@ -204,38 +209,51 @@ def main() -> None:
         total = len(frames) * args.streams
 
         if not args.skip_throughput:
+            hwdecode = decode_only.hwdecode_for(classifier, args.hwaccel)
+            results["decode"] = hwdecode.reason
             rounds = []
-            print(f"\n{'round':>5} {'(a) model':>10} {'(b) Sightline':>14} {'(c) seed':>9} {'b/a':>6} {'b/c':>6}"
-                  f"   frames/s; (b) mean batch")
-            for r in range(args.rounds):  # a, b, c back to back each round: the ratios share the machine's mood
+            print(f"\n{'round':>5} {'(a) model':>10} {'(b) Sightline':>14} {'(c) seed':>9} {'(d) decode':>11} "
+                  f"{'b/a':>6} {'b/c':>6} {'b/d':>6}   frames/s; (b) mean batch")
+            for r in range(args.rounds):  # a-d back to back each round: the ratios share the machine's mood
                 a = bench_model(classifier, frames, total, max_batch, lanes, threads_per_lane)
-                b = bench_pipeline(classifier, clip, args.streams, Path(tmp) / f"out{r}", max_batch, workers)
-                c = bench_seed(bundle, clip, device, classifier.amp_dtype, args.seed_frames)
-                rounds.append({"model_fps": a, "pipeline_fps": b["fps"], "seed_fps": c,
+                b = bench_pipeline(classifier, clip, args.streams, Path(tmp) / f"out{r}", max_batch, workers,
+                                   hwaccel=args.hwaccel)
+                c = float("nan") if args.skip_seed else bench_seed(bundle, clip, device, classifier.amp_dtype,
+                                                                   args.seed_frames)
+                d = decode_only.bench_decode(classifier, clip, args.streams, hwdecode)
+                rounds.append({"model_fps": a, "pipeline_fps": b["fps"], "seed_fps": c, "decode_fps": d,
                                "pipeline_mean_batch": b["mean_batch"],
-                               "b_over_a": b["fps"] / a, "b_over_c": b["fps"] / c})
-                print(f"{r + 1:>5} {a:>10.1f} {b['fps']:>14.1f} {c:>9.1f} {b['fps'] / a:>6.2f} {b['fps'] / c:>6.2f}"
-                      f"   {b['mean_batch']:.1f}")
+                               "b_over_a": b["fps"] / a, "b_over_c": b["fps"] / c, "b_over_d": b["fps"] / d})
+                print(f"{r + 1:>5} {a:>10.1f} {b['fps']:>14.1f} {c:>9.1f} {d:>11.1f} {b['fps'] / a:>6.2f} "
+                      f"{b['fps'] / c:>6.2f} {b['fps'] / d:>6.2f}   {b['mean_batch']:.1f}")
             median = {k: float(np.median([row[k] for row in rounds])) for k in rounds[0]}
             results.update({**median, "rounds": rounds})
             print(f"{'median':>5} {median['model_fps']:>10.1f} {median['pipeline_fps']:>14.1f} "
-                  f"{median['seed_fps']:>9.1f} {median['b_over_a']:>6.2f} {median['b_over_c']:>6.2f}")
+                  f"{median['seed_fps']:>9.1f} {median['decode_fps']:>11.1f} {median['b_over_a']:>6.2f} "
+                  f"{median['b_over_c']:>6.2f} {median['b_over_d']:>6.2f}")
             print(f"(a) model only: batches of {max_batch} from memory on {lanes} lane(s); "
-                  f"(b) {args.streams} fast 720p file streams end to end; "
-                  f"(c) OpenCV -> PIL -> torchvision transforms -> model, batch 1")
-            print("b/a = pipeline efficiency, b/c = speed-up over the seed loop (medians of per-round ratios)")
+                  f"(b) {args.streams} fast {width}x{height} file streams end to end; "
+                  f"(c) OpenCV -> PIL -> torchvision transforms -> model, batch 1; "
+                  f"(d) the same {args.streams} streams decoded (sources only, no model; {hwdecode.reason})")
+            print("b/a = pipeline efficiency, b/c = speed-up over the seed loop, b/d = end to end over decode-only "
+                  "(medians of per-round ratios)")
 
         rows = []
         buffer = args.live_buffer or StreamConfig(name="x", url="x.mp4").capacity
-        print(f"\nrealtime {args.fps} fps streams, {args.realtime_seconds:.0f} s each, buffer {buffer}, "
-              f"{live_lanes} lane(s):")
-        print(f"{'streams':>8} {'offered fps':>12} {'classified fps':>15} {'p50 ms':>8} {'p99 ms':>8} {'dropped':>8}")
-        for n in (int(v) for v in args.realtime.split(",") if v):
+        ladder = [int(v) for v in args.realtime.split(",") if v]
+        if ladder:
+            print(f"\nrealtime {args.fps} fps streams, {args.realtime_seconds:.0f} s each, buffer {buffer}, "
+                  f"{live_lanes} lane(s):")
+            print(f"{'streams':>8} {'offered fps':>12} {'classified fps':>15} {'p50 ms':>8} {'p99 ms':>8} "
+                  f"{'dropped':>8} {'GPU MiB peak (alloc/reserved)':>30}")
+        for n in ladder:
+            decode_only.reset_gpu_memory(device)
             r = bench_pipeline(classifier, clip, n, Path(tmp) / f"rt{n}", max_batch, workers, "realtime",
-                               args.realtime_seconds, args.live_buffer)
-            rows.append({"streams": n, **r})
+                               args.realtime_seconds, args.live_buffer, args.hwaccel)
+            allocated, reserved = decode_only.gpu_memory_mib(device)
+            rows.append({"streams": n, **r, "gpu_mib_allocated": allocated, "gpu_mib_reserved": reserved})
             print(f"{n:>8} {n * args.fps:>12} {r['fps']:>15.1f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} "
-                  f"{100 * r['drop_rate']:>7.1f}%")
+                  f"{100 * r['drop_rate']:>7.1f}% {allocated:>14.0f} / {reserved:<14.0f}", flush=True)
         results["realtime"] = rows
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

@@ -83,11 +83,19 @@ class Classifier:
                 f"expected a preprocessed N×3×H×W batch, got shape {tuple(batch.shape)}{hint}; "
                 f"predict() and probabilities() take raw H×W×3 images and preprocess them"
             )
+        with torch.inference_mode(), self._out_of_memory_advice(batch.shape[0]):
+            return self.probabilities_on_device(batch).cpu()
+
+    def probabilities_on_device(self, batch: torch.Tensor, cache_casts: bool = True) -> torch.Tensor:
+        """Softmax probabilities left on the device (the CUDA feeder copies them back asynchronously).
+
+        ``cache_casts=False`` for CUDA graph capture: autocast's weight-cast cache must not outlive it.
+        """
         amp = torch.autocast(device_type=self.device.type, dtype=self.amp_dtype or torch.float32,
-                             enabled=self.amp_dtype is not None)
-        with torch.inference_mode(), self._out_of_memory_advice(batch.shape[0]), amp:
+                             enabled=self.amp_dtype is not None, cache_enabled=cache_casts)
+        with amp:
             logits = self.network(batch)
-        return torch.softmax(logits.float(), dim=1).cpu()
+        return torch.softmax(logits.float(), dim=1)
 
     def predict(self, images: Sequence[ImageLike], topk: int = 5) -> list[list[Prediction]]:
         if len(images) == 0:

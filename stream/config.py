@@ -42,6 +42,8 @@ class ModelConfig(StrictModel):
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     topk: int = Field(5, ge=1, le=100)
     compile: bool = Field(False, description="torch.compile the network (slower start, faster steady state)")
+    cuda_graphs: bool = Field(False, description="CUDA only: capture one CUDA graph per batch bucket at warm-up "
+                                                 "(fewer kernel launches per batch)")
     workers: Lanes = Field(
         "auto", description="inference lanes sharing the model; auto: 2 on a CPU when a fast stream is configured "
                             "(each on half the cores: more frames/s, longer per batch), else 1")
@@ -98,6 +100,9 @@ class StreamConfig(StrictModel):
     open_timeout_s: float = Field(10.0, gt=0, le=600)
     stall_timeout_s: float = Field(10.0, gt=0, le=600, description="no packet for this long -> reconnect")
     reconnect: ReconnectConfig = ReconnectConfig()
+    hwaccel: Literal["auto", "off"] = Field(
+        "auto", description="auto: NVDEC decode when the model runs on CUDA and FFmpeg can open the GPU "
+                            "(software otherwise, said once in the log); off: always software")
 
     @field_validator("url")
     @classmethod

@@ -161,3 +161,18 @@ class InferenceWorker:
             t1 = time.perf_counter()
             probs = self.classifier.forward(batch)
         return probs, t1 - t0, time.perf_counter() - t1
+
+
+def create_worker(classifier: Classifier, batcher: Batcher, topk: int, deliver: Callable[[Result], None],
+                  end_stream: Callable[[str], None], metrics: Metrics | None = None,
+                  clock: Callable[[], float] = time.monotonic, lanes: int | str = "auto", throughput: bool = True,
+                  cuda_graphs: bool = False) -> InferenceWorker:
+    """On CUDA the feeder (copy/compute overlap, batch buckets, optional CUDA graphs); elsewhere lanes."""
+    if classifier.device.type == "cuda":
+        from sightline.stream.cuda_feeder import FeederWorker
+
+        if lanes not in ("auto", 1):
+            log.warning("model.workers %s ignored on CUDA: one feeder overlaps copies and compute instead", lanes)
+
+        return FeederWorker(classifier, batcher, topk, deliver, end_stream, metrics, clock, cuda_graphs=cuda_graphs)
+    return InferenceWorker(classifier, batcher, topk, deliver, end_stream, metrics, clock, lanes, throughput)

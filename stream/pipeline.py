@@ -23,13 +23,13 @@ from sightline.stream.buffers import BoundedQueue
 from sightline.stream.config import RunConfig, StreamConfig, check_source, redact_url
 from sightline.stream.errors import StreamError
 from sightline.stream.frames import Result, Smoothed
-from sightline.stream.inference import InferenceWorker
+from sightline.stream.hwdecode import probe_nvdec, software_decode
+from sightline.stream.inference import create_worker
 from sightline.stream.metrics import Metrics
 from sightline.stream.sinks import JsonlSink, Labelled, Sink, VideoRecorder
 from sightline.stream.smoothing import Smoother
 from sightline.stream.sources import FrameSource, PreviewDemand, VideoSource
 from sightline.stream.stats import StreamStats
-from sightline.stream.webrtc import WebRtcSource
 
 log = logging.getLogger(__name__)
 
@@ -163,9 +163,12 @@ class Pipeline:
         self.extra_sinks = extra_sinks  # more sinks per stream (replay evaluation collects results this way)
         self.batcher = Batcher(config.batching.batch_size(classifier.device.type), config.batching.max_wait_ms / 1000,
                                clock)
-        self.worker = InferenceWorker(classifier, self.batcher, config.model.topk, self._deliver, self._end_stream,
-                                      metrics, clock, lanes=config.model.workers,
-                                      throughput=any(not s.live for s in config.streams))
+        self.worker = create_worker(classifier, self.batcher, config.model.topk, self._deliver, self._end_stream,
+                                    metrics, clock, lanes=config.model.workers,
+                                    throughput=any(not s.live for s in config.streams),
+                                    cuda_graphs=config.model.cuda_graphs)
+        self.hwdecode = (probe_nvdec(classifier.device.index) if classifier.device.type == "cuda"
+                         else software_decode("the model runs on the CPU"))
         self._streams: dict[str, StreamRuntime] = {}
         self._lock = threading.Lock()
         self._started = False
@@ -208,10 +211,15 @@ class Pipeline:
         queue = self.batcher.add_stream(name, config.capacity, "latest" if config.live else "block",
                                         on_drop=lambda _: stats.on_dropped("stale"))
         stop = threading.Event()
-        kind = WebRtcSource if config.is_webrtc else VideoSource
+        kind: type[FrameSource] = VideoSource
+        if config.is_webrtc:  # aiortc is imported only where WebRTC is used
+            from sightline.stream.webrtc import WebRtcSource
+
+            kind = WebRtcSource
         preview = PreviewDemand(self.clock)
+        hw = {"hwdecode": self.hwdecode} if kind is VideoSource else {}
         source = kind(config, queue, stats, self.classifier.preprocessor.working_size,
-                      keep_display=config.record, stop=stop, clock=self.clock, preview=preview)
+                      keep_display=config.record, stop=stop, clock=self.clock, preview=preview, **hw)
         sinks: list[Sink] = []
         out_dir = self.config.output_dir
         if self.config.log_predictions:
@@ -277,6 +285,8 @@ class Pipeline:
     async def webrtc_offer(self, name: str, sdp: str, kind: str = "offer") -> tuple[str, str]:
         """Answer a WebRTC publisher's SDP offer for a ``webrtc://`` stream: (answer sdp, type)."""
         source = self.get(name).source
+        from sightline.stream.webrtc import WebRtcSource
+
         if not isinstance(source, WebRtcSource):
             raise StreamError(f"stream {name!r} is not a webrtc:// stream")
         answer = await source.accept(sdp, kind)

@@ -24,6 +24,7 @@ from sightline.stream.buffers import BoundedQueue
 from sightline.stream.config import StreamConfig, redact_url
 from sightline.stream.errors import SourceOpenError, SourceReadError, describe_av_error
 from sightline.stream.frames import Frame
+from sightline.stream.hwdecode import HwDecode
 from sightline.stream.stats import StreamStats
 
 log = logging.getLogger(__name__)
@@ -177,10 +178,12 @@ class VideoSource(FrameSource):
     def __init__(self, config: StreamConfig, queue: BoundedQueue[Frame], stats: StreamStats,
                  working_size: WorkingSize, keep_display: bool, stop: threading.Event,
                  clock: Callable[[], float] = time.monotonic, preview: PreviewDemand | None = None,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, hwdecode: HwDecode | None = None) -> None:
         super().__init__(config, queue, stats, working_size, keep_display, stop, clock, preview)
         self.bad_packets = 0
         self._rng = random.Random(seed)
+        self.hwdecode = hwdecode if hwdecode is not None and hwdecode.enabled and config.hwaccel == "auto" else None
+        self.hw_used: bool | None = None  # after an open: whether the decoder runs on NVDEC
 
     def _produce(self) -> None:
         if self.config.is_file:
@@ -240,10 +243,40 @@ class VideoSource(FrameSource):
             kwargs["format"] = "v4l2"
         if self.stats.state != "reconnecting":
             self.stats.set_state("connecting")
+        if self.hwdecode is not None:
+            container = self._open_on_nvdec(url, kwargs)
+            if container is not None:
+                return container
         try:
             return av.open(url, **kwargs)  # type: ignore[arg-type]
         except (av.FFmpegError, OSError) as exc:
             raise SourceOpenError(f"cannot open {self.safe_url}: {describe_av_error(exc)}") from exc
+
+    def _open_on_nvdec(self, url: str, kwargs: dict[str, object]) -> av.container.InputContainer | None:
+        """Open with a fresh CUDA HWAccel; None when that fails (the caller opens in software).
+
+        A failure that the software open then does not repeat is the hardware's: say so once and stay
+        in software; when both fail the source is at fault and NVDEC is tried again on the next open.
+        """
+        assert self.hwdecode is not None and self.hwdecode.factory is not None
+        try:
+            container = av.open(url, hwaccel=self.hwdecode.factory(), **kwargs)  # type: ignore[arg-type]
+        except (av.FFmpegError, OSError) as exc:
+            try:
+                av.open(url, **kwargs).close()  # type: ignore[arg-type]
+            except (av.FFmpegError, OSError):
+                return None
+            log.warning("stream %s: NVDEC open failed (%s); decoding in software", self.config.name,
+                        describe_av_error(exc))
+            self.hwdecode = None
+            return None
+        video = container.streams.video
+        used = bool(video) and video[0].codec_context.is_hwaccel
+        if used != self.hw_used:
+            codec = video[0].codec_context.name if video else "no video"
+            log.info("stream %s: %s decode on %s", self.config.name, codec, "NVDEC" if used else "the CPU")
+        self.hw_used = used
+        return container
 
     def _session(self) -> None:
         """One open/decode/close cycle: returns at end of stream, raises on failure."""

@@ -1,0 +1,111 @@
+"""The GPU inference worker: one feeder thread submits batches, one collector thread publishes results.
+
+The feeder takes a batch from the batcher, stages it and enqueues its upload and model run on the
+``BucketedRunner`` (which returns at once on CUDA), then goes straight back for the next batch: that
+batch is staged and uploaded while the GPU still computes this one. The collector waits for each
+batch's results in submission order and hands them to the streams, so results stay in order and the
+feeder never waits on the GPU unless both staging slots are busy.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sightline.model.classifier import Classifier
+from sightline.model.staging import BucketedRunner, Pending
+from sightline.stream.batcher import Batch, Batcher
+from sightline.stream.frames import Result
+from sightline.stream.inference import Classified, InferenceWorker
+from sightline.stream.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class InFlight:
+    batch: Batch
+    batched: float  # clock() when the batch was taken
+    pending: Pending | None  # None: nothing to classify in it, or its submission failed
+    submitted: float  # perf_counter() after the submission returned
+
+
+class FeederWorker(InferenceWorker):
+    """Same contract as ``InferenceWorker`` (start/stop, in-order delivery, error counting), two threads."""
+
+    def __init__(self, classifier: Classifier, batcher: Batcher, topk: int,
+                 deliver: Callable[[Result], None], end_stream: Callable[[str], None],
+                 metrics: Metrics | None = None, clock: Callable[[], float] = time.monotonic,
+                 runner: BucketedRunner | None = None, cuda_graphs: bool = False) -> None:
+        super().__init__(classifier, batcher, topk, deliver, end_stream, metrics, clock, lanes=1)
+        self.runner = runner or BucketedRunner(classifier, batcher.max_batch, cuda_graphs=cuda_graphs)
+        self._inflight: queue.Queue[InFlight | None] = queue.Queue()
+        self._threads = [threading.Thread(target=self._feed, name="inference-feeder", daemon=True),
+                         threading.Thread(target=self._collect, name="inference-collector", daemon=True)]
+
+    def start(self) -> None:
+        if not self.runner.warmed:
+            self.runner.warmup()  # every bucket compiled/captured before the first frame (and before /readyz)
+        log.info("inference: feeder with copy/compute overlap on %s, batch buckets %s%s",
+                 self.classifier.device, ",".join(map(str, self.runner.buckets)),
+                 ", CUDA graphs" if self.runner.captured else "")
+        for thread in self._threads:
+            thread.start()
+
+    def _feed(self) -> None:
+        try:
+            while not self._stop.is_set():
+                batch = self.batcher.next_batch(timeout=0.1)
+                if not batch.frames and not batch.ended:
+                    continue
+                batched = self.clock()
+                pending = self._submit(batch)
+                self._inflight.put(InFlight(batch, batched, pending, time.perf_counter()))
+        finally:
+            self._inflight.put(None)  # the collector drains what is in flight, then ends
+
+    def _submit(self, batch: Batch) -> Pending | None:
+        todo = [f.image for f in batch.frames if f.infer]
+        if not todo:
+            return None
+        started = time.perf_counter()
+        try:
+            pending = self.runner.submit(todo)
+        except (RuntimeError, ValueError) as exc:  # e.g. CUDA OOM: lose this batch, keep serving
+            self._count_error()
+            log.error("inference failed for a batch of %d frames: %s", len(todo), exc)
+            return None
+        if self.metrics:
+            self.metrics.stage["preprocess"].observe(time.perf_counter() - started)
+        return pending
+
+    def _collect(self) -> None:
+        while True:
+            item = self._inflight.get()
+            if item is None:
+                return
+            classified = self._results(item)
+            with self._turn:
+                try:
+                    self._publish(item.batch, classified, item.batched)
+                except Exception:  # a bug in a sink hand-off: log it; the next batch is still delivered
+                    log.exception("delivering a batch of %d frames failed", len(item.batch.frames))
+                self._delivered += 1
+
+    def _results(self, item: InFlight) -> Classified | None:
+        if item.pending is None:
+            return None
+        try:
+            probs = self.runner.collect(item.pending)
+        except RuntimeError as exc:  # an asynchronous CUDA error surfaces here
+            self._count_error()
+            log.error("inference failed for a batch of %d frames: %s", item.pending.count, exc)
+            return None
+        if self.metrics:
+            self.metrics.stage["inference"].observe(time.perf_counter() - item.submitted)
+            self.metrics.batch_size.observe(item.pending.count)
+        return probs.numpy(), self.classifier.top(probs, self.topk)
