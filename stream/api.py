@@ -2,14 +2,14 @@
 
 Handlers only move small objects; anything that blocks (probing a file, stopping a stream,
 drawing and encoding JPEGs) runs in a worker thread. GET endpoints are open; with
-``server.token`` set, POST and DELETE need ``Authorization: Bearer <token>``. No response and no
+``server.token`` set, POST and DELETE need ``Authorization: Bearer <token>``. ``ServiceGuard``
+(service_guard.py) checks Host, Origin, the token and the body size before any handler runs. No response and no
 log line carries a stream URL's credentials (``redact_url``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 from importlib import resources
 from typing import Any, Literal
@@ -26,6 +26,7 @@ from sightline.stream.errors import StreamError
 from sightline.stream.metrics import Metrics
 from sightline.stream.pipeline import DuplicateStreamError, Pipeline, StreamRuntime, UnknownStreamError
 from sightline.stream.preview import MJPEG_MEDIA_TYPE, PreviewRenderer
+from sightline.stream.service_guard import HostPolicy, ServiceGuard, bearer_token_matches
 
 log = logging.getLogger(__name__)
 
@@ -113,15 +114,6 @@ def readiness(pipeline: Pipeline, max_down_share: float, closing: bool = False) 
                      max_down_share=max_down_share)
 
 
-def bearer_token_matches(header: str | None, token: str) -> bool:
-    if not header:
-        return False
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "bearer":
-        return False
-    return hmac.compare_digest(value.strip().encode("utf-8"), token.encode("utf-8"))
-
-
 def validation_message(errors: list[dict[str, Any]]) -> str:
     """Request validation errors in the config's own style (``url: unsupported scheme 'ftp'``), no inputs echoed."""
     lines = []
@@ -157,6 +149,9 @@ def create_app(pipeline: Pipeline, config: RunConfig, metrics: Metrics | None) -
                   description="Streaming video recognition: manage streams, watch annotated previews, "
                               "read per-stream FPS/latency; Prometheus metrics at /metrics.")
     app.state.token = server.token
+    # Host/Origin, the token and the body cap, all before a byte of the body is read (service_guard.py)
+    app.add_middleware(ServiceGuard, policy=HostPolicy(server.host, server.allowed_hosts, server.allowed_origins),
+                       token=server.token, max_body_bytes=server.max_body_bytes)
     app.state.closing = asyncio.Event()
     app.state.preview_clients = 0
     previews = PreviewRenderer(pipeline, server.jpeg_quality)
