@@ -16,6 +16,8 @@ from collections.abc import Iterator
 
 import uvicorn
 from fastapi import FastAPI
+from sightline.model.errors import ConfigError
+from sightline.stream.config import ServerConfig
 from sightline.stream.errors import StreamError
 
 log = logging.getLogger(__name__)
@@ -84,9 +86,9 @@ class HttpServer:
                 raise ServerBindError(f"server: uvicorn stopped during start-up on {self.host}:{self.requested_port}")
             await asyncio.sleep(0.01)
         log.info("serving HTTP on %s", self.url)
-        if app.state.token is None and not _is_loopback(self.host):
-            log.warning("serving on %s without server.token: anyone who can reach it can add and remove streams",
-                        self.host)
+        if app.state.token is None and not is_loopback(self.host):  # allowed by server.insecure (see require_safe_bind)
+            log.warning("serving on %s without server.token (server.insecure: true): anyone who can reach it can add "
+                        "and remove streams", self.host)
 
     async def stop(self) -> None:
         """End previews and readiness first, then let uvicorn finish open requests (at most graceful_s)."""
@@ -105,7 +107,14 @@ class HttpServer:
             self._socket = None
 
 
-def _is_loopback(host: str) -> bool:
+def require_safe_bind(server: ServerConfig) -> None:
+    """Refuse a non-loopback bind without a token, unless ``server.insecure`` says it is on purpose."""
+    if server.enabled and server.token is None and not server.insecure and not is_loopback(server.host):
+        raise ConfigError(f"server.host {server.host!r} is not a loopback address: set server.token (or "
+                          f"SIGHTLINE_TOKEN), or server.insecure: true to serve it without one")
+
+
+def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:

@@ -93,8 +93,10 @@ def build_pipeline(config: RunConfig, metrics: Metrics | None = None) -> Pipelin
 
 
 async def run_service(config: RunConfig, duration: float | None = None) -> int:
+    from sightline.stream.http_server import HttpServer, require_safe_bind
+
+    require_safe_bind(config.server)  # before anything binds or loads
     from sightline.stream.api import create_app
-    from sightline.stream.http_server import HttpServer
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
