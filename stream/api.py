@@ -24,7 +24,14 @@ from sightline.model.yamlconfig import dotted
 from sightline.stream.config import RunConfig, StreamConfig, outside_media_root, redact_url
 from sightline.stream.errors import StreamError
 from sightline.stream.metrics import Metrics
-from sightline.stream.pipeline import DuplicateStreamError, Pipeline, StreamRuntime, UnknownStreamError
+from sightline.stream.pipeline import (
+    DuplicateStreamError,
+    Pipeline,
+    StreamBusyError,
+    StreamRuntime,
+    TooManyStreamsError,
+    UnknownStreamError,
+)
 from sightline.stream.preview import MJPEG_MEDIA_TYPE, PreviewRenderer
 from sightline.stream.service_guard import HostPolicy, ServiceGuard, bearer_token_matches
 
@@ -135,12 +142,12 @@ class MediaRootError(ConfigError):
     """A file source outside ``media_root``: refused (403), whatever the file is."""
 
 
-def add_stream_checked(pipeline: Pipeline, stream: StreamConfig, config: RunConfig) -> None:
+def add_stream_checked(pipeline: Pipeline, stream: StreamConfig, config: RunConfig) -> StreamRuntime:
     """Blocking (probes the file): runs in a worker thread."""
     outside = outside_media_root(stream, config.media_root)
     if outside:
         raise MediaRootError(f"url: {outside}")
-    pipeline.add_stream(stream)
+    return pipeline.add_stream(stream)
 
 
 def create_app(pipeline: Pipeline, config: RunConfig, metrics: Metrics | None) -> FastAPI:
@@ -223,8 +230,10 @@ def create_app(pipeline: Pipeline, config: RunConfig, metrics: Metrics | None) -
 
     @changes.post("/api/streams", tags=["streams"], status_code=status.HTTP_201_CREATED, response_model=StreamStatus,
                   summary="Add a stream (same fields as a `streams:` entry in the config)",
-                  responses={403: {"description": "file outside media_root"}, 409: {"description": "name taken"},
+                  responses={403: {"description": "file outside media_root"},
+                             409: {"description": "name taken, or its previous stream is still being removed"},
                              422: {"description": "invalid fields, missing or unreadable file"},
+                             429: {"description": "server.max_streams streams are registered"},
                              503: {"description": "shutting down"}})
     async def add_stream(stream: StreamConfig) -> JSONResponse:
         if app.state.closing.is_set():
@@ -232,27 +241,31 @@ def create_app(pipeline: Pipeline, config: RunConfig, metrics: Metrics | None) -
         if stream.name in pipeline.names():
             raise HTTPException(status.HTTP_409_CONFLICT, f"a stream named {stream.name!r} already exists")
         try:
-            await asyncio.to_thread(add_stream_checked, pipeline, stream, config)
+            runtime = await asyncio.to_thread(add_stream_checked, pipeline, stream, config)
         except DuplicateStreamError as exc:
             raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+        except TooManyStreamsError as exc:
+            raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, str(exc), headers={"Retry-After": "5"}) from None
         except MediaRootError as exc:
             raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)) from None
         except ConfigError as exc:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
         log.info("api: added stream %s (%s)", stream.name, redact_url(stream.url))
-        body = described(pipeline.get(stream.name).status())
+        body = described(runtime.status())  # not pipeline.get(): a racing DELETE may have removed it already
         return JSONResponse(body, status_code=status.HTTP_201_CREATED,
                             headers={"Location": f"/api/streams/{stream.name}"})
 
     @changes.delete("/api/streams/{name}", tags=["streams"], response_model=StreamStatus,
                     summary="Stop a stream: its source closes, in-flight frames drain, recordings are finalized",
-                    responses={404: {"description": "no such stream"}})
+                    responses={404: {"description": "no such stream"},
+                               409: {"description": "the stream is already being removed"}})
     async def remove_stream(name: str) -> dict[str, object]:
-        runtime = find(name)
         try:
-            await asyncio.to_thread(pipeline.remove_stream, name)
+            runtime = await asyncio.to_thread(pipeline.remove_stream, name)
         except UnknownStreamError:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no stream named {name!r}") from None
+        except StreamBusyError as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
         previews.forget(name)
         log.info("api: removed stream %s", name)
         return described(runtime.status())

@@ -218,6 +218,13 @@ class RunConfig(StrictModel):
     streams: list[StreamConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
+    def _stream_cap(self) -> RunConfig:
+        if len(self.streams) > self.server.max_streams:
+            raise ValueError(f"streams: {len(self.streams)} streams configured, more than server.max_streams "
+                             f"({self.server.max_streams})")
+        return self
+
+    @model_validator(mode="after")
     def _unique_names(self) -> RunConfig:
         seen: dict[str, int] = {}
         for i, s in enumerate(self.streams):

@@ -44,6 +44,14 @@ class UnknownStreamError(StreamError):
     pass
 
 
+class StreamBusyError(StreamError):
+    """The stream is being removed (API: 409); a retry after it is gone succeeds."""
+
+
+class TooManyStreamsError(StreamError):
+    """``server.max_streams`` streams are registered (API: 429)."""
+
+
 class StreamOutput:
     """One stream's output thread: smoothing, the labels to show, sinks, and the latest frame for previews."""
 
@@ -128,6 +136,7 @@ class StreamRuntime:
     source: FrameSource
     output: StreamOutput
     stop: threading.Event = field(default_factory=threading.Event)
+    removing: bool = False  # set once, under the pipeline's lock, by the one remove_stream that stops it
 
     @property
     def finished(self) -> bool:
@@ -185,25 +194,37 @@ class Pipeline:
             self.add_stream(stream, check=False)  # load_run_config already checked the files
 
     def add_stream(self, config: StreamConfig, check: bool = True) -> StreamRuntime:
+        """Register and start a stream. The registry is the lifecycle: a name is registered only with its
+        threads started, and stays registered (refusing a new stream of that name) until it is stopped."""
         if check:
             problem = check_source(config, self.config.media_root)
             if problem:
                 raise ConfigError(f"streams.{config.name}.url: {problem}")
+        name = config.name
         with self._lock:
-            if config.name in self._streams:
-                raise DuplicateStreamError(f"a stream named {config.name!r} already exists")
+            existing = self._streams.get(name)
+            if existing is not None:
+                if existing.removing:
+                    raise DuplicateStreamError(f"stream {name!r} is still being removed; try again")
+                raise DuplicateStreamError(f"a stream named {name!r} already exists")
+            limit = self.config.server.max_streams
+            if len(self._streams) >= limit:
+                raise TooManyStreamsError(f"{limit} streams are registered (server.max_streams); remove one first")
             runtime = self._build(config)
-            self._streams[config.name] = runtime
-        runtime.output.start()
-        runtime.source.start()
-        log.info("stream %s: started (%s, %s)", config.name, redact_url(config.url), config.mode)
+            self._streams[name] = runtime
+            runtime.output.start()
+            runtime.source.start()
+        log.info("stream %s: started (%s, %s)", name, redact_url(config.url), config.mode)
         return runtime
 
     def _build(self, config: StreamConfig) -> StreamRuntime:
         name = config.name
         stats = StreamStats(name, self.metrics.stream(name) if self.metrics else None, clock=self.clock)
-        queue = self.batcher.add_stream(name, config.capacity, "latest" if config.live else "block",
-                                        on_drop=lambda _: stats.on_dropped("stale"))
+        try:
+            queue = self.batcher.add_stream(name, config.capacity, "latest" if config.live else "block",
+                                            on_drop=lambda _: stats.on_dropped("stale"))
+        except ValueError:  # the previous stream of this name has not drained out of the batcher yet
+            raise DuplicateStreamError(f"stream {name!r} is still draining; try again") from None
         stop = threading.Event()
         kind = WebRtcSource if config.is_webrtc else VideoSource
         preview = PreviewDemand(self.clock)
@@ -221,17 +242,27 @@ class Pipeline:
         output = StreamOutput(name, smoother, sinks, stats, config.live, self.metrics)
         return StreamRuntime(config, stats, source, output, stop)
 
-    def remove_stream(self, name: str, timeout: float = 10.0) -> None:
-        """Stop a stream, finalize its sinks, forget it."""
-        runtime = self.get(name)
+    def remove_stream(self, name: str, timeout: float = 10.0) -> StreamRuntime:
+        """Stop a stream, finalize its sinks, forget it. Exactly one caller stops a stream: a concurrent
+        removal gets StreamBusyError, an unknown name UnknownStreamError."""
+        with self._lock:
+            runtime = self._streams.get(name)
+            if runtime is None:
+                raise UnknownStreamError(f"no stream named {name!r}")
+            if runtime.removing:
+                raise StreamBusyError(f"stream {name!r} is already being removed")
+            runtime.removing = True
         self._stop_runtime(runtime, timeout)
         with self._lock:
-            self._streams.pop(name, None)
-        if self.metrics:
-            self.metrics.forget_stream(name)
+            if self._streams.get(name) is runtime:
+                del self._streams[name]
+                if self.metrics:
+                    self.metrics.forget_stream(name)
+        return runtime
 
     def _stop_runtime(self, runtime: StreamRuntime, timeout: float) -> None:
         runtime.stop.set()
+        runtime.source.wake()
         runtime.source.join(timeout)
         if not runtime.output.done.wait(timeout):
             log.warning("stream %s: output did not drain within %.0fs", runtime.config.name, timeout)
@@ -243,6 +274,7 @@ class Pipeline:
         runtimes = list(self._streams.values())
         for runtime in runtimes:
             runtime.stop.set()
+            runtime.source.wake()
         for runtime in runtimes:
             self._stop_runtime(runtime, timeout)
         if self._started:

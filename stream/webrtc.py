@@ -93,6 +93,9 @@ class WebRtcSource(FrameSource):
         if peer is not None:
             await peer.close()
 
+    def wake(self) -> None:
+        self._handoff.close()  # get() returns at once; _produce sees stop (a delete took ~125 ms more without)
+
     def _produce(self) -> None:
         self.stats.set_state("connecting", WAITING)
         while not self.stop.is_set():
