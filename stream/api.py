@@ -32,7 +32,7 @@ from sightline.stream.pipeline import (
     TooManyStreamsError,
     UnknownStreamError,
 )
-from sightline.stream.preview import MJPEG_MEDIA_TYPE, PreviewRenderer
+from sightline.stream.preview import MJPEG_MEDIA_TYPE, MjpegResponse, PreviewRenderer, PreviewSlots
 from sightline.stream.service_guard import HostPolicy, ServiceGuard, bearer_token_matches
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,7 @@ def create_app(pipeline: Pipeline, config: RunConfig, metrics: Metrics | None) -
     app.add_middleware(ServiceGuard, policy=HostPolicy(server.host, server.allowed_hosts, server.allowed_origins),
                        token=server.token, max_body_bytes=server.max_body_bytes)
     app.state.closing = asyncio.Event()
-    app.state.preview_clients = 0
+    app.state.preview_slots = PreviewSlots(server.max_preview_clients)
     previews = PreviewRenderer(pipeline, server.jpeg_quality)
     page = resources.files("sightline.stream").joinpath("static/index.html").read_bytes()
     publish_page = resources.files("sightline.stream").joinpath("static/publish.html").read_bytes()
@@ -313,19 +313,12 @@ def create_app(pipeline: Pipeline, config: RunConfig, metrics: Metrics | None) -
         runtime = find(name)
         if app.state.closing.is_set():
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "shutting down")
-        if app.state.preview_clients >= server.max_preview_clients:
+        slot = app.state.preview_slots.take()  # checked and counted in one step: no await in between
+        if slot is None:
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
                                 f"{server.max_preview_clients} previews are open (server.max_preview_clients)",
                                 headers={"Retry-After": "5"})
-
-        def opened() -> None:
-            app.state.preview_clients += 1
-
-        def closed() -> None:
-            app.state.preview_clients -= 1
-
-        parts = previews.mjpeg(runtime, server.mjpeg_fps, app.state.closing, opened, closed)
-        return StreamingResponse(parts, media_type=MJPEG_MEDIA_TYPE,
-                                 headers={**NO_STORE, "X-Accel-Buffering": "no"})
+        parts = previews.mjpeg(runtime, server.mjpeg_fps, app.state.closing)
+        return MjpegResponse(parts, slot, headers={**NO_STORE, "X-Accel-Buffering": "no"})
 
     return app

@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from sightline.model.errors import ConfigError
 from sightline.stream.config import ServerConfig
 from sightline.stream.errors import StreamError
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +35,50 @@ class _Server(uvicorn.Server):
         yield
 
 
+def write_timeout_protocol(timeout_s: float) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol with a write timeout: a connection whose client has read nothing for
+    ``timeout_s`` while the server waits to write (asyncio paused writing: the socket buffer is full)
+    is aborted. uvicorn has no write timeout of its own, so a viewer that connects and never reads
+    would hold its MJPEG slot, its buffers and its file descriptor for as long as it likes; the abort
+    is an ordinary disconnect for the app (the body is cancelled, the slot released)."""
+
+    class WriteTimeoutProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
+        _write_timer: asyncio.TimerHandle | None = None
+
+        def pause_writing(self) -> None:
+            super().pause_writing()
+            if self._write_timer is None:
+                self._write_timer = asyncio.get_running_loop().call_later(timeout_s, self._write_timed_out)
+
+        def resume_writing(self) -> None:
+            self._cancel_write_timer()
+            super().resume_writing()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._cancel_write_timer()
+            super().connection_lost(exc)
+
+        def _cancel_write_timer(self) -> None:
+            if self._write_timer is not None:
+                self._write_timer.cancel()
+                self._write_timer = None
+
+        def _write_timed_out(self) -> None:
+            self._write_timer = None
+            log.info("closing a connection whose client read nothing for %gs (server.write_timeout_s)", timeout_s)
+            self.transport.abort()
+
+    return WriteTimeoutProtocol
+
+
 class HttpServer:
     """Bind first (``bind``), serve an app later (``start``), stop after the pipeline (``stop``)."""
 
-    def __init__(self, host: str, port: int, graceful_s: float = 3.0) -> None:
+    def __init__(self, host: str, port: int, graceful_s: float = 3.0, write_timeout_s: float = 10.0) -> None:
         self.host = host
         self.requested_port = port
         self.graceful_s = graceful_s
+        self.write_timeout_s = write_timeout_s
         self.app: FastAPI | None = None
         self._socket: socket.socket | None = None
         self._server: _Server | None = None
@@ -76,7 +114,8 @@ class HttpServer:
         sock = self.bind()
         self.app = app
         config = uvicorn.Config(app, log_level="warning", log_config=None, access_log=False, lifespan="off",
-                                timeout_graceful_shutdown=self.graceful_s)
+                                timeout_graceful_shutdown=self.graceful_s,
+                                http=write_timeout_protocol(self.write_timeout_s))
         self._server = _Server(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="http-server")
         while not self._server.started:

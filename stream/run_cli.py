@@ -105,7 +105,8 @@ async def run_service(config: RunConfig, duration: float | None = None) -> int:
     server = None
     try:
         if config.server.enabled:
-            server = HttpServer(config.server.host, config.server.port)
+            server = HttpServer(config.server.host, config.server.port,
+                                write_timeout_s=config.server.write_timeout_s)
             server.bind()  # a busy port fails now, not after the model has loaded
         pipeline = await asyncio.to_thread(build_pipeline, config)
         if server is not None and not stop.is_set():
