@@ -34,6 +34,7 @@ from sightline.stream.pipeline import (
 )
 from sightline.stream.preview import MJPEG_MEDIA_TYPE, MjpegResponse, PreviewRenderer, PreviewSlots
 from sightline.stream.service_guard import HostPolicy, ServiceGuard, bearer_token_matches
+from sightline.stream.webrtc import PublisherConnectedError
 
 log = logging.getLogger(__name__)
 
@@ -273,16 +274,20 @@ def create_app(pipeline: Pipeline, config: RunConfig, metrics: Metrics | None) -
     @changes.post("/api/streams/{name}/webrtc", tags=["streams"], response_model=SessionDescription,
                   summary="Publish video to a webrtc:// stream: post the peer's SDP offer, get the answer",
                   responses={404: {"description": "no such stream"},
-                             409: {"description": "not a webrtc:// stream"},
+                             409: {"description": "not a webrtc:// stream, or a publisher is connected"},
                              422: {"description": "not a usable offer (no video track, bad SDP)"}})
     async def webrtc_offer(name: str, offer: SessionDescription) -> dict[str, str]:
         runtime = find(name)
         if not runtime.config.is_webrtc:
             raise HTTPException(status.HTTP_409_CONFLICT, f"stream {name!r} is not a webrtc:// stream")
+        if runtime.removing:
+            raise HTTPException(status.HTTP_409_CONFLICT, f"stream {name!r} is being removed")
         try:
             sdp, kind = await pipeline.webrtc_offer(name, offer.sdp, offer.type)
         except UnknownStreamError:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no stream named {name!r}") from None
+        except PublisherConnectedError as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
         except StreamError as exc:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
         log.info("api: WebRTC publisher for stream %s", name)

@@ -23,6 +23,7 @@ from sightline.stream.buffers import BoundedQueue
 from sightline.stream.config import RunConfig, StreamConfig, check_source, redact_url
 from sightline.stream.errors import StreamError
 from sightline.stream.frames import Result, Smoothed
+from sightline.stream.ice import IcePolicy
 from sightline.stream.inference import InferenceWorker
 from sightline.stream.metrics import Metrics
 from sightline.stream.sinks import JsonlSink, Labelled, Sink, VideoRecorder
@@ -174,6 +175,7 @@ class Pipeline:
                                       throughput=any(not s.live for s in config.streams))
         self._streams: dict[str, StreamRuntime] = {}
         self._lock = threading.Lock()
+        self.ice = IcePolicy.from_server(config.server)  # WebRTC: ICE servers and host candidates from the config
         self._started = False
         if metrics is not None:
             info = classifier.describe()
@@ -226,10 +228,15 @@ class Pipeline:
         except ValueError:  # the previous stream of this name has not drained out of the batcher yet
             raise DuplicateStreamError(f"stream {name!r} is still draining; try again") from None
         stop = threading.Event()
-        kind = WebRtcSource if config.is_webrtc else VideoSource
         preview = PreviewDemand(self.clock)
-        source = kind(config, queue, stats, self.classifier.preprocessor.working_size,
-                      keep_display=config.record, stop=stop, clock=self.clock, preview=preview)
+        size = self.classifier.preprocessor.working_size
+        source: FrameSource
+        if config.is_webrtc:
+            source = WebRtcSource(config, queue, stats, size, keep_display=config.record, stop=stop, clock=self.clock,
+                                  preview=preview, ice=self.ice)
+        else:
+            source = VideoSource(config, queue, stats, size, keep_display=config.record, stop=stop, clock=self.clock,
+                                 preview=preview)
         sinks: list[Sink] = []
         out_dir = self.config.output_dir
         if self.config.log_predictions:
