@@ -10,12 +10,15 @@ Here:
   a loopback address, the bind address when it binds one address, and aioice's own choice (every
   non-loopback address) only when it binds a wildcard (0.0.0.0, ::).
 - A service whose candidates are all loopback ignores the publisher's non-loopback candidates (it could
-  not reach them from a loopback socket; checking them would only send packets off loopback).
+  not reach them from a loopback socket; checking them would only send packets off loopback), and its
+  ICE sockets drop datagrams from non-loopback sources, so it never answers one (a peer-reflexive
+  candidate learnt from such a datagram would be a non-loopback destination).
 
 aioice has no interface filter: ``gather_candidates`` calls the module function
-``aioice.ice.get_host_addresses``. ``host_candidates`` sets a context variable and a small wrapper
-around that function (installed once, idempotently) answers with the chosen addresses inside that
-context only; every other aioice user in the process keeps the original behaviour.
+``aioice.ice.get_host_addresses`` and makes its sockets with the module class ``StunProtocol``.
+``host_candidates`` sets a context variable; a small wrapper around that function and a subclass of
+that class (installed once, idempotently) apply the chosen addresses inside that context only; every
+other aioice user in the process keeps the original behaviour.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import contextvars
 import ipaddress
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import aioice.ice
 from aiortc import RTCConfiguration, RTCIceServer
@@ -32,6 +36,7 @@ from sightline.stream.config import ServerConfig
 
 _HOST_ADDRESSES: contextvars.ContextVar[tuple[str, ...] | None] = contextvars.ContextVar(
     "sightline_ice_host_addresses", default=None)
+_LOOPBACK_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("sightline_ice_loopback_only", default=False)
 WILDCARDS = ("0.0.0.0", "::", "")
 
 
@@ -76,14 +81,51 @@ def default_addresses(bind_host: str) -> tuple[str, ...] | None:
 def host_candidates(addresses: Sequence[str] | None) -> Iterator[None]:
     """Inside this block (and tasks started from it) aioice gathers host candidates on ``addresses`` only."""
     _install()
-    token = _HOST_ADDRESSES.set(None if addresses is None else tuple(addresses))
+    chosen = None if addresses is None else tuple(addresses)
+    token = _HOST_ADDRESSES.set(chosen)
+    loopback = _LOOPBACK_ONLY.set(bool(chosen) and all(_is_loopback(a) for a in chosen))
     try:
         yield
     finally:
+        _LOOPBACK_ONLY.reset(loopback)
         _HOST_ADDRESSES.reset(token)
 
 
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
 def _install() -> None:
+    _install_address_hook()
+    _install_protocol_hook()
+
+
+def _install_protocol_hook() -> None:
+    base = aioice.ice.StunProtocol
+    if getattr(base, "_sightline", False):
+        return
+
+    class ScopedStunProtocol(base):  # type: ignore[misc,valid-type]
+        """An ICE socket made in a loopback-only context answers loopback sources only."""
+
+        _sightline = True
+
+        def __init__(self, receiver: aioice.ice.Connection) -> None:
+            super().__init__(receiver)
+            self.loopback_only = _LOOPBACK_ONLY.get()
+
+        def datagram_received(self, data: bytes | str, addr: tuple[Any, ...]) -> None:
+            if self.loopback_only and not _is_loopback(str(addr[0])):
+                return
+            super().datagram_received(data, addr)
+
+    aioice.ice.StunProtocol = ScopedStunProtocol
+
+
+def _install_address_hook() -> None:
     current: Callable[[bool, bool], list[str]] = aioice.ice.get_host_addresses
     if getattr(current, "_sightline", False):
         return

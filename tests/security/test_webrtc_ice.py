@@ -7,14 +7,16 @@ import asyncio
 import ipaddress
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 
+import aioice.ice
 import aiortc.rtcicetransport
 import httpx
 import pytest
 import sightline.stream.webrtc
 from aiortc import RTCPeerConnection
 from sightline.stream.config import ServerConfig
-from sightline.stream.ice import IcePolicy, keep_reachable_candidates
+from sightline.stream.ice import IcePolicy, host_candidates, keep_reachable_candidates
 from sightline.stream.pipeline import Pipeline
 
 from tests.stream.test_webrtc import Camera
@@ -123,3 +125,24 @@ def test_a_loopback_service_ignores_remote_candidates_it_must_not_check() -> Non
     assert "m=video" in kept
     lan = IcePolicy(addresses=("192.168.1.2",))
     assert keep_reachable_candidates(offer, lan) == offer  # a LAN service checks what the publisher offers
+
+
+async def test_a_loopback_ice_socket_ignores_datagrams_from_other_addresses() -> None:
+    received: list[bytes] = []
+
+    class Receiver:
+        def data_received(self, data: bytes, component: int) -> None:
+            received.append(data)
+
+    with host_candidates(("127.0.0.1",)):
+        guarded = aioice.ice.StunProtocol(Receiver())
+    with host_candidates(None):  # aioice's own choice of interfaces: no such filter
+        open_socket = aioice.ice.StunProtocol(Receiver())
+    for proto in (guarded, open_socket):
+        proto.local_candidate = SimpleNamespace(component=1)
+    guarded.datagram_received(b"not stun", ("192.168.1.9", 5000))
+    guarded.datagram_received(b"not stun", ("::ffff:10.0.0.1", 5000, 0, 0))
+    assert received == []
+    guarded.datagram_received(b"from loopback", ("127.0.0.1", 5000))
+    open_socket.datagram_received(b"from the lan", ("192.168.1.9", 5000))
+    assert received == [b"from loopback", b"from the lan"]
