@@ -28,6 +28,7 @@ from sightline.stream.pipeline import (
     DuplicateStreamError,
     Pipeline,
     StreamBusyError,
+    StreamOutputError,
     StreamRuntime,
     TooManyStreamsError,
     UnknownStreamError,
@@ -235,7 +236,7 @@ def create_app(pipeline: Pipeline, config: RunConfig, metrics: Metrics | None) -
                              409: {"description": "name taken, or its previous stream is still being removed"},
                              422: {"description": "invalid fields, missing or unreadable file"},
                              429: {"description": "server.max_streams streams are registered"},
-                             503: {"description": "shutting down"}})
+                             503: {"description": "shutting down, or the stream's outputs cannot be opened"}})
     async def add_stream(stream: StreamConfig) -> JSONResponse:
         if app.state.closing.is_set():
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "shutting down")
@@ -247,6 +248,8 @@ def create_app(pipeline: Pipeline, config: RunConfig, metrics: Metrics | None) -
             raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
         except TooManyStreamsError as exc:
             raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, str(exc), headers={"Retry-After": "5"}) from None
+        except StreamOutputError as exc:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
         except MediaRootError as exc:
             raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)) from None
         except ConfigError as exc:

@@ -53,6 +53,10 @@ class TooManyStreamsError(StreamError):
     """``server.max_streams`` streams are registered (API: 429)."""
 
 
+class StreamOutputError(StreamError):
+    """A stream's outputs (prediction log, recording) cannot be opened (API: 503); nothing is registered."""
+
+
 class StreamOutput:
     """One stream's output thread: smoothing, the labels to show, sinks, and the latest frame for previews."""
 
@@ -212,7 +216,14 @@ class Pipeline:
             limit = self.config.server.max_streams
             if len(self._streams) >= limit:
                 raise TooManyStreamsError(f"{limit} streams are registered (server.max_streams); remove one first")
-            runtime = self._build(config)
+            try:
+                runtime = self._build(config)
+            except OSError as exc:  # an output file cannot be opened: undo what _build registered
+                self.batcher.close_stream(name)
+                if self.metrics:
+                    self.metrics.forget_stream(name)
+                raise StreamOutputError(f"stream {name!r}: cannot open its outputs in the output directory "
+                                        f"({exc.strerror or type(exc).__name__})") from None
             self._streams[name] = runtime
             runtime.output.start()
             runtime.source.start()

@@ -9,9 +9,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sightline.stream.config import StreamConfig
-from sightline.stream.pipeline import DuplicateStreamError, StreamBusyError
+from sightline.stream.api import create_app
+from sightline.stream.config import RunConfig, StreamConfig
+from sightline.stream.metrics import Metrics
+from sightline.stream.pipeline import DuplicateStreamError, Pipeline, StreamBusyError
 
+from tests.support.models import tiny_classifier
 from tests.support.service import make_service
 
 pytestmark = pytest.mark.timeout(180)
@@ -77,5 +80,28 @@ async def test_a_second_delete_while_the_first_runs_is_409_and_the_name_stays_re
         runtime.removing = False
         assert pipeline.remove_stream("cam") is runtime
         assert pipeline.names() == []
+    finally:
+        await asyncio.to_thread(pipeline.shutdown)
+
+
+async def test_a_stream_whose_outputs_cannot_open_is_refused_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the output directory should be")
+    config = RunConfig(output_dir=blocker / "out", media_root=tmp_path, server={"token": TOKEN})
+    pipeline = Pipeline(tiny_classifier(), config, Metrics())
+    pipeline.start()
+    try:
+        app = create_app(pipeline, config, pipeline.metrics)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
+            body = {"name": "cam", "url": "webrtc://cam"}
+            r = await client.post("/api/streams", json=body, headers=AUTH)
+            assert r.status_code == 503 and "cannot open its outputs" in r.json()["detail"]
+            assert pipeline.names() == [] and stream_threads() == set()
+            # the name is free again once the batcher let go of it: 503 again, not a stuck 409
+            deadline = asyncio.get_running_loop().time() + 10
+            while (r := await client.post("/api/streams", json=body, headers=AUTH)).status_code == 409:
+                assert asyncio.get_running_loop().time() < deadline, r.text
+                await asyncio.sleep(0.05)
+            assert r.status_code == 503
     finally:
         await asyncio.to_thread(pipeline.shutdown)
