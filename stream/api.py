@@ -2,14 +2,14 @@
 
 Handlers only move small objects; anything that blocks (probing a file, stopping a stream,
 drawing and encoding JPEGs) runs in a worker thread. GET endpoints are open; with
-``server.token`` set, POST and DELETE need ``Authorization: Bearer <token>``. No response and no
+``server.token`` set, POST and DELETE need ``Authorization: Bearer <token>``. ``ServiceGuard``
+(service_guard.py) checks Host, Origin, the token and the body size before any handler runs. No response and no
 log line carries a stream URL's credentials (``redact_url``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 from importlib import resources
@@ -27,9 +27,19 @@ from sightline.model.yamlconfig import dotted
 from sightline.stream.config import RunConfig, StreamConfig, outside_media_root, redact_url
 from sightline.stream.errors import StreamError
 from sightline.stream.metrics import Metrics
-from sightline.stream.pipeline import DuplicateStreamError, Pipeline, StreamRuntime, UnknownStreamError
-from sightline.stream.preview import MJPEG_MEDIA_TYPE, PreviewRenderer
+from sightline.stream.pipeline import (
+    DuplicateStreamError,
+    Pipeline,
+    StreamBusyError,
+    StreamOutputError,
+    StreamRuntime,
+    TooManyStreamsError,
+    UnknownStreamError,
+)
+from sightline.stream.preview import MJPEG_MEDIA_TYPE, MjpegResponse, PreviewRenderer, PreviewSlots
+from sightline.stream.service_guard import HostPolicy, ServiceGuard, bearer_token_matches
 from sightline.stream.urls import scrub_urls
+from sightline.stream.webrtc import PublisherConnectedError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -121,15 +131,6 @@ def readiness(pipeline: Pipeline, max_down_share: float, closing: bool = False) 
                      max_down_share=max_down_share)
 
 
-def bearer_token_matches(header: str | None, token: str) -> bool:
-    if not header:
-        return False
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "bearer":
-        return False
-    return hmac.compare_digest(value.strip().encode("utf-8"), token.encode("utf-8"))
-
-
 def validation_message(errors: list[dict[str, Any]]) -> str:
     """Request validation errors in the config's own style (``url: unsupported scheme 'ftp'``), no inputs echoed."""
     lines = []
@@ -151,12 +152,12 @@ class MediaRootError(ConfigError):
     """A file source outside ``media_root``: refused (403), whatever the file is."""
 
 
-def add_stream_checked(pipeline: Pipeline, stream: StreamConfig, config: RunConfig) -> None:
+def add_stream_checked(pipeline: Pipeline, stream: StreamConfig, config: RunConfig) -> StreamRuntime:
     """Blocking (probes the file): runs in a worker thread."""
     outside = outside_media_root(stream, config.media_root)
     if outside:
         raise MediaRootError(f"url: {outside}")
-    pipeline.add_stream(stream)
+    return pipeline.add_stream(stream)
 
 
 def create_app(pipeline: Pipeline, config: RunConfig, metrics: Metrics | None) -> FastAPI:
@@ -165,8 +166,11 @@ def create_app(pipeline: Pipeline, config: RunConfig, metrics: Metrics | None) -
                   description="Streaming video recognition: manage streams, watch annotated previews, "
                               "read per-stream FPS/latency; Prometheus metrics at /metrics.")
     app.state.token = server.token
+    # Host/Origin, the token and the body cap, all before a byte of the body is read (service_guard.py)
+    app.add_middleware(ServiceGuard, policy=HostPolicy(server.host, server.allowed_hosts, server.allowed_origins),
+                       token=server.token, max_body_bytes=server.max_body_bytes)
     app.state.closing = asyncio.Event()
-    app.state.preview_clients = 0
+    app.state.preview_slots = PreviewSlots(server.max_preview_clients)
     previews = PreviewRenderer(pipeline, server.jpeg_quality)
     page = resources.files("sightline.stream").joinpath("static/index.html").read_bytes()
     publish_page = resources.files("sightline.stream").joinpath("static/publish.html").read_bytes()
@@ -244,36 +248,44 @@ def create_app(pipeline: Pipeline, config: RunConfig, metrics: Metrics | None) -
 
     @changes.post("/api/streams", tags=["streams"], status_code=status.HTTP_201_CREATED, response_model=StreamStatus,
                   summary="Add a stream (same fields as a `streams:` entry in the config)",
-                  responses={403: {"description": "file outside media_root"}, 409: {"description": "name taken"},
+                  responses={403: {"description": "file outside media_root"},
+                             409: {"description": "name taken, or its previous stream is still being removed"},
                              422: {"description": "invalid fields, missing or unreadable file"},
-                             503: {"description": "shutting down"}})
+                             429: {"description": "server.max_streams streams are registered"},
+                             503: {"description": "shutting down, or the stream's outputs cannot be opened"}})
     async def add_stream(stream: StreamConfig) -> JSONResponse:
         if app.state.closing.is_set():
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "shutting down")
         if stream.name in pipeline.names():
             raise HTTPException(status.HTTP_409_CONFLICT, f"a stream named {stream.name!r} already exists")
         try:
-            await asyncio.to_thread(add_stream_checked, pipeline, stream, config)
+            runtime = await asyncio.to_thread(add_stream_checked, pipeline, stream, config)
         except DuplicateStreamError as exc:
             raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+        except TooManyStreamsError as exc:
+            raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, str(exc), headers={"Retry-After": "5"}) from None
+        except StreamOutputError as exc:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
         except MediaRootError as exc:
             raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)) from None
         except ConfigError as exc:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
         log.info("api: added stream %s (%s)", stream.name, redact_url(stream.url))
-        body = described(pipeline.get(stream.name).status())
+        body = described(runtime.status())  # not pipeline.get(): a racing DELETE may have removed it already
         return JSONResponse(body, status_code=status.HTTP_201_CREATED,
                             headers={"Location": f"/api/streams/{stream.name}"})
 
     @changes.delete("/api/streams/{name}", tags=["streams"], response_model=StreamStatus,
                     summary="Stop a stream: its source closes, in-flight frames drain, recordings are finalized",
-                    responses={404: {"description": "no such stream"}})
+                    responses={404: {"description": "no such stream"},
+                               409: {"description": "the stream is already being removed"}})
     async def remove_stream(name: str) -> dict[str, object]:
-        runtime = find(name)
         try:
-            await asyncio.to_thread(pipeline.remove_stream, name)
+            runtime = await asyncio.to_thread(pipeline.remove_stream, name)
         except UnknownStreamError:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no stream named {bounded(name, NAME_ECHO)!r}") from None
+        except StreamBusyError as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
         previews.forget(name)
         log.info("api: removed stream %s", name)
         return described(runtime.status())
@@ -281,16 +293,20 @@ def create_app(pipeline: Pipeline, config: RunConfig, metrics: Metrics | None) -
     @changes.post("/api/streams/{name}/webrtc", tags=["streams"], response_model=SessionDescription,
                   summary="Publish video to a webrtc:// stream: post the peer's SDP offer, get the answer",
                   responses={404: {"description": "no such stream"},
-                             409: {"description": "not a webrtc:// stream"},
+                             409: {"description": "not a webrtc:// stream, or a publisher is connected"},
                              422: {"description": "not a usable offer (no video track, bad SDP)"}})
     async def webrtc_offer(name: str, offer: SessionDescription) -> dict[str, str]:
         runtime = find(name)
         if not runtime.config.is_webrtc:
             raise HTTPException(status.HTTP_409_CONFLICT, f"stream {name!r} is not a webrtc:// stream")
+        if runtime.removing:
+            raise HTTPException(status.HTTP_409_CONFLICT, f"stream {name!r} is being removed")
         try:
             sdp, kind = await pipeline.webrtc_offer(name, offer.sdp, offer.type)
         except UnknownStreamError:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no stream named {bounded(name, NAME_ECHO)!r}") from None
+        except PublisherConnectedError as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
         except StreamError as exc:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
         log.info("api: WebRTC publisher for stream %s", name)
@@ -323,19 +339,12 @@ def create_app(pipeline: Pipeline, config: RunConfig, metrics: Metrics | None) -
         runtime = find(name)
         if app.state.closing.is_set():
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "shutting down")
-        if app.state.preview_clients >= server.max_preview_clients:
+        slot = app.state.preview_slots.take()  # checked and counted in one step: no await in between
+        if slot is None:
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
                                 f"{server.max_preview_clients} previews are open (server.max_preview_clients)",
                                 headers={"Retry-After": "5"})
-
-        def opened() -> None:
-            app.state.preview_clients += 1
-
-        def closed() -> None:
-            app.state.preview_clients -= 1
-
-        parts = previews.mjpeg(runtime, server.mjpeg_fps, app.state.closing, opened, closed)
-        return StreamingResponse(parts, media_type=MJPEG_MEDIA_TYPE,
-                                 headers={**NO_STORE, "X-Accel-Buffering": "no"})
+        parts = previews.mjpeg(runtime, server.mjpeg_fps, app.state.closing)
+        return MjpegResponse(parts, slot, headers={**NO_STORE, "X-Accel-Buffering": "no"})
 
     return app

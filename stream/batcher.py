@@ -43,6 +43,13 @@ class Batcher:
             self._queues[name] = queue
         return queue
 
+    def close_stream(self, name: str) -> None:
+        """Close a stream's queue (a stream that failed to start): it drains out and is forgotten."""
+        with self.bell:
+            queue = self._queues.get(name)
+        if queue is not None:
+            queue.close()
+
     def wake(self) -> None:
         with self.bell:
             self.bell.notify_all()

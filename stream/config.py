@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Literal
@@ -154,6 +156,41 @@ class StreamConfig(StrictModel):
         return Path(self.location.path)
 
 
+class IceServerConfig(StrictModel):
+    urls: list[str] = Field(min_length=1, description="stun:host:port or turn:host:port?transport=udp|tcp")
+    username: str | None = None
+    credential: str | None = None
+
+    @field_validator("urls")
+    @classmethod
+    def _ice_urls(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            if not re.match(r"^(stun|stuns|turn|turns):[^\s]+$", url):
+                raise ValueError(f"not a stun:, stuns:, turn: or turns: URL: {url[:80]!r}")
+        return urls
+
+
+class WebRtcConfig(StrictModel):
+    ice_servers: list[IceServerConfig] = Field(
+        default_factory=list, description="STUN/TURN servers for WebRTC publishers; none by default (no traffic to a "
+                                          "third party)")
+    interfaces: list[str] | None = Field(
+        None, description="IP addresses the service offers as ICE host candidates; default: 127.0.0.1 when the "
+                          "server binds a loopback address, the bind address when it binds one address, every "
+                          "non-loopback interface when it binds 0.0.0.0 or ::")
+
+    @field_validator("interfaces")
+    @classmethod
+    def _addresses(cls, interfaces: list[str] | None) -> list[str] | None:
+        if interfaces is not None:
+            for address in interfaces:
+                try:
+                    ipaddress.ip_address(address)
+                except ValueError:
+                    raise ValueError(f"not an IP address: {address[:80]!r}") from None
+        return interfaces
+
+
 class ServerConfig(StrictModel):
     enabled: bool = True
     host: str = Field("127.0.0.1", min_length=1, description="bind address; 0.0.0.0 only inside a container")
@@ -167,6 +204,21 @@ class ServerConfig(StrictModel):
     mjpeg_fps: float = Field(5.0, gt=0, le=30, description="frame rate of the MJPEG previews")
     jpeg_quality: int = Field(80, ge=10, le=100, description="JPEG quality of previews and snapshots")
     max_preview_clients: int = Field(16, ge=1, le=1000, description="open MJPEG previews at most (503 beyond)")
+    write_timeout_s: float = Field(10.0, gt=0, le=600,
+                                   description="a client that reads nothing for this long while a response waits to "
+                                               "be written (a stalled MJPEG viewer) is disconnected")
+    max_body_bytes: int = Field(1024 * 1024, ge=1024, le=1024 ** 3,
+                                description="largest request body (413 beyond), counted while it arrives")
+    max_streams: int = Field(64, ge=1, le=10_000, description="streams at most, configured and added (429 beyond)")
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host header names accepted besides IP addresses, 'localhost' and the bind address "
+                    "('.example.com' also accepts its subdomains); guards against DNS rebinding")
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="origins (scheme://host[:port]) allowed to POST/PUT/DELETE besides the service's own")
+    insecure: bool = Field(False, description="allow a non-loopback bind without a token (on purpose)")
+    webrtc: WebRtcConfig = WebRtcConfig()
 
 
 class RunConfig(StrictModel):
@@ -178,6 +230,13 @@ class RunConfig(StrictModel):
     log_predictions: bool = Field(True, description="write output_dir/<stream>.jsonl")
     server: ServerConfig = ServerConfig()
     streams: list[StreamConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _stream_cap(self) -> RunConfig:
+        if len(self.streams) > self.server.max_streams:
+            raise ValueError(f"streams: {len(self.streams)} streams configured, more than server.max_streams "
+                             f"({self.server.max_streams})")
+        return self
 
     @model_validator(mode="after")
     def _unique_names(self) -> RunConfig:

@@ -16,7 +16,10 @@ from collections.abc import Iterator
 
 import uvicorn
 from fastapi import FastAPI
+from sightline.model.errors import ConfigError
+from sightline.stream.config import ServerConfig
 from sightline.stream.errors import StreamError
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +35,50 @@ class _Server(uvicorn.Server):
         yield
 
 
+def write_timeout_protocol(timeout_s: float) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol with a write timeout: a connection whose client has read nothing for
+    ``timeout_s`` while the server waits to write (asyncio paused writing: the socket buffer is full)
+    is aborted. uvicorn has no write timeout of its own, so a viewer that connects and never reads
+    would hold its MJPEG slot, its buffers and its file descriptor for as long as it likes; the abort
+    is an ordinary disconnect for the app (the body is cancelled, the slot released)."""
+
+    class WriteTimeoutProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
+        _write_timer: asyncio.TimerHandle | None = None
+
+        def pause_writing(self) -> None:
+            super().pause_writing()
+            if self._write_timer is None:
+                self._write_timer = asyncio.get_running_loop().call_later(timeout_s, self._write_timed_out)
+
+        def resume_writing(self) -> None:
+            self._cancel_write_timer()
+            super().resume_writing()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._cancel_write_timer()
+            super().connection_lost(exc)
+
+        def _cancel_write_timer(self) -> None:
+            if self._write_timer is not None:
+                self._write_timer.cancel()
+                self._write_timer = None
+
+        def _write_timed_out(self) -> None:
+            self._write_timer = None
+            log.info("closing a connection whose client read nothing for %gs (server.write_timeout_s)", timeout_s)
+            self.transport.abort()
+
+    return WriteTimeoutProtocol
+
+
 class HttpServer:
     """Bind first (``bind``), serve an app later (``start``), stop after the pipeline (``stop``)."""
 
-    def __init__(self, host: str, port: int, graceful_s: float = 3.0) -> None:
+    def __init__(self, host: str, port: int, graceful_s: float = 3.0, write_timeout_s: float = 10.0) -> None:
         self.host = host
         self.requested_port = port
         self.graceful_s = graceful_s
+        self.write_timeout_s = write_timeout_s
         self.app: FastAPI | None = None
         self._socket: socket.socket | None = None
         self._server: _Server | None = None
@@ -74,7 +114,8 @@ class HttpServer:
         sock = self.bind()
         self.app = app
         config = uvicorn.Config(app, log_level="warning", log_config=None, access_log=False, lifespan="off",
-                                timeout_graceful_shutdown=self.graceful_s)
+                                timeout_graceful_shutdown=self.graceful_s,
+                                http=write_timeout_protocol(self.write_timeout_s))
         self._server = _Server(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="http-server")
         while not self._server.started:
@@ -84,9 +125,9 @@ class HttpServer:
                 raise ServerBindError(f"server: uvicorn stopped during start-up on {self.host}:{self.requested_port}")
             await asyncio.sleep(0.01)
         log.info("serving HTTP on %s", self.url)
-        if app.state.token is None and not _is_loopback(self.host):
-            log.warning("serving on %s without server.token: anyone who can reach it can add and remove streams",
-                        self.host)
+        if app.state.token is None and not is_loopback(self.host):  # allowed by server.insecure (see require_safe_bind)
+            log.warning("serving on %s without server.token (server.insecure: true): anyone who can reach it can add "
+                        "and remove streams", self.host)
 
     async def stop(self) -> None:
         """End previews and readiness first, then let uvicorn finish open requests (at most graceful_s)."""
@@ -105,7 +146,14 @@ class HttpServer:
             self._socket = None
 
 
-def _is_loopback(host: str) -> bool:
+def require_safe_bind(server: ServerConfig) -> None:
+    """Refuse a non-loopback bind without a token, unless ``server.insecure`` says it is on purpose."""
+    if server.enabled and server.token is None and not server.insecure and not is_loopback(server.host):
+        raise ConfigError(f"server.host {server.host!r} is not a loopback address: set server.token (or "
+                          f"SIGHTLINE_TOKEN), or server.insecure: true to serve it without one")
+
+
+def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:

@@ -44,6 +44,18 @@ class UnknownStreamError(StreamError):
     pass
 
 
+class StreamBusyError(StreamError):
+    """The stream is being removed (API: 409); a retry after it is gone succeeds."""
+
+
+class TooManyStreamsError(StreamError):
+    """``server.max_streams`` streams are registered (API: 429)."""
+
+
+class StreamOutputError(StreamError):
+    """A stream's outputs (prediction log, recording) cannot be opened (API: 503); nothing is registered."""
+
+
 class StreamOutput:
     """One stream's output thread: smoothing, the labels to show, sinks, and the latest frame for previews."""
 
@@ -131,6 +143,7 @@ class StreamRuntime:
     source: FrameSource
     output: StreamOutput
     stop: threading.Event = field(default_factory=threading.Event)
+    removing: bool = False  # set once, under the pipeline's lock, by the one remove_stream that stops it
 
     @property
     def finished(self) -> bool:
@@ -191,35 +204,57 @@ class Pipeline:
             self.add_stream(stream, check=False)  # load_run_config already checked the files
 
     def add_stream(self, config: StreamConfig, check: bool = True) -> StreamRuntime:
+        """Register and start a stream. The registry is the lifecycle: a name is registered only with its
+        threads started, and stays registered (refusing a new stream of that name) until it is stopped."""
         if check:
             problem = check_source(config, self.config.media_root)
             if problem:
                 raise ConfigError(f"streams.{config.name}.url: {problem}")
+        name = config.name
         with self._lock:
-            if config.name in self._streams:
-                raise DuplicateStreamError(f"a stream named {config.name!r} already exists")
-            runtime = self._build(config)
-            self._streams[config.name] = runtime
-        runtime.output.start()
-        runtime.source.start()
-        log.info("stream %s: started (%s, %s)", config.name, redact_url(config.url), config.mode)
+            existing = self._streams.get(name)
+            if existing is not None:
+                if existing.removing:
+                    raise DuplicateStreamError(f"stream {name!r} is still being removed; try again")
+                raise DuplicateStreamError(f"a stream named {name!r} already exists")
+            limit = self.config.server.max_streams
+            if len(self._streams) >= limit:
+                raise TooManyStreamsError(f"{limit} streams are registered (server.max_streams); remove one first")
+            try:
+                runtime = self._build(config)
+            except OSError as exc:  # an output file cannot be opened: undo what _build registered
+                self.batcher.close_stream(name)
+                if self.metrics:
+                    self.metrics.forget_stream(name)
+                raise StreamOutputError(f"stream {name!r}: cannot open its outputs in the output directory "
+                                        f"({exc.strerror or type(exc).__name__})") from None
+            self._streams[name] = runtime
+            runtime.output.start()
+            runtime.source.start()
+        log.info("stream %s: started (%s, %s)", name, redact_url(config.url), config.mode)
         return runtime
 
     def _build(self, config: StreamConfig) -> StreamRuntime:
         name = config.name
         stats = StreamStats(name, self.metrics.stream(name) if self.metrics else None, clock=self.clock)
-        queue = self.batcher.add_stream(name, config.capacity, "latest" if config.live else "block",
-                                        on_drop=lambda _: stats.on_dropped("stale"))
+        try:
+            queue = self.batcher.add_stream(name, config.capacity, "latest" if config.live else "block",
+                                            on_drop=lambda _: stats.on_dropped("stale"))
+        except ValueError:  # the previous stream of this name has not drained out of the batcher yet
+            raise DuplicateStreamError(f"stream {name!r} is still draining; try again") from None
         stop = threading.Event()
-        kind: type[FrameSource] = VideoSource
+        preview = PreviewDemand(self.clock)
+        size = self.classifier.preprocessor.working_size
+        source: FrameSource
         if config.is_webrtc:  # aiortc is imported only where WebRTC is used
+            from sightline.stream.ice import IcePolicy
             from sightline.stream.webrtc import WebRtcSource
 
-            kind = WebRtcSource
-        preview = PreviewDemand(self.clock)
-        hw = {"hwdecode": self.hwdecode} if kind is VideoSource else {}
-        source = kind(config, queue, stats, self.classifier.preprocessor.working_size,
-                      keep_display=config.record, stop=stop, clock=self.clock, preview=preview, **hw)
+            source = WebRtcSource(config, queue, stats, size, keep_display=config.record, stop=stop, clock=self.clock,
+                                  preview=preview, ice=IcePolicy.from_server(self.config.server))
+        else:
+            source = VideoSource(config, queue, stats, size, keep_display=config.record, stop=stop, clock=self.clock,
+                                 preview=preview, hwdecode=self.hwdecode)
         sinks: list[Sink] = []
         out_dir = self.config.output_dir
         if self.config.log_predictions:
@@ -232,17 +267,27 @@ class Pipeline:
         output = StreamOutput(name, smoother, sinks, stats, config.live, self.metrics)
         return StreamRuntime(config, stats, source, output, stop)
 
-    def remove_stream(self, name: str, timeout: float = 10.0) -> None:
-        """Stop a stream, finalize its sinks, forget it."""
-        runtime = self.get(name)
+    def remove_stream(self, name: str, timeout: float = 10.0) -> StreamRuntime:
+        """Stop a stream, finalize its sinks, forget it. Exactly one caller stops a stream: a concurrent
+        removal gets StreamBusyError, an unknown name UnknownStreamError."""
+        with self._lock:
+            runtime = self._streams.get(name)
+            if runtime is None:
+                raise UnknownStreamError(f"no stream named {name!r}")
+            if runtime.removing:
+                raise StreamBusyError(f"stream {name!r} is already being removed")
+            runtime.removing = True
         self._stop_runtime(runtime, timeout)
         with self._lock:
-            self._streams.pop(name, None)
-        if self.metrics:
-            self.metrics.forget_stream(name)
+            if self._streams.get(name) is runtime:
+                del self._streams[name]
+                if self.metrics:
+                    self.metrics.forget_stream(name)
+        return runtime
 
     def _stop_runtime(self, runtime: StreamRuntime, timeout: float) -> None:
         runtime.stop.set()
+        runtime.source.wake()
         runtime.source.join(timeout)
         if not runtime.output.done.wait(timeout):
             log.warning("stream %s: output did not drain within %.0fs", runtime.config.name, timeout)
@@ -254,6 +299,7 @@ class Pipeline:
         runtimes = list(self._streams.values())
         for runtime in runtimes:
             runtime.stop.set()
+            runtime.source.wake()
         for runtime in runtimes:
             self._stop_runtime(runtime, timeout)
         if self._started:

@@ -8,11 +8,13 @@ runs in worker threads (``asyncio.to_thread``), never in the event loop.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 from sightline.stream.overlay import encode_jpeg
 from sightline.stream.pipeline import Pipeline, StreamRuntime, UnknownStreamError
 from sightline.stream.sinks import Labelled
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 BOUNDARY = "frame"
 MJPEG_MEDIA_TYPE = f"multipart/x-mixed-replace; boundary={BOUNDARY}"
@@ -28,6 +30,55 @@ def render_jpeg(item: Labelled, stream: str, quality: int) -> bytes:
 def mjpeg_part(jpeg: bytes) -> bytes:
     head = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode("ascii")
     return head + jpeg + b"\r\n"
+
+
+class PreviewSlot:
+    """One open preview; ``release`` may be called any number of times, it frees the slot once."""
+
+    def __init__(self, slots: PreviewSlots) -> None:
+        self._slots: PreviewSlots | None = slots
+
+    def release(self) -> None:
+        slots, self._slots = self._slots, None
+        if slots is not None:
+            slots.in_use -= 1
+
+
+class PreviewSlots:
+    """At most ``limit`` open MJPEG previews.
+
+    ``take`` checks and counts in one step, in the event loop with no ``await`` in between, so N
+    concurrent requests admit exactly ``limit`` (the count used to rise only once a body started, and
+    20 concurrent requests got 5 slots of 4). The response releases its slot when it ends, however it ends.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_use = 0
+
+    def take(self) -> PreviewSlot | None:
+        if self.in_use >= self.limit:
+            return None
+        self.in_use += 1
+        return PreviewSlot(self)
+
+
+class MjpegResponse(StreamingResponse):
+    """A StreamingResponse that holds a preview slot for exactly as long as it runs.
+
+    A viewer that stops reading is cut off by the server's write timeout (``http_server``); the
+    disconnect cancels the body and this releases the slot.
+    """
+
+    def __init__(self, content: AsyncIterator[bytes], slot: PreviewSlot, headers: dict[str, str]) -> None:
+        super().__init__(content, media_type=MJPEG_MEDIA_TYPE, headers=headers)
+        self.slot = slot
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.slot.release()
 
 
 class PreviewRenderer:
@@ -72,37 +123,31 @@ class PreviewRenderer:
         for name in [n for n in self._cache if n not in live]:
             self.forget(name)
 
-    async def mjpeg(self, runtime: StreamRuntime, fps: float, closing: asyncio.Event,
-                    on_open: Callable[[], None], on_close: Callable[[], None]) -> AsyncIterator[bytes]:
+    async def mjpeg(self, runtime: StreamRuntime, fps: float, closing: asyncio.Event) -> AsyncIterator[bytes]:
         """multipart/x-mixed-replace parts: each new frame at most ``fps`` times a second.
 
         Ends when the stream is removed (or replaced by one of the same name), when it finished and
         its last frame went out, or when the server closes. A client that disconnects cancels it.
-        ``on_open``/``on_close`` bracket the time it runs (a generator that never starts calls neither).
         """
         name = runtime.config.name
         period = 1.0 / fps
         sent: Labelled | None = None
-        on_open()
-        try:
-            while not closing.is_set():
-                try:
-                    current = self.pipeline.get(name)
-                except UnknownStreamError:
-                    return
-                if current is not runtime:
-                    return
-                finished = runtime.finished
-                runtime.watch_preview()
-                item = runtime.output.latest
-                if item is not None and item is not sent:
-                    yield mjpeg_part(await self.jpeg(name, item))
-                    sent = item
-                elif finished:
-                    return
-                try:
-                    await asyncio.wait_for(closing.wait(), period)
-                except asyncio.TimeoutError:
-                    continue
-        finally:
-            on_close()
+        while not closing.is_set():
+            try:
+                current = self.pipeline.get(name)
+            except UnknownStreamError:
+                return
+            if current is not runtime:
+                return
+            finished = runtime.finished
+            runtime.watch_preview()
+            item = runtime.output.latest
+            if item is not None and item is not sent:
+                yield mjpeg_part(await self.jpeg(name, item))
+                sent = item
+            elif finished:
+                return
+            try:
+                await asyncio.wait_for(closing.wait(), period)
+            except asyncio.TimeoutError:
+                continue

@@ -112,7 +112,9 @@ async def run_service(config: RunConfig, duration: float | None = None, outputs_
     ``outputs_of``: the folder named in the summary as holding the outputs (the demo's); default output_dir.
     """
     from sightline.stream.api import create_app
-    from sightline.stream.http_server import HttpServer
+    from sightline.stream.http_server import HttpServer, require_safe_bind
+
+    require_safe_bind(config.server)  # before anything binds or loads
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -121,7 +123,8 @@ async def run_service(config: RunConfig, duration: float | None = None, outputs_
     server = None
     try:
         if config.server.enabled:
-            server = HttpServer(config.server.host, config.server.port)
+            server = HttpServer(config.server.host, config.server.port,
+                                write_timeout_s=config.server.write_timeout_s)
             server.bind()  # a busy port fails now, not after the model has loaded
         pipeline = await asyncio.to_thread(build_pipeline, config)
         if server is not None and not stop.is_set():

@@ -120,6 +120,10 @@ class FrameSource(ABC):
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
+    def wake(self) -> None:
+        """``stop`` was set: a source that waits on something else (WebRTC's hand-off) returns at once."""
+        return None  # decoders wait on ``stop`` itself (pacing, backoff) or on FFmpeg's read timeout
+
     def _run(self) -> None:
         try:
             self._produce()

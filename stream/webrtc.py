@@ -4,7 +4,12 @@ A stream configured with ``url: webrtc://<anything>`` waits for a publisher. The
 SDP offer to ``POST /api/streams/{name}/webrtc``; ``WebRtcSource.accept`` answers it. aiortc
 receives and decodes in the event loop; the coroutine only hands decoded pictures to the source's
 thread, which scales and queues them exactly like a decoded file or RTSP frame. One publisher per
-stream: a new offer replaces the previous peer (a camera that reconnects is simply the newest).
+stream: a new offer replaces a previous peer that is not connected (a camera that reconnects is
+simply the newest); while one is connected, another offer is refused (``PublisherConnectedError``).
+
+ICE follows ``ice.IcePolicy``: servers only from the config (none by default), host candidates on
+the configured addresses (loopback for a loopback-bound service). An offer aiortc cannot use is a
+``StreamError`` and its peer is closed.
 """
 
 from __future__ import annotations
@@ -22,19 +27,27 @@ from sightline.stream.buffers import BoundedQueue
 from sightline.stream.config import StreamConfig
 from sightline.stream.errors import StreamError
 from sightline.stream.frames import Frame
+from sightline.stream.ice import IcePolicy, host_candidates, keep_reachable_candidates
 from sightline.stream.sources import FrameSource, PreviewDemand, WorkingSize
 from sightline.stream.stats import StreamStats
 
 log = logging.getLogger(__name__)
 
 WAITING = "waiting for a WebRTC publisher"
+REASON_LIMIT = 160  # characters of aiortc's reason quoted back (it may quote the offer)
+
+
+class PublisherConnectedError(StreamError):
+    """A publisher is connected to the stream; a second one is refused (API: 409)."""
 
 
 class WebRtcSource(FrameSource):
     def __init__(self, config: StreamConfig, queue: BoundedQueue[Frame], stats: StreamStats,
                  working_size: WorkingSize, keep_display: bool, stop: threading.Event,
-                 clock: Callable[[], float] = time.monotonic, preview: PreviewDemand | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, preview: PreviewDemand | None = None,
+                 ice: IcePolicy | None = None) -> None:
         super().__init__(config, queue, stats, working_size, keep_display, stop, clock, preview)
+        self.ice = ice or IcePolicy()
         # aiortc -> thread hand-off: newest picture wins; what it replaces is a stale drop
         self._handoff: BoundedQueue[av.VideoFrame] = BoundedQueue(
             2, "latest", on_drop=lambda _: stats.on_dropped("stale"))
@@ -48,9 +61,11 @@ class WebRtcSource(FrameSource):
             raise StreamError(f"expected an SDP offer, got {kind!r}")
         if self.stop.is_set():
             raise StreamError(f"stream {self.config.name!r} is stopping")
+        if self._peer is not None and self._peer.connectionState == "connected":
+            raise PublisherConnectedError(f"stream {self.config.name!r} already has a connected publisher")
         await self._close_peer()
         self._loop = asyncio.get_running_loop()
-        peer = RTCPeerConnection()
+        peer = RTCPeerConnection(self.ice.configuration())
         self._peer = peer
 
         @peer.on("track")
@@ -64,11 +79,14 @@ class WebRtcSource(FrameSource):
                 self.stats.set_state("reconnecting", f"WebRTC peer {peer.connectionState}; {WAITING}")
 
         try:
-            await peer.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=kind))
-            await peer.setLocalDescription(await peer.createAnswer())
-        except (ValueError, RuntimeError) as exc:
+            with host_candidates(self.ice.addresses):  # gathering happens in setLocalDescription
+                await peer.setRemoteDescription(RTCSessionDescription(sdp=keep_reachable_candidates(sdp, self.ice),
+                                                                      type=kind))
+                await peer.setLocalDescription(await peer.createAnswer())
+        except Exception as exc:  # aiortc's parser raises ValueError, AssertionError, IndexError...: all mean "bad SDP"
             await self._close_peer()
-            raise StreamError(f"stream {self.config.name!r}: unusable SDP offer ({exc})") from exc
+            reason = (str(exc) or type(exc).__name__)[:REASON_LIMIT]
+            raise StreamError(f"stream {self.config.name!r}: unusable SDP offer ({reason})") from exc
         if not any(t.kind == "video" for t in (r.track for r in peer.getReceivers()) if t is not None):
             await self._close_peer()
             raise StreamError(f"stream {self.config.name!r}: the offer has no video track")
@@ -92,6 +110,9 @@ class WebRtcSource(FrameSource):
             reader.cancel()
         if peer is not None:
             await peer.close()
+
+    def wake(self) -> None:
+        self._handoff.close()  # get() returns at once; _produce sees stop (a delete took ~125 ms more without)
 
     def _produce(self) -> None:
         self.stats.set_state("connecting", WAITING)

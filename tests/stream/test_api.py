@@ -56,7 +56,7 @@ def pipeline(media_root: Path) -> Iterator[Pipeline]:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def client(pipeline: Pipeline) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(pipeline, pipeline.config, pipeline.metrics)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sightline") as c:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as c:
         yield c
 
 

@@ -38,7 +38,7 @@ async def test_snapshots_of_small_and_large_streams_have_one_size_and_their_own_
             await asyncio.sleep(0.1)
         assert pipeline.finished  # both ended: their latest frames no longer change
         app = create_app(pipeline, config, pipeline.metrics)
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sightline") as client:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
             for name, aspect in (("small", 160 / 120), ("large", 640 / 360)):
                 r = await client.get(f"/api/streams/{name}/snapshot.jpg")
                 assert r.status_code == 200

@@ -211,11 +211,11 @@ async def test_a_closed_preview_frees_its_slot(client: httpx.AsyncClient, servic
     async with client.stream("GET", "/api/streams/cam-b/mjpeg") as r:
         async for _ in r.aiter_bytes():
             break
-        assert state.preview_clients == 1
+        assert state.preview_slots.in_use == 1
     deadline = time.monotonic() + 5
-    while state.preview_clients and time.monotonic() < deadline:
+    while state.preview_slots.in_use and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-    assert state.preview_clients == 0
+    assert state.preview_slots.in_use == 0
 
 
 # -- Prometheus -------------------------------------------------------------------------------------

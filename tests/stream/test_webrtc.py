@@ -16,7 +16,7 @@ from sightline.stream.metrics import Metrics
 from sightline.stream.pipeline import Pipeline
 
 from tests.support.models import tiny_classifier
-from tests.support.webrtc import loopback_only
+from tests.support.webrtc import loopback_peer, make_offer
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -43,9 +43,9 @@ class Camera(VideoStreamTrack):
 
 async def publish(pipeline: Pipeline, name: str) -> tuple[RTCPeerConnection, Camera]:
     camera = Camera()
-    peer = RTCPeerConnection()
+    peer = loopback_peer()
     peer.addTrack(camera)
-    await peer.setLocalDescription(await peer.createOffer())
+    await make_offer(peer)
     sdp, kind = await pipeline.webrtc_offer(name, peer.localDescription.sdp, peer.localDescription.type)
     await peer.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=kind))
     return peer, camera
@@ -60,8 +60,7 @@ async def wait_for(check, timeout: float) -> None:
 
 
 @pytest.fixture
-def pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    loopback_only(monkeypatch)
+def pipeline(tmp_path: Path):
     config = RunConfig(output_dir=tmp_path / "out", media_root=tmp_path,
                        streams=[StreamConfig(name="cam", url="webrtc://cam", record=True)])
     p = Pipeline(tiny_classifier(), config, Metrics())
@@ -94,9 +93,9 @@ async def test_offers_for_other_streams_or_without_video_are_refused(pipeline: P
     clip_config = StreamConfig(name="file", url=str(tmp_path / "x.mp4"))
     with pytest.raises(SightlineError):
         pipeline.add_stream(clip_config)  # no such file: refused before anything starts
-    peer = RTCPeerConnection()
+    peer = loopback_peer()
     peer.createDataChannel("chat")
-    await peer.setLocalDescription(await peer.createOffer())
+    await make_offer(peer)
     with pytest.raises(SightlineError, match="no video track"):
         await pipeline.webrtc_offer("cam", peer.localDescription.sdp, "offer")
     await peer.close()
