@@ -21,7 +21,7 @@ from sightline.model.classifier import Classifier
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "camera", "cat", "hubble_deep_field", "immunohistochemistry")
 
 
-def photo_folder(folder: Path, count: int = 48) -> Path:
+def photo_folder(folder: Path, count: int = 128) -> Path:
     """``count`` random crops of scikit-image photos (calibration images that look like camera frames)."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
