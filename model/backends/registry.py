@@ -58,7 +58,7 @@ def choose(backend: str, precision: str, device: torch.device) -> Choice:
         reasons.append(f"backend auto -> {backend} (fastest installed for {device.type} in the measured ranking "
                        f"{' > '.join(ranking)}" + (f"; not installed: {', '.join(missing)}" if missing else "") + ")")
     elif backend != "torch":
-        module(backend)  # unknown names fail here
+        module(backend).version()  # an unknown or uninstalled backend fails here, before any model is loaded
     if precision == "int8" and backend == "torch":
         raise BackendError("precision int8 needs a compiled backend (--backend openvino, onnxruntime or tensorrt)")
     if precision == "auto":
