@@ -128,7 +128,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     result = evaluate_classifier(classifier, loader, tally, skips.record, progress=args.progress,
                                  total=len(loader)).result()
     report = {"model": args.model, "dataset": str(dataset), "device": str(classifier.device),
-              "precision": classifier.precision,
+              "precision": classifier.precision, "backend": classifier.describe().get("backend", "torch"),
               "skipped_images": {"count": skips.count, "files": dict(skips.files)}, **result.to_dict()}
     if args.out:
         write_evaluation(Path(args.out), result, report, title=f"{Path(args.model).name} on {dataset.name}")
