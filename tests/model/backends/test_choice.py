@@ -22,10 +22,8 @@ def test_auto_backend_on_a_cpu_is_the_fastest_installed(monkeypatch):
     pytest.importorskip("openvino")
     assert registry.choose("auto", "fp32", CPU).backend == "openvino"
     monkeypatch.setattr(registry, "installed", lambda name: name != "openvino")
-    choice = registry.choose("auto", "fp32", CPU)
-    assert choice.backend == "onnxruntime" and "not installed: openvino" in choice.reason
-    monkeypatch.setattr(registry, "installed", lambda name: name == "torch")
-    assert registry.choose("auto", "fp32", CPU).backend == "torch"
+    choice = registry.choose("auto", "fp32", CPU)  # ONNX Runtime measured slower than torch here: never picked
+    assert choice.backend == "torch" and "not installed: openvino" in choice.reason
 
 
 def test_int8_on_torch_is_refused():
@@ -66,3 +64,18 @@ def test_run_flag_replaces_model_backend():
 
     args = argparse.Namespace(model=None, device=None, port=None, backend="onnxruntime")
     assert apply_overrides(RunConfig(), args).model.backend == "onnxruntime"
+
+
+def test_backend_auto_falling_back_to_torch_takes_bf16_only_where_native(monkeypatch):
+    monkeypatch.setattr(registry, "installed", lambda name: name == "torch")
+    monkeypatch.setattr(registry, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
+    choice = registry.choose("auto", "auto", CPU)
+    assert (choice.backend, choice.precision) == ("torch", "bf16") and "avx512_bf16" in choice.reason
+    monkeypatch.setattr(registry, "cpu_flags", lambda: {"avx2", "avx512f"})
+    assert registry.choose("auto", "auto", CPU).precision == "auto"  # torch's rule: fp32 on the CPU
+    monkeypatch.setattr(registry, "cpu_flags", lambda: {"amx_bf16"})
+    assert registry.choose("torch", "auto", CPU).precision == "auto"  # an explicit torch backend keeps its rule
+
+
+def test_cpu_ranking_follows_the_measured_table():
+    assert registry.CPU_RANKING == ("openvino", "torch", "onnxruntime")
