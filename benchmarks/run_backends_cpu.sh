@@ -12,7 +12,7 @@ echo "== model only (random-init ResNet18, 224 crop) =="
 $PY benchmarks/model_throughput.py --batches 1,8 --seconds 3 --warmup 3 \
     --backend torch:fp32,torch:bf16,openvino:fp32,openvino:bf16,openvino:int8,onnxruntime:fp32,onnxruntime:int8
 echo "== decode only =="
-$PY benchmarks/decode_only.py --threads 1,2,4
+$PY benchmarks/backend_decode.py --threads 1,2,4
 for spec in torch:fp32 openvino:int8; do
     echo "== end to end: ${spec} =="
     $PY benchmarks/pipeline.py --backend "${spec%%:*}" --precision "${spec##*:}" --rounds 2 --seed-frames 60 \

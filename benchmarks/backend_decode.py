@@ -1,7 +1,7 @@
 """Decode-only frames/s: N threads each decoding the same generated 720p clip to the model's working size
 (FFmpeg's scaler, as the stream sources do): the bound that end-to-end throughput meets once the model is fast.
 
-    python benchmarks/decode_only.py --threads 1,2,4
+    python benchmarks/backend_decode.py --threads 1,2,4
 """
 
 from __future__ import annotations
