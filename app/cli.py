@@ -7,6 +7,7 @@ import logging
 import sys
 
 from sightline.model import cli as model_cli
+from sightline.model import export_cli
 from sightline.model.errors import SightlineError
 from sightline.stream import eval_cli, run_cli
 from sightline.stream.urls import install_log_redaction
@@ -20,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (model_cli, training_cli, run_cli, eval_cli):
+    for module in (model_cli, export_cli, training_cli, run_cli, eval_cli):
         module.register(sub)
     return parser
 

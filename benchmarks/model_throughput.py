@@ -101,12 +101,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2, help="untimed batches per configuration (default 2)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     model_modes.add_arguments(parser)
+    parser.add_argument("--backend", default=None, metavar="B:P,...",
+                        help="compare backends instead, e.g. torch:fp32,torch:bf16,openvino:fp32,openvino:bf16,"
+                             "openvino:int8 (benchmarks/backend_setup.py)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.model_only:  # the network alone, per precision and mode (eager/channels_last/compile/CUDA graphs)
         return model_modes.run(args, load_model_source(args.model) if args.model else random_bundle())
     batches = [int(b) for b in args.batches.split(",")]
+    if args.backend:
+        import tempfile
+        from pathlib import Path
+
+        from backend_setup import compare_backends
+
+        bundle = load_model_source(args.model) if args.model else random_bundle()
+        print(f"{describe_device(torch.device('cpu') if args.device in ('auto', 'cpu') else torch.device(args.device))}"
+              f"; load average (1 min) {os.getloadavg()[0]:.1f}; working-size 455×256 frames, crop "
+              f"{bundle.preprocess.crop}; {args.seconds:g} s per configuration")
+        with tempfile.TemporaryDirectory() as tmp:
+            compare_backends(bundle, args.backend, batches, args.seconds, args.warmup, args.device, Path(tmp))
+        print(f"load average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+        return 0
     kinds = args.frames.split(",")
     layouts = args.layouts.split(",")
 

@@ -179,13 +179,23 @@ def main() -> None:
     ap.add_argument("--hwaccel", choices=["auto", "off"], default="auto",
                     help="streams' decode: auto = NVDEC when the model is on CUDA and the probe allows; off = software")
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--backend", default="torch", help="torch (default), openvino, onnxruntime, tensorrt or auto: "
+                                                       "(a) and (b) run on it; (c) stays torch")
+    ap.add_argument("--calibrate", default=None, help="int8: calibration images (default: scikit-image photos)")
     args = ap.parse_args()
     if args.rounds < 1:
         ap.error("--rounds must be at least 1")
 
     width, height = (int(v) for v in args.size.split("x"))
     bundle = load_bundle(args.model)
-    classifier = Classifier(bundle, device=args.device, precision=args.precision, compile=args.compile)
+    if args.backend == "torch":
+        classifier = Classifier(bundle, device=args.device, precision=args.precision, compile=args.compile)
+    else:  # a compiled backend (benchmarks/backend_setup.py); its artefact lives in a temporary folder
+        from backend_setup import backend_classifier
+
+        workdir = tempfile.TemporaryDirectory()
+        classifier = backend_classifier(bundle, args.backend, args.precision, args.device, Path(workdir.name),
+                                        args.calibrate)
     device = classifier.device
     max_batch = BatchingConfig(max_batch=args.max_batch if args.max_batch == "auto"
                                else int(args.max_batch)).batch_size(device.type)
@@ -194,12 +204,13 @@ def main() -> None:
     lanes, threads_per_lane = plan_lanes(classifier, workers, throughput=True)  # what fast streams get
     layout = f"{lanes} lane(s)" + (f" × {threads_per_lane} torch thread(s)" if threads_per_lane else "")
     live_lanes = plan_lanes(classifier, workers, throughput=False)[0]
-    print(f"device: {describe_device(device)}; {layout}; precision {classifier.precision}; "
+    print(f"device: {describe_device(device)}; {layout}; backend {args.backend}; precision {classifier.precision}; "
           f"{'torch.compile; ' if args.compile else ''}torch {torch.__version__}; "
           f"clip {width}x{height} @ {args.fps} fps, {args.seconds:.0f} s")
 
     results: dict[str, object] = {"device": describe_device(device), "lanes": lanes, "realtime_lanes": live_lanes,
                                   "threads_per_lane": threads_per_lane, "precision": classifier.precision,
+                                  "backend": args.backend,
                                   "compiled": args.compile,
                                   "clip": f"{width}x{height}@{args.fps}", "streams": args.streams}
     with tempfile.TemporaryDirectory() as tmp:

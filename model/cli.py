@@ -41,16 +41,24 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="imagenet",
                    help="'imagenet' (torchvision ResNet18 weights), a Sightline bundle, or a .pth state dict")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
-                   help="auto: fp16 autocast on CUDA, fp32 on the CPU")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16", "int8"],
+                   help="auto: fp16 autocast on CUDA, fp32 on the CPU (torch); per backend otherwise; "
+                        "int8 needs a compiled backend")
+    add_backend_argument(p)
+
+
+def add_backend_argument(p: argparse.ArgumentParser, default: str | None = "torch") -> None:
+    p.add_argument("--backend", default=default, choices=["auto", "torch", "openvino", "onnxruntime", "tensorrt"],
+                   help="inference backend (default torch, the reference); a compiled one is built next to the "
+                        "bundle on first use (see `sightline export`)")
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from sightline.model.classifier import Classifier
+    from sightline.model.backends.serving import open_classifier
     from sightline.model.errors import ImageLoadError
     from sightline.model.images import load_image
 
-    classifier = Classifier.from_source(args.model, device=args.device, precision=args.precision)
+    classifier = open_classifier(args.model, device=args.device, precision=args.precision, backend=args.backend)
     results: list[dict] = []
     failures = 0
     paths = list(args.images)

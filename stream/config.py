@@ -41,7 +41,14 @@ BatchSize = Annotated[int | Literal["auto"], AfterValidator(partial(auto_or_coun
 class ModelConfig(StrictModel):
     source: str = Field("imagenet", description="'imagenet', a Sightline bundle or a torchvision .pth")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
-    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    precision: Literal["auto", "fp32", "fp16", "bf16", "int8"] = Field(
+        "auto", description="auto: per backend (torch: fp16 on CUDA, fp32 on the CPU; openvino: bf16 where the CPU "
+                            "runs it natively); int8 needs a compiled backend and calibration images")
+    backend: Literal["auto", "torch", "openvino", "onnxruntime", "tensorrt"] = Field(
+        "torch", description="torch (the reference), a compiled backend built next to the bundle on first use, or "
+                             "auto: the fastest installed for the device (see `sightline export`)")
+    calibrate: str | None = Field(None, description="int8: image folder or video to calibrate on (default: the "
+                                                    "bundle's own train/ folder)")
     topk: int = Field(5, ge=1, le=100)
     compile: bool = Field(False, description="torch.compile the network (slower start, faster steady state)")
     cuda_graphs: bool = Field(False, description="CUDA only: capture one CUDA graph per batch bucket at warm-up "
@@ -54,6 +61,10 @@ class ModelConfig(StrictModel):
     def _compiled_lanes(self) -> ModelConfig:
         if self.compile and self.workers not in ("auto", 1):
             raise ValueError("workers: a torch.compile'd network runs in one lane (use workers: 1 or auto)")
+        if self.precision == "int8" and self.backend == "torch":
+            raise ValueError("precision: int8 needs a compiled backend (backend: openvino, onnxruntime or tensorrt)")
+        if self.compile and self.backend not in ("torch", "auto"):
+            raise ValueError("compile: torch.compile applies to the torch backend only")
         return self
 
 

@@ -70,6 +70,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         background=args.background,
         device=args.device,
         precision=args.precision,
+        backend=args.backend,
         batching=validate({"max_batch": args.batch_size or "auto"}, BatchingConfig, "--batch-size"),
         smoothing=validate({"ema": args.smoothing_ema, "hysteresis": args.hysteresis}, SmoothingConfig,
                            "smoothing options"),

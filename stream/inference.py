@@ -167,8 +167,11 @@ def create_worker(classifier: Classifier, batcher: Batcher, topk: int, deliver: 
                   end_stream: Callable[[str], None], metrics: Metrics | None = None,
                   clock: Callable[[], float] = time.monotonic, lanes: int | str = "auto", throughput: bool = True,
                   cuda_graphs: bool = False) -> InferenceWorker:
-    """On CUDA the feeder (copy/compute overlap, batch buckets, optional CUDA graphs); elsewhere lanes."""
-    if classifier.device.type == "cuda":
+    """On CUDA the feeder (copy/compute overlap, batch buckets, optional CUDA graphs); elsewhere lanes.
+
+    The feeder drives the torch network itself, so a compiled backend (TensorRT) keeps the plain worker.
+    """
+    if classifier.device.type == "cuda" and getattr(classifier, "network", None) is not None:
         from sightline.stream.cuda_feeder import FeederWorker
 
         if lanes not in ("auto", 1):

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sightline.model.cli import add_backend_argument
+
 if TYPE_CHECKING:  # the service's modules pull in torch, av and fastapi: imported when a command runs
     from sightline.stream.config import RunConfig
     from sightline.stream.metrics import Metrics
@@ -50,6 +52,7 @@ def add_overrides(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after this many seconds")
     p.add_argument("--model", default=None, help="replaces model.source (imagenet, a bundle or a .pth)")
     p.add_argument("--device", default=None, help="replaces model.device")
+    add_backend_argument(p, default=None)
     p.add_argument("--port", type=int, default=None, help="replaces server.port (0: any free port)")
 
 
@@ -66,7 +69,8 @@ def offline_requested(args: argparse.Namespace, environ: Mapping[str, str]) -> b
 
 def apply_overrides(config: RunConfig, args: argparse.Namespace) -> RunConfig:
     """Command-line flags win over the file."""
-    model = {k: v for k, v in (("source", args.model), ("device", args.device)) if v is not None}
+    model = {k: v for k, v in (("source", args.model), ("device", args.device),
+                               ("backend", getattr(args, "backend", None))) if v is not None}
     server = {"port": args.port} if args.port is not None else {}
     return config.model_copy(update={"model": config.model.model_copy(update=model),
                                      "server": config.server.model_copy(update=server)})
@@ -95,12 +99,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_pipeline(config: RunConfig, metrics: Metrics | None = None) -> Pipeline:
-    from sightline.model.classifier import Classifier
+    from sightline.model.backends.build import BuildOptions
+    from sightline.model.backends.serving import open_classifier
     from sightline.stream.metrics import Metrics
     from sightline.stream.pipeline import Pipeline
 
     m = config.model
-    classifier = Classifier.from_source(m.source, device=m.device, precision=m.precision, compile=m.compile)
+    classifier = open_classifier(m.source, device=m.device, precision=m.precision, backend=m.backend,
+                                 compile=m.compile, options=BuildOptions(calibrate=m.calibrate, require_check=False))
     classifier.warmup(batch_size=min(config.batching.batch_size(classifier.device.type), 8))
     log.info("model %s", classifier.describe())
     return Pipeline(classifier, config, metrics if metrics is not None else Metrics())

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-COMMANDS = ["predict", "info", "train", "evaluate-images", "run", "demo", "eval"]
+COMMANDS = ["predict", "info", "export", "train", "evaluate-images", "run", "demo", "eval"]
 
 
 def fresh_python(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -69,7 +69,8 @@ def test_help_answers_at_once_without_heavy_imports(command: list[str], tmp_path
             "from sightline.cli import main\n"
             f"try: main({[*command, '--help']!r})\n"
             "except SystemExit: pass\n"
-            "heavy = sorted(m for m in ('torch', 'torchvision', 'av', 'aiortc', 'fastapi', 'cv2', 'matplotlib')"
+            "heavy = sorted(m for m in ('torch', 'torchvision', 'av', 'aiortc', 'fastapi', 'cv2', 'matplotlib',"
+            " 'openvino', 'onnxruntime', 'tensorrt', 'nncf')"
             " if m in sys.modules)\n"
             "print('HEAVY', heavy, time.perf_counter() - start, file=sys.stderr)\n")
     began = time.perf_counter()

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sightline.model.cli import add_backend_argument
 from sightline.model.errors import ConfigError, SightlineError
 
 log = logging.getLogger("sightline.training")
@@ -37,8 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("model", metavar="MODEL", help="'imagenet', a Sightline bundle, or a .pth state dict")
     e.add_argument("dataset", metavar="DATASET_DIR", help="folder of class folders (e.g. ROOT/val)")
     e.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
-    e.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
-                   help="auto: fp16 autocast on CUDA, fp32 on the CPU")
+    e.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16", "int8"],
+                   help="auto: fp16 autocast on CUDA, fp32 on the CPU (torch); per backend otherwise")
+    add_backend_argument(e)
     e.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
     e.add_argument("--num-workers", type=int, default=None,
                    help="image decoding processes (default: one per usable core, at most 4)")
@@ -106,7 +108,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from sightline.model.classifier import Classifier
+    from sightline.model.backends.serving import open_classifier
     from sightline.training.config import default_workers
     from sightline.training.data import EvalImages, SkipLog, collate_eval, read_image_folder
     from sightline.training.evaluate import (
@@ -127,7 +129,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if dataset.is_dir() and {p.name for p in dataset.iterdir() if p.is_dir()} >= {"train", "val"}:
         raise ConfigError(f"{dataset} looks like a training root (train/ and val/); pass {dataset / 'val'}")
     folder = read_image_folder(dataset)
-    classifier = Classifier.from_source(args.model, device=args.device, precision=args.precision)
+    classifier = open_classifier(args.model, device=args.device, precision=args.precision, backend=args.backend)
     mapping = match_classes(folder.class_names, classifier.class_names, str(dataset))
     loader = DataLoader(EvalImages(folder.samples), batch_size=args.batch_size, num_workers=args.num_workers,
                         collate_fn=collate_eval)
@@ -136,7 +138,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     result = evaluate_classifier(classifier, loader, tally, skips.record, progress=args.progress,
                                  total=len(loader)).result()
     report = {"model": args.model, "dataset": str(dataset), "device": str(classifier.device),
-              "precision": classifier.precision,
+              "precision": classifier.precision, "backend": classifier.describe().get("backend", "torch"),
               "skipped_images": {"count": skips.count, "files": dict(skips.files)}, **result.to_dict()}
     if args.out:
         write_evaluation(Path(args.out), result, report, title=f"{Path(args.model).name} on {dataset.name}")

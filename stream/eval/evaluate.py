@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from sightline.model.backends.serving import open_classifier
 from sightline.model.classifier import Classifier
 from sightline.stream.config import BatchingConfig, SmoothingConfig
 from sightline.stream.eval import plots, scoring
@@ -44,6 +45,7 @@ class EvalOptions:
     background: str | None = None
     device: str = "auto"
     precision: str = "auto"
+    backend: str = "torch"
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
     parallel: int = 4
@@ -67,7 +69,7 @@ def evaluate(opts: EvalOptions) -> Outcome:
     used = {job.name: list(job.segments) for job in jobs}
     classifiers = []
     for source in opts.models:
-        classifier = Classifier.from_source(source, device=opts.device, precision=opts.precision)
+        classifier = open_classifier(source, device=opts.device, precision=opts.precision, backend=opts.backend)
         check_classes(used, classifier.class_names, source, opts.background)
         classifiers.append(classifier)
 
