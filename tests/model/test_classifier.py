@@ -127,6 +127,7 @@ def test_fp16_on_cpu_is_refused(tiny_bundle):
         Classifier(tiny_bundle, device="cpu", precision="fp16")
 
 
+@pytest.mark.cpu_only
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
 def test_cuda_without_cuda_is_a_clear_error(tiny_bundle):
     with pytest.raises(DeviceError, match="CUDA is not available.*--device cpu"):

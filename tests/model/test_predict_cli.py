@@ -95,6 +95,7 @@ def test_every_common_mode_is_converted_not_rejected(run_cli, bundle_path, write
     assert [r["image"] for r in json.loads(out)] == [str(p) for p in paths]
 
 
+@pytest.mark.cpu_only
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
 def test_device_cuda_without_cuda_is_one_clear_error(run_cli, bundle_path, write_photo):
     code, out, err = run_cli("predict", write_photo("chelsea"), "--model", bundle_path, "--device", "cuda")
@@ -103,6 +104,7 @@ def test_device_cuda_without_cuda_is_one_clear_error(run_cli, bundle_path, write
     assert "CUDA is not available" in line and "--device cpu" in line
 
 
+@pytest.mark.cpu_only
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
 def test_device_is_checked_before_any_model_download(run_cli, write_photo, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
