@@ -155,14 +155,27 @@ def test_background_class_scores_frames_outside_segments(media: Path, tmp_path: 
     assert report["confusion"]["raw"] == [[10, 0, 0, 0], [0, 10, 5, 0], [0, 0, 5, 0]]
 
 
-def test_realtime_gives_the_same_accuracy_as_fast_when_nothing_drops(
+def test_realtime_classifies_frames_as_fast_does_and_accounts_for_drops(
         media: Path, tmp_path: Path, fast_report: tuple[Path, dict]) -> None:
+    """Load-proof: a busy machine may make the live policy drop a frame, so compare frame by frame (every
+    frame realtime classified got fast mode's answer) and check the drop accounting, not the totals."""
     assert run_eval(media, tmp_path, "--realtime") == 0
     report = load_report(tmp_path)
     assert report["mode"] == "realtime"
-    assert report["frames"]["dropped"] == 0 and report["frames"]["classified"] == 30
-    assert report["accuracy"] == fast_report[1]["accuracy"]
-    assert report["wall_s"] >= 2.5  # paced at 10 fps: the 3 s clip takes about 3 s
+    frames = report["frames"]
+    assert frames["classified"] + frames["dropped"] == frames["decoded"] == 30
+    assert frames["classified"] >= 15  # a tiny model at 10 fps keeps up with most frames even under load
+    assert report["wall_s"] >= 2.5  # paced at 10 fps: the 3 s clip takes about 3 s, never less
+
+    def raw_labels(out: Path) -> dict[tuple[str, int], str]:
+        lines = (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
+        return {(r["video"], r["seq"]): r["top"][0]["label"] for r in map(json.loads, lines)}
+
+    fast, realtime = raw_labels(fast_report[0]), raw_labels(tmp_path)
+    assert len(realtime) == frames["classified"]
+    assert realtime == {key: fast[key] for key in realtime}
+    if frames["dropped"] == 0:  # the README's example numbers hold when nothing dropped
+        assert report["accuracy"] == fast_report[1]["accuracy"]
 
 
 def test_realtime_reports_the_frames_it_had_to_drop(tmp_path: Path) -> None:
