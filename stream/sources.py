@@ -309,7 +309,7 @@ class VideoSource(FrameSource):
                     self.bad_packets += 1
                     if self.bad_packets == 1:
                         log.warning("stream %s: skipping corrupt data (%s)", self.config.name, describe_av_error(exc))
-                    if in_a_row > MAX_BAD_PACKETS_IN_A_ROW:
+                    if in_a_row >= MAX_BAD_PACKETS_IN_A_ROW:
                         raise SourceReadError(
                             f"{self.safe_url}: {in_a_row} corrupt packets in a row; giving up") from exc
                     continue
