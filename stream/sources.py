@@ -238,7 +238,7 @@ class VideoSource(FrameSource):
         kwargs: dict[str, object] = {"options": options, "timeout": (cfg.open_timeout_s, cfg.stall_timeout_s)}
         if cfg.is_device:
             kwargs["format"] = "v4l2"
-        if self.stats.state != "reconnecting":
+        if self.stats.state not in ("reconnecting", "live"):  # a looping file reopening stays live
             self.stats.set_state("connecting")
         try:
             return av.open(url, **kwargs)  # type: ignore[arg-type]
