@@ -71,3 +71,19 @@ def test_strict_mode_fails_a_module_skipped_at_collection(pytester: pytest.Pytes
     result = run(pytester, monkeypatch, SIGHTLINE_STRICT="1")
     assert result.ret != pytest.ExitCode.OK
     result.stdout.fnmatch_lines(["*test_chromium.py was skipped (no chromium)*"])
+
+
+def test_ci_installs_every_package_the_real_component_tests_name() -> None:
+    """Strict mode turns a missing package into a failure, so .ci/run must install what the tests ask for."""
+    from pathlib import Path
+
+    from tests.support import gst_rtsp
+
+    script = (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text()
+    install = script[script.index("apt-get install"):].split("\n#", 1)[0]
+    packages = set(install.replace("\\\n", " ").split())
+    needed = set(gst_rtsp.PACKAGES.split()) | {"ffmpeg", "rtsp-server-perl", "prometheus", "chromium",
+                                               "chromium-driver"}
+    assert needed <= packages, sorted(needed - packages)
+    assert "export SIGHTLINE_STRICT=1" in script
+    assert script.rstrip().endswith(".venv/bin/python -m pytest -q")  # the README's test command, unchanged
