@@ -17,7 +17,7 @@ from tests.support.gst_rtsp import GstRtspServer, missing_gst
 from tests.support.models import tiny_classifier
 
 MISSING = missing_gst()
-pytestmark = [pytest.mark.timeout(120), pytest.mark.skipif(MISSING is not None, reason=MISSING or "")]
+pytestmark = [pytest.mark.timeout(120), pytest.mark.slow, pytest.mark.skipif(MISSING is not None, reason=MISSING or "")]
 
 
 def wait_for(check: Callable[[], bool], timeout: float, what: str, explain: Callable[[], object]) -> None:

@@ -22,7 +22,7 @@ from sightline.stream import media
 from tests.support.models import tiny_bundle
 from tests.support.processes import stop_process
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]  # a real `sightline run` process per test
 
 
 def free_port() -> int:
