@@ -8,7 +8,9 @@ measured in one run:
   (b) Sightline: N fast (lossless) file streams through the real pipeline -- PyAV decode threads with
       FFmpeg scaling, cross-stream batching, inference worker, smoothing, JSONL sinks;
   (c) seed-style: OpenCV VideoCapture -> RGB -> PIL -> torchvision IMAGENET1K_V1 transforms -> model,
-      one frame at a time (the tutorial's loop), with the same device and autocast setting.
+      one frame at a time (the tutorial's loop), with the same device and autocast setting;
+  (c') the same loop with Sightline's model tricks (BatchNorm folded into the convolutions,
+      channels_last), so b/c' is the pipeline's own gain and c'/c the model's.
 
 Then N realtime 30 fps streams for each N in --realtime: p50/p99 capture->result latency and the
 share of frames dropped as stale (live policy: newest frame wins when the model falls behind).
@@ -35,6 +37,7 @@ import torch
 from PIL import Image
 from sightline.model import Classifier, ModelBundle, load_model_source
 from sightline.model.architectures import build_network
+from sightline.model.classifier import fold_batchnorm
 from sightline.model.device import describe_device
 from sightline.model.sources import imagenet_classes, imagenet_preprocess
 from sightline.stream.config import BatchingConfig, RunConfig, StreamConfig
@@ -128,9 +131,16 @@ def bench_pipeline(classifier: Classifier, clip: Path, n: int, out: Path, max_ba
     }
 
 
-def bench_seed(bundle: ModelBundle, clip: Path, device: torch.device, amp: torch.dtype | None, limit: int) -> float:
-    """The tutorial's loop: OpenCV -> PIL -> torchvision transforms -> model, one frame at a time."""
+def bench_seed(bundle: ModelBundle, clip: Path, device: torch.device, amp: torch.dtype | None, limit: int,
+               model_tricks: bool = False) -> float:
+    """The tutorial's loop: OpenCV -> PIL -> torchvision transforms -> model, one frame at a time.
+
+    ``model_tricks``: the network as the Classifier serves it (BN folded, channels_last weights and input).
+    """
     model = bundle.build().to(device)
+    layout = torch.channels_last if model_tricks else torch.contiguous_format
+    if model_tricks:
+        model = fold_batchnorm(model).to(memory_format=layout)
     transform = ResNet18_Weights.IMAGENET1K_V1.transforms()
     cap = cv2.VideoCapture(str(clip))
     done = 0
@@ -142,7 +152,7 @@ def bench_seed(bundle: ModelBundle, clip: Path, device: torch.device, amp: torch
                 cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
                 continue
             image = Image.fromarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-            x = transform(image).unsqueeze(0).to(device)
+            x = transform(image).unsqueeze(0).to(device, memory_format=layout)
             with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
                 probs = torch.softmax(model(x), dim=1)
             probs.argmax().item()  # a result per frame, as the tutorial prints one
@@ -223,30 +233,40 @@ def main() -> None:
             hwdecode = decode_only.hwdecode_for(classifier, args.hwaccel)
             results["decode"] = hwdecode.reason
             rounds = []
-            print(f"\n{'round':>5} {'(a) model':>10} {'(b) Sightline':>14} {'(c) seed':>9} {'(d) decode':>11} "
-                  f"{'b/a':>6} {'b/c':>6} {'b/d':>6}   frames/s; (b) mean batch")
+            header = ("round", "(a) model", "(b) Sightline", "(c) seed", "(c') +tricks", "(d) decode", "b/a", "b/c",
+                      "b/c'", "c'/c", "b/d")
+            widths = (5, 10, 14, 9, 13, 11, 6, 6, 6, 6, 6)
+            print("\n" + " ".join(f"{h:>{w}}" for h, w in zip(header, widths, strict=True))
+                  + "   frames/s; (b) mean batch")
+            nan = float("nan")
             for r in range(args.rounds):  # a-d back to back each round: the ratios share the machine's mood
                 a = bench_model(classifier, frames, total, max_batch, lanes, threads_per_lane)
                 b = bench_pipeline(classifier, clip, args.streams, Path(tmp) / f"out{r}", max_batch, workers,
                                    hwaccel=args.hwaccel)
-                c = float("nan") if args.skip_seed else bench_seed(bundle, clip, device, classifier.amp_dtype,
-                                                                   args.seed_frames)
+                c = nan if args.skip_seed else bench_seed(bundle, clip, device, classifier.amp_dtype, args.seed_frames)
+                ct = nan if args.skip_seed else bench_seed(bundle, clip, device, classifier.amp_dtype, args.seed_frames,
+                                                           model_tricks=True)
                 d = decode_only.bench_decode(classifier, clip, args.streams, hwdecode)
-                rounds.append({"model_fps": a, "pipeline_fps": b["fps"], "seed_fps": c, "decode_fps": d,
-                               "pipeline_mean_batch": b["mean_batch"],
-                               "b_over_a": b["fps"] / a, "b_over_c": b["fps"] / c, "b_over_d": b["fps"] / d})
-                print(f"{r + 1:>5} {a:>10.1f} {b['fps']:>14.1f} {c:>9.1f} {d:>11.1f} {b['fps'] / a:>6.2f} "
-                      f"{b['fps'] / c:>6.2f} {b['fps'] / d:>6.2f}   {b['mean_batch']:.1f}")
+                rounds.append({"model_fps": a, "pipeline_fps": b["fps"], "seed_fps": c, "seed_tricks_fps": ct,
+                               "decode_fps": d, "pipeline_mean_batch": b["mean_batch"],
+                               "b_over_a": b["fps"] / a, "b_over_c": b["fps"] / c, "b_over_c_tricks": b["fps"] / ct,
+                               "c_tricks_over_c": ct / c, "b_over_d": b["fps"] / d})
+                print(f"{r + 1:>5} {a:>10.1f} {b['fps']:>14.1f} {c:>9.1f} {ct:>13.1f} {d:>11.1f} {b['fps'] / a:>6.2f} "
+                      f"{b['fps'] / c:>6.2f} {b['fps'] / ct:>6.2f} {ct / c:>6.2f} {b['fps'] / d:>6.2f}   "
+                      f"{b['mean_batch']:.1f}")
             median = {k: float(np.median([row[k] for row in rounds])) for k in rounds[0]}
             results.update({**median, "rounds": rounds})
             print(f"{'median':>5} {median['model_fps']:>10.1f} {median['pipeline_fps']:>14.1f} "
-                  f"{median['seed_fps']:>9.1f} {median['decode_fps']:>11.1f} {median['b_over_a']:>6.2f} "
-                  f"{median['b_over_c']:>6.2f} {median['b_over_d']:>6.2f}")
+                  f"{median['seed_fps']:>9.1f} {median['seed_tricks_fps']:>13.1f} {median['decode_fps']:>11.1f} "
+                  f"{median['b_over_a']:>6.2f} {median['b_over_c']:>6.2f} {median['b_over_c_tricks']:>6.2f} "
+                  f"{median['c_tricks_over_c']:>6.2f} {median['b_over_d']:>6.2f}")
             print(f"(a) model only: batches of {max_batch} from memory on {lanes} lane(s); "
                   f"(b) {args.streams} fast {width}x{height} file streams end to end; "
-                  f"(c) OpenCV -> PIL -> torchvision transforms -> model, batch 1; "
-                  f"(d) the same {args.streams} streams decoded (sources only, no model; {hwdecode.reason})")
-            print("b/a = pipeline efficiency, b/c = speed-up over the seed loop, b/d = end to end over decode-only "
+                  f"(c) OpenCV -> PIL -> torchvision transforms -> model, batch 1; (c') the same with BN folded "
+                  f"and channels_last; (d) the same {args.streams} streams decoded (sources only, no model; "
+                  f"{hwdecode.reason})")
+            print("b/a = pipeline efficiency, b/c = speed-up over the seed loop, b/c' = the pipeline's own gain "
+                  "(model tricks in both), c'/c = the model tricks' gain, b/d = end to end over decode-only "
                   "(medians of per-round ratios)")
 
         rows = []

@@ -127,7 +127,10 @@ class VideoRecorder:
     def _open(self, width: int, height: int) -> tuple[av.container.OutputContainer, av.VideoStream]:
         fps = self._rate()
         container = av.open(str(self.path), mode="w", format="mp4",
-                                  options={"movflags": "frag_keyframe+empty_moov+default_base_moof"})
+                                  options={"movflags": "frag_keyframe+empty_moov+default_base_moof",
+                                           # each fragment reaches the file when it is muxed: without this
+                                           # FFmpeg's 32 KB write buffer held back everything a kill lost
+                                           "flush_packets": "1"})
         codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
         video = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
         video.width, video.height = width - width % 2, height - height % 2

@@ -245,7 +245,7 @@ class VideoSource(FrameSource):
         kwargs: dict[str, object] = {"options": options, "timeout": (cfg.open_timeout_s, cfg.stall_timeout_s)}
         if cfg.is_device:
             kwargs["format"] = "v4l2"
-        if self.stats.state != "reconnecting":
+        if self.stats.state not in ("reconnecting", "live"):  # a looping file reopening stays live
             self.stats.set_state("connecting")
         if self.hwdecode is not None:
             container = self._open_on_nvdec(url, kwargs)
@@ -346,7 +346,7 @@ class VideoSource(FrameSource):
                     self.bad_packets += 1
                     if self.bad_packets == 1:
                         log.warning("stream %s: skipping corrupt data (%s)", self.config.name, describe_av_error(exc))
-                    if in_a_row > MAX_BAD_PACKETS_IN_A_ROW:
+                    if in_a_row >= MAX_BAD_PACKETS_IN_A_ROW:
                         raise SourceReadError(
                             f"{self.safe_url}: {in_a_row} corrupt packets in a row; giving up") from exc
                     continue

@@ -1,2 +1,5 @@
 """Root of the test tree. ``tests`` is a package so test modules can ``import tests.support...``; this
-conftest makes pytest put the repository root on sys.path for that, also when run as plain ``pytest``."""
+conftest makes pytest put the repository root on sys.path for that, also when run as plain ``pytest``.
+It also loads strict mode (a skip outside the ``gpu``/``cpu_only`` markers fails under CI) and pytester."""
+
+pytest_plugins = ("pytester", "tests.support.strict_skips")

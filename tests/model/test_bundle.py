@@ -135,4 +135,9 @@ def test_data_parallel_prefix_is_stripped(tmp_path, tiny_bundle):
     torch.save({"state_dict": {f"module.{k}": v for k, v in tiny_bundle.state_dict.items()}, "epoch": 3}, path)
     bundle = load_model_source(path)
     assert bundle.state_dict.keys() == tiny_bundle.state_dict.keys()
-    bundle.build()
+    for key, value in tiny_bundle.state_dict.items():
+        assert torch.equal(bundle.state_dict[key], value), key
+    net, reference = bundle.build().eval(), tiny_bundle.build().eval()
+    x = torch.randn(1, 3, 56, 56, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        assert torch.equal(net(x), reference(x))  # the loaded weights are the saved ones, not a fresh init

@@ -127,6 +127,7 @@ def test_fp16_on_cpu_is_refused(tiny_bundle):
         Classifier(tiny_bundle, device="cpu", precision="fp16")
 
 
+@pytest.mark.cpu_only
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
 def test_cuda_without_cuda_is_a_clear_error(tiny_bundle):
     with pytest.raises(DeviceError, match="CUDA is not available.*--device cpu"):
@@ -138,8 +139,15 @@ def test_unknown_device_is_a_clear_error(tiny_bundle):
         Classifier(tiny_bundle, device="gpu0")
 
 
-def test_warmup_runs(tiny_classifier):
-    tiny_classifier.warmup(batch_size=2, iterations=1)
+def test_warmup_runs_the_network_on_batches_of_the_working_size(tiny_classifier):
+    seen: list[tuple[int, ...]] = []
+    hook = tiny_classifier.network.register_forward_hook(lambda _m, args, _out: seen.append(tuple(args[0].shape)))
+    try:
+        tiny_classifier.warmup(batch_size=2, iterations=3)
+    finally:
+        hook.remove()
+    crop = tiny_classifier.bundle.preprocess.crop
+    assert seen == [(2, 3, crop, crop)] * 3
 
 
 @pytest.mark.gpu

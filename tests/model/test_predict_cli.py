@@ -70,7 +70,7 @@ def test_bad_inputs_are_reported_and_the_rest_still_predicted(run_cli, bundle_pa
     missing = tmp_path / "missing.png"
     code, out, err = run_cli("predict", good1, missing, folder, not_image, truncated, good2,
                              "--model", bundle_path, "--json", "--batch-size", "2")
-    assert code != 0
+    assert code == 1  # README: the other images are still classified, exit status 1
     assert [r["image"] for r in json.loads(out)] == [str(good1), str(good2)]
     lines = error_lines(err)
     assert len(lines) == 4
@@ -86,6 +86,8 @@ def test_every_common_mode_is_converted_not_rejected(run_cli, bundle_path, write
         write_photo("coffee", "alpha.png", mode="RGBA"),
         write_photo("coffee", "palette.gif", mode="P"),
         write_photo("coffee", "cmyk.jpg", mode="CMYK"),
+        write_photo("coffee", "bilevel.png", mode="1"),
+        write_photo("coffee", "gray_alpha.png", mode="LA"),
         tmp_path / "deep.png",
     ]
     Image.fromarray(np.arange(64 * 48, dtype=np.uint16).reshape(48, 64) * 20).save(paths[-1])
@@ -93,8 +95,52 @@ def test_every_common_mode_is_converted_not_rejected(run_cli, bundle_path, write
     assert code == 0, err
     assert err == ""
     assert [r["image"] for r in json.loads(out)] == [str(p) for p in paths]
+    assert Image.open(paths[4]).mode == "1" and Image.open(paths[5]).mode == "LA"  # saved as such, not converted
 
 
+def test_gpu_out_of_memory_is_one_line_of_advice(run_cli, bundle_path, write_photo, monkeypatch):
+    """Injected: the network raises torch's CUDA OOM error (as a GPU would) on any machine."""
+    import sightline.model.classifier as classifier_module
+
+    class OutOfMemory(torch.nn.Module):
+        def forward(self, x):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(classifier_module, "fold_batchnorm", lambda net: OutOfMemory())
+    code, out, err = run_cli("predict", write_photo("chelsea"), write_photo("coffee"), "--model", bundle_path,
+                             "--device", "cpu")
+    assert code == 2 and out == ""
+    (line,) = error_lines(err)
+    assert line == ("error: out of memory on cpu for a batch of 2 image(s) at fp32: use a smaller batch "
+                    "(--batch-size), fp16/bf16 precision, or free the device")
+
+
+def test_torch_build_without_kernels_for_the_gpu_names_its_architectures(run_cli, bundle_path, write_photo,
+                                                                         monkeypatch):
+    """Injected: CUDA reports a GPU, but the first kernel fails as on a GPU the torch build was not compiled
+    for; the error names torch's architectures (sm_...) and the way out, before any model is loaded."""
+    ones = torch.ones
+
+    def no_kernel_image(*args, **kwargs):
+        if str(kwargs.get("device", "cpu")).startswith("cuda"):
+            raise RuntimeError("CUDA error: no kernel image is available for execution on the device\nmore")
+        return ones(*args, **kwargs)
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: ["sm_75", "sm_80", "sm_120"])
+    monkeypatch.setattr(torch, "ones", no_kernel_image)
+    code, out, err = run_cli("predict", write_photo("chelsea"), "--model", bundle_path / "not-read.pt",
+                             "--device", "cuda")
+    assert code == 2 and out == ""
+    (line,) = error_lines(err)
+    assert line.startswith("error: CUDA device cuda is visible but unusable with torch ")
+    assert "GPU architectures sm_75 sm_80 sm_120" in line
+    assert "no kernel image is available for execution on the device" in line and "more" not in line
+    assert line.endswith("or use --device cpu")
+
+
+@pytest.mark.cpu_only
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
 def test_device_cuda_without_cuda_is_one_clear_error(run_cli, bundle_path, write_photo):
     code, out, err = run_cli("predict", write_photo("chelsea"), "--model", bundle_path, "--device", "cuda")
@@ -103,6 +149,7 @@ def test_device_cuda_without_cuda_is_one_clear_error(run_cli, bundle_path, write
     assert "CUDA is not available" in line and "--device cpu" in line
 
 
+@pytest.mark.cpu_only
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
 def test_device_is_checked_before_any_model_download(run_cli, write_photo, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))

@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import av
 import cv2
 import httpx
 import numpy as np
@@ -206,12 +207,23 @@ async def test_unreachable_camera_never_exposes_its_credentials(client: httpx.As
     assert "secret" not in caplog.text
 
 
-async def test_snapshot_is_the_latest_annotated_frame(client: httpx.AsyncClient) -> None:
+async def test_snapshot_is_the_latest_annotated_frame(client: httpx.AsyncClient, media_root: Path) -> None:
     await wait_for(lambda: classified(client, "cam-a"), what="cam-a classified")
     r = await client.get("/api/streams/cam-a/snapshot.jpg")
     assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
     image = cv2.imdecode(np.frombuffer(r.content, np.uint8), cv2.IMREAD_COLOR)
     assert image is not None and image.ndim == 3 and image.shape[0] > 0
+    # The overlay's label panel (stream name and figures in white, the smoothed label in green, the top-k)
+    # covers a picture this small: the frame under it is darkened to 2/5 plus the panel colour (<= ~112),
+    # so near-white and green pixels can only be text. Measured: ~85% dark, ~350 white, ~100 green pixels;
+    # the raw clip is at most ~28% dark.
+    raw = [f.to_ndarray(format="rgb24") for f in av.open(clip_url(media_root)).decode(video=0)]
+    assert max(np.mean(f.max(axis=2) <= 115) for f in raw) < 0.45
+    assert np.mean(image.max(axis=2) <= 115) > 0.6, "the label panel's darkened background is missing"
+    rgb = image[..., ::-1]  # cv2 decodes to BGR
+    white = np.count_nonzero(rgb.min(axis=2) > 170)
+    green = np.count_nonzero((rgb[..., 1] > 190) & (rgb[..., 0] < 150) & (rgb[..., 2] < 170))
+    assert white >= 50 and green >= 20, f"overlay text missing: {white} white, {green} green pixels"
 
 
 async def test_metrics_are_prometheus_text(client: httpx.AsyncClient) -> None:

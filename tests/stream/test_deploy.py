@@ -7,13 +7,19 @@ import json
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 from prometheus_client import generate_latest
-from sightline.stream.config import load_run_config
+from prometheus_client.parser import text_string_to_metric_families
+from sightline.stream.config import RunConfig, StreamConfig, load_run_config
+from sightline.stream.media import make_test_clip
 from sightline.stream.metrics import DROP_REASONS, STAGES, STATES, Metrics
+from sightline.stream.pipeline import Pipeline
+
+from tests.support.models import tiny_classifier
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -99,17 +105,42 @@ def test_dashboard_covers_the_promised_views() -> None:
     assert "histogram_quantile(0.5," in text and "histogram_quantile(0.99," in text
 
 
-def test_metric_labels_come_from_finite_sets() -> None:
+@pytest.mark.timeout(60)
+def test_metric_labels_come_from_finite_sets_in_a_real_run(tmp_path: Path) -> None:
+    """A file stream and an unreachable RTSP camera with credentials in its URL, through the real pipeline:
+    every label value the run exported comes from the config or a fixed set, and no URL part leaks."""
+    clip = make_test_clip(tmp_path / "clip.mp4", frames=20, fps=10, size=(96, 64))
+    config = RunConfig(output_dir=tmp_path / "out", media_root=tmp_path, streams=[
+        StreamConfig(name="file-cam", url=str(clip), mode="fast"),
+        StreamConfig(name="door", url="rtsp://admin:hunter2@127.0.0.1:9/stream1?token=abc",
+                     open_timeout_s=1, reconnect={"initial_s": 0.05, "max_s": 0.1})])
     metrics = Metrics()
-    stream = metrics.stream("cam")
-    stream.set_state("live")
-    metrics.set_model("resnet18", 1000, "cpu", "fp32")
-    allowed = {"stream", "state", "stage", "reason", "sink", "le", "kind", "arch", "classes", "device", "precision"}
-    for family in metrics.registry.collect():
+    pipeline = Pipeline(tiny_classifier(), config, metrics)
+    pipeline.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not (pipeline.get("file-cam").stats.state == "ended" and pipeline.get("door").stats.reconnects >= 1):
+            assert time.monotonic() < deadline, pipeline.statuses()
+            time.sleep(0.05)
+        text = generate_latest(metrics.registry).decode()
+    finally:
+        pipeline.shutdown()
+    for secret in ("admin", "hunter2", "127.0.0.1", "stream1", "token", "abc", "rtsp"):
+        assert secret not in text, secret
+    allowed = {"stream": {"file-cam", "door"}, "state": set(STATES), "stage": set(STAGES),
+               "reason": set(DROP_REASONS), "sink": {"jsonl", "recorder"}, "arch": {"resnet18"}, "classes": {"4"},
+               "device": {"cpu"}, "precision": {"fp32"}}
+    seen: dict[str, set[str]] = {}
+    for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            assert set(sample.labels) <= allowed, (sample.name, sample.labels)
-            if "state" in sample.labels:
-                assert sample.labels["state"] in STATES
+            for label, value in sample.labels.items():
+                if label == "le":
+                    continue
+                assert label in allowed and value in allowed[label], (sample.name, label, value)
+                seen.setdefault(label, set()).add(value)
+    assert seen["stream"] == {"file-cam", "door"} and seen["state"] == set(STATES)
+    assert 'sightline_stream_state{state="ended",stream="file-cam"} 1.0' in text
+    assert 'sightline_stream_state{state="reconnecting",stream="door"} 1.0' in text
 
 
 def test_grafana_datasource_uid_matches_the_dashboard() -> None:

@@ -155,14 +155,27 @@ def test_background_class_scores_frames_outside_segments(media: Path, tmp_path: 
     assert report["confusion"]["raw"] == [[10, 0, 0, 0], [0, 10, 5, 0], [0, 0, 5, 0]]
 
 
-def test_realtime_gives_the_same_accuracy_as_fast_when_nothing_drops(
+def test_realtime_classifies_frames_as_fast_does_and_accounts_for_drops(
         media: Path, tmp_path: Path, fast_report: tuple[Path, dict]) -> None:
+    """Load-proof: a busy machine may make the live policy drop a frame, so compare frame by frame (every
+    frame realtime classified got fast mode's answer) and check the drop accounting, not the totals."""
     assert run_eval(media, tmp_path, "--realtime") == 0
     report = load_report(tmp_path)
     assert report["mode"] == "realtime"
-    assert report["frames"]["dropped"] == 0 and report["frames"]["classified"] == 30
-    assert report["accuracy"] == fast_report[1]["accuracy"]
-    assert report["wall_s"] >= 2.5  # paced at 10 fps: the 3 s clip takes about 3 s
+    frames = report["frames"]
+    assert frames["classified"] + frames["dropped"] == frames["decoded"] == 30
+    assert frames["classified"] >= 15  # a tiny model at 10 fps keeps up with most frames even under load
+    assert report["wall_s"] >= 2.5  # paced at 10 fps: the 3 s clip takes about 3 s, never less
+
+    def raw_labels(out: Path) -> dict[tuple[str, int], str]:
+        lines = (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
+        return {(r["video"], r["seq"]): r["top"][0]["label"] for r in map(json.loads, lines)}
+
+    fast, realtime = raw_labels(fast_report[0]), raw_labels(tmp_path)
+    assert len(realtime) == frames["classified"]
+    assert realtime == {key: fast[key] for key in realtime}
+    if frames["dropped"] == 0:  # the README's example numbers hold when nothing dropped
+        assert report["accuracy"] == fast_report[1]["accuracy"]
 
 
 def test_realtime_reports_the_frames_it_had_to_drop(tmp_path: Path) -> None:
@@ -278,3 +291,47 @@ def test_error_given_video_not_in_labels(media: Path, tmp_path: Path, capsys: py
     line = fails(capsys, run_eval(media, tmp_path / "out", "--video", str(other)))
     assert "--video" in line and "no segments for it in labels.csv (its videos: clip.mp4)" in line
 
+
+
+def test_error_unreadable_video(media: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "notes.mp4").write_text("not a video at all", encoding="utf-8")
+    labels = labels_file(tmp_path, media, "clip.mp4,0,1,red\nnotes.mp4,0,1,red\n")
+    line = fails(capsys, run_eval(media, tmp_path / "out", labels=labels))
+    assert f"{tmp_path / 'notes.mp4'}: not a readable video (" in line
+    assert not (tmp_path / "out").exists()  # stopped before any video was decoded
+
+
+def test_video_failing_mid_replay_is_a_warning_and_exit_1(media: Path, tmp_path: Path) -> None:
+    from sightline.stream.media import truncate_file
+
+    whole = write_colour_clip(tmp_path / "whole.mkv", ["red", "green", "blue"])
+    truncate_file(whole, tmp_path / "cut.mkv", 0.5)  # opens (the header says 3 s), ends early
+    labels = labels_file(tmp_path, media, "clip.mp4,0,1,red\nclip.mp4,1,2,green\ncut.mkv,0,1,red\n")
+    assert run_eval(media, tmp_path / "out", labels=labels) == 1
+    report = load_report(tmp_path / "out")
+    failures = [w for w in report["warnings"] if w.startswith("cut.mkv: replay failed")]
+    assert len(failures) == 1 and "truncated" in failures[0], report["warnings"]
+    videos = {v["video"]: v for v in report["videos"]}
+    assert videos["cut.mkv"]["state"] == "failed"
+    assert videos["clip.mp4"]["accuracy_raw"] == 1.0  # the other video was scored in full
+
+
+@pytest.mark.parametrize("options, smoothed, changes", [
+    # EMA off: the shown label follows the one-hot raw label at once -> smoothed == raw (20/25)
+    (["--smoothing-ema", "0"], 0.8, "raw"),
+    # a margin green never reaches: after its 10 frames its EMA leads red by 1 - 2 * 0.6^10 = 0.988 < 0.99, so red
+    # stays shown, right on the 10 red and the 5 (blue, labelled) red frames -> 15/25; blue leads by 0.994 only
+    # at its 10th frame (unscored): one label change in the 3 s clip = 20 per minute
+    (["--hysteresis", "0.99"], 0.6, 20.0),
+])
+def test_smoothing_options_change_the_smoothed_scores(media: Path, tmp_path: Path, fast_report: tuple[Path, dict],
+                                                      options: list[str], smoothed: float, changes) -> None:
+    assert run_eval(media, tmp_path, *options) == 0
+    report = load_report(tmp_path)
+    assert report["accuracy"]["raw"] == fast_report[1]["accuracy"]["raw"] == 0.8
+    assert fast_report[1]["accuracy"]["smoothed"] == 0.76  # the defaults (0.6, 0.05): 19/25
+    assert report["accuracy"]["smoothed"] == pytest.approx(smoothed, abs=1e-4)
+    assert report["settings"]["ema"] == (0.0 if "--smoothing-ema" in options else 0.6)
+    assert report["settings"]["hysteresis"] == (0.99 if "--hysteresis" in options else 0.05)
+    flips = report["changes_per_min"]
+    assert flips["smoothed"] == (flips["raw"] if changes == "raw" else changes), flips

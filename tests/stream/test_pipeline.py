@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from pathlib import Path
 
@@ -118,18 +119,35 @@ def test_unopenable_file_fails_with_reason_and_exit_code_says_some_failed(classi
 
 
 def test_unreachable_url_reconnects_with_backoff_beside_a_good_stream(classifier, tmp_path: Path, caplog) -> None:
+    """Load-proof: the run lasts until the good file ended and the camera retried 4 times (not a fixed
+    window), and each logged delay is checked against its own attempt's backoff bounds."""
     good = media.make_test_clip(tmp_path / "good.mp4", frames=50, fps=25, size=(160, 120))
     caplog.set_level(logging.INFO)
-    p = run(classifier, tmp_path, [
-        {"name": "good", "url": str(good), "mode": "realtime"},
-        {"name": "cam", "url": "rtsp://admin:hunter2@127.0.0.1:9/stream", "open_timeout_s": 1,
-         "reconnect": {"initial_s": 0.1, "max_s": 0.4}},
-    ], duration=3.0)
+    config = RunConfig(output_dir=tmp_path / "out", media_root=tmp_path, streams=[
+        StreamConfig(name="good", url=str(good), mode="realtime"),
+        StreamConfig(name="cam", url="rtsp://admin:hunter2@127.0.0.1:9/stream", open_timeout_s=1,
+                     reconnect={"initial_s": 0.1, "max_s": 0.4, "jitter": 0.25})])
+    p = Pipeline(classifier, config, Metrics())
+    p.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not (p.get("good").stats.state == "ended" and p.get("cam").stats.reconnects >= 4):
+            assert time.monotonic() < deadline, p.statuses()
+            time.sleep(0.05)
+    finally:
+        p.shutdown()
     cam = p.get("cam").status()
-    assert cam["reconnects"] >= 3
     assert cam["frames_decoded"] == 0
     assert "refused" in cam["error"].lower() or "timed out" in cam["error"].lower()
-    assert p.get("good").status()["frames_inferred"] == 50
+    delays = [float(d) for d in re.findall(r"stream cam .*; reconnecting in (\d+\.\d)s", caplog.text)]
+    assert len(delays) >= 4
+    for attempt, delay in enumerate(delays):  # initial * 2^attempt capped at max_s, minus up to 25% jitter
+        base = min(0.4, 0.1 * 2 ** attempt)
+        assert base * 0.75 - 0.05 <= delay <= base + 0.05, (attempt, delays)  # logged with one decimal
+    good_status = p.get("good").status()  # the live file is unaffected: every frame decoded, none lost uncounted
+    assert good_status["frames_decoded"] == 50
+    assert good_status["frames_inferred"] + sum(good_status["dropped"].values()) == 50
+    assert good_status["frames_inferred"] >= 10
     everything = caplog.text + json.dumps(p.statuses())
     assert "hunter2" not in everything and "admin" not in everything
     assert "rtsp://***@127.0.0.1:9/stream" in everything
@@ -142,12 +160,25 @@ def test_realtime_file_is_paced_at_native_rate(classifier, tmp_path: Path) -> No
                        streams=[StreamConfig(name="rt", url=str(clip), mode="realtime")])
     pipeline = Pipeline(classifier, config, Metrics())
     started = loop.time()
-    loop.run_until_complete(pipeline.run(duration=10))
+    loop.run_until_complete(pipeline.run(duration=60))
     elapsed = loop.time() - started
     loop.close()
-    assert 1.8 <= elapsed <= 6.0
-    times = [r["time"] for r in jsonl(tmp_path / "out" / "rt.jsonl")]
-    assert times == sorted(times) and len(times) >= 25  # live policy may drop a stale frame under load
+    # Never faster than the clip (load only slows a run down); the upper bound only catches a hang.
+    assert elapsed >= 1.8
+    assert pipeline.get("rt").stats.state == "ended"
+    status = pipeline.get("rt").status()
+    # Live policy: every frame is decoded; what the model could not take is dropped and counted, never lost.
+    assert status["frames_decoded"] == 30
+    assert status["frames_inferred"] + sum(status["dropped"].values()) == 30
+    assert set(status["dropped"]) <= {"stale"}
+    records = jsonl(tmp_path / "out" / "rt.jsonl")
+    times = [r["time"] for r in records]
+    assert times == sorted(times) and len(set(times)) == len(times)
+    assert len(times) >= 10  # a tiny model at 15 fps: most frames even on a busy machine
+    # Pacing itself: a frame's latency is measured from when it was due, so a run paced ahead of the clip
+    # would show negative latencies; and the frames span the clip's 2 s.
+    assert all(r["latency_ms"] >= 0 for r in records)
+    assert times[-1] - times[0] >= 1.5
 
 
 def test_infer_fps_classifies_fewer_frames_but_records_all(classifier, tmp_path: Path) -> None:

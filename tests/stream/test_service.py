@@ -26,6 +26,7 @@ from sightline.stream.http_server import HttpServer
 from sightline.stream.metrics import Metrics
 from sightline.stream.pipeline import Pipeline
 
+from tests.support import browsers
 from tests.support.models import tiny_classifier
 from tests.support.processes import stop_process
 
@@ -36,8 +37,8 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 STREAMS = ("cam-a", "cam-b")
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "dashboards" / "sightline.json"
 PROMETHEUS = shutil.which("prometheus")
-CHROMIUM = Path("/usr/lib/chromium/chromium") if Path("/usr/lib/chromium/chromium").exists() else None
-CHROMEDRIVER = shutil.which("chromedriver")
+CHROMIUM = browsers.chromium()
+CHROMEDRIVER = browsers.chromedriver()
 
 
 def free_port() -> int:
@@ -324,7 +325,7 @@ class WebDriver:
 
     def __init__(self, url: str, profile: Path) -> None:
         self.http = httpx.Client(base_url=url, timeout=30)
-        options = {"binary": str(CHROMIUM),
+        options = {"binary": CHROMIUM,
                    "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                             "--disable-component-update", "--disable-sync", "--no-first-run",
                             f"--user-data-dir={profile}", "--window-size=1024,768"]}
