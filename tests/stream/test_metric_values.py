@@ -33,7 +33,7 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str, explain: Call
 
 async def scrape(pipeline: Pipeline) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     app = create_app(pipeline, pipeline.config, pipeline.metrics)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sightline") as client:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
         text = (await client.get("/metrics")).text
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for family in text_string_to_metric_families(text) for s in family.samples}

@@ -140,8 +140,8 @@ async def test_warning_for_a_non_loopback_bind_without_a_token(pipeline: Pipelin
     await http.stop()
     warnings = [r.getMessage() for r in caplog.records if "without server.token" in r.getMessage()]
     if warned:
-        assert warnings == [f"serving on {host} without server.token: anyone who can reach it can add and remove "
-                            f"streams"]
+        assert warnings == [f"serving on {host} without server.token (server.insecure: true): anyone who can reach "
+                            f"it can add and remove streams"]
     else:
         assert warnings == []
 
