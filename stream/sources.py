@@ -256,13 +256,19 @@ class VideoSource(FrameSource):
         if self.stop.is_set():
             self.stats.set_state("stopped")
         else:
-            self.stats.set_state("ended", self.loss_note())
+            note = self.loss_note()
+            if note:
+                log.warning("stream %s: ended; %s", self.config.name, note)
+            self.stats.set_state("ended", note)
 
     def loss_note(self) -> str | None:
         """What a stream that played to its end lost on the way, or None when nothing."""
         notes = []
-        if self.stats.corrupt_packets:
-            notes.append(f"skipped {self.stats.corrupt_packets} corrupt packets")
+        if self.bad_packets:
+            notes.append(f"skipped {self.bad_packets} corrupt packets")
+        flagged = self.stats.corrupt_packets - self.bad_packets
+        if flagged > 0:
+            notes.append(f"{flagged} packets flagged corrupt by the demuxer (decoded anyway)")
         lost = self.stats.frames_lost.get("source_gap", 0)
         if lost:
             notes.append(f"lost {lost} frames (gaps in the timestamps: corrupt or missing data)")
@@ -372,16 +378,14 @@ class VideoSource(FrameSource):
                 if self.config.is_network and self.clock() - last_frame > stall:
                     # packets keep coming (the read timeout never fires) but no picture: treat as stalled
                     raise SourceReadError(f"{self.safe_url}: no frame for {stall:.0f}s")
-                if packet.is_corrupt:  # flagged by the demuxer (e.g. a continuity error); the decoder may cope
-                    self.stats.on_corrupt_packet()
+                flagged = packet.is_corrupt  # by the demuxer (e.g. a continuity error); the decoder may cope
                 started = time.perf_counter()
                 try:
                     frames = packet.decode()
                 except av.InvalidDataError as exc:
                     in_a_row += 1
                     self.bad_packets += 1
-                    if not packet.is_corrupt:
-                        self.stats.on_corrupt_packet()
+                    self.stats.on_corrupt_packet()
                     if self.bad_packets == 1:
                         log.warning("stream %s: skipping corrupt data (%s)", self.config.name, describe_av_error(exc))
                     if in_a_row > MAX_BAD_PACKETS_IN_A_ROW:
@@ -389,6 +393,8 @@ class VideoSource(FrameSource):
                             f"{self.safe_url}: {in_a_row} corrupt packets in a row; giving up") from exc
                     continue
                 in_a_row = 0
+                if flagged:
+                    self.stats.on_corrupt_packet()
                 if frames:
                     last_frame = self.clock()
                     share = (time.perf_counter() - started) / len(frames)
