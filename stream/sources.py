@@ -411,11 +411,10 @@ class VideoSource(FrameSource):
         An MPEG-TS that ends inside a transport packet was cut. A file whose timestamps restarted
         (concatenated segments) has no meaningful declared duration: only the packet check applies.
         """
-        if container.format is not None and "mpegts" in container.format.name.split(","):
-            size = _file_size(self.config.file_path())
-            if size and all(size % n for n in TS_PACKET_SIZES):
-                raise SourceReadError(f"{self.safe_url} is truncated: it ends inside a transport packet "
-                                      f"({size % 188} of 188 bytes); the data after the cut is lost")
+        if container.format is not None and "mpegts" in container.format.name.split(",") \
+                and ts_ends_inside_a_packet(self.config.file_path()):
+            raise SourceReadError(f"{self.safe_url} is truncated: it ends inside a transport packet; "
+                                  "the data after the cut is lost")
         if clock_reset:
             return
         if stream.duration is not None and stream.time_base is not None:
@@ -430,11 +429,24 @@ class VideoSource(FrameSource):
             raise SourceReadError(f"{self.safe_url} is truncated: {at} of a declared {duration:.2f}s")
 
 
-def _file_size(path: Path) -> int | None:
+def ts_ends_inside_a_packet(path: Path) -> bool:
+    """True when an MPEG-TS file's last packet is incomplete: its last three packets' sync bytes
+    (0x47, every 188/192/204 bytes) do not line up with the end of the file."""
+    span = 3 * max(TS_PACKET_SIZES)
     try:
-        return path.stat().st_size
+        with path.open("rb") as fh:
+            fh.seek(0, 2)
+            size = fh.tell()
+            fh.seek(max(0, size - span))
+            tail = fh.read()
     except OSError:
-        return None
+        return False
+    for n in TS_PACKET_SIZES:
+        sync = 4 if n == 192 else 0  # M2TS: a 4-byte timecode, then the TS packet
+        starts = [len(tail) - k * n + sync for k in (1, 2, 3)]
+        if all(0 <= i < len(tail) and tail[i] == 0x47 for i in starts):
+            return False
+    return len(tail) >= min(TS_PACKET_SIZES)
 
 
 def _time_base(frame: av.VideoFrame) -> Fraction | None:
