@@ -3,9 +3,10 @@
 The model's copy of a live stream keeps only the newest frames (latency stays flat when the model
 falls behind); a recording that took its frames from there would skip whatever the model skipped.
 So the source hands each decoded frame, full size, to this writer as well, and the writer draws the
-labels of the stream's latest classified frame on it: it waits a moment (``label_wait_s`` after the
-frame was decoded, at most) for the model to catch up with that frame, so in the usual case the
-labels on a frame are its own or its predecessor's.
+labels of the stream's latest classified frame on it. A live stream's recorder waits a moment
+(``label_wait_s`` after the frame was decoded, at most) for the model to catch up with that frame, so
+in the usual case the labels on a frame are its own or its predecessor's; a replay stream's recorder
+waits until the model has seen the frame (``FAST_LABEL_WAIT_S`` at most), so its labels are exact.
 
 Replay streams (``mode: fast``) lose nothing here either: the source waits while the queue is full.
 A live stream does not wait long (it must keep reading its camera); a frame the encoder cannot take
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 RECORDING_QUEUE = 48  # frames waiting for the encoder (about 2 s at 25 fps)
 LIVE_PUT_TIMEOUT_S = 0.1  # how long a live source waits for room before the frame is counted lost
 LABEL_WAIT_S = 0.5
+FAST_LABEL_WAIT_S = 30.0  # replay: nothing is real time, wait for the frame's own labels (bounded, in case of a bug)
 
 
 class LabelSource(Protocol):
@@ -100,9 +102,10 @@ class RecordingWriter:
             self.done.set()
 
     def _write(self, frame: Frame) -> None:
-        wait = frame.decoded_at + self.label_wait_s - self.clock()
-        if wait > 0:
-            self.labels.wait_handled(frame.seq, wait)
+        wait = frame.decoded_at + self.label_wait_s - self.clock() if self.live else FAST_LABEL_WAIT_S
+        if wait > 0 and not self.labels.wait_handled(frame.seq, wait) and not self.live:
+            log.warning("stream %s: frame %d still unclassified after %.0fs; recorded with older labels",
+                        self.recorder.stream, frame.seq, wait)
         top, smoothed, latency_ms = self.labels.current_labels()
         fps = self.stats.fps()
         image = frame.display if frame.display is not None else frame.image

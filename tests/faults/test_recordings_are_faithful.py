@@ -185,3 +185,27 @@ def test_a_live_recorder_that_cannot_keep_up_counts_the_frames_it_lost() -> None
         writer.submit(frame(seq, time.monotonic()))
     assert stats.frames_lost == {"recorder_behind": 7}
     assert stats.snapshot()["frames_lost"] == {"recorder_behind": 7}
+
+
+def test_a_replay_recorder_waits_for_each_frames_own_labels_however_late() -> None:
+    labels, recorder = FakeLabels(), FakeRecorder()
+    original = labels.current_labels
+
+    def current():
+        result = original()
+        recorder.current = result[0][0].label
+        return result
+
+    labels.current_labels = current  # type: ignore[method-assign]
+    writer = RecordingWriter(recorder, labels, StreamStats("cam"), live=False, stop=threading.Event(),
+                             label_wait_s=0.01)
+    writer.start()
+    long_ago = time.monotonic() - 60  # decoded long before the model gets to it (a deep replay queue)
+    for seq in range(4):
+        writer.submit(frame(seq, long_ago))
+    for seq in range(4):
+        time.sleep(0.05)
+        labels.advance(seq)
+    writer.close()
+    assert writer.join(5)
+    assert recorder.labels == [(seq, f"after-{seq}") for seq in range(4)]
