@@ -39,6 +39,7 @@ DISPLAY_MAX_HEIGHT = 1080
 # A forward jump in a session's timestamps longer than this is a clock discontinuity (a spliced file, a
 # camera that reset its clock), not this many seconds of lost frames.
 MAX_GAP_S = 30.0
+MAX_NOMINAL_FPS = 240.0
 
 # MPEG-TS packet sizes (plain, M2TS with a timecode, with Reed-Solomon): a file whose size is a multiple
 # of none of them ends inside a packet, i.e. it was cut.
@@ -336,7 +337,8 @@ class VideoSource(FrameSource):
         start_t = 0.0
         decoded_here = 0
         t_stream = 0.0
-        gaps = GapCounter(1.0 / self.fps_hint if self.fps_hint > 0 else 0.0)
+        # a nominal rate outside 1-240 fps is a guess (FFmpeg's tbr of a timestamp-only stream): count no gaps
+        gaps = GapCounter(1.0 / self.fps_hint if 1.0 <= self.fps_hint <= MAX_NOMINAL_FPS else 0.0)
         for frame, decode_s in self._frames(container, stream):
             if self.stop.is_set():
                 return

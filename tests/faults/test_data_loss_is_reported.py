@@ -111,6 +111,11 @@ def test_gap_counter(times: list[float], lost: int, resets: int) -> None:
     assert (gaps.lost, gaps.resets) == (lost, resets)
 
 
+def test_a_gap_counter_without_a_nominal_rate_counts_nothing() -> None:
+    gaps = GapCounter(0.0)
+    assert [gaps.see(t) for t in (0.0, 1.0, 5.0)] == [0, 0, 0] and gaps.lost == 0
+
+
 # -- JSONL: whole lines or nothing ------------------------------------------------------------------
 
 
