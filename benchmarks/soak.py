@@ -252,8 +252,8 @@ def build_inputs(tmp: Path, streams: int, infer_fps: float, rtsp: RtspSide) -> t
     return path, tmp / "media"
 
 
-def start_service(config: Path, port: int, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "SIGHTLINE_TOKEN": TOKEN}
+def start_service(config: Path, port: int, log: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+    env = {**os.environ, **(extra_env or {}), "SIGHTLINE_TOKEN": TOKEN}
     with log.open("wb") as out:
         return subprocess.Popen([sys.executable, "-m", "sightline", "run", str(config), "--port", str(port)],
                                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -280,7 +280,7 @@ def soak(args: argparse.Namespace) -> tuple[list[Sample], Quiet, Quiet, dict[str
             config, _ = build_inputs(tmp, args.streams, args.infer_fps, rtsp)
             port = free_port()
             log = tmp / "service.log"
-            service = start_service(config, port, log)
+            service = start_service(config, port, log, dict(args.service_env))
             api = Api(port)
 
             def ready() -> bool:
@@ -378,6 +378,13 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def env_pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--minutes", type=float, default=20.0)
@@ -390,6 +397,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rss-growth", type=float, default=0.05)
     p.add_argument("--thread-slack", type=int, default=2)
     p.add_argument("--fd-slack", type=int, default=8)
+    p.add_argument("--service-env", type=env_pair, action="append", default=[], metavar="KEY=VALUE",
+                   help="set in the service's environment (e.g. MALLOC_ARENA_MAX=2); repeatable")
     p.add_argument("--out", type=Path, default=None, help="also write the report here")
     args = p.parse_args(argv)
     if args.warmup_minutes is None:
@@ -416,6 +425,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                  f"{args.infer_fps:g} fps each by a random-init ResNet18 (56 px input) on the CPU; RTSP server "
                  f"restarted every {args.restart_every:g} s; a looping recorded file stream added/removed through "
                  f"the API every {args.churn_every:g} s",
+                 f"# service environment: {' '.join(f'{k}={v}' for k, v in args.service_env) or 'as inherited'}",
                  "# p99_ms: worst of the RTSP streams' own p99 over their last 30 s; api_ms: slowest API call",
                  f"{'minute':>6} {'rss_mb':>8} {'threads':>8} {'fds':>6} {'p99_ms':>8} {'api_ms':>8}",
                  *[format_row(row) for row in minute_rows(samples)],
