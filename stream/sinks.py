@@ -249,10 +249,15 @@ class VideoRecorder:
     def close(self) -> None:
         if self._container is None or self._video is None:
             return
-        for packet in self._video.encode(None):
-            self._container.mux(packet)
-        self._container.close()
-        self._container = None
+        container, video = self._container, self._video
+        # Drop our references first: the encoder (and libx264's threads) is freed when its stream object
+        # is, and a recorder kept alive by a reference cycle would otherwise hold them until a full GC.
+        self._container = self._video = None
+        try:
+            for packet in video.encode(None):
+                container.mux(packet)
+        finally:
+            container.close()
 
 
 def fit(image: np.ndarray, width: int, height: int) -> np.ndarray:

@@ -179,6 +179,10 @@ class FrameSource(ABC):
             self.queue.close()
             if self.recording is not None:
                 self.recording.close()
+                self.recording = None  # the recorder's fps hint refers back to this source: no cycle to wait on
+            # FFmpeg's scaler contexts run worker threads: let them go now, not when a GC finds this object
+            self._to_working = VideoReformatter()
+            self._to_display = VideoReformatter()
 
     @abstractmethod
     def _produce(self) -> None:

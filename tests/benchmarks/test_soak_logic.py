@@ -82,3 +82,10 @@ def test_the_command_line_refuses_a_run_too_short_to_judge(soak) -> None:
         soak.parse_args(["--minutes", "1", "--warmup-minutes", "0.5"])
     args = soak.parse_args(["--minutes", "2"])
     assert args.warmup_minutes == 0.5 and args.streams == 4
+
+
+def test_service_environment_pairs(soak) -> None:
+    args = soak.parse_args(["--minutes", "5", "--service-env", "MALLOC_ARENA_MAX=2", "--service-env", "A=b=c"])
+    assert args.service_env == [("MALLOC_ARENA_MAX", "2"), ("A", "b=c")]
+    with pytest.raises(SystemExit):
+        soak.parse_args(["--minutes", "5", "--service-env", "novalue"])
