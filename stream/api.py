@@ -83,6 +83,12 @@ class StreamStatus(BaseModel):
     dropped: dict[str, int]
     reconnects: int
     sink_errors: dict[str, int]
+    corrupt_packets: int = Field(0, description="packets the decoder rejected or the demuxer flagged corrupt")
+    frames_lost: dict[str, int] = Field(default_factory=dict,
+                                        description="frames lost for good: source_gap (missing from the source, "
+                                                    "by its timestamps), recorder_behind (not recorded)")
+    records_lost: dict[str, int] = Field(default_factory=dict,
+                                         description="output records not written (disk full), by sink")
     prediction: list[Prediction] | None
     smoothed: SmoothedLabel | None
     snapshot: str

@@ -16,6 +16,9 @@ from prometheus_client.registry import Collector
 STATES = ("connecting", "live", "reconnecting", "ended", "failed", "stopped")
 STAGES = ("decode", "queue", "preprocess", "inference", "sink")
 DROP_REASONS = ("stale", "output_behind", "inference_error")
+# Data lost for good (not a live policy's choice): frames the source never delivered (a gap in its
+# timestamps: cut or corrupt input) and decoded frames the recorder could not take in time.
+LOSS_REASONS = ("source_gap", "recorder_behind")
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0)
 STAGE_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
@@ -48,6 +51,15 @@ class Metrics:
                                    registry=r)
         self.stream_fps = Gauge("sightline_stream_fps", "Frames classified per second over the last seconds",
                                 ["stream"], registry=r)
+        self.corrupt_packets = Counter("sightline_corrupt_packets_total",
+                                       "Packets the demuxer flagged corrupt or the decoder rejected (skipped)",
+                                       ["stream"], registry=r)
+        self.frames_lost = Counter("sightline_frames_lost_total",
+                                   "Frames lost for good: missing from the source (timestamp gaps) or not recorded",
+                                   ["stream", "reason"], registry=r)
+        self.records_lost = Counter("sightline_records_lost_total",
+                                    "Output records (JSONL lines) not written because the write failed (disk full)",
+                                    ["stream", "sink"], registry=r)
         self.model_info = Gauge("sightline_model_info", "The served model (value is always 1)",
                                 ["arch", "classes", "device", "precision"], registry=r)
         self.stage = {s: self.stage_latency.labels(s) for s in STAGES}
@@ -68,16 +80,24 @@ class Metrics:
         self._sinks.setdefault(stream, set()).add(sink)
         self.sink_errors.labels(stream, sink).inc()
 
+    def record_lost(self, stream: str, sink: str, n: int) -> None:
+        self._sinks.setdefault(stream, set()).add(sink)
+        self.records_lost.labels(stream, sink).inc(n)
+
     def forget_stream(self, name: str) -> None:
         for metric, extra in ((self.frames_decoded, ()), (self.frames_inferred, ()), (self.latency, ()),
-                              (self.stream_up, ()), (self.reconnects, ()), (self.stream_fps, ())):
+                              (self.stream_up, ()), (self.reconnects, ()), (self.stream_fps, ()),
+                              (self.corrupt_packets, ())):
             _remove(metric, (name, *extra))
         for reason in DROP_REASONS:
             _remove(self.frames_dropped, (name, reason))
+        for reason in LOSS_REASONS:
+            _remove(self.frames_lost, (name, reason))
         for state in STATES:
             _remove(self.stream_state, (name, state))
         for sink in self._sinks.pop(name, ()):
             _remove(self.sink_errors, (name, sink))
+            _remove(self.records_lost, (name, sink))
 
 
 class StreamMetrics:
@@ -94,6 +114,8 @@ class StreamMetrics:
         self.fps = metrics.stream_fps.labels(name)
         self.decode_stage = metrics.stage["decode"]
         self.dropped = {reason: metrics.frames_dropped.labels(name, reason) for reason in DROP_REASONS}
+        self.corrupt = metrics.corrupt_packets.labels(name)
+        self.lost = {reason: metrics.frames_lost.labels(name, reason) for reason in LOSS_REASONS}
         self.states = {state: metrics.stream_state.labels(name, state) for state in STATES}
 
     def set_state(self, state: str) -> None:
@@ -103,6 +125,9 @@ class StreamMetrics:
 
     def sink_error(self, sink: str) -> None:
         self._m.sink_error(self.name, sink)
+
+    def record_lost(self, sink: str, n: int) -> None:
+        self._m.record_lost(self.name, sink, n)
 
 
 class _GpuMemoryCollector(Collector):

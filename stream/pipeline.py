@@ -26,6 +26,7 @@ from sightline.stream.frames import Result, Smoothed
 from sightline.stream.hwdecode import probe_nvdec, software_decode
 from sightline.stream.inference import create_worker
 from sightline.stream.metrics import Metrics
+from sightline.stream.recording import RecordingWriter
 from sightline.stream.sinks import JsonlSink, Labelled, Sink, VideoRecorder
 from sightline.stream.smoothing import Smoother
 from sightline.stream.sources import FrameSource, PreviewDemand, VideoSource
@@ -73,6 +74,8 @@ class StreamOutput:
         self._top: tuple = ()
         self._smoothed: Smoothed | None = None
         self._latency_ms: float | None = None
+        self._handled = -1  # seq of the last frame handled: a recording waits for its frame's labels
+        self._progress = threading.Condition()
         self._thread = threading.Thread(target=self._run, name=f"output-{name}", daemon=True)
 
     def start(self) -> None:
@@ -101,10 +104,21 @@ class StreamOutput:
         finally:
             for sink in self.sinks:
                 self._close(sink)
-            self.done.set()
+            with self._progress:
+                self.done.set()
+                self._progress.notify_all()
             if self.stats.state == "ended":  # said when it happens, not only in the summary at exit
                 log.info("stream %s: ended, %d frames decoded, %d classified%s", self.name, self.stats.frames_decoded,
                          self.stats.frames_inferred, f" ({self.stats.error})" if self.stats.error else "")
+
+    def wait_handled(self, seq: int, timeout: float) -> bool:
+        """Wait until frame ``seq`` (or a later one) was handled, or the output ended; False on timeout."""
+        with self._progress:
+            return self._progress.wait_for(lambda: self._handled >= seq or self.done.is_set(), timeout)
+
+    def current_labels(self) -> tuple[tuple, Smoothed | None, float | None]:
+        """The latest classified frame's top-k, smoothed label and latency (what overlays show)."""
+        return self._top, self._smoothed, self._latency_ms
 
     def handle(self, result: Result) -> None:
         if result.probs is not None and result.timings is not None:
@@ -116,6 +130,9 @@ class StreamOutput:
             self.stats.on_dropped("inference_error")
         item = Labelled(result, self._top, self._smoothed, self.stats.fps(), self._latency_ms)
         self.latest = item
+        with self._progress:
+            self._handled = result.frame.seq
+            self._progress.notify_all()
         started = time.perf_counter()
         for sink in self.sinks:
             try:
@@ -143,11 +160,12 @@ class StreamRuntime:
     source: FrameSource
     output: StreamOutput
     stop: threading.Event = field(default_factory=threading.Event)
+    recording: RecordingWriter | None = None
     removing: bool = False  # set once, under the pipeline's lock, by the one remove_stream that stops it
 
     @property
     def finished(self) -> bool:
-        return self.output.done.is_set()
+        return self.output.done.is_set() and (self.recording is None or self.recording.done.is_set())
 
     def watch_preview(self) -> None:
         """A preview client is looking: keep full-size pictures for the next seconds."""
@@ -230,6 +248,8 @@ class Pipeline:
                                         f"({exc.strerror or type(exc).__name__})") from None
             self._streams[name] = runtime
             runtime.output.start()
+            if runtime.recording is not None:
+                runtime.recording.start()
             runtime.source.start()
         log.info("stream %s: started (%s, %s)", name, redact_url(config.url), config.mode)
         return runtime
@@ -258,14 +278,18 @@ class Pipeline:
         sinks: list[Sink] = []
         out_dir = self.config.output_dir
         if self.config.log_predictions:
-            sinks.append(JsonlSink(out_dir / f"{name}.jsonl", name))
-        if config.record:
-            sinks.append(VideoRecorder(out_dir / f"{name}.mp4", name, fps=lambda: source.fps_hint))
+            sinks.append(JsonlSink(out_dir / f"{name}.jsonl", name,
+                                   on_lost=lambda n: stats.on_records_lost("jsonl", n)))
         if self.extra_sinks is not None:
             sinks.extend(self.extra_sinks(config))
         smoother = Smoother(self.classifier.class_names, self.config.smoothing.ema, self.config.smoothing.hysteresis)
         output = StreamOutput(name, smoother, sinks, stats, config.live, self.metrics)
-        return StreamRuntime(config, stats, source, output, stop)
+        recording = None
+        if config.record:  # fed by the source with every decoded frame, not by the model's (lossy, live) copy
+            recorder = VideoRecorder(out_dir / f"{name}.mp4", name, fps=lambda: source.fps_hint)
+            recording = RecordingWriter(recorder, output, stats, config.live, stop, clock=self.clock)
+            source.recording = recording
+        return StreamRuntime(config, stats, source, output, stop, recording)
 
     def remove_stream(self, name: str, timeout: float = 10.0) -> StreamRuntime:
         """Stop a stream, finalize its sinks, forget it. Exactly one caller stops a stream: a concurrent
@@ -291,6 +315,8 @@ class Pipeline:
         runtime.source.join(timeout)
         if not runtime.output.done.wait(timeout):
             log.warning("stream %s: output did not drain within %.0fs", runtime.config.name, timeout)
+        if runtime.recording is not None and not runtime.recording.done.wait(timeout):
+            log.warning("stream %s: recording not finalized within %.0fs", runtime.config.name, timeout)
         if runtime.stats.state not in ("ended", "failed"):
             runtime.stats.set_state("stopped")
 

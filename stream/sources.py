@@ -16,6 +16,8 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from fractions import Fraction
+from pathlib import Path
+from typing import Protocol
 
 import av
 import numpy as np
@@ -35,7 +37,54 @@ MAX_BAD_PACKETS_IN_A_ROW = 50
 # A full-size frame for the recorder is capped at this height (4K sources record at 1080p).
 DISPLAY_MAX_HEIGHT = 1080
 
+# A forward jump in a session's timestamps longer than this is a clock discontinuity (a spliced file, a
+# camera that reset its clock), not this many seconds of lost frames.
+MAX_GAP_S = 30.0
+MAX_NOMINAL_FPS = 240.0
+
+# MPEG-TS packet sizes (plain, M2TS with a timecode, with Reed-Solomon): a file whose size is a multiple
+# of none of them ends inside a packet, i.e. it was cut.
+TS_PACKET_SIZES = (188, 192, 204)
+
 WorkingSize = Callable[[int, int], tuple[int, int]]
+
+
+class RecordingTap(Protocol):
+    """Takes every decoded frame (full size) for the stream's recording; closed when the source ends."""
+
+    def submit(self, frame: Frame) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class GapCounter:
+    """Frames missing from a session, judged by its timestamps against the nominal frame period.
+
+    A gap of more than 1.5 periods counts the frames that should have been in it. A step back (a
+    looped or concatenated file whose timestamps restart, a reconnect) is a reset, not a loss, and so
+    is a jump forward of more than ``MAX_GAP_S``.
+    """
+
+    def __init__(self, period: float) -> None:
+        self.period = period
+        self.last: float | None = None
+        self.lost = 0
+        self.resets = 0
+
+    def see(self, t: float) -> int:
+        """Note one frame's time; returns how many frames are missing just before it."""
+        last, self.last = self.last, t
+        if last is None or self.period <= 0:
+            return 0
+        step = t - last
+        if step < -self.period / 2 or step > MAX_GAP_S:
+            self.resets += 1
+            return 0
+        if step <= 1.5 * self.period:
+            return 0
+        missing = round(step / self.period) - 1
+        self.lost += missing
+        return missing
 
 
 def backoff_delay(attempt: int, initial: float, cap: float, jitter: float, rng: random.Random) -> float:
@@ -103,6 +152,7 @@ class FrameSource(ABC):
         self.clock = clock
         self.throttle = Throttle(config.infer_fps)
         self.fps_hint = 25.0
+        self.recording: RecordingTap | None = None  # set by the pipeline for streams with record: true
         self._seq = 0
         self._size: tuple[tuple[int, int], tuple[int, int]] | None = None  # (source size, working size)
         self._to_working = VideoReformatter()  # each keeps its FFmpeg scaler context from frame to frame
@@ -132,6 +182,12 @@ class FrameSource(ABC):
             self.stats.set_state("failed", f"internal error: {type(exc).__name__}: {exc}")
         finally:
             self.queue.close()
+            if self.recording is not None:
+                self.recording.close()
+                self.recording = None  # the recorder's fps hint refers back to this source: no cycle to wait on
+            # FFmpeg's scaler contexts run worker threads: let them go now, not when a GC finds this object
+            self._to_working = VideoReformatter()
+            self._to_display = VideoReformatter()
 
     @abstractmethod
     def _produce(self) -> None:
@@ -157,9 +213,12 @@ class FrameSource(ABC):
         wanted = self.keep_display or (self.preview is not None and self.preview.wanted())
         display = self._display(frame) if wanted else None
         self.stats.on_decode_stage(decode_s + time.perf_counter() - started)
-        self._put(Frame(self.config.name, self._seq, frame.pts, _time_base(frame), captured, self.clock(),
-                        image, display, infer))
+        item = Frame(self.config.name, self._seq, frame.pts, _time_base(frame), captured, self.clock(), image,
+                     display, infer)
         self._seq += 1
+        if self.recording is not None:  # every decoded frame, whatever the live policy does to the model's copy
+            self.recording.submit(item)
+        self._put(item)
 
     def _display(self, frame: av.VideoFrame) -> np.ndarray:
         if frame.height <= DISPLAY_MAX_HEIGHT:
@@ -209,8 +268,23 @@ class VideoSource(FrameSource):
         if self.stop.is_set():
             self.stats.set_state("stopped")
         else:
-            skipped = f"skipped {self.bad_packets} corrupt packets" if self.bad_packets else None
-            self.stats.set_state("ended", skipped)
+            note = self.loss_note()
+            if note:
+                log.warning("stream %s: ended; %s", self.config.name, note)
+            self.stats.set_state("ended", note)
+
+    def loss_note(self) -> str | None:
+        """What a stream that played to its end lost on the way, or None when nothing."""
+        notes = []
+        if self.bad_packets:
+            notes.append(f"skipped {self.bad_packets} corrupt packets")
+        flagged = self.stats.corrupt_packets - self.bad_packets
+        if flagged > 0:
+            notes.append(f"{flagged} packets flagged corrupt by the demuxer (decoded anyway)")
+        lost = self.stats.frames_lost.get("source_gap", 0)
+        if lost:
+            notes.append(f"lost {lost} frames (gaps in the timestamps: corrupt or missing data)")
+        return "; ".join(notes) if notes else None
 
     def _run_network(self) -> None:
         attempt = 0
@@ -304,10 +378,19 @@ class VideoSource(FrameSource):
         start_t = 0.0
         decoded_here = 0
         t_stream = 0.0
+        # a nominal rate outside 1-240 fps is a guess (FFmpeg's tbr of a timestamp-only stream): count no gaps
+        gaps = GapCounter(1.0 / self.fps_hint if 1.0 <= self.fps_hint <= MAX_NOMINAL_FPS else 0.0)
         for frame, decode_s in self._frames(container, stream):
             if self.stop.is_set():
                 return
             t_stream = float(frame.time) if frame.time is not None else decoded_here / self.fps_hint
+            resets = gaps.resets
+            missing = gaps.see(t_stream)
+            if missing:
+                self.stats.on_lost("source_gap", missing)
+            if gaps.resets > resets:
+                start_wall = None  # the clock restarted or jumped: pace the rest from this frame
+                self.throttle.reset()  # and classify on the new clock's grid
             now = self.clock()
             if paced:
                 if start_wall is None:
@@ -322,7 +405,7 @@ class VideoSource(FrameSource):
             # files throttle on their own clock (so fast replays classify the same frames); live on arrival
             self._emit(frame, t_stream if cfg.is_file else captured, captured, decode_s)
         if cfg.is_file:
-            self._check_complete(container, stream, t_stream if decoded_here else None)
+            self._check_complete(container, stream, t_stream if decoded_here else None, clock_reset=gaps.resets > 0)
 
     def _frames(self, container: av.container.InputContainer,
                 stream: av.VideoStream) -> Iterator[tuple[av.VideoFrame, float]]:
@@ -338,12 +421,14 @@ class VideoSource(FrameSource):
                 if self.config.is_network and self.clock() - last_frame > stall:
                     # packets keep coming (the read timeout never fires) but no picture: treat as stalled
                     raise SourceReadError(f"{self.safe_url}: no frame for {stall:.0f}s")
+                flagged = packet.is_corrupt  # by the demuxer (e.g. a continuity error); the decoder may cope
                 started = time.perf_counter()
                 try:
                     frames = packet.decode()
                 except av.InvalidDataError as exc:
                     in_a_row += 1
                     self.bad_packets += 1
+                    self.stats.on_corrupt_packet()
                     if self.bad_packets == 1:
                         log.warning("stream %s: skipping corrupt data (%s)", self.config.name, describe_av_error(exc))
                     if in_a_row >= MAX_BAD_PACKETS_IN_A_ROW:
@@ -351,6 +436,8 @@ class VideoSource(FrameSource):
                             f"{self.safe_url}: {in_a_row} corrupt packets in a row; giving up") from exc
                     continue
                 in_a_row = 0
+                if flagged:
+                    self.stats.on_corrupt_packet()
                 if frames:
                     last_frame = self.clock()
                     share = (time.perf_counter() - started) / len(frames)
@@ -361,8 +448,18 @@ class VideoSource(FrameSource):
             raise SourceReadError(f"{what} in {self.safe_url}: {describe_av_error(exc)}") from exc
 
     def _check_complete(self, container: av.container.InputContainer, stream: av.VideoStream,
-                        last_t: float | None) -> None:
-        """A file whose frames stop well before its declared duration was cut short: say so."""
+                        last_t: float | None, clock_reset: bool = False) -> None:
+        """A file whose frames stop well before its declared duration was cut short: say so.
+
+        An MPEG-TS that ends inside a transport packet was cut. A file whose timestamps restarted
+        (concatenated segments) has no meaningful declared duration: only the packet check applies.
+        """
+        if container.format is not None and "mpegts" in container.format.name.split(",") \
+                and ts_ends_inside_a_packet(self.config.file_path()):
+            raise SourceReadError(f"{self.safe_url} is truncated: it ends inside a transport packet; "
+                                  "the data after the cut is lost")
+        if clock_reset:
+            return
         if stream.duration is not None and stream.time_base is not None:
             duration = float(stream.duration * stream.time_base)
         elif container.duration is not None and len(container.streams) == 1:
@@ -373,6 +470,26 @@ class VideoSource(FrameSource):
         if last_t is None or last_t + slack < duration:
             at = "no frame" if last_t is None else f"the last frame at {last_t:.2f}s"
             raise SourceReadError(f"{self.safe_url} is truncated: {at} of a declared {duration:.2f}s")
+
+
+def ts_ends_inside_a_packet(path: Path) -> bool:
+    """True when an MPEG-TS file's last packet is incomplete: its last three packets' sync bytes
+    (0x47, every 188/192/204 bytes) do not line up with the end of the file."""
+    span = 3 * max(TS_PACKET_SIZES)
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, 2)
+            size = fh.tell()
+            fh.seek(max(0, size - span))
+            tail = fh.read()
+    except OSError:
+        return False
+    for n in TS_PACKET_SIZES:
+        sync = 4 if n == 192 else 0  # M2TS: a 4-byte timecode, then the TS packet
+        starts = [len(tail) - k * n + sync for k in (1, 2, 3)]
+        if all(0 <= i < len(tail) and tail[i] == 0x47 for i in starts):
+            return False
+    return len(tail) >= min(TS_PACKET_SIZES)
 
 
 def _time_base(frame: av.VideoFrame) -> Fraction | None:

@@ -32,6 +32,9 @@ class StreamStats:
         self.dropped: dict[str, int] = {}
         self.reconnects = 0
         self.sink_errors: dict[str, int] = {}
+        self.corrupt_packets = 0
+        self.frames_lost: dict[str, int] = {}  # reason -> frames lost for good (metrics.LOSS_REASONS)
+        self.records_lost: dict[str, int] = {}  # sink -> records not written
         self._inferred_at: deque[float] = deque()
         self._latency: deque[tuple[float, float]] = deque(maxlen=4096)
         self._lock = threading.Lock()
@@ -66,6 +69,27 @@ class StreamStats:
         self.sink_errors[sink] = self.sink_errors.get(sink, 0) + 1
         if self.metrics:
             self.metrics.sink_error(sink)
+
+    def on_corrupt_packet(self) -> None:
+        self.corrupt_packets += 1
+        if self.metrics:
+            self.metrics.corrupt.inc()
+
+    def on_lost(self, reason: str, n: int = 1) -> None:
+        if n <= 0:
+            return
+        with self._lock:
+            self.frames_lost[reason] = self.frames_lost.get(reason, 0) + n
+        if self.metrics:
+            self.metrics.lost[reason].inc(n)
+
+    def on_records_lost(self, sink: str, n: int) -> None:
+        if n <= 0:
+            return
+        with self._lock:
+            self.records_lost[sink] = self.records_lost.get(sink, 0) + n
+        if self.metrics:
+            self.metrics.record_lost(sink, n)
 
     def on_inferred(self, latency_s: float) -> None:
         now = self.clock()
@@ -115,4 +139,7 @@ class StreamStats:
             "dropped": dict(self.dropped),
             "reconnects": self.reconnects,
             "sink_errors": dict(self.sink_errors),
+            "corrupt_packets": self.corrupt_packets,
+            "frames_lost": dict(self.frames_lost),
+            "records_lost": dict(self.records_lost),
         }

@@ -177,11 +177,12 @@ class RtspServer:
         """Everything the server has logged so far (connections, mounts, errors)."""
         return _read_log(self._log)
 
-    def start(self, timeout: float = 10.0) -> RtspServer:
+    def start(self, timeout: float = 10.0, *, client_port: int = 0, source_port: int = 0) -> RtspServer:
+        """Start on free ports, or on the given ones (a restart on the ports readers already use)."""
         if self._proc is not None:
             raise RuntimeError("RTSP server already started")
-        self.client_port = free_tcp_port()
-        self.source_port = free_tcp_port()
+        self.client_port = client_port or free_tcp_port()
+        self.source_port = source_port or free_tcp_port()
         while self.source_port == self.client_port:
             self.source_port = free_tcp_port()
         self.rtp_start_port = free_udp_block(self.rtp_ports)
