@@ -85,7 +85,7 @@ async def test_re_adding_a_stream_through_the_api_keeps_its_earlier_outputs(clas
     body = {"name": "cam", "url": str(clip), "mode": "fast", "record": True}
     try:
         async with asyncio.timeout(60), httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                                          base_url="http://sightline") as client:
+                                                          base_url="http://127.0.0.1") as client:
             for _ in range(2):
                 r = await client.post("/api/streams", json=body)
                 assert r.status_code == 201, r.text

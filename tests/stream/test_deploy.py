@@ -16,7 +16,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from sightline.stream.config import RunConfig, StreamConfig, load_run_config
 from sightline.stream.media import make_test_clip
-from sightline.stream.metrics import DROP_REASONS, STAGES, STATES, Metrics
+from sightline.stream.metrics import DROP_REASONS, LOSS_REASONS, STAGES, STATES, Metrics
 from sightline.stream.pipeline import Pipeline
 
 from tests.support.models import tiny_classifier
@@ -128,7 +128,8 @@ def test_metric_labels_come_from_finite_sets_in_a_real_run(tmp_path: Path) -> No
     for secret in ("admin", "hunter2", "127.0.0.1", "stream1", "token", "abc", "rtsp"):
         assert secret not in text, secret
     allowed = {"stream": {"file-cam", "door"}, "state": set(STATES), "stage": set(STAGES),
-               "reason": set(DROP_REASONS), "sink": {"jsonl", "recorder"}, "arch": {"resnet18"}, "classes": {"4"},
+               "reason": set(DROP_REASONS) | set(LOSS_REASONS), "sink": {"jsonl", "recorder"},
+               "arch": {"resnet18"}, "classes": {"4"},
                "device": {"cpu"}, "precision": {"fp32"}}
     seen: dict[str, set[str]] = {}
     for family in text_string_to_metric_families(text):

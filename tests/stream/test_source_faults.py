@@ -28,6 +28,8 @@ INVALID = 1094995529  # AVERROR_INVALIDDATA
 
 
 class Packet:
+    is_corrupt = False  # what the demuxer flags; these packets are refused by the decoder instead
+
     def __init__(self, kind: str, delay: float = 0.0) -> None:
         self.kind, self.delay = kind, delay
 
