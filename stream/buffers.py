@@ -93,3 +93,13 @@ class BoundedQueue(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+def drain(queue: BoundedQueue[T], handle: Callable[[T], None], poll_s: float = 0.5) -> None:
+    """Hand every item to ``handle`` until the queue is closed and empty (a consumer thread's loop)."""
+    while True:
+        item = queue.get(timeout=poll_s)
+        if item is not None:
+            handle(item)
+        elif queue.exhausted:
+            return

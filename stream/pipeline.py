@@ -19,7 +19,7 @@ import torch
 from sightline.model.classifier import Classifier
 from sightline.model.errors import ConfigError
 from sightline.stream.batcher import Batcher
-from sightline.stream.buffers import BoundedQueue
+from sightline.stream.buffers import BoundedQueue, drain
 from sightline.stream.config import RunConfig, StreamConfig, check_source, redact_url
 from sightline.stream.errors import StreamError
 from sightline.stream.frames import Result, Smoothed
@@ -95,12 +95,7 @@ class StreamOutput:
 
     def _run(self) -> None:
         try:
-            while True:
-                result = self.queue.get(timeout=0.5)
-                if result is not None:
-                    self.handle(result)
-                elif self.queue.exhausted:
-                    break
+            drain(self.queue, self.handle)
         finally:
             for sink in self.sinks:
                 self._close(sink)

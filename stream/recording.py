@@ -23,7 +23,7 @@ from typing import Protocol
 
 import numpy as np
 from sightline.model.classifier import Prediction
-from sightline.stream.buffers import BoundedQueue
+from sightline.stream.buffers import BoundedQueue, drain
 from sightline.stream.frames import Frame, Smoothed
 from sightline.stream.overlay import draw_overlay
 from sightline.stream.sinks import VideoRecorder
@@ -88,12 +88,7 @@ class RecordingWriter:
 
     def _run(self) -> None:
         try:
-            while True:
-                frame = self.queue.get(timeout=0.5)
-                if frame is not None:
-                    self._write(frame)
-                elif self.queue.exhausted:
-                    break
+            drain(self.queue, self._write)
         finally:
             try:
                 self.recorder.close()
