@@ -59,8 +59,29 @@ def add_overrides(p: argparse.ArgumentParser) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from sightline.stream.config import load_run_config
 
+    limit_malloc_arenas()
     config = apply_overrides(apply_environment(load_run_config(args.config), os.environ), args)
     return asyncio.run(run_service(config, args.duration))
+
+
+MALLOC_ARENAS = 2
+M_ARENA_MAX = -8  # glibc's mallopt parameter number
+
+
+def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Cap glibc's malloc arenas before the service starts its threads; True when the cap was set.
+
+    Every decode, output and recording thread allocates and frees frame-sized buffers; glibc gives threads
+    arenas of their own (up to 8 per core) and returns little of them to the system, so RSS crept up by
+    13% over a 20-minute soak (benchmarks/results/soak-cpu.txt) and stayed flat with 2 arenas
+    (soak-cpu-arena2.txt). An environment that already sets MALLOC_ARENA_MAX keeps its own value.
+    """
+    import ctypes
+    import platform
+
+    if os.environ.get("MALLOC_ARENA_MAX") or platform.libc_ver()[0] != "glibc":
+        return False
+    return bool(ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, arenas))
 
 
 def offline_requested(args: argparse.Namespace, environ: Mapping[str, str]) -> bool:
@@ -87,6 +108,7 @@ def apply_environment(config: RunConfig, environ: Mapping[str, str]) -> RunConfi
 def cmd_demo(args: argparse.Namespace) -> int:
     from sightline.demo import DemoModel, choose_model, ensure_media, load_demo_config
 
+    limit_malloc_arenas()
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     model = DemoModel(args.model, "--model") if args.model else choose_model(offline_requested(args, os.environ))

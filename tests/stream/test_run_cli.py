@@ -150,3 +150,16 @@ def test_demo_offline_trains_a_demo_classifier_once_that_recognises_the_clip(tmp
                            cwd=tmp_path, capture_output=True, text=True, timeout=180, env=env)
     assert again.returncode == 0, again.stderr
     assert "training the demo classifier" not in again.stdout  # served from the cache
+
+
+def test_the_service_caps_glibc_malloc_arenas_unless_the_environment_does() -> None:
+    """The soak's RSS creep came from per-thread malloc arenas (benchmarks/results/soak-cpu*.txt)."""
+    import platform
+
+    code = "from sightline.stream.run_cli import limit_malloc_arenas; print(limit_malloc_arenas())"
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    capped = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert capped.stdout.strip() == str(platform.libc_ver()[0] == "glibc")  # mallopt accepted the cap
+    kept = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**env, "MALLOC_ARENA_MAX": "4"})
+    assert kept.stdout.strip() == "False"  # an operator's own setting wins
