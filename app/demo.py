@@ -64,10 +64,8 @@ def choose_model(offline: bool) -> DemoModel:
         try:
             load_model_source("imagenet")  # downloads into torch's cache
             return DemoModel("imagenet", "ImageNet ResNet18 (downloaded into torch's cache)")
-        except ModelLoadError as exc:
-            reason = str(exc).split(" (")[1].split(")")[0] if " (" in str(exc) else "download failed"
-            print(f"ImageNet weights are not cached and cannot be downloaded ({reason}): using a small demo "
-                  f"classifier trained on scikit-image's photos instead", flush=True)
+        except ModelLoadError as exc:  # the loader's one-line reason, cache path included
+            print(f"{exc}; using a small demo classifier trained on scikit-image's photos instead", flush=True)
     else:
         print("ImageNet weights are not cached and --offline forbids the download: using a small demo "
               "classifier trained on scikit-image's photos instead", flush=True)
