@@ -77,9 +77,10 @@ class JsonlSink:
     """One JSON line per classified frame; lines reach the file whole or not at all.
 
     Lines collect in memory and go out at least once a second (and on close) as one write of complete
-    lines. A write that fails part-way (ENOSPC, EIO) is undone: the file is truncated back to the end
-    of the last complete line, the lines of that write are counted as lost (``on_lost``) and the error
-    is raised for the caller to count and log. The next flush tries again with new lines, so a disk
+    lines. A write that fails part-way (ENOSPC, EIO) keeps the whole lines that reached the file and
+    cuts the torn one off: the file is truncated back to the end of the last complete line, the lines
+    that did not fit are counted as lost (``on_lost``) and the error is raised for the caller to count
+    and log. The next flush tries again with new lines, so a disk
     that frees up resumes the log without a torn line in between. An earlier file of the same name is
     moved aside first (``outputs.fresh_output``), never truncated.
     """
@@ -136,7 +137,9 @@ class JsonlSink:
                     raise OSError(errno.EIO, "short write")
                 done += n
         except OSError as exc:
-            lines = chunk.count(b"\n")
+            kept = chunk.rfind(b"\n", 0, done) + 1  # the whole lines that reached the file stay
+            self._good += kept
+            lines = chunk.count(b"\n", kept)
             self._undo()
             self.lost_lines += lines
             if self.on_lost is not None:

@@ -174,6 +174,26 @@ def test_a_jsonl_write_that_fails_part_way_is_cut_back_to_the_last_whole_line(tm
     assert seqs == sorted(seqs) and seqs[-1] == 11
 
 
+def test_a_many_line_write_that_fails_part_way_keeps_the_lines_that_fitted(tmp_path: Path) -> None:
+    files: list[DiskFillsUp] = []
+    lost: list[int] = []
+
+    def opener(path: Path) -> DiskFillsUp:
+        files.append(DiskFillsUp(path, room=700))
+        return files[0]
+
+    sink = JsonlSink(tmp_path / "cam.jsonl", "cam", on_lost=lost.append, opener=opener, flush_s=3600.0)
+    for seq in range(12):
+        sink.write(item(seq))  # all pending: one write at close
+    with pytest.raises(OSError, match="line\\(s\\) not written"):
+        sink.close()
+    text = (tmp_path / "cam.jsonl").read_text()
+    seqs = [json.loads(line)["seq"] for line in text.splitlines()]  # none torn
+    assert text.endswith("\n") and len(text) <= 700
+    assert seqs == list(range(len(seqs))) and len(seqs) >= 1  # the lines that fitted stayed
+    assert sink.lost_lines == sum(lost) == 12 - len(seqs)
+
+
 def test_jsonl_never_overwrites_an_existing_file(tmp_path: Path) -> None:
     (tmp_path / "cam.jsonl").write_text("earlier\n")
     sink = JsonlSink(tmp_path / "cam.jsonl", "cam")
