@@ -62,6 +62,7 @@ def test_cluster_head_runs_ray_and_the_controller_and_the_worker_joins_it() -> N
     assert script.endswith("&& exec sightline run /config/config.yaml --ray auto")
     assert head["environment"]["SIGHTLINE_TOKEN"] == "test-token"
     assert worker["image"] == head["image"]  # the one image, built once by the head's `build:`
+    assert head["init"] is True and worker["init"] is True  # Ray's daemons are reaped
     assert worker["command"][:2] == ["ray", "start"] and "--block" in worker["command"]
     assert "--address=sightline:6379" in worker["command"]
     assert worker["environment"]["RAY_USAGE_STATS_ENABLED"] == "0"

@@ -125,6 +125,8 @@ def test_head_runs_the_controller_on_the_config_from_the_configmap(tmp_path: Pat
     # `--ray auto` finds the head through /tmp/ray: the Ray container and the controller share /tmp
     ray_mounts = {m["mountPath"]: m["name"] for m in head_pod()["containers"][0]["volumeMounts"]}
     assert ray_mounts["/tmp"] == mounts["/tmp"] and "emptyDir" in volumes[mounts["/tmp"]]
+    # and the driver finds the head's raylet among the processes it sees: one PID namespace for the pod
+    assert head_pod()["shareProcessNamespace"] is True
     config = cluster_config(tmp_path)
     assert config.server.host == "0.0.0.0" and config.server.token is None and config.streams == []
 
