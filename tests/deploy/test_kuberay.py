@@ -112,7 +112,7 @@ def test_workers_have_one_gpu_each_and_the_head_none() -> None:
         assert ray["resources"].get("requests", {}).get("nvidia.com/gpu", 1) == 1
     for container in head_pod()["containers"]:
         assert "nvidia.com/gpu" not in str(container.get("resources"))
-    assert raycluster()["spec"]["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"  # no pipeline on the head
+    assert raycluster()["spec"]["headGroupSpec"]["rayStartParams"]["num-gpus"] == "0"  # no pipeline on the head
 
 
 def test_head_runs_the_controller_on_the_config_from_the_configmap(tmp_path: Path) -> None:
