@@ -192,3 +192,14 @@ def test_dockerignore_keeps_what_the_build_copies_and_drops_secrets() -> None:
         assert _ignored(secret, patterns), secret
     assert not _ignored("models/resnet18-f37072fd.pth", patterns)  # a MODEL_FILE reaches the bake step
 
+
+
+def test_image_copies_every_folder_the_package_is_built_from() -> None:
+    import tomllib
+
+    package_dir = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    copied = {args.split()[0].rstrip("/") for args in dockerfile_values("COPY") if not args.startswith("--")}
+    missing = set(package_dir.values()) - copied
+    assert not missing, f"pyproject maps these folders into the package, the Dockerfile does not copy them: {missing}"
+    assert {"pyproject.toml", "README.md", "constraints.txt"} <= {
+        word for args in dockerfile_values("COPY") for word in args.split()[:-1]}
