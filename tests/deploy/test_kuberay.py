@@ -137,7 +137,7 @@ def test_service_reaches_the_api_port_of_config_image_and_container(tmp_path: Pa
     (http,) = [p for p in controller()["ports"] if p["name"] == "http"]
     assert http["containerPort"] == port
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-        assert controller()[probe]["httpGet"]["port"] == "http"
+        assert controller()[probe]["httpGet"] == {"path": "/healthz", "port": "http"}  # the only endpoint stays
     service = kuberay_object("Service")
     (svc_port,) = service["spec"]["ports"]
     assert svc_port["targetPort"] == "http" and svc_port["port"] == port
