@@ -37,6 +37,8 @@ class InFlight:
 class FeederWorker(InferenceWorker):
     """Same contract as ``InferenceWorker`` (start/stop, in-order delivery, error counting), two threads."""
 
+    reads_model_holder = False  # its runner holds staging buffers and CUDA graphs of one model: no hot-swap yet
+
     def __init__(self, classifier: Classifier, batcher: Batcher, topk: int,
                  deliver: Callable[[Result], None], end_stream: Callable[[str], None],
                  metrics: Metrics | None = None, clock: Callable[[], float] = time.monotonic,
