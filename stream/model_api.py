@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 from sightline.model.echo import echo
+from sightline.model.sources import IMAGENET
+from sightline.stream.config import ModelConfig
 from sightline.stream.model_swap import ModelSpec, SwapError, swap_model
 from sightline.stream.service_guard import bearer_token_matches
 
@@ -54,6 +58,25 @@ class SwapResponse(BaseModel):
     warm_s: float
 
 
+def swap_dir(model: ModelConfig) -> Path | None:
+    if model.swap_dir is not None:
+        return Path(model.swap_dir)
+    return None if model.source == IMAGENET else Path(model.source).parent
+
+
+def outside_swap_dir(source: str, model: ModelConfig) -> str | None:
+    """Why ``source`` may not be loaded through the API (None: it may). Checked before the file is touched,
+    so the answer says nothing about files outside the folder."""
+    if source == IMAGENET:
+        return None
+    root = swap_dir(model)
+    if root is None:
+        return "source: the service serves 'imagenet' and has no model.swap_dir; only 'imagenet' can be loaded"
+    if not Path(os.path.abspath(source)).resolve().is_relative_to(root.resolve()):
+        return f"source: not inside model.swap_dir ({root})"
+    return None
+
+
 def require_token(request: Request) -> None:
     token = getattr(request.app.state, "token", None)
     if token is None:
@@ -75,6 +98,7 @@ async def get_model(request: Request) -> dict[str, Any]:
             summary="Swap the model without stopping a stream: loaded and warmed beside the old one, checked, then "
                     "put into service between two batches",
             responses={401: {"description": "server.token is set and the bearer token is missing or wrong"},
+                       403: {"description": "source outside model.swap_dir"},
                        409: {"description": "another swap is in progress, or the model does not fit the running "
                                             "streams (other device or resize)"},
                        422: {"description": "the model cannot be loaded (missing file, not a bundle, backend "
@@ -87,6 +111,9 @@ async def put_model(body: ModelRequest, request: Request) -> dict[str, Any]:
     if closing is not None and closing.is_set():
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "shutting down")
     pipeline = state.pipeline
+    outside = outside_swap_dir(body.source, pipeline.config.model)
+    if outside:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, outside)
     asked = pipeline.models.current.spec
     spec = ModelSpec(body.source, body.backend or asked.backend, body.precision or asked.precision)
     try:

@@ -151,6 +151,9 @@ async def test_put_model_refuses_bad_models_and_keeps_serving_then_swaps_to_open
 
             r = await client.put("/api/model", json={"source": str(tmp_path / "good.pt")})
             assert r.status_code == 401  # the token guards the swap
+            for outside in ("/etc/passwd", str(tmp_path / ".." / "x.pt"), str(tmp_path.parent)):
+                r = await client.put("/api/model", json={"source": outside}, headers=AUTH)
+                assert r.status_code == 403 and "model.swap_dir" in r.json()["detail"], r.text
             cases = [("garbage.pt", 422, "not a readable PyTorch checkpoint"),
                      ("missing.pt", 422, "no such model file"),
                      ("other_size.pt", 409, "resizes frames to 96 px"), ("nan.pt", 500, "warm-up")]
@@ -196,3 +199,66 @@ def test_a_worker_without_a_holder_refuses_the_swap(tmp_path: Path) -> None:
         assert pipeline.models.current.id == model_id(a)
     finally:
         pipeline.shutdown(5.0)
+
+
+@pytest.mark.slow
+def test_sighup_reloads_the_model_from_the_config_file_of_a_running_service(tmp_path: Path) -> None:
+    """`sightline run` as a user runs it: a broken config on SIGHUP changes nothing, a good one swaps."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    import yaml
+
+    a, b = tiny_bundle(4, seed=0), tiny_bundle(2, seed=1)
+    clip = media.make_test_clip(tmp_path / "clip.mp4", frames=20, fps=10, size=(96, 72))
+    cfg = tmp_path / "run.yaml"
+
+    def write_config(source: Path) -> None:
+        cfg.write_text(yaml.safe_dump({
+            "model": {"source": str(source), "device": "cpu"}, "output_dir": str(tmp_path / "out"),
+            "media_root": str(tmp_path), "server": {"enabled": False},
+            "streams": [{"name": "cam", "url": str(clip), "loop": True}]}))
+
+    write_config(a.save(tmp_path / "a.pt"))
+    b.save(tmp_path / "b.pt")
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen([sys.executable, "-m", "sightline", "run", str(cfg)], cwd=repo, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    err: list[str] = []
+    reader = threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
+    reader.start()
+    log = tmp_path / "out" / "cam.jsonl"
+
+    def ids() -> list[str]:
+        return [r["model"] for r in jsonl(log)] if log.exists() else []
+
+    try:
+        wait_until(lambda: len(ids()) >= 5, 60, "the first model's results")
+        write_config(tmp_path / "missing.pt")
+        proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: any("the old model keeps serving" in line for line in err), 30, "the refusal in the log")
+        seen = len(ids())
+        wait_until(lambda: len(ids()) >= seen + 5, 30, "results after the refused reload")
+        assert proc.poll() is None and set(ids()) == {model_id(a)}
+        write_config(tmp_path / "b.pt")
+        proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: ids().count(model_id(b)) >= 5, 60, "results from the reloaded model")
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    reader.join(5)
+    assert proc.returncode == 0, "".join(err)
+    text = "".join(err)
+    assert "no such model file" in text and f"model swap: model {model_id(a)} -> {model_id(b)}" in text
+    assert "Traceback" not in text
+    lines = jsonl(log)
+    assert runs([r["model"] for r in lines]) == [model_id(a), model_id(b)]
+    seqs = [r["seq"] for r in lines]
+    assert seqs == sorted(set(seqs))  # in order, none twice (a live stream may drop a stale frame)
+    assert all(len(r["top"]) == 2 for r in lines if r["model"] == model_id(b))
