@@ -93,7 +93,8 @@ class FeederWorker(InferenceWorker):
             classified = self._results(item)
             with self._turn:
                 try:
-                    self._publish(item.batch, classified, item.batched)
+                    self._publish(item.batch, classified, item.batched,  # no swap here: the holder's one model
+                                  self.models.current.tag if self.models is not None else None)
                 except Exception:  # a bug in a sink hand-off: log it; the next batch is still delivered
                     log.exception("delivering a batch of %d frames failed", len(item.batch.frames))
                 self._delivered += 1

@@ -65,6 +65,11 @@ def inferred(pipeline: Pipeline) -> int:
     return int(pipeline.get("cam").status()["frames_inferred"])
 
 
+def serving(pipeline: Pipeline) -> str:
+    """The model that classified the stream's latest frame, as its status says."""
+    return str(pipeline.get("cam").status()["model"])
+
+
 def runs(ids: list[str]) -> list[str]:
     """['a', 'a', 'b', 'b', 'b'] -> ['a', 'b']: the models in the order they served."""
     return [m for i, m in enumerate(ids) if i == 0 or ids[i - 1] != m]
@@ -88,17 +93,18 @@ def test_swaps_between_batches_classify_every_frame_once_and_release_the_old_mod
         return new
 
     try:
-        wait_until(lambda: inferred(pipeline) >= 20, 30, "classified frames under model a")
+        wait_until(lambda: inferred(pipeline) >= 12, 30, "classified frames under model a")
         first = swap_model(pipeline, ModelSpec(str(paths["b"])), loader=loader)
         assert first.swapped and not first.classes_changed
         assert first.previous["id"] == model_id(a) and first.current["id"] == model_id(b)
-        at_swap = inferred(pipeline)
-        wait_until(lambda: inferred(pipeline) >= at_swap + 20, 30, "classified frames under model b")
+        wait_until(lambda: serving(pipeline) == model_id(b), 30, "results from model b")
+        at = inferred(pipeline)
+        wait_until(lambda: inferred(pipeline) >= at + 5, 30, "more frames under model b")
         second = swap_model(pipeline, ModelSpec(str(paths["c"])), loader=loader)
         assert second.swapped and second.classes_changed and second.current["classes"] == 3
-        at_swap = inferred(pipeline)
-        wait_until(lambda: inferred(pipeline) >= at_swap + 20, 30, "classified frames under model c")
-        assert pipeline.get("cam").status()["model"] == model_id(c)
+        wait_until(lambda: serving(pipeline) == model_id(c), 30, "results from model c")
+        at = inferred(pipeline)
+        wait_until(lambda: inferred(pipeline) >= at + 5, 30, "more frames under model c")
         assert pipeline.get("cam").status()["state"] == "live"  # the stream never stopped
     finally:
         pipeline.shutdown(5.0)
@@ -236,16 +242,16 @@ def test_sighup_reloads_the_model_from_the_config_file_of_a_running_service(tmp_
         return [r["model"] for r in jsonl(log)] if log.exists() else []
 
     try:
-        wait_until(lambda: len(ids()) >= 5, 60, "the first model's results")
+        wait_until(lambda: len(ids()) >= 3, 60, "the first model's results")
         write_config(tmp_path / "missing.pt")
         proc.send_signal(signal.SIGHUP)
         wait_until(lambda: any("the old model keeps serving" in line for line in err), 30, "the refusal in the log")
         seen = len(ids())
-        wait_until(lambda: len(ids()) >= seen + 5, 30, "results after the refused reload")
+        wait_until(lambda: len(ids()) >= seen + 3, 30, "results after the refused reload")
         assert proc.poll() is None and set(ids()) == {model_id(a)}
         write_config(tmp_path / "b.pt")
         proc.send_signal(signal.SIGHUP)
-        wait_until(lambda: ids().count(model_id(b)) >= 5, 60, "results from the reloaded model")
+        wait_until(lambda: ids().count(model_id(b)) >= 3, 60, "results from the reloaded model")
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
     finally:
