@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 import torch
 from sightline.model.bundle import ModelBundle, PreprocessSpec
@@ -128,6 +129,18 @@ def test_swaps_between_batches_classify_every_frame_once_and_release_the_old_mod
     pipeline = None  # type: ignore[assignment]  # the last reference to the service, and so to model c
     gc.collect()
     assert served[2]() is None
+
+
+def test_smoothing_carries_on_with_the_same_classes_and_restarts_with_others() -> None:
+    from sightline.stream.smoothing import Smoother
+
+    smoother = Smoother(["a", "b"], ema=0.5, hysteresis=0.0)
+    smoother.update(np.array([1.0, 0.0]))
+    assert not smoother.retarget(["a", "b"])  # another model, same classes: the average goes on
+    assert smoother.update(np.array([0.0, 1.0])).prob == pytest.approx(0.5)
+    assert smoother.retarget(["a", "b", "c"])  # other classes: a fresh start
+    fresh = smoother.update(np.array([0.2, 0.1, 0.7]))
+    assert (fresh.label, fresh.prob) == ("c", pytest.approx(0.7))
 
 
 def fresh_app(pipeline: Pipeline) -> httpx.AsyncClient:
