@@ -107,6 +107,7 @@ def test_swaps_between_batches_classify_every_frame_once_and_release_the_old_mod
         at = inferred(pipeline)
         wait_until(lambda: inferred(pipeline) >= at + 5, 30, "more frames under model c")
         assert pipeline.get("cam").status()["state"] == "live"  # the stream never stopped
+        assert pipeline.worker.errors == 0  # loading beside the serving model never broke a batch of it
     finally:
         pipeline.shutdown(5.0)
 
@@ -201,6 +202,7 @@ async def test_put_model_refuses_bad_models_and_keeps_serving_then_swaps_to_open
             r = await client.put("/api/model", json={"source": str(tmp_path / "good.pt")}, headers=AUTH)
             assert r.status_code == 200 and not r.json()["swapped"]  # same model, same backend: nothing to do
             assert swaps(pipeline, "unchanged") == 1
+            assert pipeline.worker.errors == 0  # building the OpenVINO model beside the serving one broke no batch
     finally:
         await asyncio.to_thread(pipeline.shutdown, 5.0)
     ids = [r["model"] for r in jsonl(tmp_path / "out" / "cam.jsonl")]
