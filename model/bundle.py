@@ -6,6 +6,8 @@ can read it without unpickling code. The ImageNet-pretrained model is the same k
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 from dataclasses import asdict, dataclass, field
@@ -138,6 +140,19 @@ class ModelBundle:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ModelBundle:
         return cls.from_dict(load_checkpoint(path), origin=str(path))
+
+    def content_hash(self) -> str:
+        """SHA-256 of what serves: architecture, class names, preprocessing and every weight (not provenance).
+
+        The same model has the same hash whichever file (bundle or torchvision .pth) it came from.
+        """
+        digest = hashlib.sha256()
+        digest.update(json.dumps([self.arch, list(self.class_names), self.preprocess.to_dict()]).encode("utf-8"))
+        for key in sorted(self.state_dict):
+            tensor = self.state_dict[key].detach().cpu().reshape(-1).contiguous()
+            digest.update(f"{key}|{tensor.dtype}|{tuple(self.state_dict[key].shape)}|".encode())
+            digest.update(tensor.view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
 
     def describe(self) -> dict[str, Any]:
         """What `sightline info` prints."""

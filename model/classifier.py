@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from copy import deepcopy
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,16 +19,50 @@ from sightline.model.images import to_rgb_array
 from sightline.model.preprocess import Preprocessor
 from sightline.model.sources import load_model_source
 from torch.fx.experimental.optimization import fuse as fx_fuse
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 
 def fold_batchnorm(net: torch.nn.Module) -> torch.nn.Module:
     """Fold each BatchNorm into the convolution before it (inference only: same outputs within float
-    rounding, one pass over memory fewer per layer; ~10% faster on the CPU). Networks that torch.fx
-    cannot trace are served as they are."""
+    rounding, one pass over memory fewer per layer; ~10% faster on the CPU). The original is untouched.
+
+    Named conv/bn pairs (every torchvision ResNet) are folded module by module, without tracing: torch.fx's
+    tracer patches ``nn.Module.__call__`` for the whole process while it runs, so tracing a model that is
+    being swapped in breaks the model serving beside it in another thread. Other networks go through
+    torch.fx; those it cannot trace are served as they are.
+    """
+    folded = _fold_named_pairs(net)
+    if folded is not None:
+        return folded
     try:
         return fx_fuse(net)
     except (torch.fx.proxy.TraceError, TypeError, RuntimeError):
         return net
+
+
+def _fold_named_pairs(net: torch.nn.Module) -> torch.nn.Module | None:
+    """``convN``+``bnN`` siblings and ``Sequential(Conv2d, BatchNorm2d, ...)`` folded in a copy (torchvision's
+    ResNets name every pair so: the convolution feeds the BatchNorm); None when a BatchNorm is left over,
+    so the caller falls back to torch.fx."""
+    if net.training:
+        return None
+    copy = deepcopy(net)  # fuse_conv_bn_eval copies each convolution as well: the original stays untouched
+    pairs: list[tuple[torch.nn.Module, str, str]] = []
+    for module in copy.modules():
+        children = dict(module.named_children())
+        for name, child in children.items():
+            if isinstance(child, torch.nn.BatchNorm2d):
+                conv = "conv" + name[2:] if name.startswith("bn") else None
+                if conv is None and isinstance(module, torch.nn.Sequential) and name.isdigit() and int(name) > 0:
+                    conv = str(int(name) - 1)
+                if conv is not None and isinstance(children.get(conv), torch.nn.Conv2d):
+                    pairs.append((module, conv, name))
+    if len(pairs) != sum(isinstance(m, torch.nn.BatchNorm2d) for m in copy.modules()):
+        return None
+    for module, conv, bn in pairs:
+        setattr(module, conv, fuse_conv_bn_eval(getattr(module, conv), getattr(module, bn)))
+        setattr(module, bn, torch.nn.Identity())
+    return copy
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from sightline.model.yamlconfig import dotted
 from sightline.stream.config import RunConfig, StreamConfig, outside_media_root, redact_url
 from sightline.stream.errors import StreamError
 from sightline.stream.metrics import Metrics
+from sightline.stream.model_api import router as model_router
 from sightline.stream.pipeline import (
     DuplicateStreamError,
     Pipeline,
@@ -177,6 +178,7 @@ def create_app(pipeline: Pipeline, config: RunConfig, metrics: Metrics | None) -
                        token=server.token, max_body_bytes=server.max_body_bytes)
     app.state.closing = asyncio.Event()
     app.state.preview_slots = PreviewSlots(server.max_preview_clients)
+    app.state.pipeline = pipeline
     previews = PreviewRenderer(pipeline, server.jpeg_quality)
     page = resources.files("sightline.stream").joinpath("static/index.html").read_bytes()
     publish_page = resources.files("sightline.stream").joinpath("static/publish.html").read_bytes()
@@ -319,6 +321,7 @@ def create_app(pipeline: Pipeline, config: RunConfig, metrics: Metrics | None) -
         return {"sdp": sdp, "type": kind}
 
     app.include_router(changes)
+    app.include_router(model_router)  # GET/PUT /api/model: hot-swap (model_api.py)
 
     @app.get("/api/streams/{name}/snapshot.jpg", tags=["previews"], response_class=Response,
              summary="The latest annotated frame; its labels as JSON in the X-Sightline-Labels header",

@@ -53,6 +53,9 @@ class ModelConfig(StrictModel):
     compile: bool = Field(False, description="torch.compile the network (slower start, faster steady state)")
     cuda_graphs: bool = Field(False, description="CUDA only: capture one CUDA graph per batch bucket at warm-up "
                                                  "(fewer kernel launches per batch)")
+    swap_dir: str | None = Field(None, description="PUT /api/model loads model files only from this folder (and "
+                                                   "below); default: the folder of model.source. 'imagenet' is "
+                                                   "always allowed (docs/model-swap.md)")
     workers: Lanes = Field(
         "auto", description="inference lanes sharing the model; auto: 2 on a CPU when a fast stream is configured "
                             "(each on half the cores: more frames/s, longer per batch), else 1")

@@ -37,6 +37,8 @@ class InFlight:
 class FeederWorker(InferenceWorker):
     """Same contract as ``InferenceWorker`` (start/stop, in-order delivery, error counting), two threads."""
 
+    reads_model_holder = False  # its runner holds staging buffers and CUDA graphs of one model: no hot-swap yet
+
     def __init__(self, classifier: Classifier, batcher: Batcher, topk: int,
                  deliver: Callable[[Result], None], end_stream: Callable[[str], None],
                  metrics: Metrics | None = None, clock: Callable[[], float] = time.monotonic,
@@ -91,7 +93,8 @@ class FeederWorker(InferenceWorker):
             classified = self._results(item)
             with self._turn:
                 try:
-                    self._publish(item.batch, classified, item.batched)
+                    self._publish(item.batch, classified, item.batched,  # no swap here: the holder's one model
+                                  self.models.current.tag if self.models is not None else None)
                 except Exception:  # a bug in a sink hand-off: log it; the next batch is still delivered
                     log.exception("delivering a batch of %d frames failed", len(item.batch.frames))
                 self._delivered += 1

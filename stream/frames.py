@@ -42,6 +42,15 @@ class Timings:
 
 
 @dataclass(frozen=True, slots=True)
+class ModelTag:
+    """Which model classified a frame: its id (bundle content hash, short) and its classes. Plain data, so a
+    result never keeps a retired model's weights alive."""
+
+    id: str
+    class_names: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Result:
     """One frame after the model: raw probabilities/top-k, or None when the frame was not classified."""
 
@@ -49,6 +58,7 @@ class Result:
     probs: np.ndarray | None
     top: tuple[Prediction, ...]
     timings: Timings | None
+    model: ModelTag | None = None  # None when not classified (or by a worker that serves no ModelHolder)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,13 +16,17 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from sightline.model.classifier import Classifier, Prediction
 from sightline.stream.batcher import Batch, Batcher
-from sightline.stream.frames import Result, Timings
+from sightline.stream.frames import ModelTag, Result, Timings
 from sightline.stream.metrics import Metrics
+
+if TYPE_CHECKING:
+    from sightline.stream.model_swap import ModelHolder, ServedModel
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +52,8 @@ def plan_lanes(classifier: Classifier, lanes: int | str = "auto", throughput: bo
 
 
 class InferenceWorker:
+    reads_model_holder = True  # a model hot-swap (model_swap.py) reaches the lanes through ``models``
+
     def __init__(self, classifier: Classifier, batcher: Batcher, topk: int,
                  deliver: Callable[[Result], None], end_stream: Callable[[str], None],
                  metrics: Metrics | None = None, clock: Callable[[], float] = time.monotonic,
@@ -60,6 +66,7 @@ class InferenceWorker:
         self.metrics = metrics
         self.clock = clock
         self.lanes, self.threads_per_lane = plan_lanes(classifier, lanes, throughput)
+        self.models: ModelHolder | None = None  # set by the pipeline: the model is read from it once per batch
         self.batches = 0
         self.errors = 0
         self._stop = threading.Event()
@@ -97,24 +104,27 @@ class InferenceWorker:
                 batch = self.batcher.next_batch(timeout=0.1)
                 ticket = self._taken
                 self._taken += 1
+                served = self.models.current if self.models is not None else None  # swaps land between batches
             batched = self.clock()
-            classified = self._classify(batch) if batch.frames else None
+            classified = self._classify(batch, served) if batch.frames else None
             with self._turn:
                 self._turn.wait_for(lambda t=ticket: self._delivered == t)
                 try:
-                    self._publish(batch, classified, batched)
+                    self._publish(batch, classified, batched, served.tag if served is not None else None)
                 except Exception:  # a bug in a sink hand-off: log it; the next lane waits for this turn
                     log.exception("delivering a batch of %d frames failed", len(batch.frames))
                 self._delivered += 1
                 self._turn.notify_all()
+            served = None  # a retired model is released with the lane's next batch
 
-    def _classify(self, batch: Batch) -> Classified | None:
+    def _classify(self, batch: Batch, served: ServedModel | None = None) -> Classified | None:
         """Run the frames that need it through the model; None when there are none or the batch failed."""
         todo = [f for f in batch.frames if f.infer]
         if not todo:
             return None
+        classifier = served.classifier if served is not None else self.classifier
         try:
-            probs, pre_s, inf_s = self._run_model([f.image for f in todo])
+            probs, pre_s, inf_s = self._run_model([f.image for f in todo], classifier)
         except (RuntimeError, ValueError) as exc:  # e.g. CUDA OOM: lose this batch, keep serving
             self._count_error()
             log.error("inference failed for a batch of %d frames: %s", len(todo), exc)
@@ -127,13 +137,14 @@ class InferenceWorker:
             self.metrics.stage["preprocess"].observe(pre_s)
             self.metrics.stage["inference"].observe(inf_s)
             self.metrics.batch_size.observe(len(todo))
-        return probs.numpy(), self.classifier.top(probs, self.topk)
+        return probs.numpy(), classifier.top(probs, self.topk)
 
     def _count_error(self) -> None:
         with self._turn:
             self.errors += 1
 
-    def _publish(self, batch: Batch, classified: Classified | None, batched: float) -> None:
+    def _publish(self, batch: Batch, classified: Classified | None, batched: float,
+                 model: ModelTag | None = None) -> None:
         """Hand each frame's result to its stream, then close the streams that ended."""
         if batch.frames:
             self.batches += 1
@@ -145,21 +156,22 @@ class InferenceWorker:
             if frame.infer and classified is not None:
                 probs, tops = classified
                 self.deliver(Result(frame, probs[i], tuple(tops[i]),
-                                    Timings(frame.captured_at, frame.decoded_at, batched, now)))
+                                    Timings(frame.captured_at, frame.decoded_at, batched, now), model))
                 i += 1
             else:  # not classified: skipped by infer_fps, or its batch failed (frame.infer tells which)
                 self.deliver(Result(frame, None, (), None))
         for name in batch.ended:
             self.end_stream(name)
 
-    def _run_model(self, images: list) -> tuple[torch.Tensor, float, float]:
+    def _run_model(self, images: list, classifier: Classifier | None = None) -> tuple[torch.Tensor, float, float]:
+        classifier = classifier or self.classifier
         t0 = time.perf_counter()
         with torch.inference_mode():
-            batch = self.classifier.preprocessor(images)
+            batch = classifier.preprocessor(images)
             if self._sync:
-                torch.cuda.synchronize(self.classifier.device)
+                torch.cuda.synchronize(classifier.device)
             t1 = time.perf_counter()
-            probs = self.classifier.forward(batch)
+            probs = classifier.forward(batch)
         return probs, t1 - t0, time.perf_counter() - t1
 
 

@@ -19,6 +19,7 @@ DROP_REASONS = ("stale", "output_behind", "inference_error")
 # Data lost for good (not a live policy's choice): frames the source never delivered (a gap in its
 # timestamps: cut or corrupt input) and decoded frames the recorder could not take in time.
 LOSS_REASONS = ("source_gap", "recorder_behind")
+SWAP_RESULTS = ("swapped", "unchanged", "refused", "failed")  # model hot-swaps (stream/model_swap.py)
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0)
 STAGE_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
@@ -61,13 +62,18 @@ class Metrics:
                                     "Output records (JSONL lines) not written because the write failed (disk full)",
                                     ["stream", "sink"], registry=r)
         self.model_info = Gauge("sightline_model_info", "The served model (value is always 1)",
-                                ["arch", "classes", "device", "precision"], registry=r)
+                                ["arch", "classes", "device", "precision", "model"], registry=r)
+        self.model_swaps = Counter("sightline_model_swaps_total", "Model hot-swaps asked for, by result",
+                                   ["result"], registry=r)
+        for result in SWAP_RESULTS:
+            self.model_swaps.labels(result)
         self.stage = {s: self.stage_latency.labels(s) for s in STAGES}
         self._sinks: dict[str, set[str]] = {}  # sink label values per stream, to forget them with it
 
-    def set_model(self, arch: str, classes: int, device: str, precision: str) -> None:
+    def set_model(self, arch: str, classes: int, device: str, precision: str, model: str = "") -> None:
+        """``model``: the served model's id (bundle content hash), which changes with a hot-swap."""
         self.model_info.clear()
-        self.model_info.labels(arch, str(classes), device, precision).set(1)
+        self.model_info.labels(arch, str(classes), device, precision, model).set(1)
 
     def watch_gpu_memory(self, read: Callable[[], tuple[int, int]]) -> None:
         """Export allocated/reserved bytes from ``read`` at scrape time (CUDA only)."""

@@ -26,6 +26,7 @@ from sightline.stream.frames import Result, Smoothed
 from sightline.stream.hwdecode import probe_nvdec, software_decode
 from sightline.stream.inference import create_worker
 from sightline.stream.metrics import Metrics
+from sightline.stream.model_swap import ModelHolder, ModelSpec, ServedModel, publish_model
 from sightline.stream.recording import RecordingWriter
 from sightline.stream.sinks import JsonlSink, Labelled, Sink, VideoRecorder
 from sightline.stream.smoothing import Smoother
@@ -74,6 +75,7 @@ class StreamOutput:
         self._top: tuple = ()
         self._smoothed: Smoothed | None = None
         self._latency_ms: float | None = None
+        self.model_id: str | None = None  # the model that classified the latest result (changes with a swap)
         self._handled = -1  # seq of the last frame handled: a recording waits for its frame's labels
         self._progress = threading.Condition()
         self._thread = threading.Thread(target=self._run, name=f"output-{name}", daemon=True)
@@ -117,6 +119,9 @@ class StreamOutput:
 
     def handle(self, result: Result) -> None:
         if result.probs is not None and result.timings is not None:
+            if result.model is not None:  # a swapped-in model with other classes starts smoothing afresh
+                self.model_id = result.model.id
+                self.smoother.retarget(result.model.class_names)
             self._smoothed = self.smoother.update(result.probs)
             self._top = result.top
             self._latency_ms = result.timings.latency_s * 1000
@@ -175,7 +180,7 @@ class StreamRuntime:
             if latest.smoothed is not None:
                 smoothed = {"label": latest.smoothed.label, "prob": round(latest.smoothed.prob, 5)}
         return {"name": self.config.name, "url": redact_url(self.config.url), "mode": self.config.mode,
-                **self.stats.snapshot(), "prediction": raw, "smoothed": smoothed}
+                **self.stats.snapshot(), "prediction": raw, "smoothed": smoothed, "model": self.output.model_id}
 
 
 class Pipeline:
@@ -193,14 +198,15 @@ class Pipeline:
                                     metrics, clock, lanes=config.model.workers,
                                     throughput=any(not s.live for s in config.streams),
                                     cuda_graphs=config.model.cuda_graphs)
+        self.models = ModelHolder(ServedModel.of(classifier, ModelSpec.of(config.model)))  # model_swap.py
+        self.worker.models = self.models
         self.hwdecode = (probe_nvdec(classifier.device.index) if classifier.device.type == "cuda"
                          else software_decode("the model runs on the CPU"))
         self._streams: dict[str, StreamRuntime] = {}
         self._lock = threading.Lock()
         self._started = False
         if metrics is not None:
-            info = classifier.describe()
-            metrics.set_model(str(info["arch"]), int(info["classes"]), str(info["device"]), str(info["precision"]))
+            publish_model(metrics, self.models.current)
             if classifier.device.type == "cuda":
                 dev = classifier.device
                 metrics.watch_gpu_memory(lambda: (torch.cuda.memory_allocated(dev), torch.cuda.memory_reserved(dev)))

@@ -7,14 +7,14 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sightline.model.cli import add_backend_argument
 
 if TYPE_CHECKING:  # the service's modules pull in torch, av and fastapi: imported when a command runs
-    from sightline.stream.config import RunConfig
+    from sightline.stream.config import ModelConfig, RunConfig
     from sightline.stream.metrics import Metrics
     from sightline.stream.pipeline import Pipeline
 
@@ -61,7 +61,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     limit_malloc_arenas()
     config = apply_overrides(apply_environment(load_run_config(args.config), os.environ), args)
-    return asyncio.run(run_service(config, args.duration))
+    return asyncio.run(run_service(config, args.duration, reload_model=lambda: load_run_config(args.config).model))
 
 
 MALLOC_ARENAS = 2
@@ -134,13 +134,16 @@ def build_pipeline(config: RunConfig, metrics: Metrics | None = None) -> Pipelin
     return Pipeline(classifier, config, metrics if metrics is not None else Metrics())
 
 
-async def run_service(config: RunConfig, duration: float | None = None, outputs_of: Path | None = None) -> int:
+async def run_service(config: RunConfig, duration: float | None = None, outputs_of: Path | None = None,
+                      reload_model: Callable[[], ModelConfig] | None = None) -> int:
     """Serve until every stream has finished, ``duration`` passed, or SIGINT/SIGTERM; print a summary.
 
     ``outputs_of``: the folder named in the summary as holding the outputs (the demo's); default output_dir.
+    ``reload_model``: with it, SIGHUP swaps to the model it returns (the config file's; model_swap.py).
     """
     from sightline.stream.api import create_app
     from sightline.stream.http_server import HttpServer, require_safe_bind
+    from sightline.stream.model_swap import SighupReloader
 
     require_safe_bind(config.server)  # before anything binds or loads
 
@@ -148,6 +151,9 @@ async def run_service(config: RunConfig, duration: float | None = None, outputs_
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):  # first: a signal while the model loads is a clean stop
         loop.add_signal_handler(sig, stop.set)
+    reloader = SighupReloader(loop, reload_model) if reload_model is not None else None
+    if reloader is not None:
+        reloader.install()
     server = None
     try:
         if config.server.enabled:
@@ -155,6 +161,8 @@ async def run_service(config: RunConfig, duration: float | None = None, outputs_
                                 write_timeout_s=config.server.write_timeout_s)
             server.bind()  # a busy port fails now, not after the model has loaded
         pipeline = await asyncio.to_thread(build_pipeline, config)
+        if reloader is not None:
+            reloader.attach(pipeline)
         if server is not None and not stop.is_set():
             try:  # the configured streams exist before the first request is answered
                 await asyncio.to_thread(pipeline.start)
@@ -173,6 +181,8 @@ async def run_service(config: RunConfig, duration: float | None = None, outputs_
             await server.stop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        if reloader is not None:
+            reloader.remove()
     return code
 
 

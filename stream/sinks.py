@@ -115,6 +115,7 @@ class JsonlSink:
             "smoothed": None if item.smoothed is None else {"label": item.smoothed.label,
                                                              "prob": round(item.smoothed.prob, 5)},
             "latency_ms": None if result.timings is None else round(result.timings.latency_s * 1000, 2),
+            "model": None if result.model is None else result.model.id,
         }
         self._pending += (json.dumps(record) + "\n").encode("utf-8")
         now = time.monotonic()

@@ -34,6 +34,14 @@ class Smoother:
             self._shown = best
         return Smoothed(self.class_names[self._shown], float(self._state[self._shown]), self._shown)
 
+    def retarget(self, class_names: Sequence[str]) -> bool:
+        """Follow a model swap: other classes (names or order) start the average afresh; True when they did."""
+        if list(class_names) == self.class_names:
+            return False
+        self.class_names = list(class_names)
+        self.reset()
+        return True
+
     def reset(self) -> None:
         self._state = None
         self._shown = None

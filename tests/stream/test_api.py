@@ -31,7 +31,7 @@ TOKEN = "test-token-1234"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 STATUS_KEYS = {"name", "url", "mode", "state", "error", "fps", "p50_ms", "p99_ms", "frames_decoded",
                "frames_inferred", "dropped", "reconnects", "sink_errors", "prediction", "smoothed", "snapshot", "mjpeg",
-               "corrupt_packets", "frames_lost", "records_lost"}
+               "corrupt_packets", "frames_lost", "records_lost", "model"}
 UNREACHABLE = "rtsp://user:secret@127.0.0.1:9/x"  # port 9 (discard) refuses: the stream keeps reconnecting
 
 
@@ -234,13 +234,15 @@ async def test_snapshot_is_the_latest_annotated_frame(client: httpx.AsyncClient,
     assert white >= 50 and green >= 10, f"overlay text missing: {white} white, {green} green pixels"
 
 
-async def test_metrics_are_prometheus_text(client: httpx.AsyncClient) -> None:
+async def test_metrics_are_prometheus_text(client: httpx.AsyncClient, pipeline: Pipeline) -> None:
     await wait_for(lambda: classified(client, "cam-a"), what="cam-a classified")
     r = await client.get("/metrics")
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/plain; version=")
     assert 'sightline_frames_inferred_total{stream="cam-a"}' in r.text
-    assert 'sightline_model_info{arch="resnet18",classes="4",device="cpu",precision="fp32"} 1.0' in r.text
+    model = pipeline.models.current.id
+    assert f'sightline_model_info{{arch="resnet18",classes="4",device="cpu",model="{model}",precision="fp32"}} 1.0' \
+        in r.text
     assert "sightline_end_to_end_latency_seconds_bucket{" in r.text
 
 

@@ -16,7 +16,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from sightline.stream.config import RunConfig, StreamConfig, load_run_config
 from sightline.stream.media import make_test_clip
-from sightline.stream.metrics import DROP_REASONS, LOSS_REASONS, STAGES, STATES, Metrics
+from sightline.stream.metrics import DROP_REASONS, LOSS_REASONS, STAGES, STATES, SWAP_RESULTS, Metrics
 from sightline.stream.pipeline import Pipeline
 
 from tests.support.models import tiny_classifier
@@ -130,7 +130,8 @@ def test_metric_labels_come_from_finite_sets_in_a_real_run(tmp_path: Path) -> No
     allowed = {"stream": {"file-cam", "door"}, "state": set(STATES), "stage": set(STAGES),
                "reason": set(DROP_REASONS) | set(LOSS_REASONS), "sink": {"jsonl", "recorder"},
                "arch": {"resnet18"}, "classes": {"4"},
-               "device": {"cpu"}, "precision": {"fp32"}}
+               "device": {"cpu"}, "precision": {"fp32"},
+               "model": {pipeline.models.current.id}, "result": set(SWAP_RESULTS)}  # the served model's id (hash)
     seen: dict[str, set[str]] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:

@@ -1,0 +1,285 @@
+"""Model hot-swap on a running pipeline: real looping file streams, real checkpoints written by the test."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import time
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from sightline.model.bundle import ModelBundle, PreprocessSpec
+from sightline.model.classifier import Classifier
+from sightline.stream import media
+from sightline.stream.api import create_app
+from sightline.stream.config import RunConfig, StreamConfig
+from sightline.stream.metrics import Metrics
+from sightline.stream.model_swap import (
+    MODEL_ID_LENGTH,
+    ModelSpec,
+    SwapIncompatibleError,
+    load_classifier,
+    swap_model,
+)
+from sightline.stream.pipeline import Pipeline
+
+from tests.support.models import TINY, tiny_bundle
+
+pytestmark = pytest.mark.timeout(120)
+
+TOKEN = "swap-token-1234"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def model_id(bundle: ModelBundle) -> str:
+    return bundle.content_hash()[:MODEL_ID_LENGTH]
+
+
+def jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def start_pipeline(tmp_path: Path, bundle: ModelBundle, mode: str = "fast", **extra: object) -> Pipeline:
+    clip = media.make_test_clip(tmp_path / "clip.mp4", frames=30, fps=10, size=(96, 72))
+    config = RunConfig(model={"source": str(tmp_path / "a.pt"), "device": "cpu"}, output_dir=tmp_path / "out",
+                       media_root=tmp_path, streams=[StreamConfig(name="cam", url=str(clip), mode=mode, loop=True)],
+                       **extra)
+    pipeline = Pipeline(Classifier(bundle, device="cpu"), config, Metrics())
+    pipeline.start()
+    return pipeline
+
+
+def inferred(pipeline: Pipeline) -> int:
+    return int(pipeline.get("cam").status()["frames_inferred"])
+
+
+def serving(pipeline: Pipeline) -> str:
+    """The model that classified the stream's latest frame, as its status says."""
+    return str(pipeline.get("cam").status()["model"])
+
+
+def runs(ids: list[str]) -> list[str]:
+    """['a', 'a', 'b', 'b', 'b'] -> ['a', 'b']: the models in the order they served."""
+    return [m for i, m in enumerate(ids) if i == 0 or ids[i - 1] != m]
+
+
+def test_swaps_between_batches_classify_every_frame_once_and_release_the_old_model(tmp_path: Path) -> None:
+    """Two swaps on a lossless looping stream (two CPU lanes): same classes, then three other classes."""
+    a, b, c = tiny_bundle(4, seed=0), tiny_bundle(4, seed=1), tiny_bundle(3, seed=2)
+    c.class_names[:] = ["cat", "dog", "bird"]
+    paths = {name: bundle.save(tmp_path / f"{name}.pt") for name, bundle in (("a", a), ("b", b), ("c", c))}
+    pipeline = start_pipeline(tmp_path, a)
+    assert pipeline.worker.lanes == 2 or torch.get_num_threads() < 2  # the swap must hold across lanes
+    served: list[weakref.ref] = [weakref.ref(pipeline.models.current.classifier)]
+    resident_at_load: list[int] = []
+
+    def loader(spec: ModelSpec, device: torch.device) -> Classifier:
+        gc.collect()
+        resident_at_load.append(sum(ref() is not None for ref in served))
+        new = load_classifier(spec, device)
+        served.append(weakref.ref(new))
+        return new
+
+    try:
+        wait_until(lambda: inferred(pipeline) >= 12, 30, "classified frames under model a")
+        first = swap_model(pipeline, ModelSpec(str(paths["b"])), loader=loader)
+        assert first.swapped and not first.classes_changed
+        assert first.previous["id"] == model_id(a) and first.current["id"] == model_id(b)
+        wait_until(lambda: serving(pipeline) == model_id(b), 30, "results from model b")
+        at = inferred(pipeline)
+        wait_until(lambda: inferred(pipeline) >= at + 5, 30, "more frames under model b")
+        second = swap_model(pipeline, ModelSpec(str(paths["c"])), loader=loader)
+        assert second.swapped and second.classes_changed and second.current["classes"] == 3
+        wait_until(lambda: serving(pipeline) == model_id(c), 30, "results from model c")
+        at = inferred(pipeline)
+        wait_until(lambda: inferred(pipeline) >= at + 5, 30, "more frames under model c")
+        assert pipeline.get("cam").status()["state"] == "live"  # the stream never stopped
+        assert pipeline.worker.errors == 0  # loading beside the serving model never broke a batch of it
+    finally:
+        pipeline.shutdown(5.0)
+
+    lines = jsonl(tmp_path / "out" / "cam.jsonl")
+    assert [r["seq"] for r in lines] == list(range(len(lines)))  # every frame classified, exactly once, in order
+    ids = [r["model"] for r in lines]
+    assert runs(ids) == [model_id(a), model_id(b), model_id(c)]  # each swap lands at one seq boundary
+    first_c = ids.index(model_id(c))
+    assert all(p["label"] in ("cat", "dog", "bird") for r in lines[first_c:] for p in r["top"])
+    assert all(len(r["top"]) == 3 for r in lines[first_c:]) and all(len(r["top"]) == 4 for r in lines[:first_c])
+    # the classes changed: smoothing started afresh, so the first smoothed value is that frame's own probability
+    fresh = lines[first_c]
+    shown = fresh["smoothed"]
+    assert shown["prob"] == next(p["prob"] for p in fresh["top"] if p["label"] == shown["label"])
+
+    # memory: a swap loads only once the model before the serving one is released; both old ones are gone now
+    assert resident_at_load == [1, 1]
+    gc.collect()
+    assert [ref() is None for ref in served] == [True, True, False]
+    pipeline = None  # type: ignore[assignment]  # the last reference to the service, and so to model c
+    gc.collect()
+    assert served[2]() is None
+
+
+def test_smoothing_carries_on_with_the_same_classes_and_restarts_with_others() -> None:
+    from sightline.stream.smoothing import Smoother
+
+    smoother = Smoother(["a", "b"], ema=0.5, hysteresis=0.0)
+    smoother.update(np.array([1.0, 0.0]))
+    assert not smoother.retarget(["a", "b"])  # another model, same classes: the average goes on
+    assert smoother.update(np.array([0.0, 1.0])).prob == pytest.approx(0.5)
+    assert smoother.retarget(["a", "b", "c"])  # other classes: a fresh start
+    fresh = smoother.update(np.array([0.2, 0.1, 0.7]))
+    assert (fresh.label, fresh.prob) == ("c", pytest.approx(0.7))
+
+
+def fresh_app(pipeline: Pipeline) -> httpx.AsyncClient:
+    app = create_app(pipeline, pipeline.config, pipeline.metrics)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1", timeout=120)
+
+
+def swaps(pipeline: Pipeline, result: str) -> float:
+    return pipeline.metrics.model_swaps.labels(result)._value.get()
+
+
+async def test_put_model_refuses_bad_models_and_keeps_serving_then_swaps_to_openvino(tmp_path: Path) -> None:
+    a = tiny_bundle(4, seed=0)
+    a.save(tmp_path / "a.pt")
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint at all")
+    tiny_bundle(4, seed=3, spec=PreprocessSpec(resize=96, crop=80)).save(tmp_path / "other_size.pt")
+    broken = tiny_bundle(4, seed=4)
+    broken.state_dict["fc.weight"] = torch.full_like(broken.state_dict["fc.weight"], float("nan"))
+    broken.save(tmp_path / "nan.pt")
+    good = tiny_bundle(4, seed=5, spec=TINY)
+    good.save(tmp_path / "good.pt")
+    pipeline = await asyncio.to_thread(start_pipeline, tmp_path, a, "realtime", server={"token": TOKEN})
+    try:
+        async with fresh_app(pipeline) as client:
+            before = (await client.get("/api/model")).json()
+            assert before["id"] == model_id(a) and before["backend"] == "torch"
+
+            r = await client.put("/api/model", json={"source": str(tmp_path / "good.pt")})
+            assert r.status_code == 401  # the token guards the swap
+            for outside in ("/etc/passwd", str(tmp_path / ".." / "x.pt"), str(tmp_path.parent)):
+                r = await client.put("/api/model", json={"source": outside}, headers=AUTH)
+                assert r.status_code == 403 and "model.swap_dir" in r.json()["detail"], r.text
+            cases = [("garbage.pt", 422, "not a readable PyTorch checkpoint"),
+                     ("missing.pt", 422, "no such model file"),
+                     ("other_size.pt", 409, "resizes frames to 96 px"), ("nan.pt", 500, "warm-up")]
+            for name, code, reason in cases:
+                r = await client.put("/api/model", json={"source": str(tmp_path / name)}, headers=AUTH)
+                assert r.status_code == code, (name, r.text)
+                assert "old one keeps serving" in r.json()["detail"] and reason in r.json()["detail"], r.text
+            assert (await client.get("/api/model")).json() == before
+            assert swaps(pipeline, "failed") == 3 and swaps(pipeline, "refused") == 1
+            seen = inferred(pipeline)
+            await asyncio.to_thread(wait_until, lambda: inferred(pipeline) >= seen + 5, 30, "old model serving")
+
+            r = await client.put("/api/model", json={"source": str(tmp_path / "good.pt"), "backend": "openvino",
+                                                     "precision": "fp32"}, headers=AUTH)
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert body["swapped"] and body["model"]["id"] == model_id(good) and body["previous"]["id"] == model_id(a)
+            assert body["model"]["backend"] == "openvino" and body["model"]["precision"] == "fp32"
+            assert (await client.get("/api/model")).json()["backend"] == "openvino"
+            await asyncio.to_thread(wait_until, lambda: pipeline.get("cam").status()["model"] == model_id(good), 30,
+                                    "results from the openvino model")
+            metrics = (await client.get("/metrics")).text
+            assert f'model="{model_id(good)}"' in metrics and f'model="{model_id(a)}"' not in metrics
+            assert 'sightline_model_swaps_total{result="swapped"} 1.0' in metrics
+
+            r = await client.put("/api/model", json={"source": str(tmp_path / "good.pt")}, headers=AUTH)
+            assert r.status_code == 200 and not r.json()["swapped"]  # same model, same backend: nothing to do
+            assert swaps(pipeline, "unchanged") == 1
+            assert pipeline.worker.errors == 0  # building the OpenVINO model beside the serving one broke no batch
+    finally:
+        await asyncio.to_thread(pipeline.shutdown, 5.0)
+    ids = [r["model"] for r in jsonl(tmp_path / "out" / "cam.jsonl")]
+    assert runs(ids) == [model_id(a), model_id(good)]
+
+
+def test_a_worker_without_a_holder_refuses_the_swap(tmp_path: Path) -> None:
+    a = tiny_bundle(4, seed=0)
+    a.save(tmp_path / "a.pt")
+    pipeline = start_pipeline(tmp_path, a, "realtime")
+    try:
+        pipeline.worker.reads_model_holder = False  # as the CUDA feeder declares itself
+        with pytest.raises(SwapIncompatibleError, match="cannot swap models while running"):
+            swap_model(pipeline, ModelSpec(str(tmp_path / "a.pt")))
+        assert pipeline.models.current.id == model_id(a)
+    finally:
+        pipeline.shutdown(5.0)
+
+
+@pytest.mark.slow
+def test_sighup_reloads_the_model_from_the_config_file_of_a_running_service(tmp_path: Path) -> None:
+    """`sightline run` as a user runs it: a broken config on SIGHUP changes nothing, a good one swaps."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    import yaml
+
+    a, b = tiny_bundle(4, seed=0), tiny_bundle(2, seed=1)
+    clip = media.make_test_clip(tmp_path / "clip.mp4", frames=20, fps=10, size=(96, 72))
+    cfg = tmp_path / "run.yaml"
+
+    def write_config(source: Path) -> None:
+        cfg.write_text(yaml.safe_dump({
+            "model": {"source": str(source), "device": "cpu"}, "output_dir": str(tmp_path / "out"),
+            "media_root": str(tmp_path), "server": {"enabled": False},
+            "streams": [{"name": "cam", "url": str(clip), "loop": True}]}))
+
+    write_config(a.save(tmp_path / "a.pt"))
+    b.save(tmp_path / "b.pt")
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen([sys.executable, "-m", "sightline", "run", str(cfg)], cwd=repo, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    err: list[str] = []
+    reader = threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
+    reader.start()
+    log = tmp_path / "out" / "cam.jsonl"
+
+    def ids() -> list[str]:
+        return [r["model"] for r in jsonl(log)] if log.exists() else []
+
+    try:
+        wait_until(lambda: len(ids()) >= 3, 60, "the first model's results")
+        write_config(tmp_path / "missing.pt")
+        proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: any("the old model keeps serving" in line for line in err), 30, "the refusal in the log")
+        seen = len(ids())
+        wait_until(lambda: len(ids()) >= seen + 3, 30, "results after the refused reload")
+        assert proc.poll() is None and set(ids()) == {model_id(a)}
+        write_config(tmp_path / "b.pt")
+        proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: ids().count(model_id(b)) >= 3, 60, "results from the reloaded model")
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    reader.join(5)
+    assert proc.returncode == 0, "".join(err)
+    text = "".join(err)
+    assert "no such model file" in text and f"model swap: model {model_id(a)} -> {model_id(b)}" in text
+    assert "Traceback" not in text
+    lines = jsonl(log)
+    assert runs([r["model"] for r in lines]) == [model_id(a), model_id(b)]
+    seqs = [r["seq"] for r in lines]
+    assert seqs == sorted(set(seqs))  # in order, none twice (a live stream may drop a stale frame)
+    assert all(len(r["top"]) == 2 for r in lines if r["model"] == model_id(b))
