@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MS = Fraction(1, 1000)
+FULL_SIZE_WAIT = 10  # frames skipped at most, before the first, while waiting for a full-size picture
 ENCODE_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
 
 
@@ -123,6 +124,7 @@ class AnnotatedEncoder:
         self._ctx: av.VideoCodecContext | None = None
         self._t0: float | None = None
         self._last_pts = -1
+        self._waited = 0
         self._thread: threading.Thread | None = None
 
     # -- subscribers ---------------------------------------------------------------------------------
@@ -245,6 +247,9 @@ class AnnotatedEncoder:
 
     def _encode_one(self, item: Labelled) -> None:
         if not self._subscribers:
+            return
+        if self.size is None and item.result.frame.display is None and self._waited < FULL_SIZE_WAIT:
+            self._waited += 1  # the source starts keeping full-size pictures: size the video by one of those
             return
         started = time.perf_counter()
         picture = self._picture(item)
