@@ -128,8 +128,7 @@ class Publisher:
         if self._stop.is_set() or encoder is None or encoder.size is None:
             return
         width, height = encoder.size
-        micros = str(int(OPEN_TIMEOUT_S * 1_000_000))
-        options = {"timeout": micros} if self.format == "rtsp" else {"rw_timeout": micros}
+        options = {"timeout": str(int(OPEN_TIMEOUT_S * 1_000_000))} if self.format == "rtsp" else {}
         self._set_state("connecting")
         container = av.open(self.url, "w", format=self.format, options=options, timeout=OPEN_TIMEOUT_S)
         try:
