@@ -60,6 +60,7 @@ class Publisher:
 
     def attach(self, encoder: AnnotatedEncoder) -> Publisher:
         self._encoder = encoder
+        self._set_state("connecting")
         encoder.publisher = self
         self._thread.start()
         encoder.subscribe(self)

@@ -294,6 +294,9 @@ class VideoOut:
              fps_hint: Callable[[], float] | None = None) -> AnnotatedEncoder:
         """The stream's encoder (a sink for its output); starts its publisher when ``publish`` is set."""
         encoder = AnnotatedEncoder(stream.name, self.config, preview, self.metrics, self._closed, fps_hint)
+        if self.metrics:
+            self.metrics.viewers.labels(stream.name).set(0)
+            self.metrics.encoders.labels(stream.name).set(0)
         with self._lock:
             self._encoders[stream.name] = encoder
         if stream.publish:
