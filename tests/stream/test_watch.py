@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ipaddress
 import subprocess
 import time
 from pathlib import Path
@@ -181,6 +182,11 @@ async def test_chromium_watches_annotated_video_and_two_viewers_share_one_encode
         png = base64.b64decode(url.split(",", 1)[1])
         picture = cv2.cvtColor(cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
         assert_overlay(picture, pipeline.snapshot("cam"))
+        # every candidate pair the service's ICE checked for Chromium is loopback to loopback (aioice's check list)
+        chromium_peer = app.state.watch_hub.viewers["cam"][0].peer
+        ice = chromium_peer.getTransceivers()[0].sender.transport.transport.iceGatherer._connection
+        pairs = [(p.local_candidate.host, p.remote_addr[0]) for p in ice._check_list]
+        assert pairs and all(ipaddress.ip_address(a).is_loopback for pair in pairs for a in pair), pairs
 
         # a second viewer (aiortc): the same encoder feeds both
         peer, frames, code = await aiortc_viewer(server.url, "cam", TOKEN)
