@@ -246,3 +246,20 @@ async def watch_offer(name: str, offer: WatchOffer, request: Request) -> dict[st
     except WatchOfferError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
     return {"sdp": answer.sdp, "type": answer.type}
+
+
+@router.get("/api/streams/{name}/video", tags=["previews"],
+            summary="The stream's annotated video: encoder, WebRTC viewers and publish state (URL redacted)",
+            responses={404: {"description": "no such stream"}})
+async def video_status(name: str, request: Request) -> dict[str, object]:
+    pipeline: Pipeline = request.app.state.pipeline
+    encoder = pipeline.video_out.get(name)
+    if encoder is None or name not in pipeline.names():
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no stream named {bounded(name, 80)!r}")
+    hub = getattr(request.app.state, "watch_hub", None)
+    return {"name": name, "encoding": encoder.subscribers > 0,
+            "size": None if encoder.size is None else list(encoder.size),
+            "frames_encoded": encoder.frames_encoded, "frames_dropped": encoder.frames_dropped,
+            "viewers": 0 if hub is None else hub.count(name),
+            "max_viewers": pipeline.config.annotated_video.max_viewers,
+            "publish": None if encoder.publisher is None else encoder.publisher.status()}

@@ -7,13 +7,16 @@ decodes must show that panel where the stream's snapshot shows it.
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import time
 from pathlib import Path
 
 import av
+import httpx
 import numpy as np
 import pytest
+from sightline.stream.api import create_app
 from sightline.stream.config import RunConfig, StreamConfig
 from sightline.stream.metrics import Metrics
 from sightline.stream.pipeline import Pipeline
@@ -24,6 +27,11 @@ from tests.support.processes import stop_process
 from tests.support.rtsp import RtspServer, free_tcp_port, missing_tools
 
 pytestmark = [pytest.mark.timeout(90)]
+
+
+async def get_json(app: object, path: str) -> dict:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
+        return (await client.get(path)).json()
 
 
 def read_frames(url: str, count: int, timeout: float = 20.0) -> list[np.ndarray]:
@@ -118,6 +126,8 @@ def test_rtmp_publish_read_back_by_an_ffmpeg_listener(tmp_path: Path) -> None:
         assert_overlay(frames[-1], pipeline.snapshot("cam"))
         status = pipeline.video_out.get("cam").publisher.status()
         assert "streamkey" not in str(status) and status["packets_sent"] >= 15  # the RTMP key is a secret
+        video = asyncio.run(get_json(create_app(pipeline, config, None), "/api/streams/cam/video"))
+        assert video["publish"]["url"] == f"rtmp://127.0.0.1:{port}/live/***" and video["encoding"], video
     finally:
         stop_process(listener)
         pipeline.shutdown()

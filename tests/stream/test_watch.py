@@ -208,6 +208,11 @@ async def test_chromium_watches_annotated_video_and_two_viewers_share_one_encode
         assert encodes == encoder.frames_encoded
         assert all(t.sent > 0 for t in tracks) and sent > encodes  # packets went to two viewers, encoded once
 
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+            video = (await client.get("/api/streams/cam/video")).json()
+        assert video["viewers"] == 2 and video["encoding"] and video["size"] == [320, 240], video
+        assert video["publish"] is None
+
         # the cap: a third viewer is refused
         third, _, code = await aiortc_viewer(server.url, "cam", TOKEN)
         peers.append(third)
