@@ -40,6 +40,7 @@ from sightline.stream.pipeline import (
 from sightline.stream.preview import MJPEG_MEDIA_TYPE, MjpegResponse, PreviewRenderer, PreviewSlots
 from sightline.stream.service_guard import HostPolicy, ServiceGuard, bearer_token_matches
 from sightline.stream.urls import scrub_urls
+from sightline.stream.watch import router as watch_router
 from sightline.stream.webrtc import PublisherConnectedError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -322,6 +323,7 @@ def create_app(pipeline: Pipeline, config: RunConfig, metrics: Metrics | None) -
 
     app.include_router(changes)
     app.include_router(model_router)  # GET/PUT /api/model: hot-swap (model_api.py)
+    app.include_router(watch_router)  # WebRTC viewing of the annotated video (watch.py)
 
     @app.get("/api/streams/{name}/snapshot.jpg", tags=["previews"], response_class=Response,
              summary="The latest annotated frame; its labels as JSON in the X-Sightline-Labels header",

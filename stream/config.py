@@ -120,10 +120,20 @@ class StreamConfig(StrictModel):
         "auto", description="auto: NVDEC decode when the model runs on CUDA and FFmpeg can open the GPU "
                             "(software otherwise, said once in the log); off: always software")
 
+    publish: str | None = Field(None, description="push the annotated video to a media server: rtsp://, rtsps://, "
+                                                 "rtmp:// or rtmps:// (checked whole; docs/publishing.md)")
+
     @field_validator("url")
     @classmethod
     def _whole_url(cls, url: str) -> str:
         parse_stream_url(url)  # UrlError is a ValueError: a config error / 422 that never quotes the URL
+        return url
+
+    @field_validator("publish")
+    @classmethod
+    def _publish_url(cls, url: str | None) -> str | None:
+        if url is not None and parse_stream_url(url).scheme not in PUBLISH_SCHEMES:
+            raise ValueError(f"publish needs one of {', '.join(s + '://' for s in PUBLISH_SCHEMES)}")
         return url
 
     @model_validator(mode="after")
@@ -205,6 +215,23 @@ class WebRtcConfig(StrictModel):
         return interfaces
 
 
+PUBLISH_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps")
+
+
+class AnnotatedVideoConfig(StrictModel):
+    """The annotated video sent to WebRTC viewers and publish targets: encoded once per stream (docs/publishing.md)."""
+
+    height: int = Field(360, ge=90, le=2160, description="lines of the encoded video (width follows the aspect)")
+    crf: int = Field(23, ge=0, le=51, description="libx264 constant rate factor (lower: better, more bits)")
+    gop_s: float = Field(1.0, gt=0, le=10, description="seconds between keyframes")
+    queue: int = Field(4, ge=1, le=256, description="frames waiting for the encoder; beyond, the oldest is "
+                                                    "dropped and counted (inference never waits)")
+    publish_queue: int = Field(64, ge=1, le=10_000, description="packets waiting for the media server; beyond, "
+                                                               "dropped and counted until the next keyframe")
+    max_viewers: int = Field(4, ge=0, le=1000, description="WebRTC viewers per stream at most (429 beyond)")
+    reconnect: ReconnectConfig = ReconnectConfig()
+
+
 class ServerConfig(StrictModel):
     enabled: bool = True
     host: str = Field("127.0.0.1", min_length=1, description="bind address; 0.0.0.0 only inside a container")
@@ -243,6 +270,7 @@ class RunConfig(StrictModel):
     media_root: Path = Field(Path("."), description="file sources must lie under this directory")
     log_predictions: bool = Field(True, description="write output_dir/<stream>.jsonl")
     server: ServerConfig = ServerConfig()
+    annotated_video: AnnotatedVideoConfig = AnnotatedVideoConfig()
     streams: list[StreamConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")

@@ -32,6 +32,7 @@ from sightline.stream.sinks import JsonlSink, Labelled, Sink, VideoRecorder
 from sightline.stream.smoothing import Smoother
 from sightline.stream.sources import FrameSource, PreviewDemand, VideoSource
 from sightline.stream.stats import StreamStats
+from sightline.stream.videoout import VideoOut
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +206,7 @@ class Pipeline:
         self._streams: dict[str, StreamRuntime] = {}
         self._lock = threading.Lock()
         self._started = False
+        self.video_out = VideoOut(config.annotated_video, metrics)  # annotated video: WebRTC viewers, publish
         if metrics is not None:
             publish_model(metrics, self.models.current)
             if classifier.device.type == "cuda":
@@ -267,14 +269,15 @@ class Pipeline:
         preview = PreviewDemand(self.clock)
         size = self.classifier.preprocessor.working_size
         source: FrameSource
+        keep = config.record or config.publish is not None  # every frame full size for the visual outputs
         if config.is_webrtc:  # aiortc is imported only where WebRTC is used
             from sightline.stream.ice import IcePolicy
             from sightline.stream.webrtc import WebRtcSource
 
-            source = WebRtcSource(config, queue, stats, size, keep_display=config.record, stop=stop, clock=self.clock,
+            source = WebRtcSource(config, queue, stats, size, keep_display=keep, stop=stop, clock=self.clock,
                                   preview=preview, ice=IcePolicy.from_server(self.config.server))
         else:
-            source = VideoSource(config, queue, stats, size, keep_display=config.record, stop=stop, clock=self.clock,
+            source = VideoSource(config, queue, stats, size, keep_display=keep, stop=stop, clock=self.clock,
                                  preview=preview, hwdecode=self.hwdecode)
         sinks: list[Sink] = []
         out_dir = self.config.output_dir
@@ -283,6 +286,7 @@ class Pipeline:
                                    on_lost=lambda n: stats.on_records_lost("jsonl", n)))
         if self.extra_sinks is not None:
             sinks.extend(self.extra_sinks(config))
+        sinks.append(self.video_out.sink(config, preview, fps_hint=lambda: source.fps_hint))
         smoother = Smoother(self.classifier.class_names, self.config.smoothing.ema, self.config.smoothing.hysteresis)
         output = StreamOutput(name, smoother, sinks, stats, config.live, self.metrics)
         recording = None

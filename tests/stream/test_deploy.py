@@ -18,6 +18,7 @@ from sightline.stream.config import RunConfig, StreamConfig, load_run_config
 from sightline.stream.media import make_test_clip
 from sightline.stream.metrics import DROP_REASONS, LOSS_REASONS, STAGES, STATES, SWAP_RESULTS, Metrics
 from sightline.stream.pipeline import Pipeline
+from sightline.stream.videoout import video_out_metrics
 
 from tests.support.models import tiny_classifier
 
@@ -77,6 +78,14 @@ def exported_names() -> set[str]:
     metrics.batch_size.observe(4)
     metrics.set_model("resnet18", 1000, "cuda:0", "fp16")
     metrics.watch_gpu_memory(lambda: (1, 2))
+    video = video_out_metrics(metrics)  # annotated video: WebRTC viewers, publishing (stream/videoout.py)
+    video.encode_seconds.labels("cam").observe(0.01)
+    video.encoders.labels("cam").set(1)
+    video.dropped.labels("cam", "publish").inc()
+    video.viewers.labels("cam").set(1)
+    video.publish_up.labels("cam").set(1)
+    video.publish_reconnects.labels("cam").inc()
+    video.publish_packets.labels("cam").inc()
     text = generate_latest(metrics.registry).decode()
     return {re.split(r"[{ ]", line, maxsplit=1)[0] for line in text.splitlines() if line and not line.startswith("#")}
 

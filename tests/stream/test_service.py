@@ -305,8 +305,10 @@ async def test_every_dashboard_query_runs_on_real_prometheus(prometheus: str) ->
 
     await asyncio.to_thread(wait_until, has_data, 40, "scraped data", 0.5, lambda: scrape_health(prometheus))
 
-    # sink errors and GPU memory have no series here (no failing sink, no CUDA); every other query has data
-    allowed_empty = ("sightline_sink_errors_total", "sightline_gpu_memory_bytes")
+    # sink errors, GPU memory, publishing and encoding have no series here (no failing sink, no CUDA, no
+    # viewer or publish target); every other query has data
+    allowed_empty = ("sightline_sink_errors_total", "sightline_gpu_memory_bytes",
+                     "sightline_publish_", "sightline_annotated_")  # nobody watches or publishes here
 
     def only_allowed_empty() -> bool:  # polled (in a thread): one slow scrape on a busy machine marks series stale
         empty = [expr for expr in dashboard_queries() if not query(prometheus, expr)]

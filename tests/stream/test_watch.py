@@ -1,0 +1,228 @@
+"""WebRTC viewing of the annotated video: headless Chromium on /watch, plus a second (aiortc) viewer.
+
+Chromium's decoded picture is drawn to a canvas and compared with the stream's snapshot (the clip is
+flat grey, so the overlay panel is what the comparison finds). Two viewers share one encoder: the
+stream encodes each frame once (the encode-time histogram counts encodes) while both viewers are sent
+its packets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ipaddress
+import subprocess
+import time
+from pathlib import Path
+
+import cv2
+import httpx
+import numpy as np
+import pytest
+from aiortc import RTCSessionDescription
+from sightline.stream.api import create_app
+from sightline.stream.config import RunConfig, StreamConfig
+from sightline.stream.http_server import HttpServer
+from sightline.stream.metrics import Metrics
+from sightline.stream.pipeline import Pipeline
+
+from tests.support import browsers
+from tests.support.annotated import assert_overlay, grey_clip
+from tests.support.models import tiny_classifier
+from tests.support.processes import stop_process
+from tests.support.rtsp import free_tcp_port
+from tests.support.webrtc import loopback_peer, make_offer
+
+TOKEN = "watch-test-token"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--autoplay-policy="
+                 "no-user-gesture-required", "--allow-loopback-in-peer-connection", "--window-size=800,600"]
+pytestmark = [pytest.mark.timeout(120)]
+
+DECODED = """return (async () => {
+  const w = window.sightlineWatch;
+  if (!w || !w.pc) return null;
+  let decoded = 0;
+  (await w.pc.getStats()).forEach((r) => { if (r.type === "inbound-rtp" && r.kind === "video")
+    decoded = r.framesDecoded || 0; });
+  return {decoded, width: w.video.videoWidth, height: w.video.videoHeight, mode: w.mode,
+          status: document.getElementById("status").textContent};
+})();"""
+CAPTURE = """const v = window.sightlineWatch.video;
+const c = document.createElement("canvas");
+c.width = v.videoWidth; c.height = v.videoHeight;
+c.getContext("2d").drawImage(v, 0, 0);
+return c.toDataURL("image/png");"""
+
+
+class WebDriver:
+    """The W3C WebDriver calls this test needs, over chromedriver's HTTP API."""
+
+    def __init__(self, url: str, profile: Path) -> None:
+        self.http = httpx.Client(base_url=url, timeout=30)
+        options = {"binary": browsers.chromium(), "args": [*CHROMIUM_ARGS, f"--user-data-dir={profile}"]}
+        caps = {"capabilities": {"alwaysMatch": {"browserName": "chrome", "pageLoadStrategy": "eager",
+                                                 "goog:chromeOptions": options}}}
+        r = self.http.post("/session", json=caps)
+        assert r.status_code == 200, r.text
+        self.session = f"/session/{r.json()['value']['sessionId']}"
+
+    def open(self, url: str) -> None:
+        assert self.http.post(f"{self.session}/url", json={"url": url}).status_code == 200
+
+    def run(self, script: str) -> object:
+        r = self.http.post(f"{self.session}/execute/sync", json={"script": script, "args": []})
+        assert r.status_code == 200, r.text
+        return r.json()["value"]
+
+    def close(self) -> None:
+        self.http.delete(self.session)
+        self.http.close()
+
+
+def start_driver() -> tuple[subprocess.Popen[bytes], str]:
+    driver = browsers.chromedriver()
+    if driver is None or browsers.chromium() is None:
+        pytest.fail("chromium and chromium-driver (Debian packages) are needed")  # CI installs them
+    port = free_tcp_port()
+    proc = subprocess.Popen([driver, f"--port={port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/status", timeout=1).json()["value"]["ready"]:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    stop_process(proc)
+    raise TimeoutError("chromedriver did not start")
+
+
+async def wait_for(check, timeout: float, what: str, interval: float = 0.2):  # noqa: ANN001, ANN201
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"{what} within {timeout:.0f}s (last: {last})")
+
+
+async def aiortc_viewer(base: str, stream: str, token: str | None) -> tuple[object, list[np.ndarray], int]:
+    """A second viewer: an aiortc peer that decodes what it is sent. Returns (peer, frames list, status)."""
+    peer = loopback_peer()
+    peer.addTransceiver("video", direction="recvonly")
+    frames: list[np.ndarray] = []
+
+    @peer.on("track")
+    def on_track(track) -> None:  # noqa: ANN001
+        async def read() -> None:
+            while True:
+                try:
+                    frame = await track.recv()
+                except Exception:  # noqa: BLE001 -- the track ended
+                    return
+                frames.append(frame.to_ndarray(format="rgb24"))
+        asyncio.ensure_future(read())
+
+    await make_offer(peer)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        r = await client.post(f"/api/streams/{stream}/watch", headers=headers,
+                              json={"sdp": peer.localDescription.sdp, "type": "offer"})
+    if r.status_code == 200:
+        await peer.setRemoteDescription(RTCSessionDescription(**r.json()))
+    return peer, frames, r.status_code
+
+
+@pytest.mark.slow
+async def test_chromium_watches_annotated_video_and_two_viewers_share_one_encoder(tmp_path: Path) -> None:
+    clip = grey_clip(tmp_path / "grey.mp4", seconds=2.0)
+    config = RunConfig(output_dir=tmp_path / "out", media_root=tmp_path, log_predictions=False,
+                       server={"token": TOKEN, "port": 0},
+                       annotated_video={"height": 240, "max_viewers": 2},
+                       streams=[StreamConfig(name="cam", url=str(clip), loop=True)])
+    metrics = Metrics()
+    pipeline = Pipeline(tiny_classifier(), config, metrics)
+    await asyncio.to_thread(pipeline.start)
+    server = HttpServer("127.0.0.1", 0)
+    app = create_app(pipeline, config, metrics)
+    await server.start(app)
+    driver, driver_url = await asyncio.to_thread(start_driver)
+    web = None
+    peers = []
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+            page = await client.get("/watch?stream=cam")
+            assert page.status_code == 200 and "sightlineWatch" in page.text
+            assert 'href = "/watch?stream="' in (await client.get("/")).text  # the cards' Watch link
+            r = await client.post("/api/streams/cam/watch", json={"sdp": "v=0", "type": "offer"})
+            assert r.status_code == 401  # mutating: the token is needed, as for WebRTC publishing
+        encoder = pipeline.video_out.get("cam")
+        assert encoder.subscribers == 0  # nothing encoded while nobody watches
+
+        web = await asyncio.to_thread(WebDriver, driver_url, tmp_path / "profile")
+        await asyncio.to_thread(web.open, f"{server.url}/watch?stream=cam#token={TOKEN}")
+
+        seen: list[object] = []
+
+        async def decoded() -> dict | None:
+            state = await asyncio.to_thread(web.run, DECODED)
+            seen.append(state)
+            return state if state and state["decoded"] >= 10 and state["width"] > 0 else None
+
+        try:
+            state = await wait_for(decoded, 40, "Chromium decoding 10 frames")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: page said {seen[-3:]}, encoder {encoder.frames_encoded} frames, "
+                                 f"{encoder.subscribers} subscribers") from None
+        assert state["mode"] == "webrtc" and (state["width"], state["height"]) == (320, 240), state
+        url = await asyncio.to_thread(web.run, CAPTURE)
+        png = base64.b64decode(url.split(",", 1)[1])
+        picture = cv2.cvtColor(cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        assert_overlay(picture, pipeline.snapshot("cam"))
+        # every candidate pair the service's ICE checked for Chromium is loopback to loopback (aioice's check list)
+        chromium_peer = app.state.watch_hub.viewers["cam"][0].peer
+        ice = chromium_peer.getTransceivers()[0].sender.transport.transport.iceGatherer._connection
+        pairs = [(p.local_candidate.host, p.remote_addr[0]) for p in ice._check_list]
+        assert pairs and all(ipaddress.ip_address(a).is_loopback for pair in pairs for a in pair), pairs
+
+        # a second viewer (aiortc): the same encoder feeds both
+        peer, frames, code = await aiortc_viewer(server.url, "cam", TOKEN)
+        peers.append(peer)
+        assert code == 200
+
+        async def second_decodes() -> bool:
+            return len(frames) >= 10
+
+        await wait_for(second_decodes, 30, "the second viewer decoding 10 frames")
+        assert_overlay(frames[-1], pipeline.snapshot("cam"))
+        assert encoder.subscribers == 2 and pipeline.video_out.get("cam") is encoder
+        assert metrics.registry.get_sample_value("sightline_watch_viewers", {"stream": "cam"}) == 2
+        assert metrics.registry.get_sample_value("sightline_annotated_encoders", {"stream": "cam"}) == 1
+        hub = app.state.watch_hub
+        tracks = [v.track for v in hub.viewers["cam"]]
+        sent = sum(t.sent for t in tracks)
+        encodes = metrics.registry.get_sample_value("sightline_annotated_encode_seconds_count", {"stream": "cam"})
+        assert encodes == encoder.frames_encoded
+        assert all(t.sent > 0 for t in tracks) and sent > encodes  # packets went to two viewers, encoded once
+
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+            video = (await client.get("/api/streams/cam/video")).json()
+        assert video["viewers"] == 2 and video["encoding"] and video["size"] == [320, 240], video
+        assert video["publish"] is None
+
+        # the cap: a third viewer is refused
+        third, _, code = await aiortc_viewer(server.url, "cam", TOKEN)
+        peers.append(third)
+        assert code == 429
+    finally:
+        if web is not None:
+            await asyncio.to_thread(web.close)
+        await asyncio.to_thread(stop_process, driver)
+        for peer in peers:
+            await peer.close()
+        await server.stop()
+        await asyncio.to_thread(pipeline.shutdown)
+    assert "cam" not in app.state.watch_hub.viewers  # the stream ended: its viewers were closed
