@@ -22,6 +22,7 @@ from sightline.stream.batcher import Batcher
 from sightline.stream.buffers import BoundedQueue, drain
 from sightline.stream.config import RunConfig, StreamConfig, check_source, redact_url
 from sightline.stream.errors import StreamError
+from sightline.stream.events.service import EventService
 from sightline.stream.frames import Result, Smoothed
 from sightline.stream.hwdecode import probe_nvdec, software_decode
 from sightline.stream.inference import create_worker
@@ -198,6 +199,7 @@ class Pipeline:
         self._streams: dict[str, StreamRuntime] = {}
         self._lock = threading.Lock()
         self._started = False
+        self.events = EventService(config, metrics, clock) if config.events.active else None  # docs/events.md
         if metrics is not None:
             info = classifier.describe()
             metrics.set_model(str(info["arch"]), int(info["classes"]), str(info["device"]), str(info["precision"]))
@@ -261,14 +263,15 @@ class Pipeline:
         preview = PreviewDemand(self.clock)
         size = self.classifier.preprocessor.working_size
         source: FrameSource
+        display = config.record or self.events is not None  # recordings and event clips want full-size pictures
         if config.is_webrtc:  # aiortc is imported only where WebRTC is used
             from sightline.stream.ice import IcePolicy
             from sightline.stream.webrtc import WebRtcSource
 
-            source = WebRtcSource(config, queue, stats, size, keep_display=config.record, stop=stop, clock=self.clock,
+            source = WebRtcSource(config, queue, stats, size, keep_display=display, stop=stop, clock=self.clock,
                                   preview=preview, ice=IcePolicy.from_server(self.config.server))
         else:
-            source = VideoSource(config, queue, stats, size, keep_display=config.record, stop=stop, clock=self.clock,
+            source = VideoSource(config, queue, stats, size, keep_display=display, stop=stop, clock=self.clock,
                                  preview=preview, hwdecode=self.hwdecode)
         sinks: list[Sink] = []
         out_dir = self.config.output_dir
@@ -277,6 +280,8 @@ class Pipeline:
                                    on_lost=lambda n: stats.on_records_lost("jsonl", n)))
         if self.extra_sinks is not None:
             sinks.extend(self.extra_sinks(config))
+        if self.events is not None:
+            sinks.extend(self.events.sinks_for(config))
         smoother = Smoother(self.classifier.class_names, self.config.smoothing.ema, self.config.smoothing.hysteresis)
         output = StreamOutput(name, smoother, sinks, stats, config.live, self.metrics)
         recording = None
@@ -325,6 +330,8 @@ class Pipeline:
             self._stop_runtime(runtime, timeout)
         if self._started:
             self.worker.stop(timeout)
+        if self.events is not None:
+            self.events.close()
 
     # -- data path callbacks (inference thread) -----------------------------------------------------
 
