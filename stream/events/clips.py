@@ -1,6 +1,7 @@
 """Pre-roll ring and event clip writer.
 
-The ring holds each stream's last ``preroll_s`` seconds as JPEG (already annotated, scaled to the
+The ring holds each stream's last ``preroll_s`` seconds (plus the longest ``min_duration_s`` of its
+rules: an event is known only that long after its start) as JPEG (already annotated, scaled to the
 clip's height): about 30-60 KB a frame at 480 lines instead of 2.7 MB raw at 720p, and capped in
 bytes as well (``preroll_max_mb``), oldest first out. An event's clip starts with the ring's frames
 from ``start - preroll_s`` on and goes on with live frames until ``end + postroll_s``.

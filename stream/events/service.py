@@ -186,6 +186,9 @@ class EventSink:
         if version == self._rules_version:
             return []
         self._rules_version, self._rules = version, rules
+        # an event starts min_duration_s after its first sighting: keep that much more than the pre-roll
+        waits = [r.min_duration_s for r in rules if r.matches_stream(self.stream)]
+        self.ring.seconds = self.config.preroll_s + max(waits, default=0.0)
         return self.engine.set_rules(rules)
 
     def _clip_picture(self, item: Labelled):  # noqa: ANN202 - an RGB array
