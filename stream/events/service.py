@@ -134,6 +134,7 @@ class EventSink:
         self._rules_version = -1
         self._rules: tuple[EventRule, ...] = ()
         self._clips: list[ClipWriter] = []  # open clip writers, also those of ended events (post-roll)
+        self._closing: list[ClipWriter] = []  # closed, still encoding what they were given
         self._dt: float | None = None  # frame interval (EMA): the clips' nominal frame rate
         self._last_t: float | None = None
 
@@ -162,7 +163,8 @@ class EventSink:
         wall = self.service.wall()
         for change in self.engine.close():
             self._apply(change, now_t, wall, None)
-        clips, self._clips = self._clips, []
+        clips, self._clips = self._clips + self._closing, []
+        self._closing = []
         for clip in clips:
             clip.close()
         for clip in clips:
@@ -206,8 +208,10 @@ class EventSink:
                 clip.add(clip_frame)
                 still.append(clip)
             else:
-                clip.close()
+                clip.close()  # it finishes on its own thread; close() waits for it
+                self._closing.append(clip)
         self._clips = still
+        self._closing = [c for c in self._closing if not c.done.is_set()]
 
     def _apply(self, change: Change, t: float, wall: float, item: Labelled | None) -> None:
         track = change.track
@@ -236,6 +240,9 @@ class EventSink:
             open_event.clip.stop_after = track.last_seen + self.config.postroll_s
             if change.reason != "gone" or t > open_event.clip.stop_after:
                 open_event.clip.close()  # the stream stops or the rule went: the clip ends here
+                if open_event.clip in self._clips:
+                    self._clips.remove(open_event.clip)
+                    self._closing.append(open_event.clip)
         self._publish("end", event)
 
     def _start(self, track: Track, t: float, wall: float, item: Labelled | None) -> None:

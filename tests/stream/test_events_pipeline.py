@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import shutil
 import subprocess
 from fractions import Fraction
 from pathlib import Path
@@ -20,6 +22,7 @@ import torch
 from sightline.stream import media
 from sightline.stream.api import create_app
 from sightline.stream.config import RunConfig
+from sightline.stream.http_server import HttpServer
 from sightline.stream.metrics import Metrics
 from sightline.stream.pipeline import Pipeline
 
@@ -192,3 +195,33 @@ async def test_api_lists_filters_pages_and_serves_snapshot_and_clip(run) -> None
         assert (await client.delete("/api/events/rules/cats", headers=AUTH)).status_code == 404
         metrics = (await client.get("/metrics")).text
         assert 'sightline_events_total{label="class_b",rule="bright",stream="cam"} 1.0' in metrics
+
+
+CHROMIUM = shutil.which("chromium")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium (Debian package) is not installed")
+async def test_page_lists_events_with_thumbnails_and_plays_a_clip(run, tmp_path: Path) -> None:
+    _, pipeline, seen = run
+    event_id = seen[0]["event"]["id"]
+    server = HttpServer("127.0.0.1", 0)
+    await server.start(create_app(pipeline, pipeline.config, pipeline.metrics))
+    try:
+        args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run", "--no-pings",
+                "--dns-prefetch-disable", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+                "--autoplay-policy=no-user-gesture-required", f"--user-data-dir={tmp_path / 'profile'}",
+                "--virtual-time-budget=8000", "--dump-dom", f"{server.url}/#event={event_id}"]
+        proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.DEVNULL)
+        dom, _ = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        await server.stop()
+    dom = dom.decode()
+    card = re.search(r'<li class="event"[^>]*data-id="([^"]+)"[^>]*>.*?</li>', dom, re.S)
+    assert card and card.group(1) == event_id, dom[-3000:]
+    assert f'src="/api/events/{event_id}/snapshot.jpg"' in card.group(0)
+    assert "class_b · cam · 100%" in card.group(0) or "class_b · cam · 99%" in card.group(0)
+    assert re.search(r'<div id="player" data-state="playing"', dom), re.search(r'<div id="player".*?</div>', dom,
+                                                                                re.S)
