@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,7 +23,6 @@ from sightline.stream.batcher import Batcher
 from sightline.stream.buffers import BoundedQueue, drain
 from sightline.stream.config import RunConfig, StreamConfig, check_source, redact_url
 from sightline.stream.errors import StreamError
-from sightline.stream.events.service import EventService
 from sightline.stream.frames import Result, Smoothed
 from sightline.stream.hwdecode import probe_nvdec, software_decode
 from sightline.stream.inference import create_worker
@@ -199,7 +199,7 @@ class Pipeline:
         self._streams: dict[str, StreamRuntime] = {}
         self._lock = threading.Lock()
         self._started = False
-        self.events = EventService(config, metrics, clock) if config.events.active else None  # docs/events.md
+        self.events: Any = None  # the event service (stream/events) whoever builds the service attaches
         if metrics is not None:
             info = classifier.describe()
             metrics.set_model(str(info["arch"]), int(info["classes"]), str(info["device"]), str(info["precision"]))
@@ -262,8 +262,9 @@ class Pipeline:
         stop = threading.Event()
         preview = PreviewDemand(self.clock)
         size = self.classifier.preprocessor.working_size
+        extra = self.extra_sinks(config) if self.extra_sinks is not None else []
+        display = config.record or any(getattr(s, "needs_display", False) for s in extra)  # event clips do
         source: FrameSource
-        display = config.record or self.events is not None  # recordings and event clips want full-size pictures
         if config.is_webrtc:  # aiortc is imported only where WebRTC is used
             from sightline.stream.ice import IcePolicy
             from sightline.stream.webrtc import WebRtcSource
@@ -278,10 +279,7 @@ class Pipeline:
         if self.config.log_predictions:
             sinks.append(JsonlSink(out_dir / f"{name}.jsonl", name,
                                    on_lost=lambda n: stats.on_records_lost("jsonl", n)))
-        if self.extra_sinks is not None:
-            sinks.extend(self.extra_sinks(config))
-        if self.events is not None:
-            sinks.extend(self.events.sinks_for(config))
+        sinks.extend(extra)
         smoother = Smoother(self.classifier.class_names, self.config.smoothing.ema, self.config.smoothing.hysteresis)
         output = StreamOutput(name, smoother, sinks, stats, config.live, self.metrics)
         recording = None
@@ -330,8 +328,6 @@ class Pipeline:
             self._stop_runtime(runtime, timeout)
         if self._started:
             self.worker.stop(timeout)
-        if self.events is not None:
-            self.events.close()
 
     # -- data path callbacks (inference thread) -----------------------------------------------------
 

@@ -70,6 +70,11 @@ class EventService:
                 log.info("events: read %d event message(s) of earlier runs from %s", loaded, self.log_path)
         self.bus.subscribe(self.store.on_message)
 
+    @classmethod
+    def build(cls, config: RunConfig, metrics: Metrics | None = None) -> EventService | None:
+        """The service when the config turns events on (``events.enabled``, or rules configured), else None."""
+        return cls(config, metrics) if config.events.active else None
+
     def start(self) -> None:
         """Open events.jsonl (lazily, so a pipeline that never starts creates no files)."""
         if self.config.log and self.log is None:
@@ -79,6 +84,11 @@ class EventService:
     def sinks_for(self, stream: StreamConfig) -> list[EventSink]:
         self.start()
         return [EventSink(self, stream.name, stream.live)]
+
+    def flush(self, timeout: float = CLOSE_TIMEOUT_S) -> None:
+        """Wait until events.jsonl has every message published so far (a stream's sink closing calls it)."""
+        if self.log is not None:
+            self.log.flush(timeout)
 
     def close(self) -> None:
         if self.log is not None:
@@ -123,6 +133,7 @@ class EventSink:
     """One stream's events (a pipeline sink: runs on the stream's output thread)."""
 
     name = "events"
+    needs_display = True  # clips and snapshots want the full-size pictures (Pipeline keeps them then)
 
     def __init__(self, service: EventService, stream: str, live: bool) -> None:
         self.service = service
@@ -171,6 +182,7 @@ class EventSink:
             if not clip.join(CLOSE_TIMEOUT_S):
                 log.warning("stream %s: clip %s not finalized within %.0fs", self.stream, clip.path.name,
                             CLOSE_TIMEOUT_S)
+        self.service.flush()
 
     # -- internals ---------------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
@@ -126,6 +127,7 @@ class EventLog:
         self.queue: BoundedQueue[bytes] = BoundedQueue(LOG_QUEUE, "block")
         self.dropped = 0
         self.errors = 0
+        self._writing = False
         self._thread = threading.Thread(target=self._run, name="events-log", daemon=True)
         self._thread.start()
 
@@ -140,12 +142,24 @@ class EventLog:
         drain(self.queue, self._write)
 
     def _write(self, line: bytes) -> None:
+        self._writing = True
         try:
             os.write(self._fd, line)
         except OSError as exc:
             self.errors += 1
             if self.errors in (1, 10, 100) or self.errors % 1000 == 0:
                 log.error("events.jsonl: write failed (%d so far): %s", self.errors, exc.strerror or exc)
+        finally:
+            self._writing = False
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every queued line was written (or ``timeout``); False on timeout."""
+        deadline = time.monotonic() + timeout
+        while len(self.queue) or self._writing:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
 
     def close(self, timeout: float = 10.0) -> None:
         self.queue.close()

@@ -22,6 +22,7 @@ import torch
 from sightline.stream import media
 from sightline.stream.api import create_app
 from sightline.stream.config import RunConfig
+from sightline.stream.events.service import EventService
 from sightline.stream.http_server import HttpServer
 from sightline.stream.metrics import Metrics
 from sightline.stream.pipeline import Pipeline
@@ -102,7 +103,10 @@ def run(tmp_path_factory):
             {"name": "elsewhere", "streams": ["other"], "labels": ["*"], "min_prob": 0.0, "min_duration_s": 0},
         ]},
         "streams": [{"name": "cam", "url": str(clip), "mode": "fast"}]})
-    pipeline = Pipeline(brightness_classifier(), config, Metrics())
+    metrics = Metrics()
+    events = EventService.build(config, metrics)  # wired as `sightline run` does (run_cli.build_pipeline)
+    pipeline = Pipeline(brightness_classifier(), config, metrics, extra_sinks=events.sinks_for)
+    pipeline.events = events
     seen: list[dict] = []
     pipeline.events.bus.subscribe(seen.append)
     assert asyncio.run(pipeline.run(duration=60)) == 0
