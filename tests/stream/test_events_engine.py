@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import threading
+from pathlib import Path
 
 import pytest
 from sightline.stream.events.bus import EventBus
@@ -122,3 +124,29 @@ def test_config_checks_rules() -> None:
     with pytest.raises(ValueError):
         EventRule(name="bad", labels=[])
     assert not EventsConfig().active and EventsConfig(rules=[RULE]).active and EventsConfig(enabled=True).active
+
+
+def test_history_is_read_back_from_events_jsonl_and_a_torn_line_is_skipped(tmp_path) -> None:
+    from sightline.stream.events.store import EventStore
+
+    def msg(kind: str, i: int, end: float | None) -> str:
+        return json.dumps({"type": kind, "event": {
+            "id": f"e{i}", "stream": "cam", "rule": "r", "label": "cat", "start": 100.0 + i, "end": end,
+            "peak": 0.9, "snapshot_url": None, "clip_url": None}})
+
+    lines = [msg("start", 1, None), msg("end", 1, 105.0), msg("start", 2, None), msg("start", 3, None)]
+    (tmp_path / "events.jsonl").write_text("\n".join(lines) + '\n{"type":"start","ev')  # killed mid-line
+    store = EventStore(history=2)
+    assert store.load(tmp_path / "events.jsonl") == 4
+    total, page = store.query()
+    assert total == 2 and [e["id"] for e in page] == ["e3", "e2"]  # the oldest fell out of the history
+    assert page[0]["end"] is None and "stopped" in page[0]["end_reason"]
+    assert store.query(since=104.0)[0] == 2 and store.query(until=102.5)[0] == 1
+
+
+def test_every_config_key_is_documented() -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "events.md").read_text()
+    for key in EventsConfig.model_fields:
+        assert f"`events.{key}`" in docs, key
+    for key in EventRule.model_fields:
+        assert f"rule `{key}`" in docs, key
