@@ -26,6 +26,7 @@ from sightline.model.errors import ConfigError
 from sightline.model.yamlconfig import dotted
 from sightline.stream.config import RunConfig, StreamConfig, outside_media_root, redact_url
 from sightline.stream.errors import StreamError
+from sightline.stream.events.api import router as events_router
 from sightline.stream.metrics import Metrics
 from sightline.stream.model_api import router as model_router
 from sightline.stream.pipeline import (
@@ -324,6 +325,8 @@ def create_app(pipeline: Pipeline, config: RunConfig, metrics: Metrics | None) -
     app.include_router(changes)
     app.include_router(model_router)  # GET/PUT /api/model: hot-swap (model_api.py)
     app.include_router(watch_router)  # WebRTC viewing of the annotated video (watch.py)
+    app.state.events = pipeline.events
+    app.include_router(events_router)  # GET /api/events..., rules (stream/events/api.py)
 
     @app.get("/api/streams/{name}/snapshot.jpg", tags=["previews"], response_class=Response,
              summary="The latest annotated frame; its labels as JSON in the X-Sightline-Labels header",

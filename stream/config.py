@@ -13,6 +13,7 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 from sightline.model.echo import bounded
 from sightline.model.errors import ConfigError
 from sightline.model.yamlconfig import StrictModel, load_yaml, read_yaml, validate
+from sightline.stream.events.config import EventsConfig
 from sightline.stream.urls import (  # noqa: F401  (redact_url and the scheme lists are re-exported)
     NETWORK_SCHEMES,
     WEBRTC_SCHEME,
@@ -271,6 +272,7 @@ class RunConfig(StrictModel):
     log_predictions: bool = Field(True, description="write output_dir/<stream>.jsonl")
     server: ServerConfig = ServerConfig()
     annotated_video: AnnotatedVideoConfig = AnnotatedVideoConfig()
+    events: EventsConfig = EventsConfig()  # rules, clips, events.jsonl: docs/events.md
     streams: list[StreamConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -207,6 +208,7 @@ class Pipeline:
         self._lock = threading.Lock()
         self._started = False
         self.video_out = VideoOut(config.annotated_video, metrics)  # annotated video: WebRTC viewers, publish
+        self.events: Any = None  # the event service (stream/events) whoever builds the service attaches
         if metrics is not None:
             publish_model(metrics, self.models.current)
             if classifier.device.type == "cuda":
@@ -268,24 +270,26 @@ class Pipeline:
         stop = threading.Event()
         preview = PreviewDemand(self.clock)
         size = self.classifier.preprocessor.working_size
+        extra = self.extra_sinks(config) if self.extra_sinks is not None else []
+        # every frame full size for the visual outputs: recordings, publishing, event clips
+        display = (config.record or config.publish is not None
+                   or any(getattr(s, "needs_display", False) for s in extra))
         source: FrameSource
-        keep = config.record or config.publish is not None  # every frame full size for the visual outputs
         if config.is_webrtc:  # aiortc is imported only where WebRTC is used
             from sightline.stream.ice import IcePolicy
             from sightline.stream.webrtc import WebRtcSource
 
-            source = WebRtcSource(config, queue, stats, size, keep_display=keep, stop=stop, clock=self.clock,
+            source = WebRtcSource(config, queue, stats, size, keep_display=display, stop=stop, clock=self.clock,
                                   preview=preview, ice=IcePolicy.from_server(self.config.server))
         else:
-            source = VideoSource(config, queue, stats, size, keep_display=keep, stop=stop, clock=self.clock,
+            source = VideoSource(config, queue, stats, size, keep_display=display, stop=stop, clock=self.clock,
                                  preview=preview, hwdecode=self.hwdecode)
         sinks: list[Sink] = []
         out_dir = self.config.output_dir
         if self.config.log_predictions:
             sinks.append(JsonlSink(out_dir / f"{name}.jsonl", name,
                                    on_lost=lambda n: stats.on_records_lost("jsonl", n)))
-        if self.extra_sinks is not None:
-            sinks.extend(self.extra_sinks(config))
+        sinks.extend(extra)
         sinks.append(self.video_out.sink(config, preview, fps_hint=lambda: source.fps_hint))
         smoother = Smoother(self.classifier.class_names, self.config.smoothing.ema, self.config.smoothing.hysteresis)
         output = StreamOutput(name, smoother, sinks, stats, config.live, self.metrics)

@@ -123,6 +123,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def build_pipeline(config: RunConfig, metrics: Metrics | None = None) -> Pipeline:
     from sightline.model.backends.build import BuildOptions
     from sightline.model.backends.serving import open_classifier
+    from sightline.stream.events.service import EventService
     from sightline.stream.metrics import Metrics
     from sightline.stream.pipeline import Pipeline
 
@@ -131,7 +132,11 @@ def build_pipeline(config: RunConfig, metrics: Metrics | None = None) -> Pipelin
                                  compile=m.compile, options=BuildOptions(calibrate=m.calibrate, require_check=False))
     classifier.warmup(batch_size=min(config.batching.batch_size(classifier.device.type), 8))
     log.info("model %s", classifier.describe())
-    return Pipeline(classifier, config, metrics if metrics is not None else Metrics())
+    metrics = metrics if metrics is not None else Metrics()
+    events = EventService.build(config, metrics)  # None unless events are on (docs/events.md)
+    pipeline = Pipeline(classifier, config, metrics, extra_sinks=events.sinks_for if events else None)
+    pipeline.events = events
+    return pipeline
 
 
 async def run_service(config: RunConfig, duration: float | None = None, outputs_of: Path | None = None,

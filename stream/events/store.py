@@ -1,0 +1,169 @@
+"""Where events are kept: the rules in force, the recent events (for the API) and events.jsonl."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from sightline.stream.buffers import BoundedQueue, drain
+from sightline.stream.events.config import EventRule
+
+log = logging.getLogger(__name__)
+
+LOG_QUEUE = 4096  # event messages waiting for the disk (a stalled disk drops and counts beyond)
+
+
+class DuplicateRuleError(ValueError):
+    pass
+
+
+class RuleSet:
+    """The rules in force; replaced whole on each change, so a reader's snapshot never changes under it."""
+
+    def __init__(self, rules: Iterable[EventRule] = ()) -> None:
+        self._rules: tuple[EventRule, ...] = tuple(rules)
+        self._lock = threading.Lock()
+        self.version = 0
+
+    def snapshot(self) -> tuple[int, tuple[EventRule, ...]]:
+        return self.version, self._rules
+
+    def list(self) -> list[EventRule]:
+        return list(self._rules)
+
+    def add(self, rule: EventRule) -> None:
+        with self._lock:
+            if any(r.name == rule.name for r in self._rules):
+                raise DuplicateRuleError(f"a rule named {rule.name!r} already exists")
+            self._rules = (*self._rules, rule)
+            self.version += 1
+
+    def remove(self, name: str) -> EventRule:
+        with self._lock:
+            found = [r for r in self._rules if r.name == name]
+            if not found:
+                raise KeyError(name)
+            self._rules = tuple(r for r in self._rules if r.name != name)
+            self.version += 1
+            return found[0]
+
+
+class EventStore:
+    """The last ``history`` events, newest version of each (a bus subscriber; queries from the API)."""
+
+    def __init__(self, history: int) -> None:
+        self.history = history
+        self._events: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def on_message(self, msg: dict[str, Any]) -> None:
+        event = msg["event"]
+        with self._lock:
+            self._events[event["id"]] = event
+            self._events.move_to_end(event["id"])
+            while len(self._events) > self.history:
+                self._events.popitem(last=False)
+
+    def load(self, path: Path) -> int:
+        """Read the events of earlier runs back from events.jsonl (the last ``history``); returns how many."""
+        if not path.exists():
+            return 0
+        loaded = 0
+        with path.open("rb") as f:
+            for raw in f:
+                try:
+                    msg = json.loads(raw)
+                    if isinstance(msg, dict) and isinstance(msg.get("event"), dict) and "id" in msg["event"]:
+                        self.on_message(msg)
+                        loaded += 1
+                except ValueError:
+                    continue  # a torn last line (killed mid-write) or a foreign line
+        with self._lock:
+            for event in self._events.values():  # an event left open by a killed process is not ongoing now
+                if event.get("end") is None:
+                    event["end_reason"] = "unknown (the service stopped without ending it)"
+        return loaded
+
+    def get(self, event_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            event = self._events.get(event_id)
+            return None if event is None else dict(event)
+
+    def query(self, stream: str | None = None, label: str | None = None, rule: str | None = None,
+              since: float | None = None, until: float | None = None, limit: int = 50,
+              offset: int = 0) -> tuple[int, list[dict[str, Any]]]:
+        """Events newest first (by start) that match every filter given; (total matching, the page)."""
+        with self._lock:
+            events = list(self._events.values())
+        picked = [e for e in events
+                  if (stream is None or e["stream"] == stream) and (label is None or e["label"] == label)
+                  and (rule is None or e["rule"] == rule)
+                  and (since is None or (e["end"] if e["end"] is not None else float("inf")) >= since)
+                  and (until is None or e["start"] <= until)]
+        picked.sort(key=lambda e: e["start"], reverse=True)
+        return len(picked), [dict(e) for e in picked[offset:offset + limit]]
+
+
+class EventLog:
+    """Appends each event message as one JSON line to events.jsonl, on its own thread.
+
+    The file is appended to (events are a history; GET /api/events reads it back at start). A line
+    is written with one ``write`` on an O_APPEND descriptor. A disk that stalls fills the bounded
+    queue; messages beyond are dropped and counted (``dropped``), never waited for.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self.queue: BoundedQueue[bytes] = BoundedQueue(LOG_QUEUE, "block")
+        self.dropped = 0
+        self.errors = 0
+        self._writing = False
+        self._thread = threading.Thread(target=self._run, name="events-log", daemon=True)
+        self._thread.start()
+
+    def on_message(self, msg: dict[str, Any]) -> None:
+        line = (json.dumps(msg, separators=(",", ":"), ensure_ascii=False) + "\n").encode("utf-8")
+        if not self.queue.put(line, timeout=0) and not self.queue.closed:
+            self.dropped += 1
+            if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
+                log.error("events.jsonl: %d event message(s) dropped (the disk is not keeping up)", self.dropped)
+
+    def _run(self) -> None:
+        drain(self.queue, self._write)
+
+    def _write(self, line: bytes) -> None:
+        self._writing = True
+        try:
+            os.write(self._fd, line)
+        except OSError as exc:
+            self.errors += 1
+            if self.errors in (1, 10, 100) or self.errors % 1000 == 0:
+                log.error("events.jsonl: write failed (%d so far): %s", self.errors, exc.strerror or exc)
+        finally:
+            self._writing = False
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every queued line was written (or ``timeout``); False on timeout."""
+        deadline = time.monotonic() + timeout
+        while len(self.queue) or self._writing:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def close(self, timeout: float = 10.0) -> None:
+        self.queue.close()
+        self._thread.join(timeout)
+        with contextlib.suppress(OSError):
+            os.fsync(self._fd)
+        os.close(self._fd)

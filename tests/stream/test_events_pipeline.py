@@ -1,0 +1,231 @@
+"""Events end to end on a real pipeline: a labelled clip (dark, then bright, then dark) and a classifier
+that tells bright from dark, so the truth is known frame by frame. Checks the event's start and end
+times, the pre-roll and post-roll of its clip (frame counters read back from the MP4, timestamps by
+ffprobe), the snapshot, events.jsonl, the metric and the API (list, filter, page, snapshot, clip, rules)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shutil
+import subprocess
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import httpx
+import numpy as np
+import pytest
+import torch
+from sightline.stream import media
+from sightline.stream.api import create_app
+from sightline.stream.config import RunConfig
+from sightline.stream.events.service import EventService
+from sightline.stream.http_server import HttpServer
+from sightline.stream.metrics import Metrics
+from sightline.stream.pipeline import Pipeline
+
+from tests.support.models import tiny_classifier
+
+pytestmark = pytest.mark.timeout(120)
+
+FPS = 25
+DARK, BRIGHT = 30, 220
+BRIGHT_FROM, BRIGHT_UNTIL = 50, 150  # frames [50, 150) are bright: 2.00 s to 5.96 s
+FRAMES = 200
+PREROLL, POSTROLL = 1.0, 1.0
+TOKEN = "events-token-5678"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+class Brightness(torch.nn.Module):
+    """class_b when the picture is bright, class_a when dark (sure of it either way)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = x.mean(dim=(1, 2, 3))
+        return torch.stack([-6 * m, 6 * m, torch.full_like(m, -20), torch.full_like(m, -20)], dim=1)
+
+
+def brightness_classifier():
+    classifier = tiny_classifier()
+    classifier.network = Brightness()
+    return classifier
+
+
+def labelled_clip(path: Path) -> Path:
+    """Flat frames with their index painted at the *bottom* (flipped counter: the overlay sits top-left)."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        stream.time_base = Fraction(1, FPS)
+        stream.options = {"preset": "veryfast", "x264-params": f"keyint={FPS}:scenecut=0"}
+        for i in range(FRAMES):
+            level = BRIGHT if BRIGHT_FROM <= i < BRIGHT_UNTIL else DARK
+            image = np.full((240, 320, 3), level, np.uint8)
+            image = np.ascontiguousarray(media.draw_frame_counter(image, i)[::-1])
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, FPS)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return path
+
+
+def counter(image: np.ndarray) -> int:
+    return media.read_frame_counter(np.ascontiguousarray(image[::-1]))
+
+
+def clip_counters(path: Path) -> list[int]:
+    with av.open(str(path)) as container:
+        return [counter(f.to_ndarray(format="rgb24")) for f in container.decode(video=0)]
+
+
+def ffprobe_frame_times(path: Path) -> list[float]:
+    out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "frame=pts_time",
+                          "-of", "json", str(path)], capture_output=True, text=True, check=True, timeout=30)
+    return [float(f["pts_time"]) for f in json.loads(out.stdout)["frames"]]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One fast replay of the labelled clip with three rules; what the bus saw, in order."""
+    tmp = tmp_path_factory.mktemp("events")
+    clip = labelled_clip(tmp / "clip.mp4")
+    config = RunConfig.model_validate({
+        "output_dir": tmp / "out", "media_root": tmp, "model": {"topk": 2}, "server": {"token": TOKEN},
+        "events": {"preroll_s": PREROLL, "postroll_s": POSTROLL, "rules": [
+            {"name": "bright", "streams": ["cam"], "labels": ["class_b"], "min_prob": 0.8, "min_duration_s": 0.5,
+             "end_after_s": 0.5, "cooldown_s": 0},
+            {"name": "patient", "labels": ["class_b"], "min_prob": 0.8, "min_duration_s": 5.0},
+            {"name": "elsewhere", "streams": ["other"], "labels": ["*"], "min_prob": 0.0, "min_duration_s": 0},
+        ]},
+        "streams": [{"name": "cam", "url": str(clip), "mode": "fast"}]})
+    metrics = Metrics()
+    events = EventService.build(config, metrics)  # wired as `sightline run` does (run_cli.build_pipeline)
+    pipeline = Pipeline(brightness_classifier(), config, metrics, extra_sinks=events.sinks_for)
+    pipeline.events = events
+    seen: list[dict] = []
+    pipeline.events.bus.subscribe(seen.append)
+    assert asyncio.run(pipeline.run(duration=60)) == 0
+    return tmp, pipeline, seen
+
+
+def test_event_starts_and_ends_when_the_label_held_and_went(run) -> None:
+    tmp, pipeline, seen = run
+    assert [m["type"] for m in seen if m["type"] != "update"] == ["start", "end"]
+    start, end = seen[0]["event"], seen[-1]["event"]
+    assert start["id"] == end["id"] and start["rule"] == "bright" and start["label"] == "class_b"
+    assert start["stream"] == "cam" and start["end"] is None and end["end_reason"] == "gone"
+    # smoothing (EMA 0.6) needs 3 bright frames to pass 0.8; the label falls below it on the first dark frame
+    assert BRIGHT_FROM / FPS <= start["stream_time_start"] <= (BRIGHT_FROM + 4) / FPS
+    assert end["stream_time_end"] == pytest.approx((BRIGHT_UNTIL - 1) / FPS, abs=0.5 / FPS)
+    assert end["peak"] > 0.99 and end["end"] >= start["start"]
+    assert start["snapshot_url"] == f"/api/events/{start['id']}/snapshot.jpg"
+    assert start["clip_url"] == f"/api/events/{start['id']}/clip.mp4"
+    # the log has every message, in order, one JSON object a line
+    lines = [json.loads(x) for x in (tmp / "out" / "events.jsonl").read_text().splitlines()]
+    assert [(m["type"], m["event"]["id"]) for m in lines] == [(m["type"], m["event"]["id"]) for m in seen]
+    metric = pipeline.metrics.registry.get_sample_value(
+        "sightline_events_total", {"stream": "cam", "rule": "bright", "label": "class_b"})
+    assert metric == 1.0
+    assert pipeline.metrics.registry.get_sample_value(
+        "sightline_events_total", {"stream": "cam", "rule": "patient", "label": "class_b"}) is None
+
+
+def test_clip_starts_a_preroll_before_the_event_and_ends_a_postroll_after(run) -> None:
+    tmp, _, seen = run
+    event = seen[-1]["event"]
+    clip = tmp / "out" / "events" / f"{event['id']}.mp4"
+    counters = clip_counters(clip)
+    start_frame = round(event["stream_time_start"] * FPS)
+    end_frame = round(event["stream_time_end"] * FPS)
+    assert counters == list(range(counters[0], counters[-1] + 1)), "a clip of a replay loses no frame"
+    assert counters[0] == start_frame - round(PREROLL * FPS)
+    assert counters[-1] == end_frame + round(POSTROLL * FPS)
+    times = ffprobe_frame_times(clip)  # the first is the encoder's B-frame delay (a few frames) in, not 0
+    assert len(times) == len(counters) and times == sorted(times) and times[0] < 0.2
+    # the frame that started the event comes one pre-roll after the clip's first, on the clip's own clock
+    assert times[counters.index(start_frame)] - times[0] == pytest.approx(PREROLL, abs=0.5 / FPS)
+    assert times[-1] - times[counters.index(end_frame)] == pytest.approx(POSTROLL, abs=0.5 / FPS)
+    snapshot = cv2.imdecode(np.frombuffer((tmp / "out" / "events" / f"{event['id']}.jpg").read_bytes(), np.uint8),
+                            cv2.IMREAD_COLOR)
+    assert snapshot.shape == (240, 320, 3)
+    panel, plain = snapshot[5:40, 5:60].astype(int), snapshot[120:200, 100:200].astype(int)
+    assert plain.std() < 3 < panel.std(), "the snapshot is annotated (label panel top-left)"
+
+
+async def test_api_lists_filters_pages_and_serves_snapshot_and_clip(run) -> None:
+    tmp, pipeline, seen = run
+    event_id = seen[0]["event"]["id"]
+    # more history: events of other streams and labels, as an earlier run would have left them
+    for i in range(5):
+        pipeline.events.bus.publish({"type": "start", "event": {
+            "id": f"20200101T00000{i}Z-0000000{i}", "stream": "gate", "rule": "r", "label": "class_a",
+            "start": 1577836800.0 + i, "end": None, "peak": 0.9, "snapshot_url": None, "clip_url": None}})
+    app = create_app(pipeline, pipeline.config, pipeline.metrics)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
+        r = await client.get("/api/events", params={"stream": "cam"})
+        assert r.status_code == 200 and [e["id"] for e in r.json()["events"]] == [event_id]
+        assert r.json()["events"][0]["clip_ready"] is True and r.json()["events"][0]["end"] is not None
+        assert [e["id"] for e in (await client.get("/api/events?label=class_b")).json()["events"]] == [event_id]
+        page = (await client.get("/api/events", params={"stream": "gate", "limit": 2})).json()
+        assert page["total"] == 5 and [e["start"] for e in page["events"]] == [1577836804.0, 1577836803.0]
+        following = (await client.get(page["next"])).json()
+        assert following["offset"] == 2 and [e["start"] for e in following["events"]] == [1577836802.0, 1577836801.0]
+        assert (await client.get("/api/events", params={"until": "2020-01-01T00:00:02Z"})).json()["total"] == 3
+        assert (await client.get("/api/events", params={"since": "yesterday"})).status_code == 422
+        assert (await client.get(f"/api/events/{event_id}")).json()["rule"] == "bright"
+        snap = await client.get(f"/api/events/{event_id}/snapshot.jpg")
+        assert snap.status_code == 200 and snap.headers["content-type"] == "image/jpeg"
+        assert snap.content[:2] == b"\xff\xd8"
+        clip = await client.get(f"/api/events/{event_id}/clip.mp4", headers={"Range": "bytes=0-99"})
+        assert clip.status_code == 206 and len(clip.content) == 100 and clip.content[4:8] == b"ftyp"
+        assert (await client.get("/api/events/20200101T000000Z-00000000/clip.mp4")).status_code == 404
+        assert (await client.get("/api/events/..%2F..%2Fclip/snapshot.jpg")).status_code == 404
+        # rules: listed openly, changed only with the token
+        assert [r["name"] for r in (await client.get("/api/events/rules")).json()["rules"]] == [
+            "bright", "patient", "elsewhere"]
+        rule = {"name": "cats", "labels": ["class_c"], "min_prob": 0.7}
+        assert (await client.post("/api/events/rules", json=rule)).status_code == 401
+        assert (await client.post("/api/events/rules", json=rule, headers=AUTH)).status_code == 201
+        assert (await client.post("/api/events/rules", json=rule, headers=AUTH)).status_code == 409
+        bad = await client.post("/api/events/rules", json={**rule, "name": "x", "typo": 1}, headers=AUTH)
+        assert bad.status_code == 422
+        assert (await client.delete("/api/events/rules/cats")).status_code == 401
+        assert (await client.delete("/api/events/rules/cats", headers=AUTH)).status_code == 200
+        assert (await client.delete("/api/events/rules/cats", headers=AUTH)).status_code == 404
+        metrics = (await client.get("/metrics")).text
+        assert 'sightline_events_total{label="class_b",rule="bright",stream="cam"} 1.0' in metrics
+
+
+CHROMIUM = shutil.which("chromium")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium (Debian package) is not installed")
+async def test_page_lists_events_with_thumbnails_and_plays_a_clip(run, tmp_path: Path) -> None:
+    _, pipeline, seen = run
+    event_id = seen[0]["event"]["id"]
+    server = HttpServer("127.0.0.1", 0)
+    await server.start(create_app(pipeline, pipeline.config, pipeline.metrics))
+    try:
+        args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run", "--no-pings",
+                "--dns-prefetch-disable", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+                "--autoplay-policy=no-user-gesture-required", f"--user-data-dir={tmp_path / 'profile'}",
+                "--virtual-time-budget=8000", "--dump-dom", f"{server.url}/#event={event_id}"]
+        proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.DEVNULL)
+        dom, _ = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        await server.stop()
+    dom = dom.decode()
+    card = re.search(r'<li class="event"[^>]*data-id="([^"]+)"[^>]*>.*?</li>', dom, re.S)
+    assert card and card.group(1) == event_id, dom[-3000:]
+    assert f'src="/api/events/{event_id}/snapshot.jpg"' in card.group(0)
+    assert "class_b · cam · 100%" in card.group(0) or "class_b · cam · 99%" in card.group(0)
+    assert re.search(r'<div id="player" data-state="playing"', dom), re.search(r'<div id="player".*?</div>', dom,
+                                                                                re.S)
