@@ -1,0 +1,1 @@
+"""Events: rules over smoothed labels, pre-roll clips, snapshots, the event log and its outputs."""
