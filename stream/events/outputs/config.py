@@ -109,6 +109,8 @@ class WebhookOutputConfig(StrictModel):
     @field_validator("url")
     @classmethod
     def _url(cls, url: str) -> str:
+        if not url.lower().startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
         try:
             parsed = parse_stream_url(url)
         except UrlError as exc:
