@@ -88,3 +88,25 @@ def test_topic_levels_are_safe() -> None:
     assert topic_part("golden retriever") == "golden_retriever"
     assert topic_part("a/b+#c") == "a_b__c"
     assert topic_part("") == "_"
+
+
+def test_every_key_is_documented_with_its_default() -> None:
+    from pathlib import Path
+
+    from pydantic import BaseModel
+    from sightline.stream.events.outputs.config import MqttOutputConfig, WebhookOutputConfig
+
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "events-outputs.md").read_text()
+
+    def keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+        out = []
+        for name, field in model.model_fields.items():
+            nested = field.annotation if isinstance(field.annotation, type) else None
+            if nested is not None and issubclass(nested, BaseModel):
+                out += keys(nested, f"{prefix}{name}.")
+            else:
+                out.append(f"{prefix}{name}")
+        return out
+
+    missing = [k for m in (MqttOutputConfig, WebhookOutputConfig) for k in keys(m) if f"`{k}`" not in doc]
+    assert not missing, missing
