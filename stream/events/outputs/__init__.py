@@ -18,8 +18,9 @@ log = logging.getLogger(__name__)
 
 
 class EventOutputs:
-    def __init__(self, workers: list[OutputWorker], unsubscribe: list) -> None:
+    def __init__(self, workers: list[OutputWorker], unsubscribe: list, metrics: OutputMetrics) -> None:
         self.workers = workers
+        self.metrics = metrics  # pass it to the next start() on the same registry (a registry takes it once)
         self._unsubscribe = unsubscribe
         self._closed = False
 
@@ -47,7 +48,7 @@ class EventOutputs:
             unsubscribe.append(bus.subscribe(worker.submit))
         if workers:
             log.info("event outputs: %s", ", ".join(w.name for w in workers))
-        return cls(workers, unsubscribe)
+        return cls(workers, unsubscribe, metrics)
 
     def close(self, drain_s: float = 2.0) -> None:
         """Drain and stop every output (idempotent)."""
