@@ -110,3 +110,16 @@ def test_every_key_is_documented_with_its_default() -> None:
 
     missing = [k for m in (MqttOutputConfig, WebhookOutputConfig) for k in keys(m) if f"`{k}`" not in doc]
     assert not missing, missing
+
+
+def test_the_documented_example_is_valid() -> None:
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "events-outputs.md").read_text()
+    example = yaml.safe_load(re.search(r"```yaml\n(.*?)```", doc, re.S).group(1).replace("rules: [...]", "rules: []"))
+    config = EventOutputsConfig.model_validate(example["events"]["outputs"])
+    assert config.mqtt is not None and config.mqtt.effective_port == 8883
+    assert config.webhooks[0].types == ["start", "end"]
