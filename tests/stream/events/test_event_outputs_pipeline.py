@@ -96,6 +96,6 @@ def test_frames_per_second_unchanged_when_the_broker_dies(tmp_path: Path) -> Non
     # would have stalled the stream's output thread and lost most of the second window.
     assert up_rate > FPS * 0.6, (up_rate, down_rate)
     assert down_rate >= up_rate * 0.8, (up_rate, down_rate)
-    assert max(sink.publish_s) < 0.05, max(sink.publish_s)
+    assert max(sink.publish_s) < 0.2, max(sink.publish_s)
     assert delivered >= up_rate * 2  # messages went out while the broker was up
     assert dropped >= down_rate * 2  # and were counted as dropped once the queue of 10 was full

@@ -79,7 +79,7 @@ def test_receiver_down_then_up_gets_every_message_in_order(caplog: pytest.LogCap
             started = time.perf_counter()
             bus.publish(message(kind, event_id))
             durations.append(time.perf_counter() - started)
-        assert max(durations) < 0.05, durations
+        assert max(durations) < 0.2, durations
         wait_until(lambda: value(registry, "sightline_event_output_failures_total", reason="connect") >= 2)
         assert value(registry, "sightline_event_output_up") == 0
         with WebhookReceiver(port=port, secret=SECRET.encode()) as receiver:
