@@ -132,7 +132,7 @@ def test_broker_killed_mid_run_delivers_after_it_returns_or_counts_drops(tmp_pat
             started = time.perf_counter()
             bus.publish(message("start", f"ev{i}"))
             durations.append(time.perf_counter() - started)
-        assert max(durations) < 0.2, durations  # a queue put: ~16 us median; a stall of ~20 ms was seen on the busy machine
+        assert max(durations) < 0.2, durations  # a queue put: ~16 us median; ~20 ms stalls seen when busy
         deadline = time.monotonic() + 10
         while value(registry, "sightline_event_output_up") != 0:
             assert time.monotonic() < deadline
