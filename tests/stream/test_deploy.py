@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from prometheus_client import generate_latest
+from prometheus_client import Counter, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from sightline.stream.config import RunConfig, StreamConfig, load_run_config
+from sightline.stream.events.outputs.metrics import OutputMetrics
 from sightline.stream.media import make_test_clip
 from sightline.stream.metrics import DROP_REASONS, LOSS_REASONS, STAGES, STATES, SWAP_RESULTS, Metrics
 from sightline.stream.pipeline import Pipeline
@@ -26,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "sightline.json"
 
+PROMETHEUS_SERIES = {"ALERTS", "up"}  # written by Prometheus itself (alert states, scrape health)
 GROUPING = r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)"
 KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset", "and", "or", "unless",
             "inf", "nan"}
@@ -86,8 +88,13 @@ def exported_names() -> set[str]:
     video.publish_up.labels("cam").set(1)
     video.publish_reconnects.labels("cam").inc()
     video.publish_packets.labels("cam").inc()
+    OutputMetrics(metrics.registry).bind("mqtt")  # event outputs (stream/events/outputs)
+    # sightline_events_total is EventService's counter (stream/events/service.py, issue #13 part A).
+    Counter("sightline_events_total", "Events started", ["stream", "rule", "label"],
+            registry=metrics.registry).labels("cam", "rule", "label").inc()
     text = generate_latest(metrics.registry).decode()
-    return {re.split(r"[{ ]", line, maxsplit=1)[0] for line in text.splitlines() if line and not line.startswith("#")}
+    names = {re.split(r"[{ ]", line, maxsplit=1)[0] for line in text.splitlines() if line and not line.startswith("#")}
+    return names | PROMETHEUS_SERIES
 
 
 def test_metric_name_extraction() -> None:
@@ -108,7 +115,8 @@ def test_dashboard_covers_the_promised_views() -> None:
     used = set().union(*(metric_names(e) for e in dashboard_expressions()))
     for name in ("sightline_frames_inferred_total", "sightline_end_to_end_latency_seconds_bucket",
                  "sightline_frames_dropped_total", "sightline_reconnects_total", "sightline_batch_size_bucket",
-                 "sightline_stage_latency_seconds_bucket", "sightline_gpu_memory_bytes"):
+                 "sightline_stage_latency_seconds_bucket", "sightline_gpu_memory_bytes", "sightline_events_total",
+                 "ALERTS", "sightline_event_output_dropped_total", "sightline_event_output_queue_depth"):
         assert name in used, name
     text = DASHBOARD.read_text()
     assert "histogram_quantile(0.5," in text and "histogram_quantile(0.99," in text
