@@ -180,6 +180,8 @@ async def run_service(config: RunConfig, duration: float | None = None, outputs_
                   f"; Ctrl-C stops it", flush=True)
         started = loop.time()
         code = await pipeline.run(duration=duration, stop=stop)
+        if pipeline.events is not None:  # drain the event outputs (MQTT, webhooks) and close events.jsonl
+            await asyncio.to_thread(pipeline.events.close)
         print(summary(pipeline.statuses(), loop.time() - started, outputs_of or config.output_dir), flush=True)
     finally:
         if server is not None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator, model_validator
 from sightline.model.yamlconfig import StrictModel
+from sightline.stream.events.outputs.config import EventOutputsConfig
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # as stream names: safe in URLs, topics and file names
 
@@ -69,6 +70,8 @@ class EventsConfig(StrictModel):
     log: bool = Field(True, description="append every event message to output_dir/events.jsonl")
     history: int = Field(10_000, ge=10, le=1_000_000,
                          description="events kept for GET /api/events (read back from events.jsonl at start)")
+    outputs: EventOutputsConfig = Field(default_factory=EventOutputsConfig,
+                                        description="MQTT and webhooks (docs/events-outputs.md)")
     update_every_s: float = Field(5.0, gt=0, le=3600,
                                   description="an ongoing event's peak probability is published (type 'update') "
                                               "at most this often, when it rose")

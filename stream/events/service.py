@@ -30,6 +30,8 @@ from sightline.stream.sinks import Labelled
 
 if TYPE_CHECKING:
     from sightline.stream.config import RunConfig, StreamConfig
+    from sightline.stream.events.outputs import EventOutputs
+    from sightline.stream.events.outputs.metrics import OutputMetrics
     from sightline.stream.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,9 @@ class EventService:
         self._writing: set[str] = set()
         self._lock = threading.Lock()
         self.counter = None
+        self.registry = metrics.registry if metrics is not None else None
+        self.outputs: EventOutputs | None = None  # MQTT, webhooks: started with the service (docs/events-outputs.md)
+        self._output_metrics: OutputMetrics | None = None
         if metrics is not None:
             from prometheus_client import Counter
 
@@ -77,7 +82,17 @@ class EventService:
         return cls(config, metrics) if config.events.active else None
 
     def start(self) -> None:
-        """Open events.jsonl (lazily, so a pipeline that never starts creates no files)."""
+        """Open events.jsonl (lazily, so a pipeline that never starts creates no files), start the outputs."""
+        outputs = self.config.outputs
+        with self._lock:
+            if self.outputs is None and (outputs.mqtt is not None or outputs.webhooks):
+                from prometheus_client import CollectorRegistry
+                from sightline.stream.events.outputs import EventOutputs
+
+                registry = self.registry if self.registry is not None else CollectorRegistry()
+                self.registry = registry  # one set of output metrics per registry, also after a restart
+                self.outputs = EventOutputs.start(outputs, self.bus, registry, self._output_metrics)
+                self._output_metrics = self.outputs.metrics
         if self.config.log and self.log is None:
             self.log = EventLog(self.log_path)
             self.bus.subscribe(self.log.on_message)
@@ -92,6 +107,9 @@ class EventService:
             self.log.flush(timeout)
 
     def close(self) -> None:
+        if self.outputs is not None:
+            self.outputs.close()  # drains for up to 2 s; what is left is counted as dropped
+            self.outputs = None
         if self.log is not None:
             self.log.close()
             self.bus.unsubscribe(self.log.on_message)
