@@ -202,12 +202,12 @@ class ClusterPipeline:
                                                 get_if_exists=True, num_cpus=0, scheduling_strategy=here).remote()
         saved = self.ray.get(self._table.snapshot.remote(), timeout=CALL_TIMEOUT_S)
         self._adopt(saved)
-        while len(self._workers) < self.target_workers() and self._spawn_worker():
-            pass
+        for _ in range(len(self._workers), self.target_workers()):
+            self._spawn_worker(check_room=False)  # Ray schedules them as its resource view fills in
         self._wait_ready(START_TIMEOUT_S)
-        if not self._workers:
-            raise ConfigError("the Ray cluster has no room for a pipeline worker (cluster.cpus_per_worker / "
-                              "cluster.gpus_per_worker)")
+        if not any(h.ready for h in self._workers.values()):
+            raise ConfigError("no pipeline worker could start on the Ray cluster (room for cluster.cpus_per_worker / "
+                              "cluster.gpus_per_worker, model loading: see the log)")
         known = set(self._streams)
         for stream in self.config.streams:
             if stream.name not in known:
@@ -260,9 +260,9 @@ class ClusterPipeline:
             return free.get("GPU", 0) + 1e-9 >= need["num_gpus"]
         return free.get("CPU", 0) + 1e-9 >= need["num_cpus"]
 
-    def _spawn_worker(self) -> bool:
+    def _spawn_worker(self, check_room: bool = True) -> bool:
         """Start one more worker when the cluster has room for it (its model loads in the background)."""
-        if not self._room_for_worker():
+        if check_room and not self._room_for_worker():
             return False
         worker_id = self.ray.get(self._table.new_worker_id.remote(), timeout=CALL_TIMEOUT_S)
         actor = self._worker_class.options(name=worker_actor_name(worker_id), namespace=self.cluster.ray.namespace,
@@ -277,10 +277,15 @@ class ClusterPipeline:
         return True
 
     def _wait_ready(self, timeout: float) -> None:
+        """Until every worker started (or failed), or ``timeout``; those still waiting for room stay pending."""
         deadline = time.monotonic() + timeout
-        for handle in list(self._workers.values()):
-            if handle.ready_ref is not None:
-                self._check_ready(handle, max(0.0, deadline - time.monotonic()))
+        while time.monotonic() < deadline:
+            pending = [h for h in list(self._workers.values()) if h.ready_ref is not None]
+            if not pending:
+                return
+            self.ray.wait([h.ready_ref for h in pending], num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
+            for handle in pending:
+                self._check_ready(handle, 0)
 
     def _check_ready(self, handle: WorkerHandle, timeout: float) -> None:
         ready, _ = self.ray.wait([handle.ready_ref], timeout=timeout)

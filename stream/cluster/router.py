@@ -37,9 +37,11 @@ async def list_workers(cluster: Any = Depends(controller)) -> dict[str, Any]:
 
 
 @router.get("/api/cluster/targets", summary="Prometheus HTTP service discovery (http_sd_configs): one target per "
-                                            "worker's metrics endpoint, labelled worker and node")
-async def targets(cluster: Any = Depends(controller)) -> list[dict[str, Any]]:
-    return cluster.targets()
+                                            "worker's metrics endpoint, labelled worker and node; [] without a "
+                                            "cluster (the service's own /metrics has it all)")
+async def targets(request: Request) -> list[dict[str, Any]]:
+    cluster = getattr(request.app.state, "cluster", None)
+    return [] if cluster is None else cluster.targets()
 
 
 async def _change(cluster: Any, worker_id: str, action: str) -> dict[str, Any]:
