@@ -184,6 +184,7 @@ async def test_add_and_remove_through_the_api(service: Service, media_root: Path
     assert r.status_code == 201, r.text
     worker = r.json()["worker"]
     assert worker is not None
+    assert (await service.client.post("/api/streams", json=body, headers=AUTH)).status_code == 409
     workers = {w["id"]: w for w in (await service.client.get("/api/workers")).json()["workers"]}
     assert "extra" in workers[worker]["streams"] and workers[worker]["asked_fps"] == 30.0
     await wait_for(all_live(service, ("extra",)), 30, "the added stream classified")

@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
-from sightline.model.errors import ConfigError
-from sightline.stream import media
 from sightline.stream.cluster.placement import WorkerLoad, asked_fps, choose_worker
+from sightline.stream.cluster.rayenv import INSTALL_HINT
 from sightline.stream.config import RunConfig, StreamConfig
 
-from tests.support.models import tiny_bundle
 from tests.support.service import make_service
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,28 +53,23 @@ def test_cluster_config_keys_and_defaults() -> None:
         RunConfig.model_validate({"cluster": {"ray": {"adress": "auto"}}})
 
 
-def test_help_and_the_api_do_not_import_ray() -> None:
+def test_without_ray_nothing_changes_and_a_cluster_is_a_clear_error() -> None:
+    """Ray blocked from importing: the commands, their help and the API load; only asking for a cluster fails,
+    saying how to install it. The same run checks that nothing imported Ray on the way."""
     code = ("import sys, contextlib, io\n"
+            "sys.modules['ray'] = None\n"
             "from sightline.cli import main\n"
             "import sightline.stream.api, sightline.stream.cluster.controller, sightline.stream.cluster.eval\n"
             "for argv in (['--help'], ['run', '--help'], ['eval', '--help']):\n"
             "    with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.suppress(SystemExit):\n"
             "        main(argv)\n"
             "    assert '--ray' in out.getvalue() or argv == ['--help'], argv\n"
-            "print('ray' in sys.modules)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "False"
-
-
-def test_without_ray_a_cluster_is_a_clear_error() -> None:
-    code = ("import sys; sys.modules['ray'] = None\n"
             "from sightline.stream.cluster.rayenv import require_ray\n"
             "from sightline.model.errors import ConfigError\n"
             "try:\n    require_ray()\nexcept ConfigError as e:\n    print(e)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
-    assert 'pip install "sightline[cluster]"' in out.stdout, out.stderr
-    assert issubclass(ConfigError, Exception)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == INSTALL_HINT and 'pip install "sightline[cluster]"' in INSTALL_HINT
 
 
 def test_usage_statistics_are_turned_off_before_ray_is_imported() -> None:
@@ -107,39 +99,3 @@ def test_prometheus_discovers_the_workers_through_the_controller() -> None:
     service = jobs["sightline"]["static_configs"][0]["targets"][0]
     assert jobs["sightline-workers"]["http_sd_configs"] == [
         {"url": f"http://{service}/api/cluster/targets", "refresh_interval": "15s"}]
-
-
-@pytest.mark.timeout(60)
-def test_the_worker_class_runs_a_pipeline_and_serves_its_metrics(tmp_path: Path) -> None:
-    """PipelineWorker without Ray (what each Ray actor runs): streams in and out, errors as data, previews moved
-    once per new frame, its own Prometheus endpoint with its load."""
-    from sightline.stream.cluster.worker import PipelineWorker
-
-    media.make_test_clip(tmp_path / "clip.mp4", frames=20, fps=10, size=(96, 72))
-    tiny_bundle().save(tmp_path / "tiny.pt")
-    config = RunConfig.model_validate({
-        "model": {"source": str(tmp_path / "tiny.pt"), "device": "cpu"}, "output_dir": str(tmp_path / "out"),
-        "media_root": str(tmp_path), "cluster": {"metrics_host": "127.0.0.1", "worker_fps": 50}})
-    worker = PipelineWorker(config.model_dump(mode="json"), "w7")
-    try:
-        stream = {"name": "cam", "url": str(tmp_path / "clip.mp4"), "loop": True}
-        assert worker.add_stream(stream)["status"]["name"] == "cam"
-        assert worker.add_stream(stream)["error"] == "duplicate"
-        info = worker.info()
-        assert info["streams"] == ["cam"] and info["capacity_fps"] == 50 and info["asked_fps"] == 10
-        deadline = time.monotonic() + 20
-        while not any(s["frames_inferred"] for s in worker.statuses()):
-            assert time.monotonic() < deadline, "no frame classified"
-            time.sleep(0.1)
-        token, item = worker.latest("cam", None)
-        assert item.result.frame.seq == token[1]
-        assert worker.latest("cam", token) is None or worker.latest("cam", token)[0] != token
-        body = httpx.get(f"http://{info['metrics']}/metrics", timeout=5).text
-        assert 'sightline_worker_capacity_fps{worker="w7"} 50.0' in body
-        assert 'sightline_worker_asked_fps{worker="w7"} 10.0' in body
-        assert 'sightline_frames_inferred_total{stream="cam"}' in body
-        assert worker.remove_stream("cam")["status"]["state"] == "stopped"
-        assert worker.remove_stream("cam")["error"] == "unknown"
-        assert worker.info()["asked_fps"] == 0
-    finally:
-        worker.shutdown()
