@@ -3,6 +3,7 @@ Ray staying an optional import, and the Prometheus service-discovery job."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -99,3 +100,23 @@ def test_prometheus_discovers_the_workers_through_the_controller() -> None:
     service = jobs["sightline"]["static_configs"][0]["targets"][0]
     assert jobs["sightline-workers"]["http_sd_configs"] == [
         {"url": f"http://{service}/api/cluster/targets", "refresh_interval": "15s"}]
+
+
+def test_the_worker_load_gauges_are_the_ones_the_dashboard_knows() -> None:
+    from types import SimpleNamespace
+
+    from sightline.stream.cluster.worker import WorkerLoadCollector
+
+    from tests.stream.test_deploy import WORKER_GAUGES
+
+    worker = SimpleNamespace(worker_id="w1", capacity_fps=80.0, asked_fps=lambda: 20.0, measured_fps=lambda: 19.5,
+                             pipeline=SimpleNamespace(names=lambda: ["a", "b"]))
+    families = {f.name: f.samples[0] for f in WorkerLoadCollector(worker).collect()}
+    assert set(families) == WORKER_GAUGES
+    assert families["sightline_worker_streams"].value == 2 and families["sightline_worker_streams"].labels == {
+        "worker": "w1"}
+    dashboard = json.loads((ROOT / "deploy/grafana/dashboards/sightline.json").read_text())
+    variables = {v["name"] for v in dashboard["templating"]["list"]}
+    assert {"node", "worker"} <= variables
+    used = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    assert all(name in used for name in WORKER_GAUGES - {"sightline_worker_measured_fps"})
