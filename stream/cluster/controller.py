@@ -186,6 +186,7 @@ class ClusterPipeline:
         self._started = False
         self._table: Any = None
         self._worker_config = config.model_copy(update={"streams": []}).model_dump(mode="json")
+        self._next_worker = 0
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -194,13 +195,9 @@ class ClusterPipeline:
         if self._started:
             return
         self._started = True
-        ns = self.cluster.ray.namespace
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-        here = NodeAffinitySchedulingStrategy(self.ray.get_runtime_context().get_node_id(), soft=True)
-        self._table = self._table_class.options(name=TABLE_NAME, namespace=ns, lifetime="detached",
-                                                get_if_exists=True, num_cpus=0, scheduling_strategy=here).remote()
+        self._table = self._make_table()
         saved = self.ray.get(self._table.snapshot.remote(), timeout=CALL_TIMEOUT_S)
+        self._next_worker = int(saved["next_worker"])
         self._adopt(saved)
         for _ in range(len(self._workers), self.target_workers()):
             self._spawn_worker(check_room=False)  # Ray schedules them as its resource view fills in
@@ -216,6 +213,35 @@ class ClusterPipeline:
         self.refresh()
         self._monitor = threading.Thread(target=self._watch, name="cluster-monitor", daemon=True)
         self._monitor.start()
+
+    def _make_table(self) -> Any:
+        """The detached table actor (found, or created on the head node: it must outlive worker nodes)."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        heads = [n["NodeID"] for n in self.ray.nodes() if n.get("Alive") and "node:__internal_head__" in
+                 n.get("Resources", {})]
+        where = heads[0] if heads else self.ray.get_runtime_context().get_node_id()
+        return self._table_class.options(
+            name=TABLE_NAME, namespace=self.cluster.ray.namespace, lifetime="detached", get_if_exists=True,
+            num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(where, soft=True)).remote()
+
+    def _check_table(self) -> None:
+        """A table that died (its node went) is created again and written from this controller's copy."""
+        try:
+            self.ray.get(self._table.alive.remote(), timeout=max(self.cluster.heartbeat_s, 1.0))
+            return
+        except self.ray.exceptions.ActorDiedError:
+            pass
+        except Exception as exc:  # unavailable for now, or slow: next heartbeat
+            log.debug("cluster: stream table check: %s", type(exc).__name__)
+            return
+        log.warning("cluster: the stream table was lost with its node: writing it again")
+        self._table = self._make_table()
+        with self._state:
+            saved = {"streams": {n: p.record() for n, p in self._streams.items()},
+                     "workers": {w: {"draining": h.draining} for w, h in self._workers.items()},
+                     "next_worker": self._next_worker}
+        self._table.restore.remote(saved)
 
     def _adopt(self, saved: dict[str, Any]) -> None:
         ns = self.cluster.ray.namespace
@@ -264,7 +290,7 @@ class ClusterPipeline:
         """Start one more worker when the cluster has room for it (its model loads in the background)."""
         if check_room and not self._room_for_worker():
             return False
-        worker_id = self.ray.get(self._table.new_worker_id.remote(), timeout=CALL_TIMEOUT_S)
+        worker_id = self._new_worker_id()
         actor = self._worker_class.options(name=worker_actor_name(worker_id), namespace=self.cluster.ray.namespace,
                                            lifetime="detached", max_concurrency=16, max_restarts=0,
                                            **self._resources()).remote(self._worker_config, worker_id)
@@ -275,6 +301,22 @@ class ClusterPipeline:
         log.info("cluster: starting worker %s", worker_id)
         time.sleep(0.2)  # let Ray account for its resources before the next check
         return True
+
+    def _new_worker_id(self) -> str:
+        """w1, w2, ...: counted in the table (so a restarted controller goes on), never a name still in use."""
+        try:
+            worker_id = self.ray.get(self._table.new_worker_id.remote(), timeout=CALL_TIMEOUT_S)
+        except Exception:  # the table is being replaced: count on from this controller's copy
+            worker_id = f"w{self._next_worker + 1}"
+        while True:
+            n = int(worker_id[1:])
+            self._next_worker = max(self._next_worker, n)
+            if worker_id not in self._workers:
+                try:
+                    self.ray.get_actor(worker_actor_name(worker_id), namespace=self.cluster.ray.namespace)
+                except ValueError:  # the name is free
+                    return worker_id
+            worker_id = f"w{self._next_worker + 1}"
 
     def _wait_ready(self, timeout: float) -> None:
         """Until every worker started (or failed), or ``timeout``; those still waiting for room stay pending."""
@@ -363,6 +405,7 @@ class ClusterPipeline:
             try:
                 self.refresh()
                 self.place_pending()
+                self._check_table()
                 self._grow()
             except Exception:  # the monitor never dies: the next heartbeat tries again
                 log.exception("cluster: monitor pass failed")

@@ -25,8 +25,17 @@ class StreamTable:
         self.workers: dict[str, dict[str, Any]] = {}
         self.next_worker = 0
 
+    def alive(self) -> bool:
+        return True
+
     def snapshot(self) -> dict[str, Any]:
         return {"streams": self.streams, "workers": self.workers, "next_worker": self.next_worker}
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        """A table lost with its node is written again from the controller's copy."""
+        self.streams = dict(saved["streams"])
+        self.workers = dict(saved["workers"])
+        self.next_worker = max(self.next_worker, int(saved["next_worker"]))
 
     def new_worker_id(self) -> str:
         self.next_worker += 1
