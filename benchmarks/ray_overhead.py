@@ -1,7 +1,8 @@
 """The same streams through one local Pipeline and through one Ray pipeline worker, in one run.
 
 (a) throughput: N fast (lossless) file streams to their end: frames classified per wall second;
-(b) latency: M realtime streams classified at --live-fps (well under capacity) for S seconds: p50 capture->result latency (ms).
+(b) latency: M realtime streams classified at --live-fps (well under capacity) for S seconds: p50 capture->result
+    latency (ms).
 
 The Ray side is one ``PipelineWorker`` actor (the class ``sightline run --ray`` places streams on) holding as
 many CPUs as the local process uses, on a one-machine Ray cluster this script starts. Rounds alternate
