@@ -86,6 +86,7 @@ def config(media_root: Path) -> RunConfig:
         "output_dir": str(media_root.parent / "out"), "media_root": str(media_root),
         "server": {"token": TOKEN, "port": 0},
         "cluster": {"workers": 2, "cpus_per_worker": 1, "worker_fps": 100, "heartbeat_s": 0.5, "worker_timeout_s": 6,
+                    "default_stream_fps": 90,
                     "metrics_host": "127.0.0.1", "ray": {"namespace": "sightline-test"}},
         "streams": [{"name": n, "url": clip, "loop": True} for n in NAMES]})
 
@@ -196,6 +197,19 @@ async def test_add_and_remove_through_the_api(service: Service, media_root: Path
     workers = {w["id"]: w for w in (await service.client.get("/api/workers")).json()["workers"]}
     assert "extra" not in workers[worker]["streams"] and workers[worker]["asked_fps"] == 20.0
     assert (await service.client.get("/api/streams/extra")).status_code == 404
+
+
+async def test_a_stream_no_worker_has_room_for_is_reported_unplaced(service: Service) -> None:
+    """A WebRTC stream asks cluster.default_stream_fps (90 here); each worker has 100 - 20 spare."""
+    r = await service.client.post("/api/streams", json={"name": "big", "url": "webrtc://big"}, headers=AUTH)
+    assert r.status_code == 201, r.text
+    assert r.json()["state"] == "unplaced" and r.json()["worker"] is None
+    assert (await streams(service))["big"]["state"] == "unplaced"
+    assert 'sightline_cluster_streams{placement="unplaced"} 1.0' in (await service.client.get("/metrics")).text
+    await asyncio.sleep(1.5)  # retried on every heartbeat: still no room, still listed
+    assert (await streams(service))["big"]["state"] == "unplaced"
+    r = await service.client.delete("/api/streams/big", headers=AUTH)
+    assert r.status_code == 200 and "big" not in await streams(service)
 
 
 async def test_a_removed_node_moves_its_streams_and_loses_no_written_line(service: Service, ray_cluster: Any,

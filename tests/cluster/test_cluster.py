@@ -29,4 +29,4 @@ def test_cluster_cases_in_a_loopback_only_namespace() -> None:
     out = proc.stdout + proc.stderr
     print(out[-6000:])
     assert proc.returncode == 0, out[-12000:]
-    assert "8 passed" in out and "skipped" not in out
+    assert "9 passed" in out and "skipped" not in out
