@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sightline.model.echo import bounded, echo
 from sightline.model.errors import ConfigError
 from sightline.model.yamlconfig import dotted
+from sightline.stream.cluster.router import router as cluster_router
 from sightline.stream.config import RunConfig, StreamConfig, outside_media_root, redact_url
 from sightline.stream.errors import StreamError
 from sightline.stream.events.api import router as events_router
@@ -327,6 +328,7 @@ def create_app(pipeline: Pipeline, config: RunConfig, metrics: Metrics | None) -
     app.include_router(watch_router)  # WebRTC viewing of the annotated video (watch.py)
     app.state.events = pipeline.events
     app.include_router(events_router)  # GET /api/events..., rules (stream/events/api.py)
+    app.include_router(cluster_router)  # /api/workers, /api/cluster/targets: 404 unless run --ray
 
     @app.get("/api/streams/{name}/snapshot.jpg", tags=["previews"], response_class=Response,
              summary="The latest annotated frame; its labels as JSON in the X-Sightline-Labels header",

@@ -263,6 +263,40 @@ class ServerConfig(StrictModel):
     webrtc: WebRtcConfig = WebRtcConfig()
 
 
+class RayConfig(StrictModel):
+    address: str | None = Field(
+        None, min_length=1, description="Ray cluster to run on (`sightline run --ray` overrides it): auto joins the "
+                                        "cluster of this machine, host:port or ray://host:port a given one, local "
+                                        "starts a private one-machine cluster; none: no cluster (one process)")
+    namespace: str = Field("sightline", pattern=NAME_PATTERN,
+                           description="Ray namespace of the workers and the stream table (one per service)")
+    dashboard_host: str | None = Field(
+        None, description="local only: bind Ray's dashboard here (default: no dashboard); a joined cluster keeps "
+                          "its own setting")
+
+
+class ClusterConfig(StrictModel):
+    """The service on a Ray cluster (docs/cluster.md); ignored without ``ray.address`` / ``--ray``."""
+
+    ray: RayConfig = RayConfig()
+    workers: int | Literal["auto"] = Field(
+        "auto", description="pipeline workers; auto: one per GPU of the cluster, or on a CPU-only cluster as many "
+                            "as its CPUs allow at cpus_per_worker each (more are started when nodes join)")
+    cpus_per_worker: float = Field(1.0, gt=0, le=1024, description="CPUs a worker reserves on a CPU-only cluster")
+    gpus_per_worker: float = Field(1.0, ge=0, le=8, description="GPUs a worker reserves when the cluster has GPUs")
+    worker_fps: float | None = Field(
+        None, gt=0, description="frames/s one worker can classify; default: measured at its start with full batches")
+    default_stream_fps: float = Field(25.0, gt=0, le=1000,
+                                      description="frames/s a stream asks for when it has no infer_fps and its "
+                                                  "frame rate is unknown (network and WebRTC sources)")
+    heartbeat_s: float = Field(1.0, gt=0, le=60, description="how often the controller checks its workers")
+    worker_timeout_s: float = Field(5.0, gt=0, le=600,
+                                    description="a worker that answers no check for this long is replaced")
+    metrics_host: str | None = Field(None, description="address each worker's Prometheus endpoint binds; default "
+                                                       "the worker node's Ray address")
+    metrics_port: int = Field(0, ge=0, le=65535, description="port of each worker's Prometheus endpoint (0: any)")
+
+
 class RunConfig(StrictModel):
     model: ModelConfig = ModelConfig()
     batching: BatchingConfig = BatchingConfig()
@@ -274,6 +308,7 @@ class RunConfig(StrictModel):
     annotated_video: AnnotatedVideoConfig = AnnotatedVideoConfig()
     events: EventsConfig = EventsConfig()  # rules, clips, events.jsonl: docs/events.md
     streams: list[StreamConfig] = Field(default_factory=list)
+    cluster: ClusterConfig = ClusterConfig()
 
     @model_validator(mode="after")
     def _stream_cap(self) -> RunConfig:

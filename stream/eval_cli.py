@@ -38,6 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hysteresis", type=fraction(upper_open=False), default=0.05, metavar="P",
                    help="margin a new label needs to replace the shown one (default 0.05, as serving)")
     p.add_argument("--parallel", type=positive_int, default=4, metavar="N", help="videos replayed at once (default 4)")
+    p.add_argument("--ray", default=None, metavar="ADDRESS",
+                   help="spread the videos over a Ray cluster's workers (auto: this machine's cluster; "
+                        "docs/cluster.md); the report is the same as from one process")
     p.set_defaults(func=cmd_eval)
 
 
@@ -75,6 +78,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         smoothing=validate({"ema": args.smoothing_ema, "hysteresis": args.hysteresis}, SmoothingConfig,
                            "smoothing options"),
         parallel=args.parallel,
+        ray=args.ray,
     )
     outcome = evaluate(opts)
     if outcome.comparison is not None:

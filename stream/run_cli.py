@@ -30,6 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "write overlays/recordings/prediction logs and serve the HTTP API and metrics.")
     p.add_argument("config", type=Path, metavar="CONFIG", help="YAML file (see configs/example.yaml)")
     add_overrides(p)
+    p.add_argument("--ray", default=None, metavar="ADDRESS",
+                   help="run on a Ray cluster (auto: this machine's; host:port; local: a private one); replaces "
+                        "cluster.ray.address (docs/cluster.md)")
     p.set_defaults(func=cmd_run)
 
     d = sub.add_parser(
@@ -61,6 +64,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     limit_malloc_arenas()
     config = apply_overrides(apply_environment(load_run_config(args.config), os.environ), args)
+    if args.ray or config.cluster.ray.address:
+        from sightline.stream.cluster.service import run_cluster_service, with_address
+
+        return asyncio.run(run_cluster_service(with_address(config, args.ray), args.duration))
     return asyncio.run(run_service(config, args.duration, reload_model=lambda: load_run_config(args.config).model))
 
 

@@ -49,6 +49,7 @@ class EvalOptions:
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
     parallel: int = 4
+    ray: str | None = None  # a Ray cluster's address: the videos are spread over its workers (stream/cluster/eval.py)
 
 
 @dataclass
@@ -109,8 +110,15 @@ def evaluate_model(classifier: Classifier, source: str, jobs: list[VideoJob], in
         settings={"max_batch": max_batch, "max_wait_ms": opts.batching.max_wait_ms,
                   "ema": opts.smoothing.ema, "hysteresis": opts.smoothing.hysteresis, "parallel": opts.parallel},
     )
-    result = replay(classifier, jobs, infos, realtime=opts.realtime, batching=opts.batching,
-                    smoothing=opts.smoothing, out_dir=out_dir, parallel=opts.parallel, label=Path(source).name)
+    if opts.ray:
+        from sightline.stream.cluster.eval import cluster_replay
+
+        result = cluster_replay(opts.ray, source, opts.device, opts.precision, opts.backend, jobs, infos,
+                                realtime=opts.realtime, batching=opts.batching, smoothing=opts.smoothing,
+                                out_dir=out_dir, parallel=opts.parallel, label=Path(source).name)
+    else:
+        result = replay(classifier, jobs, infos, realtime=opts.realtime, batching=opts.batching,
+                        smoothing=opts.smoothing, out_dir=out_dir, parallel=opts.parallel, label=Path(source).name)
     videos = [score_video(run, setup) for run in result.videos]
     for video, name in zip(videos, timeline_names(videos), strict=True):
         run = video.run

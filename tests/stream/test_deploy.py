@@ -26,6 +26,8 @@ from tests.support.models import tiny_classifier
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "sightline.json"
+WORKER_GAUGES = {"sightline_worker_capacity_fps", "sightline_worker_asked_fps", "sightline_worker_measured_fps",
+                 "sightline_worker_streams"}
 
 PROMETHEUS_SERIES = {"ALERTS", "up"}  # written by Prometheus itself (alert states, scrape health)
 GROUPING = r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)"
@@ -94,7 +96,8 @@ def exported_names() -> set[str]:
             registry=metrics.registry).labels("cam", "rule", "label").inc()
     text = generate_latest(metrics.registry).decode()
     names = {re.split(r"[{ ]", line, maxsplit=1)[0] for line in text.splitlines() if line and not line.startswith("#")}
-    return names | PROMETHEUS_SERIES
+    # Prometheus' own series, and a Ray pipeline worker's gauges (its own endpoint: stream/cluster/worker.py)
+    return names | PROMETHEUS_SERIES | WORKER_GAUGES
 
 
 def test_metric_name_extraction() -> None:

@@ -1,0 +1,196 @@
+"""A pipeline worker: today's ``Pipeline`` inside a Ray actor, for the streams the controller places on it.
+
+The actor is threaded (several calls at once), so a status check never waits behind a stream being opened.
+Each worker serves its own Prometheus endpoint (its pipeline's metrics plus its load) on its node.
+Nothing in the pipeline knows Ray: this class is plain Python and the controller wraps it with
+``ray.remote`` (so importing this module needs no Ray either).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from typing import Any
+
+import numpy as np
+from prometheus_client.core import GaugeMetricFamily
+from sightline.model.errors import ConfigError
+from sightline.stream.cluster.placement import asked_fps, file_rate
+from sightline.stream.config import RunConfig, StreamConfig
+from sightline.stream.pipeline import (
+    DuplicateStreamError,
+    StreamBusyError,
+    StreamOutputError,
+    TooManyStreamsError,
+    UnknownStreamError,
+)
+
+log = logging.getLogger(__name__)
+
+CAPACITY_BATCHES = 3
+
+
+class WorkerLoadCollector:
+    """``sightline_worker_*`` gauges: what this worker can do and what its streams ask (per-worker load panel)."""
+
+    def __init__(self, worker: PipelineWorker) -> None:
+        self.worker = worker
+
+    def collect(self):  # noqa: ANN201 (prometheus_client's Collector protocol)
+        w = self.worker
+        for name, doc, value in (
+                ("sightline_worker_capacity_fps", "Frames/s this worker can classify (measured or configured)",
+                 w.capacity_fps),
+                ("sightline_worker_asked_fps", "Frames/s the streams placed on this worker ask for", w.asked_fps()),
+                ("sightline_worker_measured_fps", "Frames/s this worker classified over the last seconds",
+                 w.measured_fps()),
+                ("sightline_worker_streams", "Streams placed on this worker", float(len(w.pipeline.names())))):
+            family = GaugeMetricFamily(name, doc, labels=["worker"])
+            family.add_metric([w.worker_id], value)
+            yield family
+
+
+def measure_capacity(classifier: Any, batch_size: int) -> float:
+    """Frames/s of full batches through the model (after its warm-up): what placement counts as capacity."""
+    size = classifier.bundle.preprocess.resize
+    dummy = [np.zeros((size, size, 3), dtype=np.uint8)] * batch_size
+    started = time.perf_counter()
+    for _ in range(CAPACITY_BATCHES):
+        classifier.probabilities(dummy)
+    return batch_size * CAPACITY_BATCHES / max(time.perf_counter() - started, 1e-6)
+
+
+class PipelineWorker:
+    """One worker. ``config`` is the service's RunConfig as a dict (its ``streams`` are ignored: the controller
+    places them one by one)."""
+
+    def __init__(self, config: dict[str, Any], worker_id: str) -> None:
+        from sightline.stream.run_cli import build_pipeline
+
+        self.worker_id = worker_id
+        self.config = RunConfig.model_validate({**config, "streams": []})
+        self.pipeline = build_pipeline(self.config)
+        self.pipeline.start()
+        cluster = self.config.cluster
+        self.capacity_fps = cluster.worker_fps or measure_capacity(
+            self.pipeline.classifier, self.config.batching.batch_size(self.pipeline.classifier.device.type))
+        self._asked: dict[str, float] = {}
+        self._loop = asyncio.new_event_loop()  # WebRTC peer connections live on it
+        threading.Thread(target=self._loop.run_forever, name="worker-loop", daemon=True).start()
+        self.node_id, self.node_ip = self._node()
+        host = cluster.metrics_host or self.node_ip
+        self.metrics_address = self._serve_metrics(host, cluster.metrics_port)
+        log.info("worker %s on node %s: %.0f frames/s capacity, metrics at %s", worker_id, self.node_ip,
+                 self.capacity_fps, self.metrics_address)
+
+    @staticmethod
+    def _node() -> tuple[str, str]:
+        try:
+            import ray
+
+            return ray.get_runtime_context().get_node_id(), ray.util.get_node_ip_address()
+        except Exception:  # outside Ray (unit use): this machine
+            return "local", "127.0.0.1"
+
+    def _serve_metrics(self, host: str, port: int) -> str:
+        from prometheus_client import start_http_server
+
+        registry = self.pipeline.metrics.registry
+        registry.register(WorkerLoadCollector(self))
+        server, _thread = start_http_server(port, addr=host, registry=registry)
+        self._metrics_server = server
+        bound_host, bound_port = server.server_address[:2]
+        return f"{bound_host}:{bound_port}" if ":" not in bound_host else f"[{bound_host}]:{bound_port}"
+
+    # -- what the controller asks -----------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        return {"worker": self.worker_id, "node_id": self.node_id, "node_ip": self.node_ip,
+                "metrics": self.metrics_address, "capacity_fps": round(self.capacity_fps, 2),
+                "asked_fps": round(self.asked_fps(), 2), "measured_fps": round(self.measured_fps(), 2),
+                "streams": sorted(self.pipeline.names()), "model": self.pipeline.classifier.describe()}
+
+    def ping(self) -> bool:
+        return True
+
+    def asked_fps(self) -> float:
+        names = set(self.pipeline.names())
+        return sum(v for k, v in list(self._asked.items()) if k in names)
+
+    def measured_fps(self) -> float:
+        return float(sum(float(s["fps"]) for s in self.pipeline.statuses()))  # type: ignore[arg-type]
+
+    def add_stream(self, stream: dict[str, Any]) -> dict[str, Any]:
+        """{"status": ...} or {"error": kind, "detail": message}: errors travel as data, not as pickled classes."""
+        config = StreamConfig.model_validate(stream)
+        try:
+            runtime = self.pipeline.add_stream(config)
+        except DuplicateStreamError as exc:
+            return {"error": "duplicate", "detail": str(exc)}
+        except TooManyStreamsError as exc:
+            return {"error": "too_many", "detail": str(exc)}
+        except StreamOutputError as exc:
+            return {"error": "output", "detail": str(exc)}
+        except ConfigError as exc:
+            return {"error": "config", "detail": str(exc)}
+        rate = file_rate(config.file_path()) if config.is_file else None
+        self._asked[config.name] = asked_fps(config, self.config.cluster.default_stream_fps, rate)
+        return {"status": runtime.status()}
+
+    def remove_stream(self, name: str) -> dict[str, Any]:
+        try:
+            runtime = self.pipeline.remove_stream(name)
+        except UnknownStreamError as exc:
+            return {"error": "unknown", "detail": str(exc)}
+        except StreamBusyError as exc:
+            return {"error": "busy", "detail": str(exc)}
+        self._asked.pop(name, None)
+        return {"status": runtime.status()}
+
+    def statuses(self) -> list[dict[str, Any]]:
+        """Each stream's status, with ``finished`` (its outputs are closed) for the controller."""
+        out = []
+        for name in self.pipeline.names():
+            try:
+                runtime = self.pipeline.get(name)
+            except UnknownStreamError:
+                continue
+            out.append({**runtime.status(), "finished": runtime.finished, "removing": runtime.removing})
+        return out
+
+    def latest(self, name: str, known: tuple[int, int] | None) -> tuple[tuple[int, int], Any] | None:
+        """The stream's latest ``Labelled`` frame and a token for it; None when it is still ``known`` or there is
+        none (a preview through the controller moves each new frame once)."""
+        try:
+            runtime = self.pipeline.get(name)
+        except UnknownStreamError:
+            return None
+        runtime.watch_preview()
+        item = runtime.output.latest
+        if item is None:
+            return None
+        token = (id(runtime), item.result.frame.seq)
+        return None if token == tuple(known or ()) else (token, item)
+
+    def webrtc_offer(self, name: str, sdp: str, kind: str) -> dict[str, Any]:
+        from sightline.stream.errors import StreamError
+        from sightline.stream.webrtc import PublisherConnectedError
+
+        future = asyncio.run_coroutine_threadsafe(self.pipeline.webrtc_offer(name, sdp, kind), self._loop)
+        try:
+            answer, answer_kind = future.result(timeout=30)
+        except UnknownStreamError as exc:
+            return {"error": "unknown", "detail": str(exc)}
+        except PublisherConnectedError as exc:
+            return {"error": "publisher", "detail": str(exc)}
+        except StreamError as exc:
+            return {"error": "offer", "detail": str(exc)}
+        return {"sdp": answer, "type": answer_kind}
+
+    def shutdown(self) -> bool:
+        self.pipeline.shutdown()
+        self._metrics_server.shutdown()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        return True
