@@ -4,8 +4,8 @@ Every ``interval_s`` it looks at each registered stream that is not finished and
 
 * its source thread died without saying why (a crash ``FrameSource._run`` could not catch): the
   stream is marked failed, so readiness and metrics tell the truth;
-* a live network or device stream produced no frame for ``stall_limit(config)`` seconds (twice its
-  ``stall_timeout_s``: PyAV's own read timeout should have fired by then and did not, e.g. a read
+* a live network or device stream produced no frame for ``stall_limit(config)`` seconds (three times its
+  ``stall_timeout_s``: FFmpeg's read timeout, which can take twice that, should have fired and did not, e.g. a read
   blocked inside FFmpeg): the stream goes to reconnecting, a reconnect is counted, the stalled thread is
   cut loose (``FrameSource.detach``) and a fresh source takes over the same queue and recording.
 
@@ -27,7 +27,7 @@ from sightline.stream.states import TERMINAL_STATES, WATCHED_STATES, StreamState
 log = logging.getLogger(__name__)
 
 WATCHDOG_INTERVAL_S = 1.0
-STALL_FACTOR = 2.0  # x stall_timeout_s without a frame: PyAV's own timeout did not fire
+STALL_FACTOR = 3.0  # x stall_timeout_s without a frame: FFmpeg's read timeout (up to 2x) did not fire
 
 
 def stall_limit(config: StreamConfig) -> float | None:

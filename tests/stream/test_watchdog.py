@@ -77,7 +77,7 @@ def drawn_pipeline(tmp_path: Path, **behaviour) -> tuple[Pipeline, list[DrawnSou
 
 def test_a_stalled_source_is_caught_and_replaced_and_the_stalled_thread_is_cut_loose(tmp_path: Path) -> None:
     cam = StreamConfig(name="cam", url="rtsp://127.0.0.1:8554/cam", stall_timeout_s=0.5)
-    assert stall_limit(cam) == 1.0
+    assert stall_limit(cam) == 1.5
     pipeline, made = drawn_pipeline(tmp_path, stall_after=10)
     DrawnSource.release.clear()
     pipeline.start()
@@ -124,4 +124,4 @@ def test_a_source_thread_that_dies_without_a_word_is_marked_failed(tmp_path: Pat
 def test_files_and_webrtc_are_not_watched(tmp_path: Path) -> None:
     assert stall_limit(StreamConfig(name="f", url=str(tmp_path / "x.mp4"))) is None
     assert stall_limit(StreamConfig(name="w", url="webrtc://w")) is None
-    assert stall_limit(StreamConfig(name="n", url="rtsp://127.0.0.1/x", stall_timeout_s=10)) == 20.0
+    assert stall_limit(StreamConfig(name="n", url="rtsp://127.0.0.1/x", stall_timeout_s=10)) == 30.0
