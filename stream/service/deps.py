@@ -1,6 +1,7 @@
 """Dependencies of every router: each reads what ``create_app`` put on ``request.app.state``.
 
-Tests swap any of them with ``app.dependency_overrides[deps.x] = ...``.
+Tests swap any of them with ``app.dependency_overrides[deps.x] = ...``. They are ``async``: FastAPI would run a
+plain ``def`` dependency in its thread pool, a hop per dependency per request for what is an attribute read.
 """
 
 from __future__ import annotations
@@ -21,40 +22,40 @@ from sightline.stream.service_guard import bearer_token_matches
 NAME_ECHO = 80  # a stream name from the request path is echoed at most this long (names are <= 64)
 
 
-def get_pipeline(request: Request) -> Pipeline:
+async def get_pipeline(request: Request) -> Pipeline:
     return request.app.state.pipeline
 
 
-def get_config(request: Request) -> RunConfig:
+async def get_config(request: Request) -> RunConfig:
     return request.app.state.config
 
 
-def get_server(config: RunConfig = Depends(get_config)) -> ServerConfig:
+async def get_server(config: RunConfig = Depends(get_config)) -> ServerConfig:
     return config.server
 
 
-def get_metrics(request: Request) -> Metrics | None:
+async def get_metrics(request: Request) -> Metrics | None:
     return request.app.state.metrics
 
 
-def get_previews(request: Request) -> PreviewRenderer:
+async def get_previews(request: Request) -> PreviewRenderer:
     return request.app.state.previews
 
 
-def get_preview_slots(request: Request) -> PreviewSlots:
+async def get_preview_slots(request: Request) -> PreviewSlots:
     return request.app.state.preview_slots
 
 
-def get_closing(request: Request) -> asyncio.Event:
+async def get_closing(request: Request) -> asyncio.Event:
     return request.app.state.closing
 
 
-def stream_states(pipeline: Pipeline = Depends(get_pipeline)) -> list[str]:
+async def stream_states(pipeline: Pipeline = Depends(get_pipeline)) -> list[str]:
     """Every registered stream's state (what /readyz counts)."""
     return [r.stats.state for r in pipeline.runtimes()]
 
 
-def model_info(pipeline: Pipeline = Depends(get_pipeline)) -> dict[str, Any]:
+async def model_info(pipeline: Pipeline = Depends(get_pipeline)) -> dict[str, Any]:
     return pipeline.classifier.describe()
 
 
@@ -62,7 +63,7 @@ def not_found(name: str) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, f"no stream named {bounded(name, NAME_ECHO)!r}")
 
 
-def stream_named(name: str, pipeline: Pipeline = Depends(get_pipeline)) -> StreamRuntime:
+async def stream_named(name: str, pipeline: Pipeline = Depends(get_pipeline)) -> StreamRuntime:
     """The stream of the path's ``{name}``, or 404."""
     try:
         return pipeline.get(name)
@@ -70,12 +71,12 @@ def stream_named(name: str, pipeline: Pipeline = Depends(get_pipeline)) -> Strea
         raise not_found(name) from None
 
 
-def not_closing(closing: asyncio.Event = Depends(get_closing)) -> None:
+async def not_closing(closing: asyncio.Event = Depends(get_closing)) -> None:
     if closing.is_set():
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "shutting down")
 
 
-def require_token(request: Request) -> None:
+async def require_token(request: Request) -> None:
     """With ``server.token`` set, a mutating call needs ``Authorization: Bearer <token>`` (401 otherwise).
 
     ``ServiceGuard`` checks it before the body is read; this keeps each mutating route protected on its own.
