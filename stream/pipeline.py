@@ -158,10 +158,12 @@ class Pipeline:
         return [r.stats for r in self.registry.runtimes()]
 
     def statuses(self) -> list[dict[str, object]]:
-        """Every stream as the API reports it (built by the service layer's ``stream_status``)."""
-        from sightline.stream.service.status import stream_status
+        """Plain figures per stream (name, URL redacted, mode, its stats' snapshot) for summaries and logs.
 
-        return [stream_status(r) for r in self.registry.runtimes()]
+        The API's JSON (labels, preview links) is built by the service layer (``service.status.stream_status``);
+        the core never imports it."""
+        return [{"name": r.config.name, "url": redact_url(r.config.url), "mode": r.config.mode, **r.stats.snapshot()}
+                for r in self.registry.runtimes()]
 
     def snapshot(self, name: str) -> np.ndarray | None:
         """The latest annotated frame of a stream (rendered on request, not per frame)."""
