@@ -76,8 +76,8 @@ def drawn_pipeline(tmp_path: Path, **behaviour) -> tuple[Pipeline, list[DrawnSou
 
 
 def test_a_stalled_source_is_caught_and_replaced_and_the_stalled_thread_is_cut_loose(tmp_path: Path) -> None:
-    cam = StreamConfig(name="cam", url="rtsp://127.0.0.1:8554/cam", stall_timeout_s=0.5)
-    assert stall_limit(cam) == 1.5
+    cam = StreamConfig(name="cam", url="rtsp://127.0.0.1:8554/cam", stall_timeout_s=1.0)
+    assert stall_limit(cam) == 3.0  # a starved but healthy thread on a busy machine stays under it
     pipeline, made = drawn_pipeline(tmp_path, stall_after=10)
     DrawnSource.release.clear()
     pipeline.start()
