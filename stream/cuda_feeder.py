@@ -19,9 +19,8 @@ from dataclasses import dataclass
 from sightline.model.classifier import Classifier
 from sightline.model.staging import BucketedRunner, Pending
 from sightline.stream.batcher import Batch, Batcher
-from sightline.stream.frames import Result
-from sightline.stream.inference import Classified, InferenceWorker
-from sightline.stream.metrics import Metrics
+from sightline.stream.inference import Classified, InferenceWorker, Routes
+from sightline.stream.stats import StageStats
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +31,7 @@ class InFlight:
     batched: float  # clock() when the batch was taken
     pending: Pending | None  # None: nothing to classify in it, or its submission failed
     submitted: float  # perf_counter() after the submission returned
+    preprocess_s: float | None = None  # staging + submission
 
 
 class FeederWorker(InferenceWorker):
@@ -39,11 +39,10 @@ class FeederWorker(InferenceWorker):
 
     reads_model_holder = False  # its runner holds staging buffers and CUDA graphs of one model: no hot-swap yet
 
-    def __init__(self, classifier: Classifier, batcher: Batcher, topk: int,
-                 deliver: Callable[[Result], None], end_stream: Callable[[str], None],
-                 metrics: Metrics | None = None, clock: Callable[[], float] = time.monotonic,
+    def __init__(self, classifier: Classifier, batcher: Batcher, topk: int, routes: Routes | None = None,
+                 stats: StageStats | None = None, clock: Callable[[], float] = time.monotonic,
                  runner: BucketedRunner | None = None, cuda_graphs: bool = False) -> None:
-        super().__init__(classifier, batcher, topk, deliver, end_stream, metrics, clock, lanes=1)
+        super().__init__(classifier, batcher, topk, routes, stats, clock, lanes=1)
         self.runner = runner or BucketedRunner(classifier, batcher.max_batch, cuda_graphs=cuda_graphs)
         self._inflight: queue.Queue[InFlight | None] = queue.Queue()
         self._threads = [threading.Thread(target=self._feed, name="inference-feeder", daemon=True),
@@ -65,8 +64,11 @@ class FeederWorker(InferenceWorker):
                 if not batch.frames and not batch.ended:
                     continue
                 batched = self.clock()
+                started = time.perf_counter()
                 pending = self._submit(batch)
-                self._inflight.put(InFlight(batch, batched, pending, time.perf_counter()))
+                now = time.perf_counter()
+                self._inflight.put(InFlight(batch, batched, pending, now,
+                                            None if pending is None else now - started))
         finally:
             self._inflight.put(None)  # the collector drains what is in flight, then ends
 
@@ -74,15 +76,12 @@ class FeederWorker(InferenceWorker):
         todo = [f.image for f in batch.frames if f.infer]
         if not todo:
             return None
-        started = time.perf_counter()
         try:
             pending = self.runner.submit(todo)
         except (RuntimeError, ValueError) as exc:  # e.g. CUDA OOM: lose this batch, keep serving
             self._count_error()
             log.error("inference failed for a batch of %d frames: %s", len(todo), exc)
             return None
-        if self.metrics:
-            self.metrics.stage["preprocess"].observe(time.perf_counter() - started)
         return pending
 
     def _collect(self) -> None:
@@ -90,25 +89,21 @@ class FeederWorker(InferenceWorker):
             item = self._inflight.get()
             if item is None:
                 return
-            classified = self._results(item)
+            classified, inf_s = self._results(item)
             with self._turn:
-                try:
-                    self._publish(item.batch, classified, item.batched,  # no swap here: the holder's one model
-                                  self.models.current.tag if self.models is not None else None)
-                except Exception:  # a bug in a sink hand-off: log it; the next batch is still delivered
-                    log.exception("delivering a batch of %d frames failed", len(item.batch.frames))
+                pre_s = item.preprocess_s if classified is not None else None
+                self._hand_over(item.batch, self._outputs(item.batch, classified, item.batched, pre_s, inf_s,
+                                                          self._served()))  # no swap here: the holder's one model
                 self._delivered += 1
 
-    def _results(self, item: InFlight) -> Classified | None:
+    def _results(self, item: InFlight) -> tuple[Classified | None, float | None]:
         if item.pending is None:
-            return None
+            return None, None
         try:
             probs = self.runner.collect(item.pending)
         except RuntimeError as exc:  # an asynchronous CUDA error surfaces here
             self._count_error()
             log.error("inference failed for a batch of %d frames: %s", item.pending.count, exc)
-            return None
-        if self.metrics:
-            self.metrics.stage["inference"].observe(time.perf_counter() - item.submitted)
-            self.metrics.batch_size.observe(item.pending.count)
-        return probs.numpy(), self.classifier.top(probs, self.topk)
+            return None, None
+        inf_s = time.perf_counter() - item.submitted
+        return (probs.numpy(), self.classifier.top(probs, self.topk)), inf_s

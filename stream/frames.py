@@ -20,6 +20,7 @@ class Frame:
     image: np.ndarray  # H×W×3 uint8 RGB at the model's working size
     display: np.ndarray | None = None  # full-size RGB, only for streams with a visual sink
     infer: bool = True  # False: the stream's infer_fps skips this one; the overlay reuses the last result
+    rate: float | None = None  # the source's nominal frame rate when it decoded this frame (a recorder needs it)
 
     @property
     def time_s(self) -> float | None:

@@ -6,6 +6,12 @@ batches of 8: 38-42 vs 26-29 frames/s): a convolution split over every core wait
 its slowest thread, and any decode thread that preempts one core stalls them all. Two lanes keep the
 cores busy independently, at the price of a longer time per batch (see ``plan_lanes``).
 
+Inference is a step that returns results (anchor: vLLM's ``EngineCore.step()``): a batch in, a
+``StepOutput`` out (each frame's ``Result``, the streams that ended, the step's ``BatchStats``). The
+worker hands the output to ``Routes``, per-stream destinations registered the way the batcher's input
+queues are, and records the stats in plain ``StageStats``; it never calls back into the pipeline.
+The model is read from ``self.classifier`` once per batch, so swapping it is one assignment.
+
 Batches are numbered as they leave the batcher and delivered strictly in that order, so each stream's
 results stay in order whichever lane finishes first.
 """
@@ -16,14 +22,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
 from sightline.model.classifier import Classifier, Prediction
 from sightline.stream.batcher import Batch, Batcher
 from sightline.stream.frames import ModelTag, Result, Timings
-from sightline.stream.metrics import Metrics
+from sightline.stream.stats import BatchStats, StageStats
 
 if TYPE_CHECKING:
     from sightline.stream.model_swap import ModelHolder, ServedModel
@@ -51,22 +58,74 @@ def plan_lanes(classifier: Classifier, lanes: int | str = "auto", throughput: bo
     return lanes, max(1, cores // lanes)
 
 
+class Route(Protocol):
+    """Where one stream's results go (its output thread): in order, then ``finish`` once it ended."""
+
+    def submit(self, result: Result) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+@dataclass
+class StepOutput:
+    """What one inference step produced."""
+
+    results: list[Result] = field(default_factory=list)
+    ended: list[str] = field(default_factory=list)  # streams whose input drained: their routes finish
+    stats: BatchStats = field(default_factory=lambda: BatchStats(0, None, None, ()))
+
+
+class Routes:
+    """Per-stream result routes, registered and forgotten like the batcher's input queues.
+
+    A route is added when its stream is registered and leaves when the step that drained its input says
+    so (``StepOutput.ended``), after its last result.
+    """
+
+    def __init__(self) -> None:
+        self._routes: dict[str, Route] = {}
+        self._lock = threading.Lock()
+
+    def add(self, name: str, route: Route) -> None:
+        with self._lock:
+            if name in self._routes:
+                raise ValueError(f"stream {name!r} already has a route")
+            self._routes[name] = route
+
+    def remove(self, name: str) -> None:
+        with self._lock:
+            self._routes.pop(name, None)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._routes
+
+    def deliver(self, out: StepOutput) -> None:
+        routes = self._routes
+        for result in out.results:
+            route = routes.get(result.frame.stream_id)
+            if route is not None:
+                route.submit(result)
+        for name in out.ended:
+            with self._lock:
+                route = self._routes.pop(name, None)
+            if route is not None:
+                route.finish()
+
+
 class InferenceWorker:
     reads_model_holder = True  # a model hot-swap (model_swap.py) reaches the lanes through ``models``
 
-    def __init__(self, classifier: Classifier, batcher: Batcher, topk: int,
-                 deliver: Callable[[Result], None], end_stream: Callable[[str], None],
-                 metrics: Metrics | None = None, clock: Callable[[], float] = time.monotonic,
+    def __init__(self, classifier: Classifier, batcher: Batcher, topk: int, routes: Routes | None = None,
+                 stats: StageStats | None = None, clock: Callable[[], float] = time.monotonic,
                  lanes: int | str = "auto", throughput: bool = True) -> None:
-        self.classifier = classifier
+        self.classifier = classifier  # read once per batch: a model swap is one assignment between batches
         self.batcher = batcher
         self.topk = topk
-        self.deliver = deliver
-        self.end_stream = end_stream
-        self.metrics = metrics
+        self.routes = routes if routes is not None else Routes()
+        self.stats = stats if stats is not None else StageStats()
         self.clock = clock
         self.lanes, self.threads_per_lane = plan_lanes(classifier, lanes, throughput)
-        self.models: ModelHolder | None = None  # set by the pipeline: the model is read from it once per batch
+        self.models: ModelHolder | None = None  # set by the pipeline: read once per batch, as the batch is taken
         self.batches = 0
         self.errors = 0
         self._stop = threading.Event()
@@ -96,6 +155,16 @@ class InferenceWorker:
             torch.set_num_threads(self._saved_threads)  # the lanes lowered the process-wide default
         return not any(thread.is_alive() for thread in self._threads)
 
+    def step(self, batch: Batch) -> StepOutput:
+        """One batch through the model, synchronously: its results (nothing delivered, nothing recorded)."""
+        batched = self.clock()
+        served = self._served()
+        classified, pre_s, inf_s = self._classify(batch, served) if batch.frames else (None, None, None)
+        return self._outputs(batch, classified, batched, pre_s, inf_s, served)
+
+    def _served(self) -> ServedModel | None:
+        return self.models.current if self.models is not None else None
+
     def _run(self) -> None:
         if self.threads_per_lane is not None:
             torch.set_num_threads(self.threads_per_lane)  # this thread's OpenMP team
@@ -104,67 +173,71 @@ class InferenceWorker:
                 batch = self.batcher.next_batch(timeout=0.1)
                 ticket = self._taken
                 self._taken += 1
-                served = self.models.current if self.models is not None else None  # swaps land between batches
+                served = self._served()  # in batch order: a swap lands between two batches, for every lane
             batched = self.clock()
-            classified = self._classify(batch, served) if batch.frames else None
+            classified, pre_s, inf_s = self._classify(batch, served) if batch.frames else (None, None, None)
             with self._turn:
                 self._turn.wait_for(lambda t=ticket: self._delivered == t)
-                try:
-                    self._publish(batch, classified, batched, served.tag if served is not None else None)
-                except Exception:  # a bug in a sink hand-off: log it; the next lane waits for this turn
-                    log.exception("delivering a batch of %d frames failed", len(batch.frames))
+                self._hand_over(batch, self._outputs(batch, classified, batched, pre_s, inf_s, served))
                 self._delivered += 1
                 self._turn.notify_all()
             served = None  # a retired model is released with the lane's next batch
 
-    def _classify(self, batch: Batch, served: ServedModel | None = None) -> Classified | None:
-        """Run the frames that need it through the model; None when there are none or the batch failed."""
+    def _hand_over(self, batch: Batch, out: StepOutput) -> None:
+        """In batch order: results to their routes, the step's figures to the stats."""
+        if batch.frames:
+            self.batches += 1
+        try:
+            self.routes.deliver(out)
+        except Exception:  # a bug in a hand-off: log it; the next batch is still delivered
+            log.exception("delivering a batch of %d frames failed", len(batch.frames))
+        self.stats.record(out.stats)
+
+    def _classify(self, batch: Batch, served: ServedModel | None = None
+                  ) -> tuple[Classified | None, float | None, float | None]:
+        """Run the frames that need it through the model: (classified, preprocess s, inference s), or
+        Nones when there are none or the batch failed."""
         todo = [f for f in batch.frames if f.infer]
         if not todo:
-            return None
-        classifier = served.classifier if served is not None else self.classifier
+            return None, None, None
+        classifier = served.classifier if served is not None else self.classifier  # one model per batch
         try:
-            probs, pre_s, inf_s = self._run_model([f.image for f in todo], classifier)
+            probs, pre_s, inf_s = self._run_model(classifier, [f.image for f in todo])
         except (RuntimeError, ValueError) as exc:  # e.g. CUDA OOM: lose this batch, keep serving
             self._count_error()
             log.error("inference failed for a batch of %d frames: %s", len(todo), exc)
-            return None
+            return None, None, None
         except Exception:  # a bug: say where, but the lane and the other streams go on
             self._count_error()
             log.exception("inference failed for a batch of %d frames", len(todo))
-            return None
-        if self.metrics:
-            self.metrics.stage["preprocess"].observe(pre_s)
-            self.metrics.stage["inference"].observe(inf_s)
-            self.metrics.batch_size.observe(len(todo))
-        return probs.numpy(), classifier.top(probs, self.topk)
+            return None, None, None
+        return (probs.numpy(), classifier.top(probs, self.topk)), pre_s, inf_s
 
     def _count_error(self) -> None:
         with self._turn:
             self.errors += 1
 
-    def _publish(self, batch: Batch, classified: Classified | None, batched: float,
-                 model: ModelTag | None = None) -> None:
-        """Hand each frame's result to its stream, then close the streams that ended."""
-        if batch.frames:
-            self.batches += 1
+    def _outputs(self, batch: Batch, classified: Classified | None, batched: float,
+                 pre_s: float | None = None, inf_s: float | None = None,
+                 served: ServedModel | None = None) -> StepOutput:
+        """Each frame's result, the streams that ended, and what the step measured."""
+        tag: ModelTag | None = served.tag if served is not None else None
         now = self.clock()  # the results leave the inference stage now (a lane may have waited for its turn)
+        results: list[Result] = []
         i = 0
         for frame in batch.frames:
-            if self.metrics:
-                self.metrics.stage["queue"].observe(batched - frame.decoded_at)
             if frame.infer and classified is not None:
                 probs, tops = classified
-                self.deliver(Result(frame, probs[i], tuple(tops[i]),
-                                    Timings(frame.captured_at, frame.decoded_at, batched, now), model))
+                results.append(Result(frame, probs[i], tuple(tops[i]),
+                                      Timings(frame.captured_at, frame.decoded_at, batched, now), tag))
                 i += 1
             else:  # not classified: skipped by infer_fps, or its batch failed (frame.infer tells which)
-                self.deliver(Result(frame, None, (), None))
-        for name in batch.ended:
-            self.end_stream(name)
+                results.append(Result(frame, None, (), None))
+        stats = BatchStats(i, pre_s if classified is not None else None, inf_s if classified is not None else None,
+                           tuple(batched - f.decoded_at for f in batch.frames))
+        return StepOutput(results, list(batch.ended), stats)
 
-    def _run_model(self, images: list, classifier: Classifier | None = None) -> tuple[torch.Tensor, float, float]:
-        classifier = classifier or self.classifier
+    def _run_model(self, classifier: Classifier, images: list) -> tuple[torch.Tensor, float, float]:
         t0 = time.perf_counter()
         with torch.inference_mode():
             batch = classifier.preprocessor(images)
@@ -175,10 +248,9 @@ class InferenceWorker:
         return probs, t1 - t0, time.perf_counter() - t1
 
 
-def create_worker(classifier: Classifier, batcher: Batcher, topk: int, deliver: Callable[[Result], None],
-                  end_stream: Callable[[str], None], metrics: Metrics | None = None,
-                  clock: Callable[[], float] = time.monotonic, lanes: int | str = "auto", throughput: bool = True,
-                  cuda_graphs: bool = False) -> InferenceWorker:
+def create_worker(classifier: Classifier, batcher: Batcher, topk: int, routes: Routes | None = None,
+                  stats: StageStats | None = None, clock: Callable[[], float] = time.monotonic,
+                  lanes: int | str = "auto", throughput: bool = True, cuda_graphs: bool = False) -> InferenceWorker:
     """On CUDA the feeder (copy/compute overlap, batch buckets, optional CUDA graphs); elsewhere lanes.
 
     The feeder drives the torch network itself, so a compiled backend (TensorRT) keeps the plain worker.
@@ -189,5 +261,5 @@ def create_worker(classifier: Classifier, batcher: Batcher, topk: int, deliver: 
         if lanes not in ("auto", 1):
             log.warning("model.workers %s ignored on CUDA: one feeder overlaps copies and compute instead", lanes)
 
-        return FeederWorker(classifier, batcher, topk, deliver, end_stream, metrics, clock, cuda_graphs=cuda_graphs)
-    return InferenceWorker(classifier, batcher, topk, deliver, end_stream, metrics, clock, lanes, throughput)
+        return FeederWorker(classifier, batcher, topk, routes, stats, clock, cuda_graphs=cuda_graphs)
+    return InferenceWorker(classifier, batcher, topk, routes, stats, clock, lanes, throughput)

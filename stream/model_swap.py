@@ -34,7 +34,6 @@ from sightline.stream.frames import ModelTag
 
 if TYPE_CHECKING:
     from sightline.stream.config import ModelConfig
-    from sightline.stream.metrics import Metrics
     from sightline.stream.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
@@ -86,6 +85,8 @@ class ModelHolder:
         self._current = served
         self.swapping = threading.Lock()  # one swap at a time: at most two models resident
         self._retired: weakref.ref[Classifier] | None = None
+        self.swap_counts: dict[str, int] = {}  # by result: swapped, unchanged, refused, failed
+        self.counting = threading.Lock()
 
     @property
     def current(self) -> ServedModel:
@@ -175,12 +176,12 @@ def swap_model(pipeline: Pipeline, spec: ModelSpec, loader: Loader | None = None
     try:
         outcome = _swap(pipeline, spec, loader)
     except SwapError as exc:
-        count_swap(pipeline.metrics, exc.result)
+        count_swap(pipeline.models, exc.result)
         log.error("model swap to %s refused, the old model keeps serving: %s", spec.source, exc)
         refused = type(exc)(str(exc))
     if refused is not None:  # raised afresh, out here: the first one's traceback holds the serving model
         raise refused
-    count_swap(pipeline.metrics, "swapped" if outcome.swapped else "unchanged")
+    count_swap(pipeline.models, "swapped" if outcome.swapped else "unchanged")
     return outcome
 
 
@@ -222,7 +223,6 @@ def _swap(pipeline: Pipeline, spec: ModelSpec, loader: Loader | None) -> SwapOut
         holder.install(served)
         pipeline.classifier = served.classifier  # what new streams and status read; the lanes read the holder
         pipeline.worker.classifier = served.classifier
-        publish_model(pipeline.metrics, served)
         log.info("model swap: model %s -> %s (%s, %s%s); loaded in %.2f s, warmed in %.2f s", serving.id,
                  served.id, spec.source, served.describe()["backend"],
                  f", classes changed: {len(served.tag.class_names)} now" if classes_changed else "",
@@ -286,17 +286,10 @@ def _engine(served: ServedModel) -> tuple[str, str]:
     return str(info.get("backend", "torch")), str(info["precision"])
 
 
-def publish_model(metrics: Metrics | None, served: ServedModel) -> None:
-    if metrics is None:
-        return
-    info = served.describe()
-    metrics.set_model(str(info["arch"]), int(info["classes"]), str(info["device"]), str(info["precision"]),
-                      model=served.id)
-
-
-def count_swap(metrics: Metrics | None, result: str) -> None:
-    if metrics is not None:
-        metrics.model_swaps.labels(result).inc()
+def count_swap(holder: ModelHolder, result: str) -> None:
+    """Plain counts; Prometheus reads them at scrape time (``sightline_model_swaps_total``)."""
+    with holder.counting:
+        holder.swap_counts[result] = holder.swap_counts.get(result, 0) + 1
 
 
 class SighupReloader:
@@ -336,7 +329,7 @@ class SighupReloader:
         try:
             model = self.read_model()
         except SightlineError as exc:
-            count_swap(pipeline.metrics, "refused")
+            count_swap(pipeline.models, "refused")
             log.error("SIGHUP: the config file cannot be read, the old model keeps serving: %s", exc)
             return None
         if model.device != pipeline.config.model.device:

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from sightline.stream.overlay import encode_jpeg
-from sightline.stream.pipeline import Pipeline, StreamRuntime, UnknownStreamError
+from sightline.stream.registry import UnknownStreamError
+from sightline.stream.runtime import StreamRuntime
 from sightline.stream.sinks import Labelled
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from sightline.stream.pipeline import Pipeline
 
 BOUNDARY = "frame"
 MJPEG_MEDIA_TYPE = f"multipart/x-mixed-replace; boundary={BOUNDARY}"

@@ -200,10 +200,10 @@ class VideoRecorder:
 
     name = "recorder"
 
-    def __init__(self, path: Path, stream: str, fps: Callable[[], float] | float = 25.0) -> None:
+    def __init__(self, path: Path, stream: str, fps: float = 25.0) -> None:
         self.path = path
         self.stream = stream
-        self._fps = fps
+        self.fps = fps  # until a frame says its source's rate (``Frame.rate``): data, not a call into the source
         self._container: av.container.OutputContainer | None = None
         self._video: av.VideoStream | None = None
         self._last_pts = -1
@@ -214,7 +214,7 @@ class VideoRecorder:
         self.rescaled = 0  # pictures whose size differed from the recording's (resolution changes)
 
     def _open(self, width: int, height: int) -> tuple[av.container.OutputContainer, av.VideoStream]:
-        fps = self._rate()
+        fps = self.fps
         fresh_output(self.path)
         container = av.open(str(self.path), mode="w", format="mp4",
                             options={"movflags": "frag_keyframe+empty_moov+default_base_moof",
@@ -240,6 +240,8 @@ class VideoRecorder:
 
     def record(self, image: np.ndarray, src: Frame, annotate: Callable[[np.ndarray], np.ndarray]) -> None:
         """Encode one picture: fitted to the recording's size first, then annotated (legible at that size)."""
+        if src.rate:
+            self.fps = src.rate
         if self._container is None or self._video is None:
             container, video = self._open(image.shape[1], image.shape[0])
         else:
@@ -257,16 +259,13 @@ class VideoRecorder:
             container.mux(packet)
         self.frames += 1
 
-    def _rate(self) -> float:
-        return self._fps() if callable(self._fps) else self._fps
-
     def _pts(self, src: Frame) -> int:
         """Milliseconds on the stream's clock, kept rising across file loops, reconnects and timestamp resets."""
         t = src.time_s if src.time_s is not None else src.captured_at
         if self._t0 is None:
             self._t0 = t
         if t + self._offset < self._last_t:  # the clock went back (loop, reconnect): continue after the last frame
-            self._offset = self._last_t - t + 1.0 / self._rate()
+            self._offset = self._last_t - t + 1.0 / self.fps
         self._last_t = t + self._offset
         pts = max(self._last_pts + 1, round((self._last_t - self._t0) * 1000))
         self._last_pts = pts

@@ -3,8 +3,8 @@
 FFmpeg's scaler produces the model's working size directly, so no full-size frame is converted in
 Python unless the stream has a visual sink. Each source keeps its scaler contexts: a new context per
 frame (what ``VideoFrame.to_ndarray(width=, height=)`` does) costs ~1.5 ms of a 720p frame's ~7 ms.
-Network sources reconnect with exponential backoff, jitter and a cap; PyAV's read timeout is the
-stall watchdog.
+Network sources reconnect with exponential backoff, jitter and a cap; PyAV's read timeout catches
+most stalls, and the pipeline's capture watchdog (``watchdog.py``) the ones it does not.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from sightline.stream.config import StreamConfig, redact_url
 from sightline.stream.errors import SourceOpenError, SourceReadError, describe_av_error
 from sightline.stream.frames import Frame
 from sightline.stream.hwdecode import HwDecode
+from sightline.stream.states import StreamState
 from sightline.stream.stats import StreamStats
 
 log = logging.getLogger(__name__)
@@ -174,12 +175,31 @@ class FrameSource(ABC):
         """``stop`` was set: a source that waits on something else (WebRTC's hand-off) returns at once."""
         return None  # decoders wait on ``stop`` itself (pacing, backoff) or on FFmpeg's read timeout
 
+    @property
+    def alive(self) -> bool:
+        """The thread is running (False before ``start`` and after it returned or died)."""
+        return self._thread.is_alive()
+
+    def detach(self) -> None:
+        """Cut a stalled thread loose (the capture watchdog replaces it): whatever it does if it ever wakes
+        goes nowhere. It sees ``stop`` set, counts into throwaway stats, puts into a closed queue, and
+        leaves the stream's queue and recording open for the source that replaces it."""
+        gone = threading.Event()
+        gone.set()
+        self.stop = gone
+        self.stats = StreamStats(self.config.name)
+        closed: BoundedQueue[Frame] = BoundedQueue(1, "latest")
+        closed.close()
+        self.queue = closed
+        self.recording = None
+        self.preview = None
+
     def _run(self) -> None:
         try:
             self._produce()
         except Exception as exc:  # the last line of defence: a bug in one stream must not kill the process
             log.exception("stream %s: source crashed", self.config.name)
-            self.stats.set_state("failed", f"internal error: {type(exc).__name__}: {exc}")
+            self.stats.set_state(StreamState.FAILED, f"internal error: {type(exc).__name__}: {exc}")
         finally:
             self.queue.close()
             if self.recording is not None:
@@ -199,8 +219,8 @@ class FrameSource(ABC):
         ``decode_s`` is this picture's share of the decoder's time; with the scaling it is the decode stage.
         """
         self.stats.on_decoded()
-        if self.stats.state != "live":
-            self.stats.set_state("live")
+        if self.stats.state != StreamState.LIVE:
+            self.stats.set_state(StreamState.LIVE)
         infer = self.throttle.take(t_stream)
         if not infer and not self.keep_display:
             return
@@ -214,7 +234,7 @@ class FrameSource(ABC):
         display = self._display(frame) if wanted else None
         self.stats.on_decode_stage(decode_s + time.perf_counter() - started)
         item = Frame(self.config.name, self._seq, frame.pts, _time_base(frame), captured, self.clock(), image,
-                     display, infer)
+                     display, infer, self.fps_hint)
         self._seq += 1
         if self.recording is not None:  # every decoded frame, whatever the live policy does to the model's copy
             self.recording.submit(item)
@@ -260,18 +280,18 @@ class VideoSource(FrameSource):
                 self._session()
             except (SourceOpenError, SourceReadError) as exc:
                 log.error("stream %s: %s", self.config.name, exc)
-                self.stats.set_state("failed", str(exc))
+                self.stats.set_state(StreamState.FAILED, str(exc))
                 return
             if not self.config.loop:
                 break
             self.throttle.reset()
         if self.stop.is_set():
-            self.stats.set_state("stopped")
+            self.stats.set_state(StreamState.STOPPED)
         else:
             note = self.loss_note()
             if note:
                 log.warning("stream %s: ended; %s", self.config.name, note)
-            self.stats.set_state("ended", note)
+            self.stats.set_state(StreamState.ENDED, note)
 
     def loss_note(self) -> str | None:
         """What a stream that played to its end lost on the way, or None when nothing."""
@@ -303,10 +323,10 @@ class VideoSource(FrameSource):
             delay = backoff_delay(attempt, rc.initial_s, rc.max_s, rc.jitter, self._rng)
             attempt += 1
             log.warning("stream %s (%s): %s; reconnecting in %.1fs", self.config.name, self.safe_url, reason, delay)
-            self.stats.set_state("reconnecting", reason)
+            self.stats.set_state(StreamState.RECONNECTING, reason)
             self.stats.on_reconnect()
             self.stop.wait(delay)
-        self.stats.set_state("stopped")
+        self.stats.set_state(StreamState.STOPPED)
 
     def _open(self) -> av.container.InputContainer:
         cfg = self.config
@@ -319,8 +339,8 @@ class VideoSource(FrameSource):
         kwargs: dict[str, object] = {"options": options, "timeout": (cfg.open_timeout_s, cfg.stall_timeout_s)}
         if cfg.is_device:
             kwargs["format"] = "v4l2"
-        if self.stats.state not in ("reconnecting", "live"):  # a looping file reopening stays live
-            self.stats.set_state("connecting")
+        if self.stats.state not in (StreamState.RECONNECTING, StreamState.LIVE):  # a looping file stays live
+            self.stats.set_state(StreamState.CONNECTING)
         if self.hwdecode is not None:
             container = self._open_on_nvdec(url, kwargs)
             if container is not None:

@@ -1,31 +1,103 @@
-"""Plain per-stream statistics: what the API reports (fps, p50/p99 over a recent window, counters).
+"""Plain statistics on the hot path: per-stream counters and windows, process-wide stage histograms.
 
-Prometheus gets the same events through the bound children in ``StreamMetrics``; this object keeps
-the small amount of state a JSON status needs, and nothing else.
+Nothing here knows Prometheus (anchor: vLLM's ``IterationStats`` beside ``StatLoggerBase``): the
+threads only count into these objects, and ``metrics.Metrics`` reads them when Prometheus scrapes.
+Reading (``fps()``, ``snapshot()``) has no side effects. State changes are checked in one place,
+``StreamStats._change_state``, against the table in ``states.py``.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+from bisect import bisect_left
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 import numpy as np
 from sightline.model.echo import bounded
-from sightline.stream.metrics import StreamMetrics
+from sightline.stream.states import CLEAR_ERROR_STATES, StreamState, allowed
 from sightline.stream.urls import scrub_urls
+
+log = logging.getLogger(__name__)
+
+STAGES = ("decode", "queue", "preprocess", "inference", "sink")
+DROP_REASONS = ("stale", "output_behind", "inference_error")
+# Data lost for good (not a live policy's choice): frames the source never delivered (a gap in its
+# timestamps: cut or corrupt input) and decoded frames the recorder could not take in time.
+LOSS_REASONS = ("source_gap", "recorder_behind")
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0)
+STAGE_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class Histogram:
+    """Bucket counts and a sum (Prometheus semantics: a value lands in the first bucket ``>=`` it)."""
+
+    def __init__(self, buckets: Iterable[float]) -> None:
+        self.buckets = tuple(buckets)
+        self._counts = [0] * (len(self.buckets) + 1)  # the last one is +Inf
+        self._sum = 0.0
+        self._lock = threading.Lock()
+
+    def observe(self, value: float) -> None:
+        i = bisect_left(self.buckets, value)
+        with self._lock:
+            self._counts[i] += 1
+            self._sum += value
+
+    def read(self) -> tuple[list[int], float]:
+        """(per-bucket counts, the last one +Inf; sum), consistent with each other."""
+        with self._lock:
+            return list(self._counts), self._sum
+
+    @property
+    def count(self) -> int:
+        with self._lock:
+            return sum(self._counts)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchStats:
+    """What one inference step measured (returned by the step, recorded by the worker)."""
+
+    classified: int  # frames that went through the model (0: none needed it, or the batch failed)
+    preprocess_s: float | None  # None when nothing was classified
+    inference_s: float | None
+    queue_waits: tuple[float, ...]  # per frame of the batch: decoded -> batched
+
+
+@dataclass
+class StageStats:
+    """Process-wide: time per pipeline stage and frames per model batch."""
+
+    stages: dict[str, Histogram] = field(default_factory=lambda: {s: Histogram(STAGE_BUCKETS) for s in STAGES})
+    batch_size: Histogram = field(default_factory=lambda: Histogram(BATCH_BUCKETS))
+
+    def record(self, batch: BatchStats) -> None:
+        queue = self.stages["queue"]
+        for wait in batch.queue_waits:
+            queue.observe(wait)
+        if batch.preprocess_s is not None:
+            self.stages["preprocess"].observe(batch.preprocess_s)
+        if batch.inference_s is not None:
+            self.stages["inference"].observe(batch.inference_s)
+        if batch.classified:
+            self.batch_size.observe(batch.classified)
 
 
 class StreamStats:
-    def __init__(self, name: str, metrics: StreamMetrics | None = None, clock: Callable[[], float] = time.monotonic,
+    def __init__(self, name: str, stages: StageStats | None = None, clock: Callable[[], float] = time.monotonic,
                  window_s: float = 30.0, fps_window_s: float = 5.0) -> None:
         self.name = name
-        self.metrics = metrics
+        self.stages = stages if stages is not None else StageStats()
         self.clock = clock
         self.window_s = window_s
         self.fps_window_s = fps_window_s
-        self.state = "connecting"
+        self.state = StreamState.CONNECTING
         self.error: str | None = None
         self.frames_decoded = 0
         self.frames_inferred = 0
@@ -33,87 +105,96 @@ class StreamStats:
         self.reconnects = 0
         self.sink_errors: dict[str, int] = {}
         self.corrupt_packets = 0
-        self.frames_lost: dict[str, int] = {}  # reason -> frames lost for good (metrics.LOSS_REASONS)
+        self.frames_lost: dict[str, int] = {}  # reason -> frames lost for good (LOSS_REASONS)
         self.records_lost: dict[str, int] = {}  # sink -> records not written
+        self.latency = Histogram(LATENCY_BUCKETS)  # capture -> result, every classified frame
+        self.last_frame_at: float | None = None  # clock() of the last decoded frame (the capture watchdog reads it)
         self._inferred_at: deque[float] = deque()
         self._latency: deque[tuple[float, float]] = deque(maxlen=4096)
         self._lock = threading.Lock()
+        self._state_lock = threading.Lock()
 
-    def set_state(self, state: str, error: str | None = None) -> None:
-        self.state = state
-        if error is not None or state in ("live", "connecting"):
-            self.error = None if error is None else bounded(scrub_urls(error), 500)  # shown to anyone: no secrets
-        if self.metrics:
-            self.metrics.set_state(state)
+    # -- state --------------------------------------------------------------------------------------
+
+    def set_state(self, state: StreamState | str, error: str | None = None) -> bool:
+        """Change state (see ``_change_state``); False when the table does not allow it."""
+        return self._change_state(StreamState(state), error)
+
+    def _change_state(self, new: StreamState, error: str | None = None) -> bool:
+        """The one place a stream's state changes: checked against ``states.TRANSITIONS``."""
+        with self._state_lock:
+            old = self.state
+            if not allowed(old, new):
+                log.warning("stream %s: state change %s -> %s refused%s", self.name, old, new,
+                            f" ({bounded(scrub_urls(error), 200)})" if error else "")
+                return False
+            self.state = new
+            if error is not None or new in CLEAR_ERROR_STATES:
+                self.error = None if error is None else bounded(scrub_urls(error), 500)  # shown to anyone
+            return True
+
+    # -- events (hot path: plain counting) ---------------------------------------------------------
 
     def on_decoded(self) -> None:
         self.frames_decoded += 1
-        if self.metrics:
-            self.metrics.decoded.inc()
+        self.last_frame_at = self.clock()
 
     def on_decode_stage(self, seconds: float) -> None:
-        if self.metrics:
-            self.metrics.decode_stage.observe(seconds)
+        self.stages.stages["decode"].observe(seconds)
+
+    def on_sink_stage(self, seconds: float) -> None:
+        self.stages.stages["sink"].observe(seconds)
 
     def on_dropped(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
-        if self.metrics:
-            self.metrics.dropped[reason].inc()
 
     def on_reconnect(self) -> None:
         self.reconnects += 1
-        if self.metrics:
-            self.metrics.reconnects.inc()
 
     def on_sink_error(self, sink: str) -> None:
         self.sink_errors[sink] = self.sink_errors.get(sink, 0) + 1
-        if self.metrics:
-            self.metrics.sink_error(sink)
 
     def on_corrupt_packet(self) -> None:
         self.corrupt_packets += 1
-        if self.metrics:
-            self.metrics.corrupt.inc()
 
     def on_lost(self, reason: str, n: int = 1) -> None:
         if n <= 0:
             return
         with self._lock:
             self.frames_lost[reason] = self.frames_lost.get(reason, 0) + n
-        if self.metrics:
-            self.metrics.lost[reason].inc(n)
 
     def on_records_lost(self, sink: str, n: int) -> None:
         if n <= 0:
             return
         with self._lock:
             self.records_lost[sink] = self.records_lost.get(sink, 0) + n
-        if self.metrics:
-            self.metrics.record_lost(sink, n)
 
     def on_inferred(self, latency_s: float) -> None:
         now = self.clock()
         self.frames_inferred += 1
         with self._lock:
-            self._inferred_at.append(now)
+            self._inferred_at.append(now)  # trimmed here, by the writer: reads have no side effects
+            while now - self._inferred_at[0] > self.fps_window_s:
+                self._inferred_at.popleft()
             self._latency.append((now, latency_s))
-        if self.metrics:
-            self.metrics.inferred.inc()
-            self.metrics.latency.observe(latency_s)
+        self.latency.observe(latency_s)
+
+    # -- reads (no side effects) -------------------------------------------------------------------
 
     def fps(self) -> float:
+        """Frames classified per second over the last ``fps_window_s``."""
         now = self.clock()
         with self._lock:
-            while self._inferred_at and now - self._inferred_at[0] > self.fps_window_s:
-                self._inferred_at.popleft()
-            n = len(self._inferred_at)
+            stale = 0  # the writer trims on each frame: only the last few can have aged out since
+            for t in self._inferred_at:
+                if now - t <= self.fps_window_s:
+                    break
+                stale += 1
+            n = len(self._inferred_at) - stale
             if n < 2:
                 return 0.0
-            span = max(now - self._inferred_at[0], 1e-6)
-        fps = (n - 1) / span if span < self.fps_window_s / 2 else n / self.fps_window_s
-        if self.metrics:
-            self.metrics.fps.set(fps)
-        return fps
+            span = max(now - self._inferred_at[stale], 1e-6)
+        return (n - 1) / span if span < self.fps_window_s / 2 else n / self.fps_window_s
 
     def recent_latencies(self) -> list[float]:
         """Capture-to-result latencies (seconds) of the frames classified within the window."""
@@ -130,7 +211,7 @@ class StreamStats:
 
     def snapshot(self) -> dict[str, object]:
         return {
-            "state": self.state,
+            "state": self.state.value,
             "error": self.error,
             "fps": round(self.fps(), 2),
             **self.latency_quantiles(),

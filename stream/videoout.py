@@ -103,14 +103,13 @@ class AnnotatedEncoder:
     name = "annotated_video"
 
     def __init__(self, stream: str, config: AnnotatedVideoConfig, preview: PreviewDemand | None = None,
-                 metrics: VideoOutMetrics | None = None, on_closed: Callable[[AnnotatedEncoder], None] | None = None,
-                 fps_hint: Callable[[], float] | None = None) -> None:
+                 metrics: VideoOutMetrics | None = None,
+                 on_closed: Callable[[AnnotatedEncoder], None] | None = None) -> None:
         self.stream = stream
         self.config = config
         self.preview = preview
         self.metrics = metrics
         self.on_closed = on_closed
-        self.fps_hint = fps_hint
         self.queue: BoundedQueue[Labelled] = BoundedQueue(config.queue, "latest", on_drop=lambda _: self._dropped())
         self.frames_encoded = 0
         self.frames_dropped = 0
@@ -210,9 +209,9 @@ class AnnotatedEncoder:
             except Exception as exc:  # one subscriber failing to end does not keep the others open
                 log.warning("stream %s: ending an annotated-video consumer failed: %s", self.stream, exc)
 
-    def _open(self, width: int, height: int) -> av.VideoCodecContext:
-        fps = self.fps_hint() if self.fps_hint is not None else 25.0
-        fps = fps if fps and fps > 0 else 25.0
+    def _open(self, width: int, height: int, rate: float | None) -> av.VideoCodecContext:
+        """``rate``: the source's nominal frame rate, carried by the frames (25 when it has none)."""
+        fps = rate if rate and rate > 0 else 25.0
         self.fps = fps
         ctx = av.CodecContext.create("libx264", "w")
         ctx.width, ctx.height = width, height
@@ -254,7 +253,7 @@ class AnnotatedEncoder:
         started = time.perf_counter()
         picture = self._picture(item)
         if self._ctx is None:
-            self._ctx = self._open(*self.size)  # type: ignore[misc]
+            self._ctx = self._open(*self.size, item.result.frame.rate)  # type: ignore[misc]
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(picture), format="rgb24")
         frame.pts, frame.time_base = self._pts(item), MS
         if self._want_key:
@@ -290,10 +289,9 @@ class VideoOut:
         self._encoders: dict[str, AnnotatedEncoder] = {}
         self._lock = threading.Lock()
 
-    def sink(self, stream: StreamConfig, preview: PreviewDemand | None,
-             fps_hint: Callable[[], float] | None = None) -> AnnotatedEncoder:
+    def sink(self, stream: StreamConfig, preview: PreviewDemand | None) -> AnnotatedEncoder:
         """The stream's encoder (a sink for its output); starts its publisher when ``publish`` is set."""
-        encoder = AnnotatedEncoder(stream.name, self.config, preview, self.metrics, self._closed, fps_hint)
+        encoder = AnnotatedEncoder(stream.name, self.config, preview, self.metrics, self._closed)
         if self.metrics:
             self.metrics.viewers.labels(stream.name).set(0)
             self.metrics.encoders.labels(stream.name).set(0)

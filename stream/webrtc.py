@@ -29,6 +29,7 @@ from sightline.stream.errors import StreamError
 from sightline.stream.frames import Frame
 from sightline.stream.ice import IcePolicy, host_candidates, keep_reachable_candidates
 from sightline.stream.sources import FrameSource, PreviewDemand, WorkingSize
+from sightline.stream.states import StreamState
 from sightline.stream.stats import StreamStats
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ class WebRtcSource(FrameSource):
         @peer.on("connectionstatechange")
         async def on_state() -> None:
             if peer is self._peer and peer.connectionState in ("failed", "closed"):
-                self.stats.set_state("reconnecting", f"WebRTC peer {peer.connectionState}; {WAITING}")
+                self.stats.set_state(StreamState.RECONNECTING, f"WebRTC peer {peer.connectionState}; {WAITING}")
 
         try:
             with host_candidates(self.ice.addresses):  # gathering happens in setLocalDescription
@@ -101,7 +102,7 @@ class WebRtcSource(FrameSource):
                 break
             self._handoff.put(frame)
         if peer is self._peer and not self.stop.is_set():
-            self.stats.set_state("reconnecting", f"WebRTC publisher stopped sending; {WAITING}")
+            self.stats.set_state(StreamState.RECONNECTING, f"WebRTC publisher stopped sending; {WAITING}")
 
     async def _close_peer(self) -> None:
         peer, reader = self._peer, self._reader
@@ -115,7 +116,7 @@ class WebRtcSource(FrameSource):
         self._handoff.close()  # get() returns at once; _produce sees stop (a delete took ~125 ms more without)
 
     def _produce(self) -> None:
-        self.stats.set_state("connecting", WAITING)
+        self.stats.set_state(StreamState.CONNECTING, WAITING)
         while not self.stop.is_set():
             frame = self._handoff.get(timeout=0.25)
             if frame is None:
@@ -129,4 +130,4 @@ class WebRtcSource(FrameSource):
                 asyncio.run_coroutine_threadsafe(self._close_peer(), loop).result(timeout=5)
             except (TimeoutError, RuntimeError, asyncio.CancelledError) as exc:
                 log.warning("stream %s: closing the WebRTC peer failed: %s", self.config.name, exc)
-        self.stats.set_state("stopped")
+        self.stats.set_state(StreamState.STOPPED)

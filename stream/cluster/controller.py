@@ -22,6 +22,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily
@@ -131,7 +132,28 @@ class RemoteStream:
         """The worker marks the preview as watched when its frame is fetched."""
 
     def status(self) -> dict[str, Any]:
+        """The API's JSON of the stream (``service.status.stream_status`` asks the stream for it)."""
         return self.controller.status_of(self.placement)
+
+    @property
+    def stats(self) -> SimpleNamespace:
+        """What readiness reads of a stream: its state."""
+        return SimpleNamespace(state=self.status()["state"])
+
+    @property
+    def source(self) -> RemoteWebRtc:
+        """WebRTC offers go to the owning worker's source."""
+        return RemoteWebRtc(self.controller, self.config.name)
+
+
+class RemoteWebRtc:
+    def __init__(self, controller: ClusterPipeline, name: str) -> None:
+        self.controller = controller
+        self.name = name
+
+    async def accept(self, sdp: str, kind: str) -> SimpleNamespace:
+        answer, answer_kind = await self.controller.webrtc_offer(self.name, sdp, kind)
+        return SimpleNamespace(sdp=answer, type=answer_kind)
 
 
 class ClusterModel:
@@ -636,6 +658,9 @@ class ClusterPipeline:
     def names(self) -> list[str]:
         with self._state:
             return list(self._streams)
+
+    def runtimes(self) -> list[RemoteStream]:
+        return [self.get(name) for name in self.names()]
 
     def get(self, name: str) -> RemoteStream:
         try:

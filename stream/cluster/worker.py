@@ -26,6 +26,7 @@ from sightline.stream.pipeline import (
     TooManyStreamsError,
     UnknownStreamError,
 )
+from sightline.stream.service.status import stream_status
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ class PipelineWorker:
             return {"error": "config", "detail": str(exc)}
         rate = file_rate(config.file_path()) if config.is_file else None
         self._asked[config.name] = asked_fps(config, self.config.cluster.default_stream_fps, rate)
-        return {"status": runtime.status()}
+        return {"status": stream_status(runtime)}
 
     def remove_stream(self, name: str) -> dict[str, Any]:
         try:
@@ -147,7 +148,7 @@ class PipelineWorker:
         except StreamBusyError as exc:
             return {"error": "busy", "detail": str(exc)}
         self._asked.pop(name, None)
-        return {"status": runtime.status()}
+        return {"status": stream_status(runtime)}
 
     def statuses(self) -> list[dict[str, Any]]:
         """Each stream's status, with ``finished`` (its outputs are closed) for the controller."""
@@ -157,7 +158,7 @@ class PipelineWorker:
                 runtime = self.pipeline.get(name)
             except UnknownStreamError:
                 continue
-            out.append({**runtime.status(), "finished": runtime.finished, "removing": runtime.removing})
+            out.append({**stream_status(runtime), "finished": runtime.finished, "removing": runtime.removing})
         return out
 
     def latest(self, name: str, known: tuple[int, int] | None) -> tuple[tuple[int, int], Any] | None:
@@ -178,16 +179,20 @@ class PipelineWorker:
         from sightline.stream.errors import StreamError
         from sightline.stream.webrtc import PublisherConnectedError
 
-        future = asyncio.run_coroutine_threadsafe(self.pipeline.webrtc_offer(name, sdp, kind), self._loop)
         try:
-            answer, answer_kind = future.result(timeout=30)
+            source = self.pipeline.get(name).source
         except UnknownStreamError as exc:
             return {"error": "unknown", "detail": str(exc)}
+        if not hasattr(source, "accept"):
+            return {"error": "offer", "detail": f"stream {name!r} is not a webrtc:// stream"}
+        future = asyncio.run_coroutine_threadsafe(source.accept(sdp, kind), self._loop)
+        try:
+            answer = future.result(timeout=30)
         except PublisherConnectedError as exc:
             return {"error": "publisher", "detail": str(exc)}
         except StreamError as exc:
             return {"error": "offer", "detail": str(exc)}
-        return {"sdp": answer, "type": answer_kind}
+        return {"sdp": answer.sdp, "type": answer.type}
 
     def shutdown(self) -> bool:
         self.pipeline.shutdown()

@@ -15,6 +15,7 @@ import pytest
 from prometheus_client import generate_latest
 from sightline.stream import media
 from sightline.stream.frames import Frame, Result
+from sightline.stream.service.status import stream_status
 from sightline.stream.sinks import JsonlSink, Labelled
 from sightline.stream.sources import GapCounter
 
@@ -44,7 +45,7 @@ def test_a_cut_transport_stream_fails_as_truncated_and_keeps_what_came_before(cl
     cut = media.truncate_file(ts_clip, tmp_path / "cut.ts", 0.6)
     assert cut.stat().st_size % 188  # cut inside a transport packet
     p = run(classifier, tmp_path, [{"name": "cut", "url": str(cut), "mode": "fast"}])
-    status = p.get("cut").status()
+    status = stream_status(p.get("cut"))
     assert status["state"] == "failed", status
     assert "cut.ts is truncated" in status["error"] and "transport packet" in status["error"]
     assert 100 < status["frames_decoded"] < 300
@@ -55,7 +56,7 @@ def test_a_cut_transport_stream_fails_as_truncated_and_keeps_what_came_before(cl
 def test_garbage_over_a_transport_stream_reports_the_frames_it_cost(classifier, tmp_path: Path, ts_clip: Path) -> None:
     noisy = media.corrupt_file(ts_clip, tmp_path / "noisy.ts", at=0.4, length=60_000)
     p = run(classifier, tmp_path, [{"name": "noisy", "url": str(noisy), "mode": "fast"}])
-    status = p.get("noisy").status()
+    status = stream_status(p.get("noisy"))
     assert status["state"] == "ended", status
     lost = status["frames_lost"]["source_gap"]
     assert lost > 20 and f"lost {lost} frames" in status["error"]
@@ -71,7 +72,7 @@ def test_garbage_inserted_into_a_transport_stream_is_counted_as_corrupt_packets(
     noisy = tmp_path / "spliced.ts"
     noisy.write_bytes(data[:at] + garbage + data[at:])
     p = run(classifier, tmp_path, [{"name": "spliced", "url": str(noisy), "mode": "fast"}])
-    status = p.get("spliced").status()
+    status = stream_status(p.get("spliced"))
     assert status["state"] == "ended", status
     assert status["corrupt_packets"] >= 1 and "flagged corrupt" in status["error"]
     assert metric(p, "sightline_corrupt_packets_total", stream="spliced") == status["corrupt_packets"]
@@ -82,7 +83,7 @@ def test_packets_the_decoder_rejects_are_skipped_and_counted(classifier, tmp_pat
     whole = media.make_test_clip(tmp_path / "whole.mp4", frames=75, size=(160, 120), gop=10)
     bad = media.corrupt_file(whole, tmp_path / "noisy.mp4", at=0.4, length=1500)
     p = run(classifier, tmp_path, [{"name": "noisy", "url": str(bad), "mode": "fast"}])
-    status = p.get("noisy").status()
+    status = stream_status(p.get("noisy"))
     assert status["state"] == "ended"
     assert status["corrupt_packets"] >= 1
     assert f"skipped {status['corrupt_packets']} corrupt packets" in status["error"]
@@ -91,7 +92,7 @@ def test_packets_the_decoder_rejects_are_skipped_and_counted(classifier, tmp_pat
 
 def test_a_clean_file_reports_no_loss(classifier, tmp_path: Path, ts_clip: Path) -> None:
     p = run(classifier, tmp_path, [{"name": "clean", "url": str(ts_clip), "mode": "fast"}])
-    status = p.get("clean").status()
+    status = stream_status(p.get("clean"))
     assert (status["state"], status["error"], status["corrupt_packets"]) == ("ended", None, 0)
     assert status["frames_lost"] == {} and status["records_lost"] == {}
     assert "sightline_corrupt_packets_total" in generate_latest(p.metrics.registry).decode()
@@ -222,7 +223,7 @@ def test_a_full_disk_leaves_whole_jsonl_lines_and_counts_the_lost_ones(classifie
                                                                         tiny_disk: Path) -> None:
     clip = media.make_test_clip(tmp_path / "long.mp4", frames=400, fps=25, size=(64, 48), counter=False)
     p = run(classifier, tmp_path, [{"name": "cam", "url": str(clip), "mode": "fast"}], out=tiny_disk)
-    status = p.get("cam").status()
+    status = stream_status(p.get("cam"))
     assert status["frames_inferred"] == 400
     lines = (tiny_disk / "cam.jsonl").read_bytes()
     assert lines.endswith(b"\n")

@@ -14,6 +14,7 @@ from sightline.model.classifier import Prediction
 from sightline.stream import media
 from sightline.stream.frames import Frame
 from sightline.stream.recording import RecordingWriter
+from sightline.stream.service.status import stream_status
 from sightline.stream.sinks import fit
 from sightline.stream.stats import StreamStats
 
@@ -33,7 +34,7 @@ def test_a_live_stream_whose_model_falls_behind_still_records_every_frame(tmp_pa
     clip = write_ts_segment(tmp_path / "cam.ts", (320, 240), 0, 50, fps=25)
     p = run(SlowClassifier(0.12), tmp_path, [{"name": "cam", "url": str(clip), "mode": "realtime", "record": True}],
             batching={"max_batch": 1, "max_wait_ms": 0})
-    status = p.get("cam").status()
+    status = stream_status(p.get("cam"))
     assert status["state"] == "ended", status
     assert status["frames_decoded"] == 50
     assert status["frames_inferred"] < 40 and status["dropped"].get("stale", 0) > 10  # the live policy dropped
@@ -61,7 +62,7 @@ def test_resolution_changes_are_fitted_to_the_first_size_and_no_false_truncation
              write_ts_segment(tmp_path / "c.ts", (320, 180), 50, 25)]
     clip = concatenate(tmp_path / "changes.ts", parts)  # timestamps restart at each join, too
     p = run(classifier, tmp_path, [{"name": "cam", "url": str(clip), "mode": "fast", "record": True}])
-    status = p.get("cam").status()
+    status = stream_status(p.get("cam"))
     assert status["state"] == "ended", status
     assert "truncated" not in (status["error"] or "")
     assert status["frames_decoded"] == status["frames_inferred"] == 75
@@ -78,7 +79,7 @@ def test_a_realtime_file_with_restarting_timestamps_is_paced_and_complete(classi
     clip = concatenate(tmp_path / "joined.ts", parts)
     p = run(classifier, tmp_path, [{"name": "cam", "url": str(clip), "mode": "realtime", "record": True,
                                     "infer_fps": 5}])
-    status = p.get("cam").status()
+    status = stream_status(p.get("cam"))
     assert status["state"] == "ended" and "truncated" not in (status["error"] or ""), status
     assert status["frames_decoded"] == 30
     assert status["frames_inferred"] >= 6  # infer_fps keeps working after each restart (its grid is reset)

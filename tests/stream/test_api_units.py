@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
-from sightline.stream.api import bearer_token_matches, readiness, validation_message
 from sightline.stream.config import RunConfig
+from sightline.stream.pipeline import Pipeline
 from sightline.stream.run_cli import apply_environment
+from sightline.stream.service import deps
+from sightline.stream.service.app import create_app, validation_message
+from sightline.stream.service.status import readiness
+from sightline.stream.service_guard import bearer_token_matches
 
+from tests.support.models import tiny_classifier
 
-class FakeClassifier:
-    def describe(self) -> dict[str, object]:
-        return {"arch": "resnet18"}
-
-
-class FakePipeline:
-    """Just what readiness() reads: statuses and the classifier."""
-
-    classifier = FakeClassifier()
-
-    def __init__(self, *states: str) -> None:
-        self.states = states
-
-    def statuses(self) -> list[dict[str, object]]:
-        return [{"state": s} for s in self.states]
+MODEL = {"arch": "resnet18"}
 
 
 @pytest.mark.parametrize(("states", "share", "ready"), [
@@ -36,12 +28,29 @@ class FakePipeline:
 ])
 def test_readiness_counts_down_streams_among_running_ones(states: tuple[str, ...], share: float,
                                                          ready: bool) -> None:
-    assert readiness(FakePipeline(*states), share).ready is ready  # type: ignore[arg-type]
+    assert readiness(states, MODEL, share).ready is ready
 
 
 def test_not_ready_while_closing() -> None:
-    r = readiness(FakePipeline("live"), 0.5, closing=True)  # type: ignore[arg-type]
+    r = readiness(["live"], MODEL, 0.5, closing=True)
     assert not r.ready and r.reason == "shutting down"
+
+
+async def test_readyz_answers_from_the_states_its_dependency_reads(tmp_path) -> None:
+    """The endpoint, not only the rule: a real app whose stream-states dependency is overridden."""
+    config = RunConfig(output_dir=tmp_path, media_root=tmp_path, server={"ready_max_down_share": 0.5})
+    app = create_app(Pipeline(tiny_classifier(), config), config, None)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+        app.dependency_overrides[deps.stream_states] = lambda: ["live", "reconnecting", "failed", "ended"]
+        down = await client.get("/readyz")
+        app.dependency_overrides[deps.stream_states] = lambda: ["live", "live", "reconnecting", "stopped"]
+        up = await client.get("/readyz")
+        app.dependency_overrides[deps.model_info] = lambda: {"arch": "swapped"}
+        swapped = await client.get("/readyz")
+    assert down.status_code == 503 and down.json()["streams_running"] == 3 and down.json()["streams_down"] == 2
+    assert up.status_code == 200 and up.json()["down_share"] == round(1 / 3, 4)
+    assert swapped.json()["model"] == {"arch": "swapped"}
 
 
 @pytest.mark.parametrize(("header", "ok"), [

@@ -47,7 +47,7 @@ def run_feeder(classifier: Classifier, frames_per_stream: int, streams: list[str
     batcher = Batcher(max_batch=max_batch, max_wait_s=0.0)
     queues = {name: batcher.add_stream(name, capacity=1000, policy="block") for name in streams}
     out = Collector()
-    worker = FeederWorker(classifier, batcher, topk=2, deliver=out.deliver, end_stream=out.end, runner=runner)
+    worker = FeederWorker(classifier, batcher, topk=2, routes=out.routes(streams), runner=runner)
     for seq in range(frames_per_stream):
         for name in streams:
             queues[name].put(frame(name, seq, infer=not (skip_every and seq % skip_every == 1)))
@@ -110,7 +110,7 @@ def test_a_failed_batch_is_counted_and_logged_and_the_next_ones_are_served(caplo
 
 
 def test_create_worker_keeps_lanes_on_the_cpu() -> None:
-    worker = create_worker(tiny_classifier(), Batcher(4, 0.0), 2, lambda r: None, lambda n: None)
+    worker = create_worker(tiny_classifier(), Batcher(4, 0.0), 2)
     assert type(worker) is InferenceWorker
 
 

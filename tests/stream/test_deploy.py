@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -19,6 +20,7 @@ from sightline.stream.events.outputs.metrics import OutputMetrics
 from sightline.stream.media import make_test_clip
 from sightline.stream.metrics import DROP_REASONS, LOSS_REASONS, STAGES, STATES, SWAP_RESULTS, Metrics
 from sightline.stream.pipeline import Pipeline
+from sightline.stream.stats import StageStats, StreamStats
 from sightline.stream.videoout import video_out_metrics
 
 from tests.support.models import tiny_classifier
@@ -64,23 +66,39 @@ def dashboard_expressions() -> list[str]:
     return exprs
 
 
+class Exported:
+    """What ``Metrics`` reads at scrape time: one stream's plain stats, the stage stats, a CUDA-looking model."""
+
+    def __init__(self) -> None:
+        self.stage_stats = StageStats()
+        self.stats = StreamStats("cam", self.stage_stats)
+        self.classifier = SimpleNamespace(describe=lambda: {"arch": "resnet18", "classes": 1000, "device": "cuda:0",
+                                                            "precision": "fp16"}, device=SimpleNamespace(type="cpu"))
+
+    def stream_stats(self) -> list[StreamStats]:
+        return [self.stats]
+
+
 def exported_names() -> set[str]:
-    """Sample names the service exports once every metric has a child (GPU memory as on CUDA)."""
+    """Sample names the service exports once every metric has a value (GPU memory as on CUDA)."""
     metrics = Metrics()
-    stream = metrics.stream("cam")
-    stream.set_state("live")
-    stream.decoded.inc()
-    stream.inferred.inc()
-    stream.latency.observe(0.02)
-    stream.reconnects.inc()
-    stream.fps.set(1)
-    stream.sink_error("jsonl")
+    view = Exported()
+    metrics.watch(view)
+    stats = view.stats
+    stats.set_state("live")
+    stats.on_decoded()
+    stats.on_inferred(0.02)
+    stats.on_reconnect()
+    stats.on_sink_error("jsonl")
+    stats.on_records_lost("jsonl", 1)
+    stats.on_corrupt_packet()
     for reason in DROP_REASONS:
-        stream.dropped[reason].inc()
+        stats.on_dropped(reason)
+    for reason in LOSS_REASONS:
+        stats.on_lost(reason)
     for stage in STAGES:
-        metrics.stage[stage].observe(0.001)
-    metrics.batch_size.observe(4)
-    metrics.set_model("resnet18", 1000, "cuda:0", "fp16")
+        view.stage_stats.stages[stage].observe(0.001)
+    view.stage_stats.batch_size.observe(4)
     metrics.watch_gpu_memory(lambda: (1, 2))
     video = video_out_metrics(metrics)  # annotated video: WebRTC viewers, publishing (stream/videoout.py)
     video.encode_seconds.labels("cam").observe(0.01)

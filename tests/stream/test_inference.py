@@ -13,7 +13,7 @@ import torch
 from sightline.stream.batcher import Batcher
 from sightline.stream.config import RunConfig, StreamConfig
 from sightline.stream.frames import Frame, Result
-from sightline.stream.inference import InferenceWorker, plan_lanes
+from sightline.stream.inference import InferenceWorker, Routes, plan_lanes
 from sightline.stream.pipeline import Pipeline
 
 from tests.support.models import tiny_classifier
@@ -40,12 +40,30 @@ class Collector:
         with self.lock:
             self.ended.append(name)
 
+    def routes(self, streams: list[str]) -> Routes:
+        """One route per stream, registered like the batcher's queues: results and ends land here."""
+        routes = Routes()
+        for name in streams:
+            routes.add(name, StreamRoute(self, name))
+        return routes
+
+
+class StreamRoute:
+    def __init__(self, out: Collector, name: str) -> None:
+        self.out, self.name = out, name
+
+    def submit(self, result: Result) -> None:
+        self.out.deliver(result)
+
+    def finish(self) -> None:
+        self.out.end(self.name)
+
 
 def run_worker(classifier, frames_per_stream: int, streams: list[str], lanes: int, max_batch: int = 2):
     batcher = Batcher(max_batch=max_batch, max_wait_s=0.0)
     queues = {name: batcher.add_stream(name, capacity=1000, policy="block") for name in streams}
     out = Collector()
-    worker = InferenceWorker(classifier, batcher, topk=2, deliver=out.deliver, end_stream=out.end, lanes=lanes)
+    worker = InferenceWorker(classifier, batcher, topk=2, routes=out.routes(streams), lanes=lanes)
     for seq in range(frames_per_stream):
         for name in streams:
             queues[name].put(frame(name, seq))

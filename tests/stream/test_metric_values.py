@@ -18,6 +18,7 @@ from sightline.stream.api import create_app
 from sightline.stream.config import RunConfig, StreamConfig
 from sightline.stream.metrics import Metrics
 from sightline.stream.pipeline import Pipeline
+from sightline.stream.service.status import stream_status
 
 from tests.support.models import tiny_classifier
 
@@ -59,7 +60,7 @@ def test_stream_up_fps_and_reconnects_as_scraped(tmp_path: Path) -> None:
         reconnects_before = door.reconnects
         samples = asyncio.run(scrape(pipeline))
         reconnects_after = door.reconnects
-        cam_fps = pipeline.get("cam").status()["fps"]
+        cam_fps = stream_status(pipeline.get("cam"))["fps"]
     finally:
         pipeline.shutdown()
     assert value(samples, "sightline_stream_up", stream="cam") == 1.0
@@ -123,7 +124,7 @@ def test_output_behind_drops_are_counted(tmp_path: Path) -> None:
     metrics = Metrics()
     pipeline = Pipeline(tiny_classifier(), config, metrics, extra_sinks=lambda _: [slow])
     assert asyncio.run(pipeline.run(duration=60)) == 0
-    status = pipeline.get("cam").status()
+    status = stream_status(pipeline.get("cam"))
     behind = status["dropped"].get("output_behind", 0)
     # 30 fps into a sink that takes 0.15 s per frame (~7 fps) with an 8-frame live output queue: at most
     # ~7 * 2 s + 8 + 1 frames reach the sink, so well over a third of the 60 are dropped as output_behind.
@@ -161,7 +162,7 @@ def test_inference_error_drops_are_counted_and_the_stream_goes_on(tmp_path: Path
     metrics = Metrics()
     pipeline = Pipeline(classifier, config, metrics)
     assert asyncio.run(pipeline.run(duration=60)) == 0
-    status = pipeline.get("c").status()
+    status = stream_status(pipeline.get("c"))
     errors = status["dropped"].get("inference_error", 0)
     assert status["state"] == "ended" and status["frames_decoded"] == 24
     assert 1 <= errors <= 4  # exactly one batch of at most max_batch frames was lost

@@ -15,6 +15,7 @@ from sightline.stream import media
 from sightline.stream.config import RunConfig, StreamConfig
 from sightline.stream.metrics import Metrics
 from sightline.stream.pipeline import Pipeline
+from sightline.stream.service.status import stream_status
 
 from tests.support.models import tiny_classifier
 
@@ -58,7 +59,7 @@ def test_fast_streams_account_for_every_frame_and_recordings_match(classifier, t
         assert [r["seq"] for r in lines] == list(range(expected)), name
         assert all(r["stream"] == name and len(r["top"]) == 4 and r["smoothed"]["label"] for r in lines)
         assert all(r["latency_ms"] >= 0 and r["time"] is not None for r in lines)
-        status = p.get(name).status()
+        status = stream_status(p.get(name))
         assert status["state"] == "ended"
         assert status["frames_decoded"] == status["frames_inferred"] == expected
         assert status["dropped"] == {}
@@ -85,9 +86,9 @@ def test_truncated_file_fails_clearly_while_the_good_stream_completes(classifier
     bad = media.truncate_file(whole, tmp_path / "bad.mkv", 0.5)
     p = run(classifier, tmp_path, [{"name": "good", "url": str(good), "mode": "fast"},
                                    {"name": "bad", "url": str(bad), "mode": "fast"}])
-    assert p.get("good").status()["state"] == "ended"
+    assert stream_status(p.get("good"))["state"] == "ended"
     assert len(jsonl(tmp_path / "out" / "good.jsonl")) == 30
-    bad_status = p.get("bad").status()
+    bad_status = stream_status(p.get("bad"))
     assert bad_status["state"] == "failed"
     assert "bad.mkv is truncated" in bad_status["error"]
     assert 0 < bad_status["frames_decoded"] < 60
@@ -99,7 +100,7 @@ def test_corrupt_packets_are_skipped_and_counted(classifier, tmp_path: Path) -> 
     whole = media.make_test_clip(tmp_path / "whole.mp4", frames=75, size=(160, 120), gop=10)
     bad = media.corrupt_file(whole, tmp_path / "noisy.mp4", at=0.4, length=1500)
     p = run(classifier, tmp_path, [{"name": "noisy", "url": str(bad), "mode": "fast"}])
-    status = p.get("noisy").status()
+    status = stream_status(p.get("noisy"))
     assert status["state"] == "ended"
     assert "corrupt packets" in status["error"]
     assert 50 <= status["frames_decoded"] < 75
@@ -111,10 +112,10 @@ def test_unopenable_file_fails_with_reason_and_exit_code_says_some_failed(classi
     bad = media.truncate_file(whole, tmp_path / "cut.mp4", 0.3)  # MP4 index (moov) is at the end: unopenable
     p = run(classifier, tmp_path, [{"name": "good", "url": str(good), "mode": "fast"},
                                    {"name": "cut", "url": str(bad), "mode": "fast"}])
-    status = p.get("cut").status()
+    status = stream_status(p.get("cut"))
     assert status["state"] == "failed"
     assert "cut.mp4" in status["error"] and "Invalid data" in status["error"]
-    assert p.get("good").status()["frames_inferred"] == 10
+    assert stream_status(p.get("good"))["frames_inferred"] == 10
     assert p.last_exit_code == 3
 
 
@@ -136,7 +137,7 @@ def test_unreachable_url_reconnects_with_backoff_beside_a_good_stream(classifier
             time.sleep(0.05)
     finally:
         p.shutdown()
-    cam = p.get("cam").status()
+    cam = stream_status(p.get("cam"))
     assert cam["frames_decoded"] == 0
     assert "refused" in cam["error"].lower() or "timed out" in cam["error"].lower()
     delays = [float(d) for d in re.findall(r"stream cam .*; reconnecting in (\d+\.\d)s", caplog.text)]
@@ -144,7 +145,7 @@ def test_unreachable_url_reconnects_with_backoff_beside_a_good_stream(classifier
     for attempt, delay in enumerate(delays):  # initial * 2^attempt capped at max_s, minus up to 25% jitter
         base = min(0.4, 0.1 * 2 ** attempt)
         assert base * 0.75 - 0.05 <= delay <= base + 0.05, (attempt, delays)  # logged with one decimal
-    good_status = p.get("good").status()  # the live file is unaffected: every frame decoded, none lost uncounted
+    good_status = stream_status(p.get("good"))  # the live file is unaffected: every frame decoded, none lost uncounted
     assert good_status["frames_decoded"] == 50
     assert good_status["frames_inferred"] + sum(good_status["dropped"].values()) == 50
     assert good_status["frames_inferred"] >= 10
@@ -166,7 +167,7 @@ def test_realtime_file_is_paced_at_native_rate(classifier, tmp_path: Path) -> No
     # Never faster than the clip (load only slows a run down); the upper bound only catches a hang.
     assert elapsed >= 1.8
     assert pipeline.get("rt").stats.state == "ended"
-    status = pipeline.get("rt").status()
+    status = stream_status(pipeline.get("rt"))
     # Live policy: every frame is decoded; what the model could not take is dropped and counted, never lost.
     assert status["frames_decoded"] == 30
     assert status["frames_inferred"] + sum(status["dropped"].values()) == 30
@@ -184,7 +185,7 @@ def test_realtime_file_is_paced_at_native_rate(classifier, tmp_path: Path) -> No
 def test_infer_fps_classifies_fewer_frames_but_records_all(classifier, tmp_path: Path) -> None:
     clip = media.make_test_clip(tmp_path / "c.mp4", frames=50, fps=25, size=(160, 120))  # 2 s
     p = run(classifier, tmp_path, [{"name": "c", "url": str(clip), "mode": "fast", "infer_fps": 5, "record": True}])
-    status = p.get("c").status()
+    status = stream_status(p.get("c"))
     assert status["frames_decoded"] == 50
     assert status["frames_inferred"] == 10
     assert len(jsonl(tmp_path / "out" / "c.jsonl")) == 10
@@ -194,7 +195,7 @@ def test_infer_fps_classifies_fewer_frames_but_records_all(classifier, tmp_path:
 def test_loop_stream_runs_until_duration_then_stops(classifier, tmp_path: Path) -> None:
     clip = media.make_test_clip(tmp_path / "c.mp4", frames=10, fps=25, size=(160, 120))
     p = run(classifier, tmp_path, [{"name": "c", "url": str(clip), "mode": "fast", "loop": True}], duration=2.0)
-    status = p.get("c").status()
+    status = stream_status(p.get("c"))
     assert status["frames_decoded"] > 10
     assert status["state"] == "stopped"
     seqs = [r["seq"] for r in jsonl(tmp_path / "out" / "c.jsonl")]
@@ -283,7 +284,7 @@ def test_a_failing_sink_is_counted_and_never_stops_inference(classifier, tmp_pat
     metrics = Metrics()
     pipeline = Pipeline(classifier, config, metrics, extra_sinks=lambda _: [broken])
     assert asyncio.run(pipeline.run(duration=30)) == 0
-    status = pipeline.get("c").status()
+    status = stream_status(pipeline.get("c"))
     assert status["frames_inferred"] == 20
     assert status["sink_errors"] == {"broken": 20}
     assert metrics.registry.get_sample_value("sightline_sink_errors_total", {"stream": "c", "sink": "broken"}) == 20

@@ -40,7 +40,7 @@ def test_rtsp_over_tcp_flows_reconnects_when_the_server_dies_and_resumes(tmp_pat
     pipeline.start()
     try:
         gate = pipeline.get("gate").stats
-        status = pipeline.get("gate").status
+        status = pipeline.statuses
         wait_for(lambda: gate.state == "live" and gate.frames_inferred >= 15, 30, "frames over RTSP/TCP", status)
 
         server.kill()

@@ -16,6 +16,7 @@ from sightline.stream.config import RunConfig, StreamConfig, load_run_config
 from sightline.stream.metrics import Metrics
 from sightline.stream.pipeline import Pipeline
 from sightline.stream.run_cli import apply_overrides
+from sightline.stream.service.status import stream_status
 
 from tests.support.models import tiny_classifier
 
@@ -63,7 +64,7 @@ def test_buffer_defaults_are_2_live_and_32_fast_and_reach_the_queues(classifier,
         StreamConfig(name="tuned", url=str(clip), buffer=5)])
     assert [s.capacity for s in config.streams] == [2, 32, 2, 5]
     pipeline = Pipeline(classifier, config, Metrics())
-    runtimes = {s.name: pipeline._build(s) for s in config.streams}  # queues as the pipeline makes them
+    runtimes = {s.name: pipeline.factory.build(s) for s in config.streams}  # queues as the factory makes them
     assert {n: r.source.queue.capacity for n, r in runtimes.items()} == {"live": 2, "fast": 32, "cam": 2, "tuned": 5}
     assert {n: r.source.queue.policy for n, r in runtimes.items()} == {
         "live": "latest", "fast": "block", "cam": "latest", "tuned": "latest"}
@@ -80,7 +81,7 @@ def test_model_topk_sets_the_labels_kept_per_frame(classifier, tmp_path: Path) -
     assert asyncio.run(pipeline.run(duration=30)) == 0
     lines = [json.loads(x) for x in (tmp_path / "out" / "c.jsonl").read_text().splitlines()]
     assert len(lines) == 6 and all(len(r["top"]) == 2 for r in lines)
-    assert len(pipeline.get("c").status()["prediction"]) == 2
+    assert len(stream_status(pipeline.get("c"))["prediction"]) == 2
 
 
 def test_log_predictions_false_writes_no_jsonl_but_still_records(classifier, tmp_path: Path) -> None:
@@ -89,7 +90,7 @@ def test_log_predictions_false_writes_no_jsonl_but_still_records(classifier, tmp
                        streams=[StreamConfig(name="c", url=str(clip), mode="fast", record=True)])
     pipeline = Pipeline(classifier, config, Metrics())
     assert asyncio.run(pipeline.run(duration=30)) == 0
-    assert pipeline.get("c").status()["frames_inferred"] == 6
+    assert stream_status(pipeline.get("c"))["frames_inferred"] == 6
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["c.mp4"]
 
 

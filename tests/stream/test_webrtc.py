@@ -14,6 +14,7 @@ from sightline.model.errors import SightlineError
 from sightline.stream.config import RunConfig, StreamConfig
 from sightline.stream.metrics import Metrics
 from sightline.stream.pipeline import Pipeline
+from sightline.stream.webrtc import WebRtcSource
 
 from tests.support.models import tiny_classifier
 from tests.support.webrtc import loopback_peer, make_offer
@@ -41,12 +42,20 @@ class Camera(VideoStreamTrack):
         return frame
 
 
+async def offer(pipeline: Pipeline, name: str, sdp: str, kind: str) -> tuple[str, str]:
+    """Signalling as the API's WebRTC router does it: the stream's source answers the offer."""
+    source = pipeline.get(name).source
+    assert isinstance(source, WebRtcSource)
+    answer = await source.accept(sdp, kind)
+    return answer.sdp, answer.type
+
+
 async def publish(pipeline: Pipeline, name: str) -> tuple[RTCPeerConnection, Camera]:
     camera = Camera()
     peer = loopback_peer()
     peer.addTrack(camera)
     await make_offer(peer)
-    sdp, kind = await pipeline.webrtc_offer(name, peer.localDescription.sdp, peer.localDescription.type)
+    sdp, kind = await offer(pipeline, name, peer.localDescription.sdp, peer.localDescription.type)
     await peer.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=kind))
     return peer, camera
 
@@ -97,10 +106,10 @@ async def test_offers_for_other_streams_or_without_video_are_refused(pipeline: P
     peer.createDataChannel("chat")
     await make_offer(peer)
     with pytest.raises(SightlineError, match="no video track"):
-        await pipeline.webrtc_offer("cam", peer.localDescription.sdp, "offer")
+        await offer(pipeline, "cam", peer.localDescription.sdp, "offer")
     await peer.close()
     with pytest.raises(SightlineError, match="no stream named"):
-        await pipeline.webrtc_offer("nope", "v=0", "offer")
+        await offer(pipeline, "nope", "v=0", "offer")
 
 
 def test_webrtc_streams_cannot_be_fast() -> None:

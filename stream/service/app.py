@@ -1,0 +1,97 @@
+"""The app factory: middleware, error handlers, ``app.state``, and one router per resource.
+
+Handlers only move small objects; anything that blocks (checking a file, stopping a stream, drawing
+and encoding JPEGs) runs in a worker thread. GET endpoints are open; with ``server.token`` set, POST
+and DELETE need ``Authorization: Bearer <token>``. ``ServiceGuard`` (service_guard.py) checks Host,
+Origin, the token and the body size before any handler runs. No response and no log line carries a
+stream URL's credentials (``redact_url``, ``scrub_urls``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import FastAPI, Request, status
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from sightline.model.echo import bounded, echo
+from sightline.model.yamlconfig import dotted
+from sightline.stream.cluster.router import router as cluster_router
+from sightline.stream.config import RunConfig
+from sightline.stream.events.api import router as events_router
+from sightline.stream.metrics import Metrics
+from sightline.stream.model_api import router as model_router
+from sightline.stream.pipeline import Pipeline
+from sightline.stream.preview import PreviewRenderer, PreviewSlots
+from sightline.stream.service.routers import health, previews, streams, webrtc
+from sightline.stream.service_guard import HostPolicy, ServiceGuard
+from sightline.stream.urls import scrub_urls
+from sightline.stream.watch import router as watch_router
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+DETAIL_LIMIT = 1000  # characters of an error detail (values inside it are bounded to 200 where they are quoted)
+
+
+def validation_message(errors: list[dict[str, Any]]) -> str:
+    """Request validation errors in the config's own style (``url: unsupported scheme 'ftp'``), no inputs echoed."""
+    lines = []
+    for err in errors:
+        loc = tuple(err.get("loc", ()))
+        if loc and loc[0] == "body":
+            loc = loc[1:]
+        loc = tuple(p for p in loc if not (isinstance(p, str) and p.startswith("function-")))
+        msg = echo(err.get("msg", "invalid"))
+        if err.get("type") == "extra_forbidden":
+            msg = "unknown key (check the spelling)"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        lines.append(f"{dotted(loc)}: {msg}" if loc else msg)
+    return "\n".join(lines)
+
+
+async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = [{"loc": [p if isinstance(p, int) else echo(p, 64) for p in e.get("loc", ())],
+               "msg": echo(e.get("msg", "invalid")), "type": e.get("type")} for e in exc.errors()]
+    return JSONResponse({"detail": validation_message(list(exc.errors())), "errors": errors},
+                        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
+async def _bounded_detail(request: Request, exc: StarletteHTTPException) -> Response:
+    """Every error detail, whoever raised it, is bounded and has its URLs redacted before it leaves."""
+    if isinstance(exc.detail, str):
+        exc = StarletteHTTPException(exc.status_code, bounded(scrub_urls(exc.detail), DETAIL_LIMIT), exc.headers)
+    return await http_exception_handler(request, exc)
+
+
+def create_app(pipeline: Pipeline, config: RunConfig, metrics: Metrics | None) -> FastAPI:
+    server = config.server
+    app = FastAPI(title="Sightline", version="0.1.0",
+                  description="Streaming video recognition: manage streams, watch annotated previews, "
+                              "read per-stream FPS/latency; Prometheus metrics at /metrics.")
+    # Host/Origin, the token and the body cap, all before a byte of the body is read (service_guard.py)
+    app.add_middleware(ServiceGuard, policy=HostPolicy(server.host, server.allowed_hosts, server.allowed_origins),
+                       token=server.token, max_body_bytes=server.max_body_bytes)
+    app.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _bounded_detail)  # type: ignore[arg-type]
+    # What the routers' dependencies (deps.py) read
+    app.state.pipeline = pipeline
+    app.state.config = config
+    app.state.metrics = metrics
+    app.state.token = server.token
+    app.state.closing = asyncio.Event()
+    app.state.preview_slots = PreviewSlots(server.max_preview_clients)
+    app.state.previews = PreviewRenderer(pipeline, server.jpeg_quality)
+    app.state.pages = {name: previews.page(name) for name in ("index.html", "publish.html")}
+    app.include_router(health.router)
+    app.include_router(streams.router)
+    app.include_router(previews.router)
+    app.include_router(webrtc.router)
+    # Features beside the core, each its own router reading app.state
+    app.state.events = getattr(pipeline, "events", None)  # the event service, when one is attached (run_cli)
+    app.include_router(model_router)  # GET/PUT /api/model: hot-swap (model_api.py)
+    app.include_router(watch_router)  # WebRTC viewing of the annotated video (watch.py)
+    app.include_router(events_router)  # /api/events, rules (stream/events/api.py)
+    app.include_router(cluster_router)  # /api/workers, /api/cluster/targets: 404 unless run --ray
+    return app

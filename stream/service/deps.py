@@ -1,0 +1,93 @@
+"""Dependencies of every router: each reads what ``create_app`` put on ``request.app.state``.
+
+Tests swap any of them with ``app.dependency_overrides[deps.x] = ...``. They are ``async``: FastAPI would run a
+plain ``def`` dependency in its thread pool, a hop per dependency per request for what is an attribute read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import Depends, HTTPException, Request, status
+from sightline.model.echo import bounded
+from sightline.stream.config import RunConfig, ServerConfig
+from sightline.stream.metrics import Metrics
+from sightline.stream.pipeline import Pipeline
+from sightline.stream.preview import PreviewRenderer, PreviewSlots
+from sightline.stream.registry import UnknownStreamError
+from sightline.stream.runtime import StreamRuntime
+from sightline.stream.service_guard import bearer_token_matches
+
+NAME_ECHO = 80  # a stream name from the request path is echoed at most this long (names are <= 64)
+
+
+async def get_pipeline(request: Request) -> Pipeline:
+    return request.app.state.pipeline
+
+
+async def get_config(request: Request) -> RunConfig:
+    return request.app.state.config
+
+
+async def get_server(config: RunConfig = Depends(get_config)) -> ServerConfig:
+    return config.server
+
+
+async def get_metrics(request: Request) -> Metrics | None:
+    return request.app.state.metrics
+
+
+async def get_previews(request: Request) -> PreviewRenderer:
+    return request.app.state.previews
+
+
+async def get_preview_slots(request: Request) -> PreviewSlots:
+    return request.app.state.preview_slots
+
+
+async def get_closing(request: Request) -> asyncio.Event:
+    return request.app.state.closing
+
+
+async def stream_states(pipeline: Pipeline = Depends(get_pipeline)) -> list[str]:
+    """Every registered stream's state (what /readyz counts)."""
+    return [r.stats.state for r in pipeline.runtimes()]
+
+
+async def model_info(pipeline: Pipeline = Depends(get_pipeline)) -> dict[str, Any]:
+    return pipeline.classifier.describe()
+
+
+def not_found(name: str) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, f"no stream named {bounded(name, NAME_ECHO)!r}")
+
+
+async def stream_named(name: str, pipeline: Pipeline = Depends(get_pipeline)) -> StreamRuntime:
+    """The stream of the path's ``{name}``, or 404."""
+    try:
+        return pipeline.get(name)
+    except UnknownStreamError:
+        raise not_found(name) from None
+
+
+async def not_closing(closing: asyncio.Event = Depends(get_closing)) -> None:
+    if closing.is_set():
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "shutting down")
+
+
+async def require_token(request: Request) -> None:
+    """With ``server.token`` set, a mutating call needs ``Authorization: Bearer <token>`` (401 otherwise).
+
+    ``ServiceGuard`` checks it before the body is read; this keeps each mutating route protected on its own.
+    """
+    token = request.app.state.token
+    if token is None:
+        return
+    if not bearer_token_matches(request.headers.get("authorization"), token):
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or wrong bearer token",
+                            headers={"WWW-Authenticate": 'Bearer realm="sightline"'})
+
+
+TOKEN_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "server.token is set and the bearer token is missing or wrong"}}

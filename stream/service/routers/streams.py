@@ -1,0 +1,107 @@
+"""Streams: list, read, add (token), remove (token)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from fastapi import APIRouter, Depends, HTTPException, status
+from fastapi.responses import JSONResponse
+from sightline.model.errors import ConfigError
+from sightline.stream.config import RunConfig, StreamConfig, outside_media_root, redact_url
+from sightline.stream.pipeline import (
+    DuplicateStreamError,
+    Pipeline,
+    StreamBusyError,
+    StreamOutputError,
+    StreamRuntime,
+    TooManyStreamsError,
+    UnknownStreamError,
+)
+from sightline.stream.preview import PreviewRenderer
+from sightline.stream.service.deps import (
+    TOKEN_RESPONSES,
+    get_config,
+    get_pipeline,
+    get_previews,
+    not_closing,
+    not_found,
+    require_token,
+    stream_named,
+)
+from sightline.stream.service.models import StreamList, StreamStatus
+from sightline.stream.service.status import stream_status
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(tags=["streams"])
+changes = APIRouter(tags=["streams"], dependencies=[Depends(require_token)], responses=TOKEN_RESPONSES)
+
+
+class MediaRootError(ConfigError):
+    """A file source outside ``media_root``: refused (403), whatever the file is."""
+
+
+def add_stream_checked(pipeline: Pipeline, stream: StreamConfig, config: RunConfig) -> StreamRuntime:
+    """Blocking (checks the file): runs in a worker thread."""
+    outside = outside_media_root(stream, config.media_root)
+    if outside:
+        raise MediaRootError(f"url: {outside}")
+    return pipeline.add_stream(stream)
+
+
+@router.get("/api/streams", response_model=StreamList)
+async def list_streams(pipeline: Pipeline = Depends(get_pipeline)) -> dict[str, object]:
+    return {"streams": [stream_status(r) for r in pipeline.runtimes()]}
+
+
+@router.get("/api/streams/{name}", response_model=StreamStatus, responses={404: {"description": "no such stream"}})
+async def get_stream(runtime: StreamRuntime = Depends(stream_named)) -> dict[str, object]:
+    return stream_status(runtime)
+
+
+@changes.post("/api/streams", status_code=status.HTTP_201_CREATED, response_model=StreamStatus,
+              summary="Add a stream (same fields as a `streams:` entry in the config)",
+              dependencies=[Depends(not_closing)],
+              responses={403: {"description": "file outside media_root"},
+                         409: {"description": "name taken, or its previous stream is still being removed"},
+                         422: {"description": "invalid fields, missing or unreadable file"},
+                         429: {"description": "server.max_streams streams are registered"},
+                         503: {"description": "shutting down, or the stream's outputs cannot be opened"}})
+async def add_stream(stream: StreamConfig, pipeline: Pipeline = Depends(get_pipeline),
+                     config: RunConfig = Depends(get_config)) -> JSONResponse:
+    try:  # the registry checks the name and the cap, once, under its lock
+        runtime = await asyncio.to_thread(add_stream_checked, pipeline, stream, config)
+    except DuplicateStreamError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    except TooManyStreamsError as exc:
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, str(exc), headers={"Retry-After": "5"}) from None
+    except StreamOutputError as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
+    except MediaRootError as exc:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)) from None
+    except ConfigError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+    log.info("api: added stream %s (%s)", stream.name, redact_url(stream.url))
+    body = stream_status(runtime)  # not pipeline.get(): a racing DELETE may have removed it already
+    return JSONResponse(body, status_code=status.HTTP_201_CREATED, headers={"Location": f"/api/streams/{stream.name}"})
+
+
+@changes.delete("/api/streams/{name}", response_model=StreamStatus,
+                summary="Stop a stream: its source closes, in-flight frames drain, recordings are finalized",
+                responses={404: {"description": "no such stream"},
+                           409: {"description": "the stream is already being removed"}})
+async def remove_stream(name: str, pipeline: Pipeline = Depends(get_pipeline),
+                        previews: PreviewRenderer = Depends(get_previews)) -> dict[str, object]:
+    try:
+        runtime = await asyncio.to_thread(pipeline.remove_stream, name)
+    except UnknownStreamError:
+        raise not_found(name) from None
+    except StreamBusyError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    previews.forget(name)
+    log.info("api: removed stream %s", name)
+    return stream_status(runtime)
+
+
+router.include_router(changes)

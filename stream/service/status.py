@@ -1,0 +1,69 @@
+"""What the API says about streams, built from the core's plain objects (no FastAPI here).
+
+``stream_status`` is the JSON of one stream (``GET /api/streams/{name}``); ``readiness`` the rule
+behind ``/readyz``. Both read states through ``states.py``'s sets, nowhere else spelled out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from pydantic import BaseModel
+from sightline.stream.config import redact_url
+from sightline.stream.runtime import StreamRuntime
+from sightline.stream.states import DOWN_STATES, RUNNING_STATES
+
+
+def links(name: str) -> dict[str, str]:
+    return {"snapshot": f"/api/streams/{name}/snapshot.jpg", "mjpeg": f"/api/streams/{name}/mjpeg"}
+
+
+def stream_status(runtime: StreamRuntime) -> dict[str, object]:
+    """One stream as the API reports it: config (URL redacted), statistics, latest labels, preview links.
+
+    A stream that reports itself (one on a Ray worker, ``cluster.controller.RemoteStream``) gives its
+    worker's JSON, built there by this same function."""
+    own = getattr(runtime, "status", None)
+    if own is not None:
+        return own()
+    latest = runtime.output.latest
+    raw = smoothed = None
+    if latest is not None:
+        raw = [{"index": p.index, "label": p.label, "prob": round(p.prob, 5)} for p in latest.top]
+        if latest.smoothed is not None:
+            smoothed = {"label": latest.smoothed.label, "prob": round(latest.smoothed.prob, 5)}
+    name = runtime.config.name
+    return {"name": name, "url": redact_url(runtime.config.url), "mode": runtime.config.mode,
+            **runtime.stats.snapshot(), "prediction": raw, "smoothed": smoothed,
+            "model": runtime.output.model_id, **links(name)}
+
+
+class Readiness(BaseModel):
+    ready: bool
+    reason: str | None
+    model: dict[str, Any]
+    streams_running: int
+    streams_down: int
+    down_share: float
+    max_down_share: float
+
+
+def readiness(states: Iterable[str], model: dict[str, Any], max_down_share: float,
+              closing: bool = False) -> Readiness:
+    """Ready unless closing, or more than ``max_down_share`` of the running streams is down.
+
+    ``run_service`` starts the HTTP server only after the model is loaded and warmed up and the
+    pipeline (inference worker, configured streams) has started, so a service that answers has its
+    model. Running streams are those not ended/stopped; down means reconnecting or failed.
+    """
+    running = [s for s in states if s in RUNNING_STATES]
+    down = sum(s in DOWN_STATES for s in running)
+    share = down / len(running) if running else 0.0
+    reason = None
+    if closing:
+        reason = "shutting down"
+    elif share > max_down_share:
+        reason = f"{down} of {len(running)} running streams are down (more than {max_down_share:.0%})"
+    return Readiness(ready=reason is None, reason=reason, model=model, streams_running=len(running),
+                     streams_down=down, down_share=round(share, 4), max_down_share=max_down_share)
