@@ -60,6 +60,7 @@ class InferenceWorker:
         self.metrics = metrics
         self.clock = clock
         self.lanes, self.threads_per_lane = plan_lanes(classifier, lanes, throughput)
+        getattr(classifier, "serve_lanes", lambda n: None)(self.lanes)  # compiled backends: one stream per lane
         self.batches = 0
         self.errors = 0
         self._stop = threading.Event()
