@@ -74,9 +74,9 @@ def main() -> None:
     ap.add_argument("--specs", default="torch:fp32,torch:bf16,openvino:fp32,openvino:bf16,openvino:int8:latency,"
                                        "openvino:int8")
     ap.add_argument("--streams", type=int, default=4)
-    ap.add_argument("--seconds", type=float, default=3.0, help="length of the generated 720p clip")
+    ap.add_argument("--seconds", type=float, default=2.0, help="length of the generated 720p clip")
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--realtime", default="1,2,3,4,6")
+    ap.add_argument("--realtime", default="1,2,4")
     ap.add_argument("--realtime-seconds", type=float, default=5.0)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
