@@ -95,13 +95,16 @@ class OpenVINOBackend:
 
     Compiled with the LATENCY hint (one stream over all cores per request, as torch runs a batch) until
     ``serve_lanes(n)`` says n lanes will call it at once: then THROUGHPUT with one stream per lane (at most
-    one per core), so the lanes' requests run side by side instead of queueing on one stream. Compiled
-    blobs are cached in the artefact folder's ``ov-cache/`` (OpenVINO's CACHE_DIR) when it is writable.
+    one per core), so the lanes' requests run side by side instead of queueing on one stream.
+
+    ``cache=True``: OpenVINO's compiled-blob cache (CACHE_DIR) in the artefact folder's ``ov-cache/`` when it
+    is writable. Off by default: measured ~35 ms saved per start for ResNet18 int8 on a 2-core CPU, for one
+    blob of about the IR's size per compile mode (benchmarks/results/serving-modes-cpu.md).
     """
 
     name = "openvino"
 
-    def __init__(self, folder: Path, precision: str, device: torch.device, *, cache: bool = True,
+    def __init__(self, folder: Path, precision: str, device: torch.device, *, cache: bool = False,
                  per_lane_streams: bool = True) -> None:
         if device.type != "cpu":
             raise BackendError(f"backend 'openvino' runs on the CPU here, not on {device}")

@@ -71,14 +71,15 @@ def test_openvino_compiled_blob_is_cached_in_the_artefact_folder(openvino_fp32, 
     from sightline.model.backends.openvino_backend import CACHE_DIR, OpenVINOBackend
 
     folder = openvino_fp32.compiled_artefact.folder
-    blobs = list((folder / CACHE_DIR).glob("*.blob"))
-    assert blobs and all(b.stat().st_size > 100_000 for b in blobs)  # written by the first compile
+    assert openvino_fp32.backend.cache_dir is None and not (folder / CACHE_DIR).exists()  # off by default
     batch = openvino_fp32.preprocessor(val_images(trained, 4))
-    again = OpenVINOBackend(folder, "fp32", CPU)  # served from the cache: same answers
-    torch.testing.assert_close(again.forward(batch), openvino_fp32.forward(batch), atol=1e-5, rtol=1e-4)
-    uncached = OpenVINOBackend(folder, "fp32", CPU, cache=False)
-    assert uncached.cache_dir is None
-    torch.testing.assert_close(uncached.forward(batch), openvino_fp32.forward(batch), atol=1e-5, rtol=1e-4)
+    first = OpenVINOBackend(folder, "fp32", CPU, cache=True)
+    blobs = list((folder / CACHE_DIR).glob("*.blob"))
+    assert first.cache_dir == folder / CACHE_DIR and len(blobs) == 1 and blobs[0].stat().st_size > 100_000
+    again = OpenVINOBackend(folder, "fp32", CPU, cache=True)  # served from the cache: same answers
+    assert list((folder / CACHE_DIR).glob("*.blob")) == blobs
+    for backend in (first, again):
+        torch.testing.assert_close(backend.forward(batch), openvino_fp32.forward(batch), atol=1e-5, rtol=1e-4)
 
 
 def test_torch_auto_precision_is_bf16_only_where_the_cpu_runs_it_natively(monkeypatch):
