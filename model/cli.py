@@ -42,7 +42,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                    help="'imagenet' (torchvision ResNet18 weights), a Sightline bundle, or a .pth state dict")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16", "int8"],
-                   help="auto: fp16 autocast on CUDA, fp32 on the CPU (torch); per backend otherwise; "
+                   help="auto: fp16 autocast on CUDA; on a CPU bf16 where native, else fp32; per backend; "
                         "int8 needs a compiled backend")
     add_backend_argument(p)
 

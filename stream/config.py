@@ -43,8 +43,8 @@ class ModelConfig(StrictModel):
     source: str = Field("imagenet", description="'imagenet', a Sightline bundle or a torchvision .pth")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     precision: Literal["auto", "fp32", "fp16", "bf16", "int8"] = Field(
-        "auto", description="auto: per backend (torch: fp16 on CUDA, fp32 on the CPU; openvino: bf16 where the CPU "
-                            "runs it natively); int8 needs a compiled backend and calibration images")
+        "auto", description="auto: per backend (torch: fp16 on CUDA; torch and openvino on a CPU: bf16 where it "
+                            "runs it natively, else fp32); int8 needs a compiled backend and calibration images")
     backend: Literal["auto", "torch", "openvino", "onnxruntime", "tensorrt"] = Field(
         "torch", description="torch (the reference), a compiled backend built next to the bundle on first use, or "
                              "auto: the fastest installed for the device (see `sightline export`)")

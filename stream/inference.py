@@ -126,6 +126,7 @@ class InferenceWorker:
         self.clock = clock
         self.lanes, self.threads_per_lane = plan_lanes(classifier, lanes, throughput)
         self.models: ModelHolder | None = None  # set by the pipeline: read once per batch, as the batch is taken
+        getattr(classifier, "serve_lanes", lambda n: None)(self.lanes)  # compiled backends: one stream per lane
         self.batches = 0
         self.errors = 0
         self._stop = threading.Event()

@@ -206,6 +206,7 @@ def _swap(pipeline: Pipeline, spec: ModelSpec, loader: Loader | None) -> SwapOut
             new = None
         else:
             loaded = time.perf_counter()
+            getattr(new, "serve_lanes", lambda n: None)(pipeline.worker.lanes)  # as the first model: per lane
             problem = _misfit(new, serving) or _warm(new, min(pipeline.batcher.max_batch, WARMUP_BATCH))
         if problem is not None:
             error = SwapLoadError(problem) if new is None else (

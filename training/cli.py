@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("dataset", metavar="DATASET_DIR", help="folder of class folders (e.g. ROOT/val)")
     e.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     e.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16", "int8"],
-                   help="auto: fp16 autocast on CUDA, fp32 on the CPU (torch); per backend otherwise")
+                   help="auto: fp16 autocast on CUDA; on a CPU bf16 where native, else fp32; per backend")
     add_backend_argument(e)
     e.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
     e.add_argument("--num-workers", type=int, default=None,

@@ -71,14 +71,21 @@ def choose(backend: str, precision: str, device: torch.device) -> Choice:
 
 
 def auto_precision(backend: str, device: torch.device, chose_backend: bool = False) -> tuple[str, str]:
-    """bf16 only where the CPU runs it natively (flags / OpenVINO's capabilities), fp32 elsewhere. An explicit
-    ``backend: torch`` keeps torch's rule (the reference path's outputs do not change under anyone's feet)."""
+    """bf16 only where the CPU runs it natively (flags / the engine's own report), fp32 elsewhere; for torch
+    too, whether ``backend: torch`` was configured or ``auto`` fell back to it (torch's fp32 reference for
+    agreement checks is built explicitly, never through ``auto``)."""
     native = sorted(cpu_flags() & {"avx512_bf16", "amx_bf16"})
     if backend == "torch":
-        if chose_backend and device.type == "cpu" and native:
-            return "bf16", (f"backend auto on a CPU with native bf16 ({', '.join(native)}): torch bf16 autocast "
-                            f"measured {TORCH_CPU_BF16_SPEEDUP:.1f}x fp32")
-        return "auto", "torch's own rule: fp16 autocast on CUDA, fp32 on the CPU"
+        if device.type != "cpu":
+            return "auto", "torch's own rule: fp16 autocast on CUDA"
+        if not native:
+            return "auto", "this CPU has no native bf16 (no avx512_bf16 / amx_bf16 in /proc/cpuinfo): torch fp32"
+        if not torch_cpu_bf16():
+            return "auto", (f"the CPU flags say native bf16 ({', '.join(native)}) but this torch build's oneDNN "
+                            f"does not report bf16 support: torch fp32")
+        return "bf16", (f"this CPU runs bf16 natively ({', '.join(native)} in /proc/cpuinfo; torch's oneDNN agrees): "
+                        f"torch bf16 autocast measured {TORCH_CPU_BF16_SPEEDUP:.1f}x fp32 at batch 8"
+                        + ("" if chose_backend else "; set precision: fp32 for the exact fp32 reference"))
     if backend == "tensorrt":
         return "fp16", "every CUDA GPU TensorRT supports runs fp16 natively"
     if backend == "onnxruntime":
@@ -88,6 +95,14 @@ def auto_precision(backend: str, device: torch.device, chose_backend: bool = Fal
     if "BF16" in cpu_capabilities():
         return "bf16", f"OpenVINO reports native BF16 on this CPU (flags: {', '.join(native) or 'none seen'})"
     return "fp32", "this CPU has no native bf16 (no avx512_bf16 / amx_bf16)"
+
+
+def torch_cpu_bf16() -> bool:
+    """torch's own view: oneDNN bf16 kernels usable on this CPU (avx512bw/vl/dq at least)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def cpu_flags() -> set[str]:

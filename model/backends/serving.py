@@ -44,6 +44,12 @@ class BackendClassifier(Classifier):
         with self._out_of_memory_advice(batch.shape[0]):
             return self.backend.forward(batch)
 
+    def serve_lanes(self, lanes: int) -> None:
+        """Told by the inference worker how many lanes call ``forward`` at once (OpenVINO: one stream each)."""
+        plan = getattr(self.backend, "serve_lanes", None)
+        if plan is not None:
+            log.info("%s", plan(lanes))
+
     def describe(self) -> dict[str, object]:
         agreement = self.compiled_artefact.agreement
         return {**super().describe(), "backend": self.backend.name, "backend_version": self.backend.version,

@@ -67,6 +67,7 @@ def test_run_flag_replaces_model_backend():
 
 
 def test_backend_auto_falling_back_to_torch_takes_bf16_only_where_native(monkeypatch):
+    monkeypatch.setattr(registry, "torch_cpu_bf16", lambda: True)
     monkeypatch.setattr(registry, "installed", lambda name: name == "torch")
     monkeypatch.setattr(registry, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
     choice = registry.choose("auto", "auto", CPU)
@@ -74,7 +75,8 @@ def test_backend_auto_falling_back_to_torch_takes_bf16_only_where_native(monkeyp
     monkeypatch.setattr(registry, "cpu_flags", lambda: {"avx2", "avx512f"})
     assert registry.choose("auto", "auto", CPU).precision == "auto"  # torch's rule: fp32 on the CPU
     monkeypatch.setattr(registry, "cpu_flags", lambda: {"amx_bf16"})
-    assert registry.choose("torch", "auto", CPU).precision == "auto"  # an explicit torch backend keeps its rule
+    monkeypatch.setattr(registry, "torch_cpu_bf16", lambda: True)
+    assert registry.choose("torch", "auto", CPU).precision == "bf16"  # an explicit torch backend follows the CPU too
 
 
 def test_cpu_ranking_follows_the_measured_table():
