@@ -27,6 +27,6 @@ def test_cluster_cases_in_a_loopback_only_namespace() -> None:
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=BUDGET_S)
     out = proc.stdout + proc.stderr
-    print(out[-6000:])
-    assert proc.returncode == 0, out[-12000:]
+    # pytest's own report is on stdout; Ray's log noise (actors dying on purpose) on stderr
+    assert proc.returncode == 0, proc.stdout[-10000:] + "\n--- stderr, last lines ---\n" + proc.stderr[-2000:]
     assert "9 passed" in out and "skipped" not in out
