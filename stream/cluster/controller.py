@@ -40,6 +40,7 @@ from sightline.stream.pipeline import (
     TooManyStreamsError,
     UnknownStreamError,
 )
+from sightline.stream.service.status import links
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def blank_status(config: StreamConfig) -> dict[str, Any]:
     return {"name": config.name, "url": redact_url(config.url), "mode": config.mode, "state": "connecting",
             "error": None, "fps": 0.0, "p50_ms": None, "p99_ms": None, "frames_decoded": 0, "frames_inferred": 0,
             "dropped": {}, "reconnects": 0, "sink_errors": {}, "corrupt_packets": 0, "frames_lost": {},
-            "records_lost": {}, "prediction": None, "smoothed": None}
+            "records_lost": {}, "prediction": None, "smoothed": None, "model": None, **links(config.name)}
 
 
 class RemoteOutput:
