@@ -38,6 +38,7 @@ class ClipFrame:
 
     t: float
     jpeg: bytes
+    rate: float | None = None  # the clip's nominal frame rate (VideoRecorder reads it as ``Frame.rate``)
 
     # what VideoRecorder reads for timestamps
     @property
@@ -84,7 +85,7 @@ class ClipWriter:
         self.stream = stream
         self.live = live
         self.on_done = on_done
-        self.recorder = VideoRecorder(path, stream, fps=fps)
+        self.recorder = VideoRecorder(path, stream, fps=fps())
         self.queue: BoundedQueue[ClipFrame] = BoundedQueue(capacity, "block")
         self.done = threading.Event()
         self.dropped = 0

@@ -179,7 +179,8 @@ class EventSink:
         rules = [r for r in self._rules if r.matches_stream(self.stream)]
         clip_frame = None
         if rules or self._clips:
-            clip_frame = ClipFrame(t, encode_jpeg(self._clip_picture(item), self.config.jpeg_quality))
+            clip_frame = ClipFrame(t, encode_jpeg(self._clip_picture(item), self.config.jpeg_quality),
+                                   item.result.frame.rate or self._fps())
             self.ring.add(clip_frame)
             self._feed_clips(clip_frame)
         smoothed = item.smoothed

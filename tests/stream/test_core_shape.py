@@ -104,7 +104,7 @@ def test_reading_fps_changes_nothing_and_a_scrape_computes_it_from_the_stats() -
     assert first[("sightline_stream_state", (("state", "connecting"), ("stream", "cam")))] == 1
     d = view.classifier.describe()  # read from the classifier in use at scrape time (a swap shows at once)
     info = tuple(sorted({"arch": str(d["arch"]), "classes": str(d["classes"]), "device": str(d["device"]),
-                         "precision": str(d["precision"])}.items()))
+                         "precision": str(d["precision"]), "model": ""}.items()))  # no model holder here
     assert first[("sightline_model_info", info)] == 1
     clock.now += 10  # nothing else happens: the next scrape alone sees the window empty
     stats.set_state("live")
