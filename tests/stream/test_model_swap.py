@@ -28,6 +28,7 @@ from sightline.stream.model_swap import (
     swap_model,
 )
 from sightline.stream.pipeline import Pipeline
+from sightline.stream.service.status import stream_status
 
 from tests.support.models import TINY, tiny_bundle
 
@@ -63,12 +64,12 @@ def start_pipeline(tmp_path: Path, bundle: ModelBundle, mode: str = "fast", **ex
 
 
 def inferred(pipeline: Pipeline) -> int:
-    return int(pipeline.get("cam").status()["frames_inferred"])
+    return int(stream_status(pipeline.get("cam"))["frames_inferred"])
 
 
 def serving(pipeline: Pipeline) -> str:
     """The model that classified the stream's latest frame, as its status says."""
-    return str(pipeline.get("cam").status()["model"])
+    return str(stream_status(pipeline.get("cam"))["model"])
 
 
 def runs(ids: list[str]) -> list[str]:
@@ -106,7 +107,7 @@ def test_swaps_between_batches_classify_every_frame_once_and_release_the_old_mod
         wait_until(lambda: serving(pipeline) == model_id(c), 30, "results from model c")
         at = inferred(pipeline)
         wait_until(lambda: inferred(pipeline) >= at + 5, 30, "more frames under model c")
-        assert pipeline.get("cam").status()["state"] == "live"  # the stream never stopped
+        assert stream_status(pipeline.get("cam"))["state"] == "live"  # the stream never stopped
         assert pipeline.worker.errors == 0  # loading beside the serving model never broke a batch of it
     finally:
         pipeline.shutdown(5.0)
@@ -193,8 +194,8 @@ async def test_put_model_refuses_bad_models_and_keeps_serving_then_swaps_to_open
             assert body["swapped"] and body["model"]["id"] == model_id(good) and body["previous"]["id"] == model_id(a)
             assert body["model"]["backend"] == "openvino" and body["model"]["precision"] == "fp32"
             assert (await client.get("/api/model")).json()["backend"] == "openvino"
-            await asyncio.to_thread(wait_until, lambda: pipeline.get("cam").status()["model"] == model_id(good), 30,
-                                    "results from the openvino model")
+            await asyncio.to_thread(wait_until, lambda: stream_status(pipeline.get("cam"))["model"] == model_id(good),
+                                    30, "results from the openvino model")
             metrics = (await client.get("/metrics")).text
             assert f'model="{model_id(good)}"' in metrics and f'model="{model_id(a)}"' not in metrics
             assert 'sightline_model_swaps_total{result="swapped"} 1.0' in metrics

@@ -299,7 +299,7 @@ def dashboard_queries() -> list[str]:
     for e in exprs:
         e = e.replace("$__rate_interval", "15s")
         for var in ("stream", "node", "worker"):  # "All" selected (one process: no node/worker labels, ".*" matches)
-            e = e.replace("${%s:regex}" % var, ".*").replace(f"${var}", ".*")
+            e = e.replace("${" + var + ":regex}", ".*").replace(f"${var}", ".*")
         out.append(e)
     return out
 
