@@ -83,7 +83,8 @@ def test_ci_installs_every_package_the_real_component_tests_name() -> None:
     install = script[script.index("apt-get install"):].split("\n#", 1)[0]
     packages = set(install.replace("\\\n", " ").split())
     needed = set(gst_rtsp.PACKAGES.split()) | {"ffmpeg", "rtsp-server-perl", "prometheus", "chromium",
-                                               "chromium-driver"}
+                                               "chromium-driver", "mosquitto", "docker-compose", "iproute2",
+                                               "util-linux"}  # MQTT broker, compose validation, Ray's netns
     assert needed <= packages, sorted(needed - packages)
     assert "export SIGHTLINE_STRICT=1" in script
     assert script.rstrip().endswith(".venv/bin/python -m pytest -q")  # the README's test command, unchanged
