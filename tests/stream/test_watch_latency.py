@@ -90,8 +90,8 @@ async def test_glass_to_glass_latency_of_webrtc_viewing(tmp_path: Path) -> None:
     publisher = loopback_peer()
     publisher.addTrack(camera)
     await make_offer(publisher)
-    sdp, kind = await pipeline.webrtc_offer("cam", publisher.localDescription.sdp, "offer")
-    await publisher.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=kind))
+    answer = await pipeline.get("cam").source.accept(publisher.localDescription.sdp, "offer")  # the WebRTC source
+    await publisher.setRemoteDescription(RTCSessionDescription(sdp=answer.sdp, type=answer.type))
     driver, driver_url = await asyncio.to_thread(start_driver)
     web = None
     try:

@@ -65,7 +65,7 @@ def drawn_pipeline(tmp_path: Path, **behaviour) -> tuple[Pipeline, list[DrawnSou
     pipeline.watchdog.interval_s = 0.1
     made: list[DrawnSource] = []
 
-    def source(cfg, queue, stats, stop, preview):  # the factory's source builder, for every (re)start
+    def source(cfg, queue, stats, stop, preview, keep_display=None):  # the factory's source builder, every (re)start
         first = not made
         made.append(DrawnSource(cfg, queue, stats, pipeline.factory.classifier.preprocessor.working_size, False,
                                 stop, pipeline.clock, preview, **(behaviour if first else {})))
