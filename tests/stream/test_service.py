@@ -330,33 +330,9 @@ async def test_every_dashboard_query_runs_on_real_prometheus(prometheus: str) ->
 # -- Chromium ---------------------------------------------------------------------------------------
 
 
-class WebDriver:
-    """The four W3C WebDriver calls this test needs, over chromedriver's HTTP API."""
-
+class WebDriver(browsers.WebDriver):
     def __init__(self, url: str, profile: Path) -> None:
-        self.http = httpx.Client(base_url=url, timeout=30)
-        options = {"binary": CHROMIUM,
-                   "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                            "--disable-component-update", "--disable-sync", "--no-first-run",
-                            f"--user-data-dir={profile}", "--window-size=1024,768"]}
-        # "eager": the page keeps fetching snapshots, so do not wait for the load event
-        caps = {"capabilities": {"alwaysMatch": {"browserName": "chrome", "pageLoadStrategy": "eager",
-                                                 "goog:chromeOptions": options}}}
-        r = self.http.post("/session", json=caps)
-        assert r.status_code == 200, r.text
-        self.session = f"/session/{r.json()['value']['sessionId']}"
-
-    def open(self, url: str) -> None:
-        assert self.http.post(f"{self.session}/url", json={"url": url}).status_code == 200
-
-    def run(self, script: str) -> object:
-        r = self.http.post(f"{self.session}/execute/sync", json={"script": script, "args": []})
-        assert r.status_code == 200, r.text
-        return r.json()["value"]
-
-    def close(self) -> None:
-        self.http.delete(self.session)
-        self.http.close()
+        super().__init__(url, profile, ("--window-size=1024,768",))
 
 
 @pytest_asyncio.fixture(loop_scope="module")

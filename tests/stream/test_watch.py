@@ -34,9 +34,8 @@ from tests.support.rtsp import free_tcp_port
 from tests.support.webrtc import loopback_peer, make_offer
 
 TOKEN = "watch-test-token"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--autoplay-policy="
-                 "no-user-gesture-required", "--allow-loopback-in-peer-connection", "--window-size=800,600"]
+WATCH_ARGS = ("--autoplay-policy=no-user-gesture-required", "--allow-loopback-in-peer-connection",
+              "--window-size=800,600")
 pytestmark = [pytest.mark.timeout(120)]
 
 DECODED = """return (async () => {
@@ -55,29 +54,9 @@ c.getContext("2d").drawImage(v, 0, 0);
 return c.toDataURL("image/png");"""
 
 
-class WebDriver:
-    """The W3C WebDriver calls this test needs, over chromedriver's HTTP API."""
-
+class WebDriver(browsers.WebDriver):
     def __init__(self, url: str, profile: Path) -> None:
-        self.http = httpx.Client(base_url=url, timeout=30)
-        options = {"binary": browsers.chromium(), "args": [*CHROMIUM_ARGS, f"--user-data-dir={profile}"]}
-        caps = {"capabilities": {"alwaysMatch": {"browserName": "chrome", "pageLoadStrategy": "eager",
-                                                 "goog:chromeOptions": options}}}
-        r = self.http.post("/session", json=caps)
-        assert r.status_code == 200, r.text
-        self.session = f"/session/{r.json()['value']['sessionId']}"
-
-    def open(self, url: str) -> None:
-        assert self.http.post(f"{self.session}/url", json={"url": url}).status_code == 200
-
-    def run(self, script: str) -> object:
-        r = self.http.post(f"{self.session}/execute/sync", json={"script": script, "args": []})
-        assert r.status_code == 200, r.text
-        return r.json()["value"]
-
-    def close(self) -> None:
-        self.http.delete(self.session)
-        self.http.close()
+        super().__init__(url, profile, WATCH_ARGS)
 
 
 def start_driver() -> tuple[subprocess.Popen[bytes], str]:

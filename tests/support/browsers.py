@@ -1,8 +1,16 @@
-"""Finding headless Chromium and its WebDriver on PATH (no hard-coded install paths)."""
+"""Finding headless Chromium and its WebDriver on PATH (no hard-coded install paths), and a minimal
+W3C WebDriver client over chromedriver's HTTP API."""
 
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
+
+import httpx
+
+# Headless and quiet: no background networking, no component updates, no sync (only loopback is reached)
+CHROMIUM_ARGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run")
 
 BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
@@ -14,3 +22,30 @@ def chromium() -> str | None:
 
 def chromedriver() -> str | None:
     return shutil.which("chromedriver")
+
+
+class WebDriver:
+    """The W3C WebDriver calls the tests need: a session, open a page, run a script, close.
+
+    "eager" page loading: the pages keep fetching snapshots, so the load event is not waited for."""
+
+    def __init__(self, url: str, profile: Path, extra_args: tuple[str, ...] = ()) -> None:
+        self.http = httpx.Client(base_url=url, timeout=30)
+        options = {"binary": chromium(), "args": [*CHROMIUM_ARGS, *extra_args, f"--user-data-dir={profile}"]}
+        caps = {"capabilities": {"alwaysMatch": {"browserName": "chrome", "pageLoadStrategy": "eager",
+                                                 "goog:chromeOptions": options}}}
+        r = self.http.post("/session", json=caps)
+        assert r.status_code == 200, r.text
+        self.session = f"/session/{r.json()['value']['sessionId']}"
+
+    def open(self, url: str) -> None:
+        assert self.http.post(f"{self.session}/url", json={"url": url}).status_code == 200
+
+    def run(self, script: str) -> object:
+        r = self.http.post(f"{self.session}/execute/sync", json={"script": script, "args": []})
+        assert r.status_code == 200, r.text
+        return r.json()["value"]
+
+    def close(self) -> None:
+        self.http.delete(self.session)
+        self.http.close()
