@@ -194,23 +194,33 @@ class Pipeline:
     def exit_code(self) -> int:
         """0 when no stream failed, 1 when every stream failed, 3 when some did."""
         states = [r.stats.state for r in self.registry.runtimes()]
-        failed = sum(s == StreamState.FAILED for s in states)
-        if not failed:
-            return 0
-        return 1 if failed == len(states) else 3
+        return exit_code_for(sum(s == StreamState.FAILED for s in states), len(states))
 
     async def run(self, duration: float | None = None, stop: asyncio.Event | None = None) -> int:
         """Run until every stream finished (when the config has streams), ``duration`` passed, or ``stop``."""
         await asyncio.to_thread(self.start)
-        serve_forever = not self.config.streams
-        deadline = None if duration is None else self.clock() + duration
         try:
-            while not (stop is not None and stop.is_set()):
-                if deadline is not None and self.clock() >= deadline:
-                    break
-                if not serve_forever and self.finished:
-                    break
-                await asyncio.sleep(0.05)
+            await wait_until_done(lambda: self.finished, not self.config.streams, self.clock, duration, stop)
         finally:
             await asyncio.to_thread(self.shutdown)
         return self.exit_code()
+
+
+def exit_code_for(failed: int, streams: int) -> int:
+    """0 when no stream failed, 1 when every stream failed, 3 when some did."""
+    if not failed:
+        return 0
+    return 1 if failed == streams else 3
+
+
+async def wait_until_done(finished: Callable[[], bool], forever: bool, clock: Callable[[], float],
+                          duration: float | None = None, stop: asyncio.Event | None = None,
+                          poll_s: float = 0.05) -> None:
+    """Until ``stop`` is set, ``duration`` has passed, or (unless ``forever``) every stream ``finished``."""
+    deadline = None if duration is None else clock() + duration
+    while not (stop is not None and stop.is_set()):
+        if deadline is not None and clock() >= deadline:
+            return
+        if not forever and finished():
+            return
+        await asyncio.sleep(poll_s)

@@ -39,6 +39,8 @@ from sightline.stream.pipeline import (
     StreamOutputError,
     TooManyStreamsError,
     UnknownStreamError,
+    exit_code_for,
+    wait_until_done,
 )
 from sightline.stream.service.status import links
 
@@ -744,23 +746,13 @@ class ClusterPipeline:
 
     def exit_code(self) -> int:
         states = [self.status_of(p)["state"] for p in self.placements()]
-        failed = sum(s in ("failed", UNPLACED) for s in states)
-        if not failed:
-            return 0
-        return 1 if failed == len(states) else 3
+        return exit_code_for(sum(s in ("failed", UNPLACED) for s in states), len(states))
 
     async def run(self, duration: float | None = None, stop: asyncio.Event | None = None) -> int:
         await asyncio.to_thread(self.start)
-        serve_forever = not self.config.streams
-        loop = asyncio.get_running_loop()
-        deadline = None if duration is None else loop.time() + duration
         try:
-            while not (stop is not None and stop.is_set()):
-                if deadline is not None and loop.time() >= deadline:
-                    break
-                if not serve_forever and self.finished:
-                    break
-                await asyncio.sleep(0.1)
+            await wait_until_done(lambda: self.finished, not self.config.streams, asyncio.get_running_loop().time,
+                                  duration, stop, poll_s=0.1)
         finally:
             code = self.exit_code()
             await asyncio.to_thread(self.shutdown)
