@@ -95,6 +95,32 @@ class BoundedQueue(Generic[T]):
         return len(self._items)
 
 
+class Consumer(Generic[T]):
+    """One daemon thread that hands every item of ``queue`` to ``handle`` until the queue is closed and empty,
+    then calls ``finalize`` (also when ``handle`` raised): an output, recorder or clip writer's thread."""
+
+    def __init__(self, queue: BoundedQueue[T], name: str, handle: Callable[[T], None],
+                 finalize: Callable[[], None]) -> None:
+        self.queue = queue
+        self._handle = handle
+        self._finalize = finalize
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """True when the thread has ended."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        try:
+            drain(self.queue, self._handle)
+        finally:
+            self._finalize()
+
+
 def drain(queue: BoundedQueue[T], handle: Callable[[T], None], poll_s: float = 0.5) -> None:
     """Hand every item to ``handle`` until the queue is closed and empty (a consumer thread's loop)."""
     while True:

@@ -23,7 +23,7 @@ from typing import Protocol
 
 import numpy as np
 from sightline.model.classifier import Prediction
-from sightline.stream.buffers import BoundedQueue, drain
+from sightline.stream.buffers import BoundedQueue, Consumer
 from sightline.stream.frames import Frame, Smoothed
 from sightline.stream.overlay import draw_overlay
 from sightline.stream.sinks import VideoRecorder
@@ -63,10 +63,10 @@ class RecordingWriter:
         self.queue: BoundedQueue[Frame] = BoundedQueue(capacity, "block")
         self.done = threading.Event()
         self.errors = 0
-        self._thread = threading.Thread(target=self._run, name=f"recorder-{recorder.stream}", daemon=True)
+        self._consumer = Consumer(self.queue, f"recorder-{recorder.stream}", self._write, self._finalize)
 
     def start(self) -> None:
-        self._thread.start()
+        self._consumer.start()
 
     def submit(self, frame: Frame) -> None:
         """Called by the source thread for every decoded frame."""
@@ -83,18 +83,14 @@ class RecordingWriter:
         self.queue.close()
 
     def join(self, timeout: float | None = None) -> bool:
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        return self._consumer.join(timeout)
 
-    def _run(self) -> None:
+    def _finalize(self) -> None:
         try:
-            drain(self.queue, self._write)
-        finally:
-            try:
-                self.recorder.close()
-            except Exception as exc:  # a file that cannot be finalized is reported; the stream is not stopped
-                self._failed(exc, "finalizing")
-            self.done.set()
+            self.recorder.close()
+        except Exception as exc:  # a file that cannot be finalized is reported; the stream is not stopped
+            self._failed(exc, "finalizing")
+        self.done.set()
 
     def _write(self, frame: Frame) -> None:
         wait = frame.decoded_at + self.label_wait_s - self.clock() if self.live else FAST_LABEL_WAIT_S

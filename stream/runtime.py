@@ -11,7 +11,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from sightline.stream.buffers import BoundedQueue, drain
+from sightline.stream.buffers import BoundedQueue, Consumer
 from sightline.stream.config import StreamConfig
 from sightline.stream.frames import Result, Smoothed
 from sightline.stream.recording import RecordingWriter
@@ -44,10 +44,10 @@ class StreamOutput:
         self.model_id: str | None = None  # the model that classified the latest result (changes with a swap)
         self._handled = -1  # seq of the last frame handled: a recording waits for its frame's labels
         self._progress = threading.Condition()
-        self._thread = threading.Thread(target=self._run, name=f"output-{name}", daemon=True)
+        self._consumer = Consumer(self.queue, f"output-{name}", self.handle, self._finalize)
 
     def start(self) -> None:
-        self._thread.start()
+        self._consumer.start()
 
     def submit(self, result: Result) -> None:
         while not self.queue.put(result, timeout=0.5):
@@ -58,21 +58,17 @@ class StreamOutput:
         self.queue.close()
 
     def join(self, timeout: float | None = None) -> bool:
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        return self._consumer.join(timeout)
 
-    def _run(self) -> None:
-        try:
-            drain(self.queue, self.handle)
-        finally:
-            for sink in self.sinks:
-                self._close(sink)
-            with self._progress:
-                self.done.set()
-                self._progress.notify_all()
-            if self.stats.state == StreamState.ENDED:  # said when it happens, not only in the summary at exit
-                log.info("stream %s: ended, %d frames decoded, %d classified%s", self.name, self.stats.frames_decoded,
-                         self.stats.frames_inferred, f" ({self.stats.error})" if self.stats.error else "")
+    def _finalize(self) -> None:
+        for sink in self.sinks:
+            self._close(sink)
+        with self._progress:
+            self.done.set()
+            self._progress.notify_all()
+        if self.stats.state == StreamState.ENDED:  # said when it happens, not only in the summary at exit
+            log.info("stream %s: ended, %d frames decoded, %d classified%s", self.name, self.stats.frames_decoded,
+                     self.stats.frames_inferred, f" ({self.stats.error})" if self.stats.error else "")
 
     def wait_handled(self, seq: int, timeout: float) -> bool:
         """Wait until frame ``seq`` (or a later one) was handled, or the output ended; False on timeout."""

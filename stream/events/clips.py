@@ -23,7 +23,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from sightline.stream.buffers import BoundedQueue, drain
+from sightline.stream.buffers import BoundedQueue, Consumer
 from sightline.stream.sinks import VideoRecorder
 
 log = logging.getLogger(__name__)
@@ -93,10 +93,10 @@ class ClipWriter:
         self.first_t: float | None = None
         self.last_t: float | None = None
         self.stop_after: float | None = None  # the clip ends with the first frame past this time
-        self._thread = threading.Thread(target=self._run, name=f"clip-{stream}", daemon=True)
+        self._consumer = Consumer(self.queue, f"clip-{stream}", self._write, self._finalize)
 
     def start(self) -> None:
-        self._thread.start()
+        self._consumer.start()
 
     def add(self, frame: ClipFrame) -> None:
         if self.last_t is not None and frame.t <= self.last_t:
@@ -116,21 +116,17 @@ class ClipWriter:
         self.queue.close()
 
     def join(self, timeout: float | None = None) -> bool:
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        return self._consumer.join(timeout)
 
-    def _run(self) -> None:
+    def _finalize(self) -> None:
         try:
-            drain(self.queue, self._write)
-        finally:
-            try:
-                self.recorder.close()
-            except Exception as exc:  # noqa: BLE001 - reported; the stream goes on
-                self.errors += 1
-                log.error("stream %s: finalizing clip %s failed: %s", self.stream, self.path.name, exc)
-            self.done.set()
-            if self.on_done is not None:
-                self.on_done(self)
+            self.recorder.close()
+        except Exception as exc:  # noqa: BLE001 - reported; the stream goes on
+            self.errors += 1
+            log.error("stream %s: finalizing clip %s failed: %s", self.stream, self.path.name, exc)
+        self.done.set()
+        if self.on_done is not None:
+            self.on_done(self)
 
     def _write(self, frame: ClipFrame) -> None:
         try:
