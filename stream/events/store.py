@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from sightline.stream.buffers import BoundedQueue, drain
+from sightline.stream.buffers import BoundedQueue, Consumer
 from sightline.stream.events.config import EventRule
 
 log = logging.getLogger(__name__)
@@ -128,8 +128,8 @@ class EventLog:
         self.dropped = 0
         self.errors = 0
         self._writing = False
-        self._thread = threading.Thread(target=self._run, name="events-log", daemon=True)
-        self._thread.start()
+        self._consumer = Consumer(self.queue, "events-log", self._write, lambda: None)
+        self._consumer.start()
 
     def on_message(self, msg: dict[str, Any]) -> None:
         line = (json.dumps(msg, separators=(",", ":"), ensure_ascii=False) + "\n").encode("utf-8")
@@ -137,9 +137,6 @@ class EventLog:
             self.dropped += 1
             if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
                 log.error("events.jsonl: %d event message(s) dropped (the disk is not keeping up)", self.dropped)
-
-    def _run(self) -> None:
-        drain(self.queue, self._write)
 
     def _write(self, line: bytes) -> None:
         self._writing = True
@@ -163,7 +160,7 @@ class EventLog:
 
     def close(self, timeout: float = 10.0) -> None:
         self.queue.close()
-        self._thread.join(timeout)
+        self._consumer.join(timeout)
         with contextlib.suppress(OSError):
             os.fsync(self._fd)
         os.close(self._fd)
