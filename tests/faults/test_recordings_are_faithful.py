@@ -138,7 +138,8 @@ def frame(seq: int, decoded_at: float) -> Frame:
     return Frame("cam", seq, seq, Fraction(1, 25), decoded_at, decoded_at, np.zeros((8, 8, 3), np.uint8))
 
 
-def test_each_recorded_frame_waits_briefly_for_its_own_labels() -> None:
+def labels_seen_by_recorder() -> tuple[FakeLabels, FakeRecorder]:
+    """Labels whose every read tells the recorder which label the frame being written got."""
     labels, recorder = FakeLabels(), FakeRecorder()
     original = labels.current_labels
 
@@ -148,6 +149,11 @@ def test_each_recorded_frame_waits_briefly_for_its_own_labels() -> None:
         return result
 
     labels.current_labels = current  # type: ignore[method-assign]
+    return labels, recorder
+
+
+def test_each_recorded_frame_waits_briefly_for_its_own_labels() -> None:
+    labels, recorder = labels_seen_by_recorder()
     stats = StreamStats("cam")
     writer = RecordingWriter(recorder, labels, stats, live=True, stop=threading.Event(), label_wait_s=2.0)
     writer.start()
@@ -189,15 +195,7 @@ def test_a_live_recorder_that_cannot_keep_up_counts_the_frames_it_lost() -> None
 
 
 def test_a_replay_recorder_waits_for_each_frames_own_labels_however_late() -> None:
-    labels, recorder = FakeLabels(), FakeRecorder()
-    original = labels.current_labels
-
-    def current():
-        result = original()
-        recorder.current = result[0][0].label
-        return result
-
-    labels.current_labels = current  # type: ignore[method-assign]
+    labels, recorder = labels_seen_by_recorder()
     writer = RecordingWriter(recorder, labels, StreamStats("cam"), live=False, stop=threading.Event(),
                              label_wait_s=0.01)
     writer.start()
