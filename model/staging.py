@@ -262,7 +262,7 @@ class BucketedRunner:
                 with torch.cuda.stream(self._compute_stream):  # warm the side stream before capture
                     self.classifier.probabilities_on_device(x, cache_casts=False)
                 torch.cuda.current_stream(self.device).wait_stream(self._compute_stream)
-                with torch.cuda.graph(graph, stream=self._compute_stream):
+                with torch.cuda.graph(graph, stream=self._compute_stream, capture_error_mode="thread_local"):
                     out = self.classifier.probabilities_on_device(x, cache_casts=False)
         except RuntimeError as exc:
             log.warning("CUDA graph capture failed for batch bucket %d (%s); that bucket runs eagerly",

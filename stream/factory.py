@@ -96,13 +96,17 @@ class StreamFactory:
             source.recording = recording
         return StreamRuntime(config, stats, source, output, stop, recording, preview=preview)
 
+    def working_size(self, height: int, width: int) -> tuple[int, int]:
+        """The size the decoders scale to, for the model serving now (a hot-swap may change it)."""
+        return self.classifier.preprocessor.working_size(height, width)
+
     def source(self, config: StreamConfig, queue: BoundedQueue[Frame], stats: StreamStats, stop: threading.Event,
                preview: PreviewDemand | None, keep_display: bool | None = None) -> FrameSource:
         """The source thread for ``config`` (not started); the capture watchdog asks for a fresh one too.
 
         ``keep_display``: every decoded frame also kept full size (default: ``keeps_display(config)``)."""
         display = keeps_display(config) if keep_display is None else keep_display
-        size = self.classifier.preprocessor.working_size
+        size = self.working_size
         if config.is_webrtc:  # aiortc is imported only where WebRTC is used
             from sightline.stream.ice import IcePolicy
             from sightline.stream.webrtc import WebRtcSource

@@ -113,8 +113,6 @@ class Routes:
 
 
 class InferenceWorker:
-    reads_model_holder = True  # a model hot-swap (model_swap.py) reaches the lanes through ``models``
-
     def __init__(self, classifier: Classifier, batcher: Batcher, topk: int, routes: Routes | None = None,
                  stats: StageStats | None = None, clock: Callable[[], float] = time.monotonic,
                  lanes: int | str = "auto", throughput: bool = True) -> None:
@@ -126,7 +124,7 @@ class InferenceWorker:
         self.clock = clock
         self.lanes, self.threads_per_lane = plan_lanes(classifier, lanes, throughput)
         self.models: ModelHolder | None = None  # set by the pipeline: read once per batch, as the batch is taken
-        getattr(classifier, "serve_lanes", lambda n: None)(self.lanes)  # compiled backends: one stream per lane
+        self._fit(classifier)
         self.batches = 0
         self.errors = 0
         self._stop = threading.Event()
@@ -145,6 +143,16 @@ class InferenceWorker:
                  self.classifier.device, self.batcher.max_batch)
         for thread in self._threads:
             thread.start()
+
+    def prepare(self, classifier: Classifier) -> None:
+        """Set up a hot-swapped model beside the serving one, before it is installed (model_swap.py)."""
+        self._fit(classifier)
+
+    def _fit(self, classifier: Classifier) -> None:
+        getattr(classifier, "serve_lanes", lambda n: None)(self.lanes)  # compiled backends: one stream per lane
+
+    def unprepare(self) -> None:
+        """A prepared model was not installed after all (its swap failed): let it go."""
 
     def stop(self, timeout: float = 10.0) -> bool:
         self._stop.set()

@@ -5,7 +5,9 @@ while it takes the batch (under the lock that numbers batches), so batches are c
 model up to one batch and by the new one from the next, in delivery order, and no frame is skipped or
 classified twice. ``swap_model`` runs in a caller's thread (an API worker thread, the SIGHUP task), never
 on an inference lane: it loads and warms the new model beside the old one, checks that it fits the
-running streams (same device, same working size for the decoders), and only then installs it. Anything
+running streams (same device), lets the inference worker set it up beside the old one, and only then installs
+it. A model with another resize is fine: the decoders ask the serving model for their working size frame by
+frame, and the few frames already in flight at the old size are resized by the new model's preprocessing. Anything
 that fails before the install leaves the old model serving and raises a ``SwapError`` that says why.
 
 At most two models are resident: one swap at a time, and a swap waits until the model retired by the
@@ -34,6 +36,7 @@ from sightline.stream.frames import ModelTag
 
 if TYPE_CHECKING:
     from sightline.stream.config import ModelConfig
+    from sightline.stream.inference import InferenceWorker
     from sightline.stream.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
@@ -189,9 +192,10 @@ def _swap(pipeline: Pipeline, spec: ModelSpec, loader: Loader | None) -> SwapOut
     """No local here or in what it calls holds a model when an error is raised: a traceback kept by a caller
     (a log handler, a framework) would keep the model alive with it."""
     holder: ModelHolder = pipeline.models
-    if not getattr(pipeline.worker, "reads_model_holder", False) or pipeline.worker.models is not holder:
-        raise SwapIncompatibleError(f"this inference worker ({type(pipeline.worker).__name__}) cannot swap models "
-                                    f"while running; restart the service with the new model")
+    worker = pipeline.worker
+    if worker.models is not holder:
+        raise SwapIncompatibleError(f"this inference worker ({type(worker).__name__}) does not serve the model "
+                                    f"holder; restart the service with the new model")
     if not holder.swapping.acquire(blocking=False):
         raise SwapBusyError("another model swap is in progress; try again when it has finished")
     try:
@@ -206,11 +210,12 @@ def _swap(pipeline: Pipeline, spec: ModelSpec, loader: Loader | None) -> SwapOut
             new = None
         else:
             loaded = time.perf_counter()
-            getattr(new, "serve_lanes", lambda n: None)(pipeline.worker.lanes)  # as the first model: per lane
-            problem = _misfit(new, serving) or _warm(new, min(pipeline.batcher.max_batch, WARMUP_BATCH))
+            problem = (_misfit(new, serving) or _prepare(worker, new)
+                       or _warm(new, min(pipeline.batcher.max_batch, WARMUP_BATCH)))
         if problem is not None:
             error = SwapLoadError(problem) if new is None else (
                 SwapIncompatibleError(problem) if _misfit(new, serving) else SwapWarmupError(problem))
+            worker.unprepare()
             del new
             gc.collect()
             raise error
@@ -222,8 +227,7 @@ def _swap(pipeline: Pipeline, spec: ModelSpec, loader: Loader | None) -> SwapOut
             return SwapOutcome(serving.info, serving.info, False, False, loaded - started, warm_s)
         classes_changed = served.tag.class_names != serving.class_names
         holder.install(served)
-        pipeline.classifier = served.classifier  # what new streams and status read; the lanes read the holder
-        pipeline.worker.classifier = served.classifier
+        pipeline.classifier = served.classifier  # what new streams, decoders and status read; lanes read the holder
         log.info("model swap: model %s -> %s (%s, %s%s); loaded in %.2f s, warmed in %.2f s", serving.id,
                  served.id, spec.source, served.describe()["backend"],
                  f", classes changed: {len(served.tag.class_names)} now" if classes_changed else "",
@@ -240,14 +244,13 @@ class _Serving:
     id: str
     class_names: tuple[str, ...]
     device: torch.device
-    resize: int
     engine: tuple[str, str]
     info: dict[str, Any]
 
     @classmethod
     def of(cls, served: ServedModel) -> _Serving:
         c = served.classifier
-        return cls(served.id, served.tag.class_names, c.device, c.bundle.preprocess.resize, _engine(served),
+        return cls(served.id, served.tag.class_names, c.device, _engine(served),
                    served.describe())
 
 
@@ -256,13 +259,19 @@ def _default_loader(config: ModelConfig) -> Loader:
 
 
 def _misfit(new: Classifier, serving: _Serving) -> str | None:
-    """The running streams' decoders produce frames for the serving model's resize; the new one must take them."""
     if new.device != serving.device:
         return (f"the new model would run on {new.device}, the service runs on {serving.device}; changing the device "
                 f"needs a restart")
-    if new.bundle.preprocess.resize != serving.resize:
-        return (f"the new model resizes frames to {new.bundle.preprocess.resize} px (shorter side), the streams "
-                f"decode for {serving.resize} px; a model with another resize needs a restart")
+    return None  # another resize is fine: the decoders follow the serving model, frames in flight are resized
+
+
+def _prepare(worker: InferenceWorker, new: Classifier) -> str | None:
+    """The worker fits the new model beside the serving one (OpenVINO: streams per lane; CUDA feeder: staging
+    buffers, warm-up and CUDA graphs of its own)."""
+    try:
+        worker.prepare(new)
+    except (SightlineError, RuntimeError, ValueError) as exc:
+        return f"the inference worker cannot set up the new model: {exc}"
     return None
 
 

@@ -155,7 +155,6 @@ class FrameSource(ABC):
         self.fps_hint = 25.0
         self.recording: RecordingTap | None = None  # set by the pipeline for streams with record: true
         self._seq = 0
-        self._size: tuple[tuple[int, int], tuple[int, int]] | None = None  # (source size, working size)
         self._to_working = VideoReformatter()  # each keeps its FFmpeg scaler context from frame to frame
         self._to_display = VideoReformatter()
         self._thread = threading.Thread(target=self._run, name=f"source-{config.name}", daemon=True)
@@ -224,10 +223,8 @@ class FrameSource(ABC):
         infer = self.throttle.take(t_stream)
         if not infer and not self.keep_display:
             return
-        source_size = (frame.height, frame.width)
-        if self._size is None or self._size[0] != source_size:  # a camera may change resolution mid-stream
-            self._size = (source_size, self.working_size(*source_size))
-        height, width = self._size[1]
+        # asked per frame: a camera may change resolution mid-stream, a model swap may change the working size
+        height, width = self.working_size(frame.height, frame.width)
         started = time.perf_counter()
         image = self._to_working.reformat(frame, width, height, "rgb24", interpolation="AREA").to_ndarray()
         wanted = self.keep_display or (self.preview is not None and self.preview.wanted())

@@ -140,3 +140,49 @@ def test_pipeline_on_cuda_end_to_end_through_the_feeder(tmp_path: Path) -> None:
     assert pipeline.worker.errors == 0
     lines = (tmp_path / "out" / "s0.jsonl").read_text().splitlines()
     assert len(lines) == 60
+
+
+@pytest.mark.gpu
+@cuda
+@pytest.mark.timeout(180)
+def test_a_hot_swap_on_cuda_captures_the_new_models_graphs_beside_the_live_feeder(tmp_path: Path) -> None:
+    """Issue #15 on a GPU: the swap thread warms and captures the new model's runner while the feeder serves."""
+    import json
+
+    from sightline.model.bundle import PreprocessSpec
+    from sightline.stream.media import make_test_clip
+    from sightline.stream.model_swap import MODEL_ID_LENGTH, ModelSpec, swap_model
+
+    clip = make_test_clip(tmp_path / "clip.mp4", frames=60, fps=30, size=(320, 240), pattern="photos",
+                          counter=False)
+    a, big = tiny_bundle(num_classes=4), tiny_bundle(num_classes=3, seed=1, spec=PreprocessSpec(resize=96, crop=80))
+    a.save(tmp_path / "a.pt")
+    big.save(tmp_path / "big.pt")
+    config = RunConfig(output_dir=tmp_path / "out", media_root=tmp_path,
+                       model={"source": str(tmp_path / "a.pt"), "cuda_graphs": True},
+                       batching={"max_batch": 8, "max_wait_ms": 5},
+                       streams=[StreamConfig(name="cam", url=str(clip), mode="fast", loop=True)])
+    pipeline = Pipeline(Classifier(a, device="cuda", precision="auto"), config, Metrics())
+    assert isinstance(pipeline.worker, FeederWorker)
+    pipeline.start()
+    try:
+        deadline = time.monotonic() + 60
+        while pipeline.get("cam").stats.frames_inferred < 30:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        outcome = swap_model(pipeline, ModelSpec(str(tmp_path / "big.pt"), precision="auto"))
+        assert outcome.swapped and outcome.classes_changed
+        at = pipeline.get("cam").stats.frames_inferred
+        while pipeline.get("cam").stats.frames_inferred < at + 60:
+            assert time.monotonic() < deadline + 60
+            time.sleep(0.05)
+        assert pipeline.worker.runner.classifier is pipeline.models.current.classifier
+        assert pipeline.worker.runner.captured == pipeline.worker.runner.buckets
+        assert pipeline.worker.errors == 0
+    finally:
+        pipeline.shutdown(10.0)
+    lines = [json.loads(line) for line in (tmp_path / "out" / "cam.jsonl").read_text().splitlines()]
+    assert [r["seq"] for r in lines] == list(range(len(lines)))
+    ids = [r["model"] for r in lines]
+    first = ids.index(big.content_hash()[:MODEL_ID_LENGTH])
+    assert set(ids[:first]) == {a.content_hash()[:MODEL_ID_LENGTH]} and len(set(ids[first:])) == 1
