@@ -271,6 +271,12 @@ async def test_put_model_swaps_every_worker_at_one_seq_boundary_and_a_bad_model_
     await wait_for(new_model_serving, 30, "both lossless streams classified by the new model")
     again = await service.client.put("/api/model", json=good, headers=AUTH)  # already serving: nothing to do
     assert again.status_code == 200 and again.json()["swapped"] is False
+    # SIGHUP with --ray: the config file's model, swapped on every worker the same way (already serving here)
+    from sightline.stream.cluster.model_service import ClusterSighupReloader
+
+    read = lambda: config.model.model_copy(update={"source": good["source"]})  # noqa: E731
+    hup = await asyncio.to_thread(ClusterSighupReloader(asyncio.get_running_loop(), read).reload, service.controller)
+    assert hup is not None and not hup.failed and set(hup.answers) == workers and hup.swapped == []
     for name in EXACT:
         r = await service.client.delete(f"/api/streams/{name}", headers=AUTH)
         assert r.status_code == 200 and not r.json()["dropped"], r.json()
