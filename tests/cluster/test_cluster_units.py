@@ -163,3 +163,36 @@ def test_a_worker_serves_the_spec_it_was_asked_for() -> None:
     assert serves(served, ModelSpec("/m/b.pt", "auto", "fp32"))
     assert not serves(served, ModelSpec("/m/b.pt", "auto", "fp16"))
     assert not serves(served, ModelSpec("/m/a.pt", "auto", "auto")) and not serves(None, ModelSpec("/m/b.pt"))
+
+
+def test_a_worker_swaps_its_model_answers_failures_as_data_and_is_brought_to_the_current_model(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker class on its own (Ray blocked: it is plain Python, and no Ray may start outside a namespace)."""
+    from sightline.stream.cluster.worker import PipelineWorker
+    from sightline.stream.model_swap import MODEL_ID_LENGTH
+
+    from tests.support.models import tiny_bundle
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    a, b = tiny_bundle(seed=0), tiny_bundle(seed=1)
+    a.save(tmp_path / "a.pt")
+    b.save(tmp_path / "b.pt")
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint at all")
+    config = RunConfig.model_validate({"model": {"source": str(tmp_path / "a.pt"), "device": "cpu"},
+                                       "output_dir": str(tmp_path / "out"), "media_root": str(tmp_path),
+                                       "cluster": {"worker_fps": 50, "metrics_host": "127.0.0.1"}})
+    worker = PipelineWorker(config.model_dump(mode="json"), "w9")
+    try:
+        served = worker.info()["served"]
+        assert served["id"] == a.content_hash()[:MODEL_ID_LENGTH] and served["source"] == str(tmp_path / "a.pt")
+        spec = {"backend": served["requested_backend"], "precision": "auto"}
+        bad = worker.swap_model({**spec, "source": str(tmp_path / "garbage.pt")})
+        assert bad["error"] == "failed" and bad["status"] == 422 and "not a readable" in bad["detail"]
+        assert bad["served"] == served  # the old model keeps serving
+        with pytest.raises(RuntimeError, match="cannot serve"):  # the controller then replaces the worker
+            worker.start_serving({**spec, "source": str(tmp_path / "garbage.pt")})
+        info = worker.start_serving({**spec, "source": str(tmp_path / "b.pt")})
+        assert info["served"]["id"] == b.content_hash()[:MODEL_ID_LENGTH] and info["worker"] == "w9"
+        assert worker.watch_offer("nope", "v=0")["status"] == 404 and worker.video_status("nope")["status"] == 404
+    finally:
+        worker.shutdown()
