@@ -694,6 +694,10 @@ class ClusterPipeline:
         with self._state:
             return list(self._streams.values())
 
+    def worker_ids(self) -> set[str]:
+        with self._state:
+            return set(self._workers)
+
     def worker_handles(self) -> list[WorkerHandle]:
         with self._state:
             return list(self._workers.values())

@@ -183,6 +183,11 @@ class ClusterModelService:
                 if answer.get("model"):
                     h.info["model"] = answer["model"]
                 result.answers[h.worker_id] = answer
+            for worker_id in result.failed:  # died meanwhile: its streams move to workers that answered
+                if result.answers[worker_id]["error"] == "worker" and worker_id not in c.worker_ids():
+                    del result.answers[worker_id]
+            if not result.answers:
+                raise ClusterBusyError("every pipeline worker went away during the swap; try again")
             if not result.failed:
                 self.remember(spec)
             log_swap(result)
