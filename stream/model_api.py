@@ -90,7 +90,10 @@ router = APIRouter(tags=["model"])
 
 
 @router.get("/api/model", response_model=ServedModelInfo, summary="The model in service")
-async def get_model(request: Request) -> dict[str, Any]:
+async def get_model(request: Request) -> Any:
+    if getattr(request.app.state, "cluster", None) is not None:  # sightline run --ray: what the workers serve
+        from sightline.stream.cluster import model_service
+        return await model_service.get_model(request.app.state.cluster)
     return request.app.state.pipeline.models.current.describe()
 
 
@@ -105,7 +108,7 @@ async def get_model(request: Request) -> dict[str, Any]:
                                             "missing)"},
                        500: {"description": "the model failed its warm-up run"},
                        503: {"description": "shutting down"}})
-async def put_model(body: ModelRequest, request: Request) -> dict[str, Any]:
+async def put_model(body: ModelRequest, request: Request) -> Any:
     state = request.app.state
     closing = getattr(state, "closing", None)
     if closing is not None and closing.is_set():
@@ -114,6 +117,9 @@ async def put_model(body: ModelRequest, request: Request) -> dict[str, Any]:
     outside = outside_swap_dir(body.source, pipeline.config.model)
     if outside:
         raise HTTPException(status.HTTP_403_FORBIDDEN, outside)
+    if getattr(state, "cluster", None) is not None:  # sightline run --ray: every worker swaps
+        from sightline.stream.cluster import model_service
+        return await model_service.put_model(state.cluster, body.source, body.backend, body.precision)
     asked = pipeline.models.current.spec
     spec = ModelSpec(body.source, body.backend or asked.backend, body.precision or asked.precision)
     try:

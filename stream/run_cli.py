@@ -67,7 +67,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.ray or config.cluster.ray.address:
         from sightline.stream.cluster.service import run_cluster_service, with_address
 
-        return asyncio.run(run_cluster_service(with_address(config, args.ray), args.duration))
+        return asyncio.run(run_cluster_service(with_address(config, args.ray), args.duration,
+                                               reload_model=lambda: load_run_config(args.config).model))
     return asyncio.run(run_service(config, args.duration, reload_model=lambda: load_run_config(args.config).model))
 
 

@@ -236,6 +236,9 @@ async def watch_page() -> HTMLResponse:
 async def watch_offer(name: str, offer: WatchOffer, request: Request) -> dict[str, str]:
     if request.app.state.closing.is_set():
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "shutting down")
+    if getattr(request.app.state, "cluster", None) is not None:  # sightline run --ray: the owning worker answers
+        from sightline.stream.cluster import viewing
+        return await viewing.watch_offer(request.app.state.cluster, name, offer.sdp)
     hub = _hub(request)
     try:
         answer = await hub.watch(name, offer.sdp)
@@ -252,11 +255,20 @@ async def watch_offer(name: str, offer: WatchOffer, request: Request) -> dict[st
             summary="The stream's annotated video: encoder, WebRTC viewers and publish state (URL redacted)",
             responses={404: {"description": "no such stream"}})
 async def video_status(name: str, request: Request) -> dict[str, object]:
-    pipeline: Pipeline = request.app.state.pipeline
+    if getattr(request.app.state, "cluster", None) is not None:  # sightline run --ray: the owning worker answers
+        from sightline.stream.cluster import viewing
+        return await viewing.video_status(request.app.state.cluster, name)
+    found = video_status_of(request.app.state.pipeline, getattr(request.app.state, "watch_hub", None), name)
+    if found is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no stream named {bounded(name, 80)!r}")
+    return found
+
+
+def video_status_of(pipeline: Pipeline, hub: WatchHub | None, name: str) -> dict[str, object] | None:
+    """The stream's annotated-video status (None: no such stream)."""
     encoder = pipeline.video_out.get(name)
     if encoder is None or name not in pipeline.names():
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no stream named {bounded(name, 80)!r}")
-    hub = getattr(request.app.state, "watch_hub", None)
+        return None
     return {"name": name, "encoding": encoder.subscribers > 0,
             "size": None if encoder.size is None else list(encoder.size),
             "frames_encoded": encoder.frames_encoded, "frames_dropped": encoder.frames_dropped,

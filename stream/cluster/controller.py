@@ -27,12 +27,14 @@ from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily
 from sightline.model.errors import ConfigError
+from sightline.stream.cluster.model_service import ClusterModelService
 from sightline.stream.cluster.placement import WorkerLoad, asked_fps, choose_worker, file_rate
 from sightline.stream.cluster.table import TABLE_NAME, StreamTable, worker_actor_name
 from sightline.stream.cluster.worker import PipelineWorker
 from sightline.stream.config import RunConfig, StreamConfig, check_source, redact_url
 from sightline.stream.errors import StreamError
 from sightline.stream.metrics import Metrics
+from sightline.stream.model_swap import ModelSpec
 from sightline.stream.pipeline import (
     DuplicateStreamError,
     StreamBusyError,
@@ -212,6 +214,7 @@ class ClusterPipeline:
         self._table: Any = None
         self._worker_config = config.model_copy(update={"streams": []}).model_dump(mode="json")
         self._next_worker = 0
+        self.model_service = ClusterModelService(self, ModelSpec.of(config.model))  # GET/PUT /api/model
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -223,6 +226,9 @@ class ClusterPipeline:
         self._table = self._make_table()
         saved = self.ray.get(self._table.snapshot.remote(), timeout=CALL_TIMEOUT_S)
         self._next_worker = int(saved["next_worker"])
+        if saved.get("model"):  # swapped by an earlier controller: new workers load that one
+            self.model_service.spec = ModelSpec(**saved["model"])
+            self.use_model(saved["model"])
         self._adopt(saved)
         for _ in range(len(self._workers), self.target_workers()):
             self._spawn_worker(check_room=False)  # Ray schedules them as its resource view fills in
@@ -265,7 +271,8 @@ class ClusterPipeline:
         with self._state:
             saved = {"streams": {n: p.record() for n, p in self._streams.items()},
                      "workers": {w: {"draining": h.draining} for w, h in self._workers.items()},
-                     "next_worker": self._next_worker}
+                     "next_worker": self._next_worker,
+                     "model": {k: self._worker_config["model"][k] for k in ("source", "backend", "precision")}}
         self._table.restore.remote(saved)
 
     def _adopt(self, saved: dict[str, Any]) -> None:
@@ -355,6 +362,8 @@ class ClusterPipeline:
                 self._check_ready(handle, 0)
 
     def _check_ready(self, handle: WorkerHandle, timeout: float) -> None:
+        if self.model_service.swapping.locked():
+            return  # ready after the swap, on the model it leaves in service
         ready, _ = self.ray.wait([handle.ready_ref], timeout=timeout)
         if not ready:
             return
@@ -363,6 +372,10 @@ class ClusterPipeline:
         except Exception as exc:  # its model failed to load, or its node went away while it started
             log.error("cluster: worker %s failed to start: %s", handle.worker_id, exc)
             self._drop_worker(handle.worker_id, kill=True)
+            return
+        serving = self.model_service.start_serving_ref(handle)  # started on a model swapped out since
+        if serving is not None:
+            handle.ready_ref = serving
             return
         handle.ready_ref = None
         handle.last_ok = time.monotonic()
@@ -387,6 +400,12 @@ class ClusterPipeline:
         self._table.drop_worker.remote(worker_id)
         self._save(moved)
         return moved
+
+    def use_model(self, spec: dict[str, str]) -> None:
+        """The model a worker started from now on loads (after a swap), kept in the stream table too."""
+        self._worker_config = {**self._worker_config, "model": {**self._worker_config["model"], **spec}}
+        if self._table is not None:
+            self._table.put_model.remote(spec)
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Stop the monitor, let every worker drain and finalize its streams, then remove workers and table."""
@@ -675,9 +694,18 @@ class ClusterPipeline:
         with self._state:
             return list(self._streams.values())
 
+    def worker_ids(self) -> set[str]:
+        with self._state:
+            return set(self._workers)
+
     def worker_handles(self) -> list[WorkerHandle]:
         with self._state:
             return list(self._workers.values())
+
+    def owner(self, p: Placement) -> WorkerHandle | None:
+        """The worker that runs the stream now (None while it is moving or unplaced)."""
+        with self._state:
+            return self._workers.get(p.worker) if p.worker else None
 
     def status_of(self, p: Placement) -> dict[str, Any]:
         with self._state:
@@ -699,6 +727,7 @@ class ClusterPipeline:
             out.append({"id": h.worker_id, "ready": h.ready, "draining": h.draining,
                         "node": h.info.get("node_ip"), "node_id": h.info.get("node_id"),
                         "metrics": h.info.get("metrics"), "capacity_fps": h.info.get("capacity_fps"),
+                        "model": (h.info.get("served") or {}).get("id"),
                         "asked_fps": round(load.asked_fps, 2) if load else 0.0,
                         "streams": sorted(p.config.name for p in self.placements() if p.worker == h.worker_id)})
         return out

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 
-from sightline.stream.config import RunConfig
+from sightline.stream.config import ModelConfig, RunConfig
 
 log = logging.getLogger("sightline")
 
@@ -29,9 +30,12 @@ def connect_controller(config: RunConfig):  # noqa: ANN201 (returns a ClusterPip
     return ClusterPipeline(config, ray)
 
 
-async def run_cluster_service(config: RunConfig, duration: float | None = None) -> int:
-    """As ``run_service``, with the pipeline spread over the cluster's workers."""
+async def run_cluster_service(config: RunConfig, duration: float | None = None,
+                              reload_model: Callable[[], ModelConfig] | None = None) -> int:
+    """As ``run_service``, with the pipeline spread over the cluster's workers. ``reload_model``: with it,
+    SIGHUP swaps every worker to the model it returns (the config file's; cluster/model_service.py)."""
     from sightline.stream.api import create_app
+    from sightline.stream.cluster.model_service import ClusterSighupReloader
     from sightline.stream.http_server import HttpServer, require_safe_bind
     from sightline.stream.run_cli import summary
 
@@ -40,6 +44,9 @@ async def run_cluster_service(config: RunConfig, duration: float | None = None) 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    reloader = ClusterSighupReloader(loop, reload_model) if reload_model is not None else None
+    if reloader is not None:
+        reloader.install()
     server = None
     try:
         if config.server.enabled:
@@ -49,6 +56,8 @@ async def run_cluster_service(config: RunConfig, duration: float | None = None) 
         if server is not None and not stop.is_set():
             try:
                 await asyncio.to_thread(controller.start)
+                if reloader is not None:
+                    reloader.attach(controller)  # type: ignore[arg-type]
                 app = create_app(controller, config, controller.metrics)  # type: ignore[arg-type]
                 app.state.cluster = controller
                 await server.start(app)
@@ -67,4 +76,6 @@ async def run_cluster_service(config: RunConfig, duration: float | None = None) 
             await server.stop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        if reloader is not None:
+            reloader.remove()
     return code

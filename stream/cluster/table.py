@@ -24,18 +24,20 @@ class StreamTable:
         self.streams: dict[str, dict[str, Any]] = {}
         self.workers: dict[str, dict[str, Any]] = {}
         self.next_worker = 0
+        self.model: dict[str, str] | None = None  # the model swapped in through the API (None: the config's)
 
     def alive(self) -> bool:
         return True
 
     def snapshot(self) -> dict[str, Any]:
-        return {"streams": self.streams, "workers": self.workers, "next_worker": self.next_worker}
+        return {"streams": self.streams, "workers": self.workers, "next_worker": self.next_worker, "model": self.model}
 
     def restore(self, saved: dict[str, Any]) -> None:
         """A table lost with its node is written again from the controller's copy."""
         self.streams = dict(saved["streams"])
         self.workers = dict(saved["workers"])
         self.next_worker = max(self.next_worker, int(saved["next_worker"]))
+        self.model = saved.get("model", self.model)
 
     def new_worker_id(self) -> str:
         self.next_worker += 1
@@ -43,6 +45,9 @@ class StreamTable:
 
     def put_worker(self, worker_id: str, record: dict[str, Any]) -> None:
         self.workers[worker_id] = record
+
+    def put_model(self, spec: dict[str, str]) -> None:
+        self.model = dict(spec)
 
     def drop_worker(self, worker_id: str) -> None:
         self.workers.pop(worker_id, None)

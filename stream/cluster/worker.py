@@ -111,7 +111,23 @@ class PipelineWorker:
         return {"worker": self.worker_id, "node_id": self.node_id, "node_ip": self.node_ip,
                 "metrics": self.metrics_address, "capacity_fps": round(self.capacity_fps, 2),
                 "asked_fps": round(self.asked_fps(), 2), "measured_fps": round(self.measured_fps(), 2),
-                "streams": sorted(self.pipeline.names()), "model": self.pipeline.classifier.describe()}
+                "streams": sorted(self.pipeline.names()), "model": self.pipeline.classifier.describe(),
+                "served": self.served()}
+
+    def served(self) -> dict[str, Any]:
+        """The model in service as ``GET /api/model`` shows it in one process (id, source, backend...)."""
+        return self.pipeline.models.current.describe()
+
+    def swap_model(self, spec: dict[str, str]) -> dict[str, Any]:
+        """``swap_model`` on this worker's pipeline (blocking: loads and warms beside the serving model).
+        {"outcome": SwapOutcome dict, "served": ...} or {"error": kind, "status": HTTP status, "detail", "served"}."""
+        from sightline.stream.model_swap import ModelSpec, SwapError, swap_model
+
+        try:
+            outcome = swap_model(self.pipeline, ModelSpec(**spec))
+        except SwapError as exc:
+            return {"error": exc.result, "status": exc.status, "detail": str(exc), "served": self.served()}
+        return {"outcome": outcome.to_dict(), "served": self.served(), "model": self.pipeline.classifier.describe()}
 
     def ping(self) -> bool:
         return True
@@ -194,7 +210,30 @@ class PipelineWorker:
             return {"error": "offer", "detail": str(exc)}
         return {"sdp": answer.sdp, "type": answer.type}
 
+    def start_serving(self, spec: dict[str, str]) -> dict[str, Any]:
+        """A worker that started on another model than the cluster's current one swaps to it, then answers
+        ``info``; raises when it cannot (the controller replaces it)."""
+        answer = self.swap_model(spec)
+        if "error" in answer:
+            raise RuntimeError(f"worker {self.worker_id} cannot serve {spec['source']}: {answer['detail']}")
+        return self.info()
+
+    def watch_offer(self, name: str, sdp: str) -> dict[str, Any]:
+        """A viewer's offer for the stream's annotated video (watch.py's ``WatchHub`` on this worker's loop): the
+        media then flows from this worker's aiortc to the viewer."""
+        from sightline.stream.cluster.viewing import watch_on_worker
+
+        return watch_on_worker(self, name, sdp)
+
+    def video_status(self, name: str) -> dict[str, Any]:
+        from sightline.stream.cluster.viewing import video_status_on_worker
+
+        return video_status_on_worker(self, name)
+
     def shutdown(self) -> bool:
+        from sightline.stream.cluster.viewing import close_viewers
+
+        close_viewers(self)
         self.pipeline.shutdown()
         self._metrics_server.shutdown()
         self._loop.call_soon_threadsafe(self._loop.stop)

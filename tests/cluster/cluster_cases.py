@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+from sightline.model.bundle import ModelBundle
 from sightline.stream import media
 from sightline.stream.api import create_app
 from sightline.stream.config import RunConfig
@@ -33,6 +34,8 @@ TOKEN = "cluster-token-1234"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 NAMES = ("cam-1", "cam-2", "cam-3", "cam-4")
 FAILOVER_BOUND_S = 15.0
+EXACT = ("exact-1", "exact-2")  # realtime file streams with room for 10 s of frames: none dropped, every seq logged
+MODEL_KEYS = {"id", "source", "backend", "requested_backend", "precision", "arch", "classes", "device"}
 
 
 def only_loopback() -> bool:
@@ -75,7 +78,15 @@ def media_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("media")
     media.make_test_clip(root / "clip.mp4", frames=40, fps=10, size=(96, 72))
     tiny_bundle().save(root / "tiny.pt")
+    tiny_bundle(seed=1).save(root / "tiny-b.pt")  # what PUT /api/model swaps to
+    (root / "garbage.pt").write_bytes(b"not a checkpoint at all")
     return root
+
+
+def model_id(path: Path) -> str:
+    from sightline.stream.model_swap import MODEL_ID_LENGTH
+
+    return ModelBundle.load(path).content_hash()[:MODEL_ID_LENGTH]
 
 
 @pytest.fixture(scope="module")
@@ -212,6 +223,111 @@ async def test_a_stream_no_worker_has_room_for_is_reported_unplaced(service: Ser
     assert r.status_code == 200 and "big" not in await streams(service)
 
 
+async def test_put_model_swaps_every_worker_at_one_seq_boundary_and_a_bad_model_changes_nothing(
+        service: Service, media_root: Path, config: RunConfig) -> None:
+    old, new = model_id(media_root / "tiny.pt"), model_id(media_root / "tiny-b.pt")
+    r = await service.client.get("/api/model")
+    assert r.status_code == 200, r.text
+    before = r.json()
+    assert set(before) >= MODEL_KEYS and before["id"] == old and before["source"] == str(media_root / "tiny.pt")
+    workers = {w["id"] for w in (await service.client.get("/api/workers")).json()["workers"]}
+    assert before["workers"] == {w: old for w in workers} and before["mixed"] is False and len(workers) == 2
+    clip = str(media_root / "clip.mp4")
+    for name in EXACT:
+        r = await service.client.post("/api/streams", json={"name": name, "url": clip, "loop": True, "buffer": 100},
+                                      headers=AUTH)
+        assert r.status_code == 201, r.text
+    s = await streams(service)
+    assert {s[n]["worker"] for n in EXACT} == workers  # one on each worker
+    await wait_for(all_live(service, EXACT, min_frames=5), 30, "the lossless streams classified")
+
+    good = {"source": str(media_root / "tiny-b.pt")}
+    assert (await service.client.put("/api/model", json=good)).status_code == 401
+    r = await service.client.put("/api/model", json={"source": "/etc/passwd"}, headers=AUTH)
+    assert r.status_code == 403 and "model.swap_dir" in r.json()["detail"]
+    r = await service.client.put("/api/model", json={"source": str(media_root / "garbage.pt")}, headers=AUTH)
+    assert r.status_code == 422, r.text
+    bad = r.json()
+    assert bad["partial"] is False and "old one keeps serving everywhere" in bad["detail"]
+    assert "not a readable PyTorch checkpoint" in bad["detail"]
+    assert set(bad["workers"]) == workers
+    assert all(not w["swapped"] and w["model"] == old and w["status"] == 422 for w in bad["workers"].values())
+    assert (await service.client.get("/api/model")).json() == before  # the old model serves everywhere
+
+    r = await service.client.put("/api/model", json=good, headers=AUTH)
+    assert r.status_code == 200, r.text
+    done = r.json()
+    assert done["swapped"] is True and done["model"]["id"] == new and done["previous"]["id"] == old
+    assert done["workers"] == {w: {"swapped": True, "previous": old, "model": new} for w in workers}
+    now = (await service.client.get("/api/model")).json()
+    assert now["id"] == new and now["mixed"] is False and now["workers"] == {w: new for w in workers}
+    assert {w["model"] for w in (await service.client.get("/api/workers")).json()["workers"]} == {new}
+    at = {n: s[n]["frames_inferred"] for n in EXACT}
+
+    async def new_model_serving() -> bool:
+        now = await streams(service)
+        return all(now[n]["model"] == new and now[n]["frames_inferred"] >= at[n] + 5 for n in EXACT)
+
+    await wait_for(new_model_serving, 30, "both lossless streams classified by the new model")
+    again = await service.client.put("/api/model", json=good, headers=AUTH)  # already serving: nothing to do
+    assert again.status_code == 200 and again.json()["swapped"] is False
+    # SIGHUP with --ray: the config file's model, swapped on every worker the same way (already serving here)
+    from sightline.stream.cluster.model_service import ClusterSighupReloader
+
+    read = lambda: config.model.model_copy(update={"source": good["source"]})  # noqa: E731
+    hup = await asyncio.to_thread(ClusterSighupReloader(asyncio.get_running_loop(), read).reload, service.controller)
+    assert hup is not None and not hup.failed and set(hup.answers) == workers and hup.swapped == []
+    for name in EXACT:
+        r = await service.client.delete(f"/api/streams/{name}", headers=AUTH)
+        assert r.status_code == 200 and not r.json()["dropped"], r.json()
+        lines = [json.loads(line) for line in jsonl_lines(config.output_dir, name)]
+        assert [r["seq"] for r in lines] == list(range(len(lines)))  # every frame classified once, in order
+        ids = [r["model"] for r in lines]
+        assert [m for i, m in enumerate(ids) if i == 0 or ids[i - 1] != m] == [old, new]  # one seq boundary
+
+
+async def test_watch_gets_the_annotated_video_from_the_owning_worker(service: Service) -> None:
+    from aiortc import RTCSessionDescription
+
+    from tests.support.webrtc import loopback_peer, make_offer
+
+    owner = (await streams(service))["cam-2"]["worker"]
+    page = await service.client.get("/watch?stream=cam-2")
+    assert page.status_code == 200 and "<video" in page.text
+    peer = loopback_peer()
+    peer.addTransceiver("video", direction="recvonly")
+    frames: list[Any] = []
+
+    @peer.on("track")
+    def on_track(track: Any) -> None:
+        async def read() -> None:
+            while True:
+                try:
+                    frames.append((await track.recv()).to_ndarray(format="rgb24"))
+                except Exception:  # noqa: BLE001 -- the track ended
+                    return
+        asyncio.ensure_future(read())
+
+    try:
+        await make_offer(peer)
+        offer = {"sdp": peer.localDescription.sdp, "type": "offer"}
+        assert (await service.client.post("/api/streams/cam-2/watch", json=offer)).status_code == 401
+        assert (await service.client.post("/api/streams/nope/watch", json=offer, headers=AUTH)).status_code == 404
+        r = await service.client.post("/api/streams/cam-2/watch", json=offer, headers=AUTH)
+        assert r.status_code == 200, r.text
+        await peer.setRemoteDescription(RTCSessionDescription(**r.json()))
+
+        async def decoded() -> bool:
+            return len(frames) >= 3
+
+        await wait_for(decoded, 30, "3 frames of the annotated video decoded")
+        assert frames[-1].ndim == 3 and frames[-1].std() > 0  # a picture, not a blank
+        video = (await service.client.get("/api/streams/cam-2/video")).json()
+        assert video["worker"] == owner and video["viewers"] == 1 and video["frames_encoded"] > 0
+    finally:
+        await peer.close()
+
+
 async def test_a_removed_node_moves_its_streams_and_loses_no_written_line(service: Service, ray_cluster: Any,
                                                                           config: RunConfig) -> None:
     s = await streams(service)
@@ -267,6 +383,9 @@ async def test_targets_follow_the_workers(service: Service) -> None:
     await wait_for(replaced, 60, "a replacement worker")
     targets = (await service.client.get("/api/cluster/targets")).json()
     workers = {w["id"] for w in (await service.client.get("/api/workers")).json()["workers"]}
+    model = (await service.client.get("/api/model")).json()  # the replacement loaded the swapped-in model
+    assert set(model["workers"]) == workers and model["mixed"] is False
+    assert model["source"].endswith("tiny-b.pt") and model["id"] != model_id(Path(model["source"]).with_name("tiny.pt"))
     assert {t["labels"]["worker"] for t in targets} == workers
     assert "w1" not in workers or "w2" not in workers  # the dead one is gone
     async with httpx.AsyncClient() as plain:
@@ -305,6 +424,7 @@ async def test_a_restarted_controller_finds_the_streams(service: Service, config
     for n in NAMES:  # same workers, and still running: not restarted (counters went on)
         assert after[n]["worker"] == before[n]["worker"]
         assert after[n]["frames_decoded"] >= before[n]["frames_decoded"]
+    assert fresh.model_service.spec.source.endswith("tiny-b.pt")  # new workers would load the swapped-in model
 
 
 def comparable(report: dict) -> dict:

@@ -29,4 +29,4 @@ def test_cluster_cases_in_a_loopback_only_namespace() -> None:
     out = proc.stdout + proc.stderr
     # pytest's own report is on stdout; Ray's log noise (actors dying on purpose) on stderr
     assert proc.returncode == 0, proc.stdout[-10000:] + "\n--- stderr, last lines ---\n" + proc.stderr[-2000:]
-    assert "9 passed" in out and "skipped" not in out
+    assert "11 passed" in out and "skipped" not in out

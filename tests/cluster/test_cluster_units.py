@@ -120,3 +120,79 @@ def test_the_worker_load_gauges_are_the_ones_the_dashboard_knows() -> None:
     assert {"node", "worker"} <= variables
     used = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
     assert all(name in used for name in WORKER_GAUGES - {"sightline_worker_measured_fps"})
+
+
+def swap_answer(previous: str, model: str, swapped: bool = True) -> dict:
+    return {"outcome": {"swapped": swapped, "classes_changed": False, "previous": {"id": previous},
+                        "model": {"id": model}, "load_s": 0.5, "warm_s": 0.25}, "served": {"id": model}}
+
+
+def swap_error(serving: str, status: int, detail: str) -> dict:
+    return {"error": "failed", "status": status, "detail": detail, "served": {"id": serving}}
+
+
+def test_a_cluster_swap_answers_200_only_when_every_worker_swapped_and_says_a_partial_one_plainly() -> None:
+    from sightline.stream.cluster.model_service import ClusterSwap
+    from sightline.stream.model_swap import ModelSpec
+
+    spec = ModelSpec("/models/b.pt")
+    done = ClusterSwap(spec, {"w1": swap_answer("aaa", "bbb"), "w2": swap_answer("aaa", "bbb")})
+    assert done.status_code() == 200 and not done.partial
+    body = done.body()
+    assert body["swapped"] and body["model"] == {"id": "bbb"} and body["load_s"] == 0.5
+    assert body["workers"]["w2"] == {"swapped": True, "previous": "aaa", "model": "bbb"}
+
+    none = ClusterSwap(spec, {"w1": swap_error("aaa", 422, "cannot load"), "w2": swap_error("aaa", 500, "warm-up")})
+    assert none.status_code() == 422 and not none.partial  # the first failure's status, by worker
+    assert "old one keeps serving everywhere" in none.body()["detail"]
+
+    partial = ClusterSwap(spec, {"w1": swap_answer("aaa", "bbb"), "w2": swap_error("aaa", 409, "busy"),
+                                 "w3": swap_error("aaa", 422, "no such model file")})
+    assert partial.status_code() == 409 and partial.partial
+    body = partial.body()
+    assert body["partial"] is True and "NOT on w2, w3" in body["detail"] and "w1: bbb, w2: aaa" in body["detail"]
+    assert body["workers"]["w3"] == {"swapped": False, "model": "aaa", "status": 422, "error": "no such model file"}
+
+
+def test_a_worker_serves_the_spec_it_was_asked_for() -> None:
+    from sightline.stream.cluster.model_service import serves
+    from sightline.stream.model_swap import ModelSpec
+
+    served = {"id": "bbb", "source": "/m/b.pt", "requested_backend": "auto", "backend": "torch", "precision": "fp32"}
+    assert serves(served, ModelSpec("/m/b.pt", "auto", "auto"))
+    assert serves(served, ModelSpec("/m/b.pt", "auto", "fp32"))
+    assert not serves(served, ModelSpec("/m/b.pt", "auto", "fp16"))
+    assert not serves(served, ModelSpec("/m/a.pt", "auto", "auto")) and not serves(None, ModelSpec("/m/b.pt"))
+
+
+def test_a_worker_swaps_its_model_answers_failures_as_data_and_is_brought_to_the_current_model(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker class on its own (Ray blocked: it is plain Python, and no Ray may start outside a namespace)."""
+    from sightline.stream.cluster.worker import PipelineWorker
+    from sightline.stream.model_swap import MODEL_ID_LENGTH
+
+    from tests.support.models import tiny_bundle
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    a, b = tiny_bundle(seed=0), tiny_bundle(seed=1)
+    a.save(tmp_path / "a.pt")
+    b.save(tmp_path / "b.pt")
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint at all")
+    config = RunConfig.model_validate({"model": {"source": str(tmp_path / "a.pt"), "device": "cpu"},
+                                       "output_dir": str(tmp_path / "out"), "media_root": str(tmp_path),
+                                       "cluster": {"worker_fps": 50, "metrics_host": "127.0.0.1"}})
+    worker = PipelineWorker(config.model_dump(mode="json"), "w9")
+    try:
+        served = worker.info()["served"]
+        assert served["id"] == a.content_hash()[:MODEL_ID_LENGTH] and served["source"] == str(tmp_path / "a.pt")
+        spec = {"backend": served["requested_backend"], "precision": "auto"}
+        bad = worker.swap_model({**spec, "source": str(tmp_path / "garbage.pt")})
+        assert bad["error"] == "failed" and bad["status"] == 422 and "not a readable" in bad["detail"]
+        assert bad["served"] == served  # the old model keeps serving
+        with pytest.raises(RuntimeError, match="cannot serve"):  # the controller then replaces the worker
+            worker.start_serving({**spec, "source": str(tmp_path / "garbage.pt")})
+        info = worker.start_serving({**spec, "source": str(tmp_path / "b.pt")})
+        assert info["served"]["id"] == b.content_hash()[:MODEL_ID_LENGTH] and info["worker"] == "w9"
+        assert worker.watch_offer("nope", "v=0")["status"] == 404 and worker.video_status("nope")["status"] == 404
+    finally:
+        worker.shutdown()
