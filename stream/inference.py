@@ -13,7 +13,9 @@ queues are, and records the stats in plain ``StageStats``; it never calls back i
 The model is read from ``self.classifier`` once per batch, so swapping it is one assignment.
 
 Batches are numbered as they leave the batcher and delivered strictly in that order, so each stream's
-results stay in order whichever lane finishes first.
+results stay in order whichever lane finishes first. A lane that finishes before an earlier batch does
+parks its batch and takes the next one instead of waiting (on 2 cores a waiting lane left ~20% of its
+time idle); the lane that finishes the earliest batch delivers every parked one that follows it.
 """
 
 from __future__ import annotations
@@ -133,6 +135,9 @@ class InferenceWorker:
         self._turn = threading.Condition()  # delivery in batch order
         self._taken = 0
         self._delivered = 0
+        self._ready: dict[int, tuple] = {}  # finished batches waiting for an earlier one, by ticket
+        self._delivering = False  # a lane is delivering ready batches in order
+        self._ahead = 2 * self.lanes  # batches taken but not yet delivered, at most
         self._saved_threads = torch.get_num_threads()
         self._threads = [threading.Thread(target=self._run, name=f"inference-{i}", daemon=True)
                          for i in range(self.lanes)]
@@ -179,18 +184,40 @@ class InferenceWorker:
             torch.set_num_threads(self.threads_per_lane)  # this thread's OpenMP team
         while not self._stop.is_set():
             with self._take:
+                with self._turn:  # a lane is never more than a few batches ahead of the oldest undelivered one
+                    self._turn.wait_for(lambda: self._taken - self._delivered < self._ahead or self._stop.is_set())
                 batch = self.batcher.next_batch(timeout=0.1)
                 ticket = self._taken
                 self._taken += 1
                 served = self._served()  # in batch order: a swap lands between two batches, for every lane
             batched = self.clock()
             classified, pre_s, inf_s = self._classify(batch, served) if batch.frames else (None, None, None)
-            with self._turn:
-                self._turn.wait_for(lambda t=ticket: self._delivered == t)
-                self._hand_over(batch, self._outputs(batch, classified, batched, pre_s, inf_s, served))
-                self._delivered += 1
-                self._turn.notify_all()
+            self._finished(ticket, (batch, classified, batched, pre_s, inf_s, served))
             served = None  # a retired model is released with the lane's next batch
+
+    def _finished(self, ticket: int, done: tuple) -> None:
+        """Deliver in batch order without holding the lane: a batch finished before an earlier one waits in
+        ``_ready`` and the lane takes its next batch; the lane that completes the earliest batch delivers it
+        and every later one that is ready (one deliverer at a time, hand-overs outside the lock)."""
+        with self._turn:
+            self._ready[ticket] = done
+            if self._delivering:
+                return
+            self._delivering = True
+        while True:
+            with self._turn:
+                item = self._ready.pop(self._delivered, None)
+                if item is None:
+                    self._delivering = False
+                    self._turn.notify_all()
+                    return
+            batch, classified, batched, pre_s, inf_s, served = item
+            try:
+                self._hand_over(batch, self._outputs(batch, classified, batched, pre_s, inf_s, served))
+            except Exception:  # a bug in building the results: the later batches are still delivered
+                log.exception("handing over a batch of %d frames failed", len(batch.frames))
+            with self._turn:
+                self._delivered += 1
 
     def _hand_over(self, batch: Batch, out: StepOutput) -> None:
         """In batch order: results to their routes, the step's figures to the stats."""

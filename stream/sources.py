@@ -3,6 +3,7 @@
 FFmpeg's scaler produces the model's working size directly, so no full-size frame is converted in
 Python unless the stream has a visual sink. Each source keeps its scaler contexts: a new context per
 frame (what ``VideoFrame.to_ndarray(width=, height=)`` does) costs ~1.5 ms of a 720p frame's ~7 ms.
+8-bit YUV video is scaled in two steps (``working_image``): half the scaler's time for the same picture.
 Network sources reconnect with exponential backoff, jitter and a cap; PyAV's read timeout catches
 most stalls, and the pipeline's capture watchdog (``watchdog.py``) the ones it does not.
 """
@@ -48,6 +49,11 @@ MAX_NOMINAL_FPS = 240.0
 TS_PACKET_SIZES = (188, 192, 204)
 
 WorkingSize = Callable[[int, int], tuple[int, int]]
+
+# 8-bit YUV formats scaled in two steps (see ``working_image``), with the planar 4:4:4 format in between
+# that keeps their colour range (full-range "j" formats stay full range).
+TWO_STEP_YUV = {"yuv420p": "yuv444p", "yuv422p": "yuv444p", "nv12": "yuv444p", "nv21": "yuv444p",
+                "yuvj420p": "yuvj444p", "yuvj422p": "yuvj444p"}
 
 
 class RecordingTap(Protocol):
@@ -156,6 +162,7 @@ class FrameSource(ABC):
         self.recording: RecordingTap | None = None  # set by the pipeline for streams with record: true
         self._seq = 0
         self._to_working = VideoReformatter()  # each keeps its FFmpeg scaler context from frame to frame
+        self._to_rgb = VideoReformatter()  # the second step of ``working_image``
         self._to_display = VideoReformatter()
         self._thread = threading.Thread(target=self._run, name=f"source-{config.name}", daemon=True)
 
@@ -206,6 +213,7 @@ class FrameSource(ABC):
                 self.recording = None  # the recorder's fps hint refers back to this source: no cycle to wait on
             # FFmpeg's scaler contexts run worker threads: let them go now, not when a GC finds this object
             self._to_working = VideoReformatter()
+            self._to_rgb = VideoReformatter()
             self._to_display = VideoReformatter()
 
     @abstractmethod
@@ -226,7 +234,7 @@ class FrameSource(ABC):
         # asked per frame: a camera may change resolution mid-stream, a model swap may change the working size
         height, width = self.working_size(frame.height, frame.width)
         started = time.perf_counter()
-        image = self._to_working.reformat(frame, width, height, "rgb24", interpolation="AREA").to_ndarray()
+        image = working_image(frame, width, height, self._to_working, self._to_rgb)
         wanted = self.keep_display or (self.preview is not None and self.preview.wanted())
         display = self._display(frame) if wanted else None
         self.stats.on_decode_stage(decode_s + time.perf_counter() - started)
@@ -487,6 +495,23 @@ class VideoSource(FrameSource):
         if last_t is None or last_t + slack < duration:
             at = "no frame" if last_t is None else f"the last frame at {last_t:.2f}s"
             raise SourceReadError(f"{self.safe_url} is truncated: {at} of a declared {duration:.2f}s")
+
+
+def working_image(frame: av.VideoFrame, width: int, height: int, scale: VideoReformatter,
+                  to_rgb: VideoReformatter) -> np.ndarray:
+    """``frame`` scaled (area averaging) to width×height RGB, as a uint8 H×W×3 array.
+
+    FFmpeg's scaler turns 4:2:0 video into scaled RGB in one step on a slow generic path (measured ~2.1 ms
+    per 720p frame to 455×256 on an AMD EPYC core); scaling the YUV planes to 4:4:4 at the working size
+    (chroma to full resolution: no detail lost) and then converting the small picture takes ~1.1 ms, within
+    2 grey levels of the one step. One scaler thread each: a stream's source thread is one of many, and
+    slice threads on a small picture only add hand-offs.
+    """
+    between = TWO_STEP_YUV.get(frame.format.name)
+    if between is None:
+        return scale.reformat(frame, width, height, "rgb24", interpolation="AREA", threads=1).to_ndarray()
+    planes = scale.reformat(frame, width, height, between, interpolation="AREA", threads=1)
+    return to_rgb.reformat(planes, format="rgb24", src_colorspace=frame.colorspace, threads=1).to_ndarray()
 
 
 def ts_ends_inside_a_packet(path: Path) -> bool:

@@ -100,6 +100,31 @@ def test_lanes_deliver_in_batch_order_even_when_a_later_batch_finishes_first() -
     assert sorted(out.ended) == ["a", "b"] and worker.errors == 0
 
 
+def test_a_lane_goes_on_while_an_earlier_batch_is_still_running_but_only_a_few_batches_ahead() -> None:
+    classifier = tiny_classifier()
+    forward = classifier.forward
+    calls = []
+    during_slow: list[int] = []
+
+    def uneven_forward(batch: torch.Tensor) -> torch.Tensor:
+        calls.append(threading.current_thread().name)
+        if len(calls) == 1:  # the first batch to reach the model (0 or 1) is slow
+            time.sleep(0.5)
+            during_slow.append(len(calls) - 1)  # batches the other lane ran meanwhile
+        return forward(batch)
+
+    classifier.forward = uneven_forward  # type: ignore[method-assign]
+    worker, out = run_worker(classifier, frames_per_stream=20, streams=["a", "b"], lanes=2)
+    # the other lane did not wait for the slow batch after finishing the next one: it ran 3 more batches
+    # (4 when the slow one was batch 1: it delivered batch 0 first), then stopped at the limit of 4 batches
+    # taken and not delivered instead of running ahead without bound (waiting, it ran 1 or 2)
+    assert during_slow in ([3], [4])
+    for name in ("a", "b"):
+        assert [r.frame.seq for r in out.results if r.frame.stream_id == name] == list(range(20))
+    assert {r.frame.seq for r in out.results[:2]} == {0}
+    assert sorted(out.ended) == ["a", "b"] and worker.errors == 0
+
+
 def test_lanes_give_the_same_probabilities_as_one_lane() -> None:
     classifier = tiny_classifier()
     _, one = run_worker(classifier, frames_per_stream=8, streams=["a", "b", "c"], lanes=1, max_batch=3)
