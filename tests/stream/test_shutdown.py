@@ -108,9 +108,12 @@ def test_signal_finalizes_the_recording_and_log_and_ends_previews(tmp_path: Path
     assert watcher.ended_cleanly, f"the preview ended with {watcher.error!r}"
     assert "Traceback" not in log
     lines = (tmp_path / "out" / "cam.jsonl").read_text().splitlines()
-    assert len(lines) >= 20 and all(json.loads(line)["stream"] == "cam" for line in lines)  # flushed, whole lines
-    # finalized: the encoder was flushed, so the recording holds every classified frame (one per JSONL line)
-    assert decoded_frames(tmp_path / "out" / "cam.mp4") == len(lines)
+    records = [json.loads(line) for line in lines]
+    assert len(lines) >= 20 and all(r["stream"] == "cam" for r in records)  # flushed, whole lines
+    # finalized: the encoder was flushed, so the recording holds every frame up to the last classified one (a live
+    # stream also records the frames it drops as stale when the model falls behind on a busy machine, which have
+    # no JSONL line: more frames than lines is fine, fewer is the encoder's look-ahead lost)
+    assert decoded_frames(tmp_path / "out" / "cam.mp4") >= records[-1]["seq"] + 1
 
 
 def test_recording_plays_after_sigkill(tmp_path: Path) -> None:

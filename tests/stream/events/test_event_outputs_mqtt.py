@@ -114,8 +114,8 @@ def test_start_update_end_reach_the_broker_with_retained_state(tmp_path: Path) -
 
 
 def test_broker_killed_mid_run_delivers_after_it_returns_or_counts_drops(tmp_path: Path) -> None:
-    """Publishing stays instant while the broker is gone; afterwards every message was delivered (the
-    first ones, in order) or counted as dropped (the queue of 5 overflowed)."""
+    """Publishing stays instant while the broker is gone; afterwards every message was delivered (in order)
+    or counted as dropped (the queue of 5 overflowed)."""
     registry = CollectorRegistry()
     broker = Mosquitto(tmp_path).start()
     watcher = Subscriber(broker.port, "site1", "watcher", persistent=True)
@@ -149,7 +149,10 @@ def test_broker_killed_mid_run_delivers_after_it_returns_or_counts_drops(tmp_pat
         for payload, _ in watcher.on("site1/events"):
             if payload["event"]["id"] not in ids:  # QoS 1 is at least once: a resend may repeat one
                 ids.append(payload["event"]["id"])
-        assert ids == [f"ev{i}" for i in range(kept)]
+        # ev1-ev5 always fit the queue; after them, the worker may wake at any put (a busy machine: between
+        # ev6 and ev7, say) and free one slot for a later message: the kept ones are in order, not always the first
+        numbers = [int(i.removeprefix("ev")) for i in ids]
+        assert len(ids) == kept and numbers[:6] == list(range(6)) and numbers == sorted(numbers), ids
         deadline = time.monotonic() + 10
         while value(registry, "sightline_event_output_delivered_total") < kept:
             assert time.monotonic() < deadline
