@@ -50,13 +50,15 @@ async def test_serves_the_api_until_sigterm_then_drains(tmp_path: Path) -> None:
     config = config_for(tmp_path, port, str(tiny_bundle().save(tmp_path / "model.pt")))
     path = tmp_path / "service.yaml"
     path.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude_defaults=True)))
-    proc = subprocess.Popen([sys.executable, "-m", "sightline", "run", str(path)], cwd=tmp_path, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    log = tmp_path / "service.log"  # a file, not a pipe: nobody reads the output until the end, and a full pipe
+    with log.open("w") as sink:    # would block the service's logging
+        proc = subprocess.Popen([sys.executable, "-m", "sightline", "run", str(path)], cwd=tmp_path, text=True,
+                                stdout=sink, stderr=subprocess.STDOUT)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
             deadline = time.monotonic() + 60
             while True:
-                assert proc.poll() is None, proc.communicate()[0][-3000:]
+                assert proc.poll() is None, log.read_text()[-3000:]
                 try:
                     r = await client.get("/api/streams/cam")
                     assert r.status_code == 200, "a configured stream must exist once the server answers"
@@ -72,7 +74,8 @@ async def test_serves_the_api_until_sigterm_then_drains(tmp_path: Path) -> None:
             assert (await client.get("/readyz")).status_code == 200
 
         proc.send_signal(signal.SIGTERM)  # run_service's handler: stop the pipeline, then the server
-        out, _ = await asyncio.to_thread(proc.communicate, timeout=30)
+        await asyncio.to_thread(proc.wait, timeout=30)
+        out = log.read_text()
         assert proc.returncode == 0, out[-3000:]
         assert "summary after" in out
     finally:
