@@ -10,13 +10,21 @@ import logging
 import time
 from collections.abc import Callable
 
+from sightline.stream.buffers import BoundedQueue
 from sightline.stream.factory import DuplicateStreamError, StreamFactory
+from sightline.stream.frames import Frame
 from sightline.stream.inference import InferenceWorker, Routes
 from sightline.stream.runtime import StreamRuntime
+from sightline.stream.sources import FrameSource, RecordingTap
 from sightline.stream.states import TERMINAL_STATES, StreamState
 from sightline.stream.watchdog import CaptureWatchdog
 
 log = logging.getLogger(__name__)
+
+# A source that has not returned this long after its stop is inside a blocking FFmpeg call (opening a camera that
+# accepts the connection and never answers waits open_timeout_s; a read waits stall_timeout_s): it is cut loose
+# rather than waited for. Every other source returns within milliseconds of its stop.
+STUCK_SOURCE_S = 1.0
 
 
 class StreamRunner:
@@ -57,7 +65,11 @@ class StreamRunner:
     def stop_stream(self, runtime: StreamRuntime, timeout: float) -> None:
         """Stop the source, let in-flight frames drain through the output, finalize the recording."""
         self.signal_stop(runtime)
-        runtime.source.join(timeout)
+        source = runtime.source
+        if not source.join(min(timeout, STUCK_SOURCE_S)):
+            log.info("stream %s: the source is inside a blocking FFmpeg call; not waiting for it",
+                     runtime.config.name)
+            self._cut_loose(source)
         if not runtime.output.done.wait(timeout):
             log.warning("stream %s: output did not drain within %.0fs", runtime.config.name, timeout)
         if runtime.recording is not None and not runtime.recording.done.wait(timeout):
@@ -71,9 +83,7 @@ class StreamRunner:
         queue, recording, stats = old.queue, old.recording, runtime.stats
         old.detach()  # if the stalled thread ever wakes, it finds nothing of the stream's
         if runtime.stop.is_set():  # removed meanwhile: the stream's stop ends it; close what the old one held
-            queue.close()
-            if recording is not None:
-                recording.close()
+            self._close(queue, recording)
             return
         stats.set_state(StreamState.RECONNECTING, reason)
         stats.on_reconnect()
@@ -81,3 +91,16 @@ class StreamRunner:
         fresh.recording = recording
         runtime.source = fresh
         fresh.start()
+
+    def _cut_loose(self, source: FrameSource) -> None:
+        """Detach a stuck source and close what it held for the stream, as its thread would on returning: the
+        output drains and the recording is finalized now; the thread ends on its own when FFmpeg returns."""
+        queue, recording = source.queue, source.recording
+        source.detach()
+        self._close(queue, recording)
+
+    @staticmethod
+    def _close(queue: BoundedQueue[Frame], recording: RecordingTap | None) -> None:
+        queue.close()
+        if recording is not None:
+            recording.close()
