@@ -339,12 +339,19 @@ class SighupReloader:
         try:
             model = self.read_model()
         except SightlineError as exc:
-            count_swap(pipeline.models, "refused")
+            self.refused(pipeline)
             log.error("SIGHUP: the config file cannot be read, the old model keeps serving: %s", exc)
             return None
         if model.device != pipeline.config.model.device:
             log.warning("SIGHUP: model.device changed to %s; the device changes only with a restart", model.device)
+        return self.swap(pipeline, ModelSpec.of(model))
+
+    def refused(self, pipeline: Pipeline) -> None:
+        count_swap(pipeline.models, "refused")
+
+    def swap(self, pipeline: Pipeline, spec: ModelSpec) -> Any:
+        """The swap itself (a cluster controller swaps every worker instead); None when it did not happen."""
         try:
-            return swap_model(pipeline, ModelSpec.of(model))
+            return swap_model(pipeline, spec)
         except SwapError:
             return None  # swap_model logged why

@@ -247,16 +247,12 @@ async def put_model(cluster: ClusterPipeline, source: str, backend: str | None, 
 class ClusterSighupReloader(SighupReloader):
     """SIGHUP with ``--ray``: the config file's ``model:`` part, swapped on every worker as ``PUT /api/model``."""
 
-    def reload(self, pipeline: Any) -> Any:
+    def refused(self, pipeline: Any) -> None:
+        pass  # swaps are counted on each worker's own metrics endpoint
+
+    def swap(self, pipeline: Any, spec: ModelSpec) -> Any:
         try:
-            model = self.read_model()
-        except SightlineError as exc:
-            log.error("SIGHUP: the config file cannot be read, the old model keeps serving: %s", exc)
-            return None
-        if model.device != pipeline.config.model.device:
-            log.warning("SIGHUP: model.device changed to %s; the device changes only with a restart", model.device)
-        try:
-            return pipeline.model_service.swap(ModelSpec.of(model))  # logs its outcome
+            return pipeline.model_service.swap(spec)  # logs its outcome
         except ClusterBusyError as exc:
             log.error("SIGHUP: model not swapped: %s", exc)
             return None

@@ -45,6 +45,10 @@ def _hub(worker: PipelineWorker) -> Any:
         return hub
 
 
+def _unknown(name: str) -> dict[str, Any]:
+    return {"error": "unknown", "status": 404, "detail": f"no stream named {bounded(name, 80)!r}"}
+
+
 def watch_on_worker(worker: PipelineWorker, name: str, sdp: str) -> dict[str, Any]:
     """{"sdp", "type"} or {"error", "status", "detail"}."""
     from sightline.stream.watch import TooManyViewersError, WatchOfferError
@@ -53,7 +57,7 @@ def watch_on_worker(worker: PipelineWorker, name: str, sdp: str) -> dict[str, An
     try:
         answer = future.result(timeout=OFFER_TIMEOUT_S)
     except UnknownStreamError:
-        return {"error": "unknown", "status": 404, "detail": f"no stream named {bounded(name, 80)!r}"}
+        return _unknown(name)
     except TooManyViewersError as exc:
         return {"error": "viewers", "status": 429, "detail": str(exc)}
     except WatchOfferError as exc:
@@ -65,8 +69,7 @@ def video_status_on_worker(worker: PipelineWorker, name: str) -> dict[str, Any]:
     from sightline.stream.watch import video_status_of
 
     found = video_status_of(worker.pipeline, getattr(worker, "watch_hub", None), name)
-    return {"error": "unknown", "status": 404, "detail": f"no stream named {bounded(name, 80)!r}"} \
-        if found is None else {"video": {**found, "worker": worker.worker_id}}
+    return _unknown(name) if found is None else {"video": {**found, "worker": worker.worker_id}}
 
 
 def close_viewers(worker: PipelineWorker) -> None:
@@ -90,31 +93,25 @@ def _owner(cluster: ClusterPipeline, name: str) -> Any:
     return handle
 
 
-def _raise_for(answer: dict[str, Any]) -> None:
-    if "error" in answer:
-        headers = {"Retry-After": "5"} if answer["status"] == 429 else None
-        raise HTTPException(int(answer["status"]), answer["detail"], headers=headers)
-
-
-async def watch_offer(cluster: ClusterPipeline, name: str, sdp: str) -> dict[str, str]:
+async def _ask(cluster: ClusterPipeline, name: str, call: str, *args: Any, timeout: float) -> dict[str, Any]:
+    """``call`` on the worker that runs stream ``name``; its error answers raised as the one-process status codes."""
     handle = _owner(cluster, name)
     try:
-        answer = await asyncio.wait_for(handle.actor.watch_offer.remote(name, sdp), OFFER_TIMEOUT_S + 5)
+        answer = await asyncio.wait_for(getattr(handle.actor, call).remote(name, *args), timeout)
     except Exception as exc:  # the worker died or is stuck: the monitor moves the stream
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
                             f"worker {handle.worker_id} did not answer ({type(exc).__name__}); try again",
                             headers={"Retry-After": "5"}) from None
-    _raise_for(answer)
+    if "error" in answer:
+        headers = {"Retry-After": "5"} if answer["status"] == 429 else None
+        raise HTTPException(int(answer["status"]), answer["detail"], headers=headers)
+    return answer
+
+
+async def watch_offer(cluster: ClusterPipeline, name: str, sdp: str) -> dict[str, str]:
+    answer = await _ask(cluster, name, "watch_offer", sdp, timeout=OFFER_TIMEOUT_S + 5)
     return {"sdp": answer["sdp"], "type": answer["type"]}
 
 
 async def video_status(cluster: ClusterPipeline, name: str) -> dict[str, Any]:
-    handle = _owner(cluster, name)
-    try:
-        answer = await asyncio.wait_for(handle.actor.video_status.remote(name), 10)
-    except Exception as exc:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
-                            f"worker {handle.worker_id} did not answer ({type(exc).__name__}); try again",
-                            headers={"Retry-After": "5"}) from None
-    _raise_for(answer)
-    return answer["video"]
+    return (await _ask(cluster, name, "video_status", timeout=10))["video"]
