@@ -64,8 +64,7 @@ class FeederWorker(InferenceWorker):
         """In the swap's thread, before the new model is installed: its runner, warmed and captured now, so the
         feeder's switch costs nothing. Raises (RuntimeError, e.g. CUDA OOM) if it cannot be built."""
         super().prepare(classifier)
-        runner = BucketedRunner(classifier, self.batcher.max_batch, cuda_graphs=self.cuda_graphs)
-        runner.warmup()
+        runner = self._warm_runner(classifier)
         with self._prepared_lock:
             self._prepared = runner
 
@@ -81,18 +80,19 @@ class FeederWorker(InferenceWorker):
             runner, self._prepared = self._prepared, None
         if runner is None or runner.classifier is not classifier:
             log.warning("inference: model switched without a prepared runner; warming one up in the feeder")
-            runner = BucketedRunner(classifier, self.batcher.max_batch, cuda_graphs=self.cuda_graphs)
-            runner.warmup()
-        log.info("inference: the feeder now runs model on %s, batch buckets %s%s", classifier.device,
-                 ",".join(map(str, runner.buckets)), ", CUDA graphs" if runner.captured else "")
+            runner = self._warm_runner(classifier)
+        log.info("inference: the feeder switched to the new model (%s)", _described(runner))
+        return runner
+
+    def _warm_runner(self, classifier: Classifier) -> BucketedRunner:
+        runner = BucketedRunner(classifier, self.batcher.max_batch, cuda_graphs=self.cuda_graphs)
+        runner.warmup()
         return runner
 
     def start(self) -> None:
         if not self.runner.warmed:
             self.runner.warmup()  # every bucket compiled/captured before the first frame (and before /readyz)
-        log.info("inference: feeder with copy/compute overlap on %s, batch buckets %s%s",
-                 self.classifier.device, ",".join(map(str, self.runner.buckets)),
-                 ", CUDA graphs" if self.runner.captured else "")
+        log.info("inference: feeder with copy/compute overlap (%s)", _described(self.runner))
         for thread in self._threads:
             thread.start()
 
@@ -151,3 +151,8 @@ class FeederWorker(InferenceWorker):
             return None, None
         inf_s = time.perf_counter() - item.submitted
         return (probs.numpy(), item.runner.classifier.top(probs, self.topk)), inf_s
+
+
+def _described(runner: BucketedRunner) -> str:
+    return (f"{runner.device}, batch buckets {','.join(map(str, runner.buckets))}"
+            f"{', CUDA graphs' if runner.captured else ''}")
