@@ -9,7 +9,7 @@ import sys
 from sightline.model import cli as model_cli
 from sightline.model import export_cli
 from sightline.model.errors import SightlineError
-from sightline.stream import eval_cli, run_cli
+from sightline import eval_cli, run_cli
 from sightline.stream.urls import install_log_redaction
 from sightline.training import cli as training_cli
 

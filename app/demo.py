@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
     from sightline.stream.config import RunConfig
-    from sightline.stream.media import Segment
+    from sightline.synthetic_media import Segment
 
 log = logging.getLogger("sightline.demo")
 
@@ -103,7 +103,7 @@ def write_demo_dataset(root: Path, seed: int = 0) -> Path:
     """train/ and val/ ImageFolders of random 16:9 crops (zoom, pan, mirror) of each photo."""
     import numpy as np
     from PIL import Image
-    from sightline.stream.media import photo
+    from sightline.synthetic_media import photo
 
     rng = np.random.default_rng(seed)
     for name, label in DEMO_CLASSES.items():
@@ -131,7 +131,7 @@ def random_crop(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def demo_segments_for(model: DemoModel) -> list[Segment]:
     """Ground truth in the classes of the model being served (ImageNet names or the demo classifier's)."""
-    from sightline.stream.media import Segment, demo_segments, imagenet_segments
+    from sightline.synthetic_media import Segment, demo_segments, imagenet_segments
 
     segments = demo_segments()
     if model.source == "imagenet":
@@ -141,7 +141,7 @@ def demo_segments_for(model: DemoModel) -> list[Segment]:
 
 def ensure_media(out: Path, model: DemoModel) -> Path:
     """The demo clip (made once) and its labels (rewritten for the model in use) under ``out/media``."""
-    from sightline.stream.media import make_demo_clip, write_labels_csv
+    from sightline.synthetic_media import make_demo_clip, write_labels_csv
 
     media = out / "media"
     clip = media / CLIP_NAME

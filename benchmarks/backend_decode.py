@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import av
-from sightline.stream.media import make_test_clip
+from sightline.synthetic_media import make_test_clip
 
 
 def decode(clip: Path, counts: list[int]) -> None:

@@ -23,11 +23,11 @@ from pathlib import Path
 from sightline.model.architectures import build_network
 from sightline.model.bundle import ModelBundle, PreprocessSpec
 from sightline.model.classifier import Classifier
-from sightline.stream.api import create_app
+from sightline.stream.service.app import create_app
 from sightline.stream.config import RunConfig
-from sightline.stream.http_server import HttpServer
+from sightline.stream.service.server import HttpServer
 from sightline.stream.metrics import Metrics
-from sightline.stream.pipeline import Pipeline
+from sightline.stream.pipeline.pipeline import Pipeline
 
 async def main():
     torch.manual_seed(0)

@@ -17,8 +17,8 @@ import decode_only
 from backend_setup import backend_classifier
 from pipeline import bench_model, decode_working_size, load_bundle
 from sightline.stream.config import BatchingConfig
-from sightline.stream.inference import plan_lanes
-from sightline.stream.media import make_test_clip
+from sightline.stream.inference.lanes import plan_lanes
+from sightline.synthetic_media import make_test_clip
 
 
 def cpu_ms(frames: int, run, *args) -> tuple[float, float]:

@@ -12,8 +12,8 @@ from sightline.model.classifier import Classifier
 from sightline.stream.buffers import BoundedQueue
 from sightline.stream.config import StreamConfig
 from sightline.stream.frames import Frame
-from sightline.stream.hwdecode import HwDecode, probe_nvdec, software_decode
-from sightline.stream.sources import VideoSource
+from sightline.stream.sources.hwdecode import HwDecode, probe_nvdec, software_decode
+from sightline.stream.sources.video_source import VideoSource
 from sightline.stream.stats import StreamStats
 
 

@@ -60,14 +60,14 @@ if ! "$PY" -c "import av, pydantic" 2>/dev/null; then
         || { note "installing .whl/ into $SITE failed"; exit 1; }
     export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
 fi
-if ! "$PY" -c "import sightline.stream.pipeline" 2>/dev/null; then
+if ! "$PY" -c "import sightline.stream.pipeline.pipeline" 2>/dev/null; then
     # pyproject's package-dir: sightline = app/, sightline.{model,stream,training} = model/, stream/, training/
     SHIM=$SITE-src
     rm -rf "$SHIM" && mkdir -p "$SHIM/sightline"
     for f in app/*.py; do ln -s "$ROOT/$f" "$SHIM/sightline/$(basename "$f")"; done
     for d in model stream training; do ln -s "$ROOT/$d" "$SHIM/sightline/$d"; done
     export PYTHONPATH="$SHIM${PYTHONPATH:+:$PYTHONPATH}"
-    "$PY" -c "import sightline.stream.pipeline" || { note "cannot import sightline from $ROOT"; exit 1; }
+    "$PY" -c "import sightline.stream.pipeline.pipeline" || { note "cannot import sightline from $ROOT"; exit 1; }
 fi
 export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 
@@ -132,7 +132,7 @@ if torch.cuda.is_available():
     p = torch.cuda.get_device_properties(0)
     print(f"GPU: {p.name}, {p.total_memory / 2**30:.1f} GiB, compute capability {p.major}.{p.minor}, "
           f"{p.multi_processor_count} SMs; bf16 supported: {torch.cuda.is_bf16_supported()}")
-    from sightline.stream.hwdecode import probe_nvdec
+    from sightline.stream.sources.hwdecode import probe_nvdec
 
     print(f"NVDEC probe: {probe_nvdec(0).reason}")
 else:

@@ -41,10 +41,10 @@ from sightline.model.classifier import fold_batchnorm
 from sightline.model.device import describe_device
 from sightline.model.sources import imagenet_classes, imagenet_preprocess
 from sightline.stream.config import BatchingConfig, RunConfig, StreamConfig
-from sightline.stream.inference import plan_lanes
-from sightline.stream.media import make_test_clip
+from sightline.stream.inference.lanes import plan_lanes
+from sightline.synthetic_media import make_test_clip
 from sightline.stream.metrics import Metrics
-from sightline.stream.pipeline import Pipeline
+from sightline.stream.pipeline.pipeline import Pipeline
 from torchvision.models import ResNet18_Weights
 
 

@@ -33,10 +33,10 @@ from pipeline import bench_model, decode_working_size, load_bundle
 from prometheus_client import CollectorRegistry
 from sightline.model.device import describe_device
 from sightline.stream.config import BatchingConfig, RunConfig, StreamConfig
-from sightline.stream.inference import plan_lanes
-from sightline.stream.media import make_test_clip
+from sightline.stream.inference.lanes import plan_lanes
+from sightline.synthetic_media import make_test_clip
 from sightline.stream.metrics import Metrics
-from sightline.stream.pipeline import Pipeline
+from sightline.stream.pipeline.pipeline import Pipeline
 
 
 def run_pipeline(classifier, clip: Path, n: int, out: Path, max_batch: int, mode: str = "fast",

@@ -266,7 +266,7 @@ def free_port() -> int:
 
 
 def soak(args: argparse.Namespace) -> tuple[list[Sample], Quiet, Quiet, dict[str, int]]:
-    from sightline.stream import media
+    from sightline import synthetic_media as media
 
     with tempfile.TemporaryDirectory(prefix="sightline-soak-") as tmp_name:
         tmp = Path(tmp_name)

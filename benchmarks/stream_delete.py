@@ -21,10 +21,10 @@ import torch
 from sightline.model.architectures import build_network
 from sightline.model.bundle import ModelBundle, PreprocessSpec
 from sightline.model.classifier import Classifier
-from sightline.stream import media
+from sightline import synthetic_media as media
 from sightline.stream.config import RunConfig, StreamConfig
 from sightline.stream.metrics import Metrics
-from sightline.stream.pipeline import Pipeline
+from sightline.stream.pipeline.pipeline import Pipeline
 
 
 def tiny_classifier() -> Classifier:

@@ -32,7 +32,7 @@ from sightline.stream.stats import (  # noqa: F401  (re-exported: the metric voc
 )
 
 STATES = tuple(s.value for s in StreamState)
-SWAP_RESULTS = ("swapped", "unchanged", "refused", "failed")  # model hot-swaps (stream/model_swap.py)
+SWAP_RESULTS = ("swapped", "unchanged", "refused", "failed")  # model hot-swaps (stream/pipeline/model_swap.py)
 
 
 class MetricsView(Protocol):

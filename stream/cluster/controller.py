@@ -34,8 +34,8 @@ from sightline.stream.cluster.worker import PipelineWorker
 from sightline.stream.config import RunConfig, StreamConfig, check_source, redact_url
 from sightline.stream.errors import StreamError
 from sightline.stream.metrics import Metrics
-from sightline.stream.model_swap import ModelSpec
-from sightline.stream.pipeline import (
+from sightline.stream.pipeline.model_swap import ModelSpec
+from sightline.stream.pipeline.pipeline import (
     DuplicateStreamError,
     StreamBusyError,
     StreamOutputError,
@@ -756,7 +756,7 @@ class ClusterPipeline:
         return None if item is None else item.annotated(name)
 
     async def webrtc_offer(self, name: str, sdp: str, kind: str = "offer") -> tuple[str, str]:
-        from sightline.stream.webrtc import PublisherConnectedError
+        from sightline.stream.sources.webrtc_ingest import PublisherConnectedError
 
         p = self.get(name).placement
         handle = self._workers.get(p.worker) if p.worker else None

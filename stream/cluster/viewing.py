@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import HTTPException, status
 from sightline.model.echo import bounded
-from sightline.stream.registry import UnknownStreamError
+from sightline.stream.pipeline.registry import UnknownStreamError
 
 if TYPE_CHECKING:
     from sightline.stream.cluster.controller import ClusterPipeline
@@ -33,7 +33,7 @@ _HUB_LOCK = threading.Lock()
 
 def _hub(worker: PipelineWorker) -> Any:
     from sightline.stream.ice import IcePolicy
-    from sightline.stream.watch import WatchHub
+    from sightline.stream.service.routers.watch import WatchHub
 
     with _HUB_LOCK:
         hub = getattr(worker, "watch_hub", None)
@@ -51,7 +51,7 @@ def _unknown(name: str) -> dict[str, Any]:
 
 def watch_on_worker(worker: PipelineWorker, name: str, sdp: str) -> dict[str, Any]:
     """{"sdp", "type"} or {"error", "status", "detail"}."""
-    from sightline.stream.watch import TooManyViewersError, WatchOfferError
+    from sightline.stream.service.routers.watch import TooManyViewersError, WatchOfferError
 
     future = asyncio.run_coroutine_threadsafe(_hub(worker).watch(name, sdp), worker._loop)
     try:
@@ -66,7 +66,7 @@ def watch_on_worker(worker: PipelineWorker, name: str, sdp: str) -> dict[str, An
 
 
 def video_status_on_worker(worker: PipelineWorker, name: str) -> dict[str, Any]:
-    from sightline.stream.watch import video_status_of
+    from sightline.stream.service.routers.watch import video_status_of
 
     found = video_status_of(worker.pipeline, getattr(worker, "watch_hub", None), name)
     return _unknown(name) if found is None else {"video": {**found, "worker": worker.worker_id}}

@@ -19,7 +19,7 @@ from prometheus_client.core import GaugeMetricFamily
 from sightline.model.errors import ConfigError
 from sightline.stream.cluster.placement import asked_fps, file_rate
 from sightline.stream.config import RunConfig, StreamConfig
-from sightline.stream.pipeline import (
+from sightline.stream.pipeline.pipeline import (
     DuplicateStreamError,
     StreamBusyError,
     StreamOutputError,
@@ -68,7 +68,7 @@ class PipelineWorker:
     places them one by one)."""
 
     def __init__(self, config: dict[str, Any], worker_id: str) -> None:
-        from sightline.stream.run_cli import build_pipeline
+        from sightline.run_cli import build_pipeline
 
         self.worker_id = worker_id
         self.config = RunConfig.model_validate({**config, "streams": []})
@@ -121,7 +121,7 @@ class PipelineWorker:
     def swap_model(self, spec: dict[str, str]) -> dict[str, Any]:
         """``swap_model`` on this worker's pipeline (blocking: loads and warms beside the serving model).
         {"outcome": SwapOutcome dict, "served": ...} or {"error": kind, "status": HTTP status, "detail", "served"}."""
-        from sightline.stream.model_swap import ModelSpec, SwapError, swap_model
+        from sightline.stream.pipeline.model_swap import ModelSpec, SwapError, swap_model
 
         try:
             outcome = swap_model(self.pipeline, ModelSpec(**spec))
@@ -193,7 +193,7 @@ class PipelineWorker:
 
     def webrtc_offer(self, name: str, sdp: str, kind: str) -> dict[str, Any]:
         from sightline.stream.errors import StreamError
-        from sightline.stream.webrtc import PublisherConnectedError
+        from sightline.stream.sources.webrtc_ingest import PublisherConnectedError
 
         try:
             source = self.pipeline.get(name).source

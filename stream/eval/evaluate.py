@@ -49,7 +49,7 @@ class EvalOptions:
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
     parallel: int = 4
-    ray: str | None = None  # a Ray cluster's address: the videos are spread over its workers (stream/cluster/eval.py)
+    ray: str | None = None  # a Ray cluster's address: the videos are spread over its workers (stream/eval/ray_replay.py)
 
 
 @dataclass
@@ -111,7 +111,7 @@ def evaluate_model(classifier: Classifier, source: str, jobs: list[VideoJob], in
                   "ema": opts.smoothing.ema, "hysteresis": opts.smoothing.hysteresis, "parallel": opts.parallel},
     )
     if opts.ray:
-        from sightline.stream.cluster.eval import cluster_replay
+        from sightline.stream.eval.ray_replay import cluster_replay
 
         result = cluster_replay(opts.ray, source, opts.device, opts.precision, opts.backend, jobs, infos,
                                 realtime=opts.realtime, batching=opts.batching, smoothing=opts.smoothing,

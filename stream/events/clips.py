@@ -24,7 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 from sightline.stream.buffers import BoundedQueue, Consumer
-from sightline.stream.sinks import VideoRecorder
+from sightline.stream.outputs.sinks import VideoRecorder
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator, model_validator
 from sightline.model.yamlconfig import StrictModel
-from sightline.stream.events.outputs.config import EventOutputsConfig
+from sightline.stream.events.notifiers.config import EventOutputsConfig
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # as stream names: safe in URLs, topics and file names
 

@@ -18,17 +18,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from sightline.model.echo import bounded, echo
 from sightline.model.yamlconfig import dotted
-from sightline.stream.cluster.router import router as cluster_router
+from sightline.stream.service.routers.cluster import router as cluster_router
 from sightline.stream.config import RunConfig
-from sightline.stream.events.api import router as events_router
+from sightline.stream.service.routers.events import router as events_router
 from sightline.stream.metrics import Metrics
-from sightline.stream.model_api import router as model_router
-from sightline.stream.pipeline import Pipeline
-from sightline.stream.preview import PreviewRenderer, PreviewSlots
+from sightline.stream.service.routers.model import router as model_router
+from sightline.stream.pipeline.pipeline import Pipeline
+from sightline.stream.service.previews import PreviewRenderer, PreviewSlots
 from sightline.stream.service.routers import health, previews, streams, webrtc
-from sightline.stream.service_guard import HostPolicy, ServiceGuard
+from sightline.stream.service.guard import HostPolicy, ServiceGuard
 from sightline.stream.urls import scrub_urls
-from sightline.stream.watch import router as watch_router
+from sightline.stream.service.routers.watch import router as watch_router
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 DETAIL_LIMIT = 1000  # characters of an error detail (values inside it are bounded to 200 where they are quoted)
@@ -92,6 +92,6 @@ def create_app(pipeline: Pipeline, config: RunConfig, metrics: Metrics | None) -
     app.state.events = getattr(pipeline, "events", None)  # the event service, when one is attached (run_cli)
     app.include_router(model_router)  # GET/PUT /api/model: hot-swap (model_api.py)
     app.include_router(watch_router)  # WebRTC viewing of the annotated video (watch.py)
-    app.include_router(events_router)  # /api/events, rules (stream/events/api.py)
+    app.include_router(events_router)  # /api/events, rules (stream/service/routers/events.py)
     app.include_router(cluster_router)  # /api/workers, /api/cluster/targets: 404 unless run --ray
     return app

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 from sightline.stream.config import redact_url
-from sightline.stream.runtime import StreamRuntime
+from sightline.stream.pipeline.stream_runtime import StreamRuntime
 from sightline.stream.states import DOWN_STATES, RUNNING_STATES
 
 

@@ -16,7 +16,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from sightline.stream.config import load_run_config
-from sightline.stream.service_guard import HostPolicy
+from sightline.stream.service.guard import HostPolicy
 
 from tests.support.deploy_files import (
     KUBERAY,

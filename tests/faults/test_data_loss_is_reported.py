@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from prometheus_client import generate_latest
-from sightline.stream import media
+from sightline import synthetic_media as media
 from sightline.stream.frames import Frame, Result
 from sightline.stream.service.status import stream_status
-from sightline.stream.sinks import JsonlSink, Labelled
-from sightline.stream.sources import GapCounter
+from sightline.stream.outputs.sinks import JsonlSink, Labelled
+from sightline.stream.sources.video_source import GapCounter
 
 from tests.faults.support import jsonl, run
 from tests.support.models import tiny_classifier

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sightline.stream import media
-from sightline.stream.api import create_app
+from sightline import synthetic_media as media
+from sightline.stream.service.app import create_app
 from sightline.stream.config import RunConfig
 from sightline.stream.metrics import Metrics
-from sightline.stream.outputs import fresh_output, rotate_aside, rotated_name
-from sightline.stream.pipeline import Pipeline
+from sightline.stream.outputs.files import fresh_output, rotate_aside, rotated_name
+from sightline.stream.pipeline.pipeline import Pipeline
 
 from tests.faults.support import jsonl, recorded, run
 from tests.support.models import tiny_classifier

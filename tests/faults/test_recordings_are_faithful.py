@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sightline.model.classifier import Prediction
-from sightline.stream import media
+from sightline import synthetic_media as media
 from sightline.stream.frames import Frame
-from sightline.stream.recording import RecordingWriter
+from sightline.stream.outputs.recording import RecordingWriter
 from sightline.stream.service.status import stream_status
-from sightline.stream.sinks import fit
+from sightline.stream.outputs.sinks import fit
 from sightline.stream.stats import StreamStats
 
 from tests.faults.support import SlowClassifier, concatenate, counters, jsonl, recorded, run, write_ts_segment

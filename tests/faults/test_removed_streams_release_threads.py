@@ -10,10 +10,10 @@ import weakref
 from pathlib import Path
 
 import pytest
-from sightline.stream import media
+from sightline import synthetic_media as media
 from sightline.stream.config import RunConfig, StreamConfig
 from sightline.stream.metrics import Metrics
-from sightline.stream.pipeline import Pipeline
+from sightline.stream.pipeline.pipeline import Pipeline
 
 from tests.support.models import tiny_classifier
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sightline.model.errors import ConfigError
 from sightline.stream.config import ServerConfig
-from sightline.stream.http_server import require_safe_bind
+from sightline.stream.service.server import require_safe_bind
 
 pytestmark = pytest.mark.timeout(120)
 

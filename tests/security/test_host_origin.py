@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
-from sightline.stream.pipeline import Pipeline
-from sightline.stream.service_guard import HostPolicy, host_name
+from sightline.stream.pipeline.pipeline import Pipeline
+from sightline.stream.service.guard import HostPolicy, host_name
 
 from tests.support.service import make_service
 

@@ -13,11 +13,11 @@ import aioice.ice
 import aiortc.rtcicetransport
 import httpx
 import pytest
-import sightline.stream.webrtc
+import sightline.stream.sources.webrtc_ingest
 from aiortc import RTCPeerConnection
 from sightline.stream.config import ServerConfig
 from sightline.stream.ice import IcePolicy, host_candidates, keep_reachable_candidates
-from sightline.stream.pipeline import Pipeline
+from sightline.stream.pipeline.pipeline import Pipeline
 
 from tests.stream.test_webrtc import Camera
 from tests.support.service import make_service
@@ -82,7 +82,7 @@ async def test_a_malformed_offer_is_422_and_its_peer_is_closed(service, monkeypa
         made.append(RTCPeerConnection(*args, **kwargs))
         return made[-1]
 
-    monkeypatch.setattr(sightline.stream.webrtc, "RTCPeerConnection", peer_factory)
+    monkeypatch.setattr(sightline.stream.sources.webrtc_ingest, "RTCPeerConnection", peer_factory)
     bad = ("v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\n"
            "a=rtpmap:96 VP8/90000\r\na=mid:0\r\na=sendonly\r\n")  # no ICE credentials: aiortc refuses it
     for sdp in (bad, bad + "a=candidate:1 1 udp 1 127.0.0.1 notaport typ host\r\n", "v=0\r\nm=video x\r\n"):

@@ -13,13 +13,13 @@ import pytest
 import torch
 from sightline.model.classifier import Classifier
 from sightline.model.staging import BucketedRunner
-from sightline.stream.batcher import Batcher
+from sightline.stream.inference.batcher import Batcher
 from sightline.stream.config import RunConfig, StreamConfig
-from sightline.stream.cuda_feeder import FeederWorker
+from sightline.stream.inference.cuda_feeder import FeederWorker
 from sightline.stream.frames import Frame
-from sightline.stream.inference import InferenceWorker, create_worker
+from sightline.stream.inference.lanes import InferenceWorker, create_worker
 from sightline.stream.metrics import Metrics
-from sightline.stream.pipeline import Pipeline
+from sightline.stream.pipeline.pipeline import Pipeline
 
 from tests.stream.test_inference import Collector
 from tests.support.models import tiny_bundle, tiny_classifier
@@ -100,7 +100,7 @@ class FailingRunner(BucketedRunner):
 def test_a_failed_batch_is_counted_and_logged_and_the_next_ones_are_served(caplog) -> None:
     clf = tiny_classifier()
     runner = FailingRunner(clf, max_batch=2)
-    with caplog.at_level(logging.ERROR, logger="sightline.stream.cuda_feeder"):
+    with caplog.at_level(logging.ERROR, logger="sightline.stream.inference.cuda_feeder"):
         worker, out = run_feeder(clf, frames_per_stream=6, streams=["a"], max_batch=2, runner=runner)
     assert worker.errors == 1
     assert [r.frame.seq for r in out.results] == list(range(6))
@@ -121,7 +121,7 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @cuda
 @pytest.mark.timeout(180)
 def test_pipeline_on_cuda_end_to_end_through_the_feeder(tmp_path: Path) -> None:
-    from sightline.stream.media import make_test_clip
+    from sightline.synthetic_media import make_test_clip
 
     clip = make_test_clip(tmp_path / "clip.mp4", frames=60, fps=30, size=(640, 360), pattern="photos",
                           counter=False)
@@ -150,8 +150,8 @@ def test_a_hot_swap_on_cuda_captures_the_new_models_graphs_beside_the_live_feede
     import json
 
     from sightline.model.bundle import PreprocessSpec
-    from sightline.stream.media import make_test_clip
-    from sightline.stream.model_swap import MODEL_ID_LENGTH, ModelSpec, swap_model
+    from sightline.synthetic_media import make_test_clip
+    from sightline.stream.pipeline.model_swap import MODEL_ID_LENGTH, ModelSpec, swap_model
 
     clip = make_test_clip(tmp_path / "clip.mp4", frames=60, fps=30, size=(320, 240), pattern="photos",
                           counter=False)

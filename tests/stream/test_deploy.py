@@ -16,12 +16,12 @@ import yaml
 from prometheus_client import Counter, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from sightline.stream.config import RunConfig, StreamConfig, load_run_config
-from sightline.stream.events.outputs.metrics import OutputMetrics
-from sightline.stream.media import make_test_clip
+from sightline.stream.events.notifiers.metrics import OutputMetrics
+from sightline.synthetic_media import make_test_clip
 from sightline.stream.metrics import DROP_REASONS, LOSS_REASONS, STAGES, STATES, SWAP_RESULTS, Metrics
-from sightline.stream.pipeline import Pipeline
+from sightline.stream.pipeline.pipeline import Pipeline
 from sightline.stream.stats import StageStats, StreamStats
-from sightline.stream.videoout import video_out_metrics
+from sightline.stream.outputs.annotated_video import video_out_metrics
 
 from tests.support.models import tiny_classifier
 
@@ -100,7 +100,7 @@ def exported_names() -> set[str]:
         view.stage_stats.stages[stage].observe(0.001)
     view.stage_stats.batch_size.observe(4)
     metrics.watch_gpu_memory(lambda: (1, 2))
-    video = video_out_metrics(metrics)  # annotated video: WebRTC viewers, publishing (stream/videoout.py)
+    video = video_out_metrics(metrics)  # annotated video: WebRTC viewers, publishing (stream/outputs/annotated_video.py)
     video.encode_seconds.labels("cam").observe(0.01)
     video.encoders.labels("cam").set(1)
     video.dropped.labels("cam", "publish").inc()
@@ -109,7 +109,7 @@ def exported_names() -> set[str]:
     video.publish_reconnects.labels("cam").inc()
     video.publish_packets.labels("cam").inc()
     OutputMetrics(metrics.registry).bind("mqtt")  # event outputs (stream/events/outputs)
-    # sightline_events_total is EventService's counter (stream/events/service.py, issue #13 part A).
+    # sightline_events_total is EventService's counter (stream/events/hub.py, issue #13 part A).
     Counter("sightline_events_total", "Events started", ["stream", "rule", "label"],
             registry=metrics.registry).labels("cam", "rule", "label").inc()
     text = generate_latest(metrics.registry).decode()

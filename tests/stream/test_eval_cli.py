@@ -302,7 +302,7 @@ def test_error_unreadable_video(media: Path, tmp_path: Path, capsys: pytest.Capt
 
 
 def test_video_failing_mid_replay_is_a_warning_and_exit_1(media: Path, tmp_path: Path) -> None:
-    from sightline.stream.media import truncate_file
+    from sightline.synthetic_media import truncate_file
 
     whole = write_colour_clip(tmp_path / "whole.mkv", ["red", "green", "blue"])
     truncate_file(whole, tmp_path / "cut.mkv", 0.5)  # opens (the header says 3 s), ends early

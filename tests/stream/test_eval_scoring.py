@@ -9,7 +9,7 @@ import pytest
 from sightline.stream.eval import scoring
 from sightline.stream.eval.labels import LabelsError, check_classes, parse_time, read_labels, resolve_videos
 from sightline.stream.eval.plots import runs
-from sightline.stream.smoothing import Smoother
+from sightline.stream.outputs.smoothing import Smoother
 
 
 def write(path: Path, text: str) -> Path:

@@ -11,9 +11,9 @@ import pytest
 import torch
 from sightline.stream.buffers import BoundedQueue
 from sightline.stream.config import StreamConfig
-from sightline.stream.hwdecode import HwDecode, cuda_accel_factory, probe_nvdec
-from sightline.stream.media import make_test_clip
-from sightline.stream.sources import VideoSource
+from sightline.stream.sources.hwdecode import HwDecode, cuda_accel_factory, probe_nvdec
+from sightline.synthetic_media import make_test_clip
+from sightline.stream.sources.video_source import VideoSource
 from sightline.stream.stats import StreamStats
 
 pytestmark = pytest.mark.timeout(60)
@@ -41,7 +41,7 @@ def decode(clip: Path, hwdecode: HwDecode | None, hwaccel: str = "auto") -> tupl
 
 @no_cuda
 def test_probe_without_a_gpu_chooses_software_and_says_why_once(caplog) -> None:
-    with caplog.at_level(logging.INFO, logger="sightline.stream.hwdecode"):
+    with caplog.at_level(logging.INFO, logger="sightline.stream.sources.hwdecode"):
         verdict = probe_nvdec()
     assert not verdict.enabled and verdict.factory is None
     assert "NVDEC unavailable" in verdict.reason and "decoding in software" in verdict.reason
@@ -74,7 +74,7 @@ def test_probe_accepts_a_working_hardware_context() -> None:
 def test_a_source_whose_nvdec_open_fails_decodes_in_software_and_logs_one_line(clip, caplog) -> None:
     _, reference = decode(clip, None)
     forced = HwDecode(cuda_accel_factory(None), "forced for the test")
-    with caplog.at_level(logging.INFO, logger="sightline.stream.sources"):
+    with caplog.at_level(logging.INFO, logger="sightline.stream.sources.video_source"):
         source, images = decode(clip, forced)
     assert source.hwdecode is None  # given up for this source's lifetime
     assert len(images) == len(reference) == 12

@@ -8,7 +8,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from sightline.stream import media
+from sightline import synthetic_media as media
 
 
 def decode_rgb(path: Path, **reformat: int) -> list[np.ndarray]:

@@ -16,19 +16,19 @@ import pytest
 import torch
 from sightline.model.bundle import ModelBundle, PreprocessSpec
 from sightline.model.classifier import Classifier
-from sightline.stream import media
-from sightline.stream.api import create_app
+from sightline import synthetic_media as media
+from sightline.stream.service.app import create_app
 from sightline.stream.config import RunConfig, StreamConfig
-from sightline.stream.cuda_feeder import FeederWorker
+from sightline.stream.inference.cuda_feeder import FeederWorker
 from sightline.stream.metrics import Metrics
-from sightline.stream.model_swap import (
+from sightline.stream.pipeline.model_swap import (
     MODEL_ID_LENGTH,
     ModelSpec,
     SwapIncompatibleError,
     load_classifier,
     swap_model,
 )
-from sightline.stream.pipeline import Pipeline
+from sightline.stream.pipeline.pipeline import Pipeline
 from sightline.stream.service.status import stream_status
 
 from tests.support.models import TINY, tiny_bundle
@@ -89,7 +89,7 @@ def test_swaps_between_batches_classify_every_frame_once_and_release_the_old_mod
     """Two swaps on a lossless looping stream: same classes, then three other classes. On two CPU lanes, and
     on the CUDA feeder's code run on the CPU (its own runner per model, batches of two runners in flight)."""
     if worker == "feeder":
-        monkeypatch.setattr("sightline.stream.pipeline.create_worker", feeder_worker)
+        monkeypatch.setattr("sightline.stream.pipeline.pipeline.create_worker", feeder_worker)
     a, b, c = tiny_bundle(4, seed=0), tiny_bundle(4, seed=1), tiny_bundle(3, seed=2)
     c.class_names[:] = ["cat", "dog", "bird"]
     paths = {name: bundle.save(tmp_path / f"{name}.pt") for name, bundle in (("a", a), ("b", b), ("c", c))}
@@ -148,7 +148,7 @@ def test_swaps_between_batches_classify_every_frame_once_and_release_the_old_mod
 
 
 def test_smoothing_carries_on_with_the_same_classes_and_restarts_with_others() -> None:
-    from sightline.stream.smoothing import Smoother
+    from sightline.stream.outputs.smoothing import Smoother
 
     smoother = Smoother(["a", "b"], ema=0.5, hysteresis=0.0)
     smoother.update(np.array([1.0, 0.0]))
@@ -256,7 +256,7 @@ def test_a_model_with_another_resize_swaps_and_the_decoders_follow_it(
     """64 px -> 96 px (shorter side): from the swap on the stream's decoder scales to the new model's working size;
     every frame is still classified once, by one model or the other."""
     if worker == "feeder":
-        monkeypatch.setattr("sightline.stream.pipeline.create_worker", feeder_worker)
+        monkeypatch.setattr("sightline.stream.pipeline.pipeline.create_worker", feeder_worker)
     a, big = tiny_bundle(4, seed=0), tiny_bundle(4, seed=3, spec=PreprocessSpec(resize=96, crop=80))
     a.save(tmp_path / "a.pt")
     big.save(tmp_path / "big.pt")

@@ -16,12 +16,12 @@ import httpx
 import pytest
 import pytest_asyncio
 from PIL import Image
-from sightline.stream import media
-from sightline.stream.api import create_app
+from sightline import synthetic_media as media
+from sightline.stream.service.app import create_app
 from sightline.stream.config import RunConfig, ServerConfig, StreamConfig
-from sightline.stream.http_server import HttpServer
+from sightline.stream.service.server import HttpServer
 from sightline.stream.metrics import Metrics
-from sightline.stream.pipeline import Pipeline
+from sightline.stream.pipeline.pipeline import Pipeline
 
 from tests.support.models import tiny_classifier
 
@@ -132,7 +132,7 @@ async def test_previews_beyond_max_preview_clients_get_503(pipeline: Pipeline, c
 async def test_warning_for_a_non_loopback_bind_without_a_token(pipeline: Pipeline, caplog: pytest.LogCaptureFixture,
                                                                host: str, token: str | None, warned: bool) -> None:
     """Only the decision is under test: the socket itself is bound to loopback (tests never listen beyond it)."""
-    caplog.set_level(logging.WARNING, logger="sightline.stream.http_server")
+    caplog.set_level(logging.WARNING, logger="sightline.stream.service.server")
     http = HttpServer(host, 0)
     http._socket = socket.create_server(("127.0.0.1", 0))
     config = pipeline.config.model_copy(update={"server": ServerConfig(host=host, token=token)})

@@ -1,7 +1,7 @@
 """Publishing the annotated video to a real RTSP server (Debian's rtsp-server-perl), read back by PyAV.
 
 The clip is a flat grey picture, so the overlay is what differs: a dark label panel in the top-left
-corner (stream/overlay.py darkens it to ~2/5 of the picture plus white text). A frame the reader
+corner (stream/outputs/overlay.py darkens it to ~2/5 of the picture plus white text). A frame the reader
 decodes must show that panel where the stream's snapshot shows it.
 """
 
@@ -16,10 +16,10 @@ import av
 import httpx
 import numpy as np
 import pytest
-from sightline.stream.api import create_app
+from sightline.stream.service.app import create_app
 from sightline.stream.config import RunConfig, StreamConfig
 from sightline.stream.metrics import Metrics
-from sightline.stream.pipeline import Pipeline
+from sightline.stream.pipeline.pipeline import Pipeline
 
 from tests.support.annotated import assert_overlay, grey_clip
 from tests.support.models import tiny_classifier

@@ -15,7 +15,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from sightline.stream import media
+from sightline import synthetic_media as media
 
 from tests.support.rtsp import RtspPublisher, RtspServer, missing_tools
 

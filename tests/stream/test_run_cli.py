@@ -15,7 +15,7 @@ from pathlib import Path
 import av
 import pytest
 import yaml
-from sightline.stream import media
+from sightline import synthetic_media as media
 
 from tests.support.models import tiny_bundle
 
@@ -156,7 +156,7 @@ def test_the_service_caps_glibc_malloc_arenas_unless_the_environment_does() -> N
     """The soak's RSS creep came from per-thread malloc arenas (benchmarks/results/soak-cpu*.txt)."""
     import platform
 
-    code = "from sightline.stream.run_cli import limit_malloc_arenas; print(limit_malloc_arenas())"
+    code = "from sightline.run_cli import limit_malloc_arenas; print(limit_malloc_arenas())"
     env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
     capped = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
     assert capped.stdout.strip() == str(platform.libc_ver()[0] == "glibc")  # mallopt accepted the cap

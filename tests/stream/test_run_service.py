@@ -14,10 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from sightline.stream import media
+from sightline import synthetic_media as media
 from sightline.stream.config import RunConfig
-from sightline.stream.http_server import ServerBindError
-from sightline.stream.run_cli import run_service
+from sightline.stream.service.server import ServerBindError
+from sightline.run_cli import run_service
 
 from tests.support.models import tiny_bundle
 

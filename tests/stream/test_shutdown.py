@@ -17,7 +17,7 @@ import av
 import httpx
 import pytest
 import yaml
-from sightline.stream import media
+from sightline import synthetic_media as media
 
 from tests.support.models import tiny_bundle
 from tests.support.processes import stop_process

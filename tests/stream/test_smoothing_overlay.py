@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from sightline.model.classifier import Prediction
 from sightline.stream.frames import Smoothed
-from sightline.stream.overlay import draw_overlay, encode_jpeg
-from sightline.stream.smoothing import Smoother
+from sightline.stream.outputs.overlay import draw_overlay, encode_jpeg
+from sightline.stream.outputs.smoothing import Smoother
 
 NAMES = ["cat", "dog", "car"]
 

@@ -19,7 +19,7 @@ from sightline.stream.buffers import BoundedQueue
 from sightline.stream.config import StreamConfig
 from sightline.stream.errors import SourceReadError
 from sightline.stream.frames import Frame
-from sightline.stream.sources import MAX_BAD_PACKETS_IN_A_ROW, VideoSource
+from sightline.stream.sources.video_source import MAX_BAD_PACKETS_IN_A_ROW, VideoSource
 from sightline.stream.stats import StreamStats
 
 pytestmark = pytest.mark.timeout(30)

@@ -13,8 +13,8 @@ from aiortc import RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
 from sightline.model.errors import SightlineError
 from sightline.stream.config import RunConfig, StreamConfig
 from sightline.stream.metrics import Metrics
-from sightline.stream.pipeline import Pipeline
-from sightline.stream.webrtc import WebRtcSource
+from sightline.stream.pipeline.pipeline import Pipeline
+from sightline.stream.sources.webrtc_ingest import WebRtcSource
 
 from tests.support.models import tiny_classifier
 from tests.support.webrtc import loopback_peer, make_offer

@@ -8,9 +8,9 @@ from importlib import resources
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
-from sightline.stream.preview import MJPEG_MEDIA_TYPE, MjpegResponse, PreviewRenderer, PreviewSlots
-from sightline.stream.registry import UnknownStreamError
-from sightline.stream.runtime import StreamRuntime
+from sightline.stream.service.previews import MJPEG_MEDIA_TYPE, MjpegResponse, PreviewRenderer, PreviewSlots
+from sightline.stream.pipeline.registry import UnknownStreamError
+from sightline.stream.pipeline.stream_runtime import StreamRuntime
 from sightline.stream.service.deps import (
     get_closing,
     get_preview_slots,
@@ -26,7 +26,7 @@ NO_STORE = {"Cache-Control": "no-store"}
 
 
 def page(name: str) -> bytes:
-    return resources.files("sightline.stream").joinpath(f"static/{name}").read_bytes()
+    return resources.files("sightline.stream.service").joinpath(f"static/{name}").read_bytes()
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, status
 from fastapi.responses import JSONResponse
 from sightline.model.errors import ConfigError
 from sightline.stream.config import RunConfig, StreamConfig, outside_media_root, redact_url
-from sightline.stream.pipeline import (
+from sightline.stream.pipeline.pipeline import (
     DuplicateStreamError,
     Pipeline,
     StreamBusyError,
@@ -18,7 +18,7 @@ from sightline.stream.pipeline import (
     TooManyStreamsError,
     UnknownStreamError,
 )
-from sightline.stream.preview import PreviewRenderer
+from sightline.stream.service.previews import PreviewRenderer
 from sightline.stream.service.deps import (
     TOKEN_RESPONSES,
     get_config,

@@ -11,10 +11,10 @@ import logging
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.responses import HTMLResponse
 from sightline.stream.errors import StreamError
-from sightline.stream.runtime import StreamRuntime
+from sightline.stream.pipeline.stream_runtime import StreamRuntime
 from sightline.stream.service.deps import TOKEN_RESPONSES, require_token, stream_named
 from sightline.stream.service.models import SessionDescription
-from sightline.stream.webrtc import PublisherConnectedError
+from sightline.stream.sources.webrtc_ingest import PublisherConnectedError
 
 log = logging.getLogger(__name__)
 

@@ -60,7 +60,7 @@ def test_run_flag_replaces_model_backend():
     import argparse
 
     from sightline.stream.config import RunConfig
-    from sightline.stream.run_cli import apply_overrides
+    from sightline.run_cli import apply_overrides
 
     args = argparse.Namespace(model=None, device=None, port=None, backend="onnxruntime")
     assert apply_overrides(RunConfig(), args).model.backend == "onnxruntime"

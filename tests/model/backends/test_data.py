@@ -22,7 +22,7 @@ def test_class_subfolders_named_like_the_bundle_give_labels(tmp_path: Path):
 
 
 def test_frames_are_spread_over_a_video(tmp_path: Path):
-    from sightline.stream import media
+    from sightline import synthetic_media as media
 
     clip = media.make_test_clip(tmp_path / "clip.mp4", frames=30, fps=10, size=(96, 64), counter=True)
     images = load_images(clip, ["a", "b"], limit=5)

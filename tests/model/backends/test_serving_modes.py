@@ -15,8 +15,8 @@ from sightline.model.backends.build import BuildOptions
 from sightline.model.backends.serving import open_classifier
 from sightline.model.classifier import Classifier
 from sightline.model.images import load_image
-from sightline.stream.batcher import Batcher
-from sightline.stream.inference import InferenceWorker
+from sightline.stream.inference.batcher import Batcher
+from sightline.stream.inference.lanes import InferenceWorker
 
 CPU = torch.device("cpu")
 

@@ -12,12 +12,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 from sightline.stream.config import RunConfig, StreamConfig
 from sightline.stream.events.bus import EventBus
-from sightline.stream.events.outputs import EventOutputs
-from sightline.stream.events.outputs.config import EventOutputsConfig
-from sightline.stream.media import make_test_clip
+from sightline.stream.events.notifiers import EventOutputs
+from sightline.stream.events.notifiers.config import EventOutputsConfig
+from sightline.synthetic_media import make_test_clip
 from sightline.stream.metrics import Metrics
-from sightline.stream.pipeline import Pipeline
-from sightline.stream.sinks import Labelled
+from sightline.stream.pipeline.pipeline import Pipeline
+from sightline.stream.outputs.sinks import Labelled
 
 from tests.support.models import tiny_classifier
 from tests.support.mosquitto import Mosquitto

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 from sightline.stream.config import RunConfig
-from sightline.stream.events.service import EventService
+from sightline.stream.events.hub import EventService
 from sightline.stream.metrics import Metrics
-from sightline.stream.pipeline import Pipeline
+from sightline.stream.pipeline.pipeline import Pipeline
 
 from tests.stream.events.test_event_outputs_mqtt import Subscriber
 from tests.stream.test_events_pipeline import BRIGHT_FROM, BRIGHT_UNTIL, FPS, brightness_classifier, labelled_clip

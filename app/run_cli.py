@@ -1,0 +1,217 @@
+"""`sightline run CONFIG` and `sightline demo`: the streaming service from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sightline.model.cli import add_backend_argument
+
+if TYPE_CHECKING:  # the service's modules pull in torch, av and fastapi: imported when a command runs
+    from sightline.stream.config import ModelConfig, RunConfig
+    from sightline.stream.metrics import Metrics
+    from sightline.stream.pipeline.pipeline import Pipeline
+
+log = logging.getLogger("sightline")
+
+OFFLINE_ENV = "SIGHTLINE_OFFLINE"  # set (to anything but 0/empty) to never try downloading model weights
+TOKEN_ENV = "SIGHTLINE_TOKEN"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run the streaming service on a YAML config",
+                       description="Decode the configured streams, classify their frames in cross-stream batches, "
+                                   "write overlays/recordings/prediction logs and serve the HTTP API and metrics.")
+    p.add_argument("config", type=Path, metavar="CONFIG", help="YAML file (see configs/example.yaml)")
+    add_overrides(p)
+    p.add_argument("--ray", default=None, metavar="ADDRESS",
+                   help="run on a Ray cluster (auto: this machine's; host:port; local: a private one); replaces "
+                        "cluster.ray.address (docs/cluster.md)")
+    p.set_defaults(func=cmd_run)
+
+    d = sub.add_parser(
+        "demo", help="the service on a looping clip of real photos, with previews at http://127.0.0.1:8080/",
+        description="Makes a clip of scikit-image's photos, classifies it live (a looping camera stream and a "
+                    "lossless replay) and serves the page and API until Ctrl-C. Uses the ImageNet ResNet18 "
+                    "weights when torch's cache has them or they can be downloaded; otherwise trains a small demo "
+                    "classifier once (under a minute on 2 cores) and caches it. Writes everything under --out.")
+    d.add_argument("--out", type=Path, default=Path("sightline-demo"), metavar="DIR",
+                   help="folder for the clip (media/) and the outputs (runs/); default ./sightline-demo")
+    d.add_argument("--config", type=Path, default=None,
+                   help="a config instead of the packaged demo one (relative paths are resolved against --out)")
+    d.add_argument("--offline", action="store_true",
+                   help=f"never try to download the ImageNet weights (also: {OFFLINE_ENV}=1)")
+    add_overrides(d)
+    d.set_defaults(func=cmd_demo)
+
+
+def add_overrides(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after this many seconds")
+    p.add_argument("--model", default=None, help="replaces model.source (imagenet, a bundle or a .pth)")
+    p.add_argument("--device", default=None, help="replaces model.device")
+    add_backend_argument(p, default=None)
+    p.add_argument("--port", type=int, default=None, help="replaces server.port (0: any free port)")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from sightline.stream.config import load_run_config
+
+    limit_malloc_arenas()
+    config = apply_overrides(apply_environment(load_run_config(args.config), os.environ), args)
+    if args.ray or config.cluster.ray.address:
+        from sightline.stream.cluster.launch import run_cluster_service, with_address
+
+        return asyncio.run(run_cluster_service(with_address(config, args.ray), args.duration,
+                                               reload_model=lambda: load_run_config(args.config).model))
+    return asyncio.run(run_service(config, args.duration, reload_model=lambda: load_run_config(args.config).model))
+
+
+MALLOC_ARENAS = 2
+M_ARENA_MAX = -8  # glibc's mallopt parameter number
+
+
+def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Cap glibc's malloc arenas before the service starts its threads; True when the cap was set.
+
+    Every decode, output and recording thread allocates and frees frame-sized buffers; glibc gives threads
+    arenas of their own (up to 8 per core) and returns little of them to the system, so RSS crept up by
+    13% over a 20-minute soak (benchmarks/results/soak-cpu.txt) and stayed flat with 2 arenas
+    (soak-cpu-arena2.txt). An environment that already sets MALLOC_ARENA_MAX keeps its own value.
+    """
+    import ctypes
+    import platform
+
+    if os.environ.get("MALLOC_ARENA_MAX") or platform.libc_ver()[0] != "glibc":
+        return False
+    return bool(ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, arenas))
+
+
+def offline_requested(args: argparse.Namespace, environ: Mapping[str, str]) -> bool:
+    return bool(args.offline) or environ.get(OFFLINE_ENV, "").strip() not in ("", "0")
+
+
+def apply_overrides(config: RunConfig, args: argparse.Namespace) -> RunConfig:
+    """Command-line flags win over the file."""
+    model = {k: v for k, v in (("source", args.model), ("device", args.device),
+                               ("backend", getattr(args, "backend", None))) if v is not None}
+    server = {"port": args.port} if args.port is not None else {}
+    return config.model_copy(update={"model": config.model.model_copy(update=model),
+                                     "server": config.server.model_copy(update=server)})
+
+
+def apply_environment(config: RunConfig, environ: Mapping[str, str]) -> RunConfig:
+    """SIGHTLINE_TOKEN (when set and not empty) replaces server.token: secrets stay out of config files."""
+    token = environ.get(TOKEN_ENV, "").strip()
+    if not token:
+        return config
+    return config.model_copy(update={"server": config.server.model_copy(update={"token": token})})
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from sightline.demo import DemoModel, choose_model, ensure_media, load_demo_config
+
+    limit_malloc_arenas()
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    model = DemoModel(args.model, "--model") if args.model else choose_model(offline_requested(args, os.environ))
+    log.info("demo model: %s", model.why)
+    ensure_media(out, model)
+    config = load_demo_config(out, args.config)
+    config = config.model_copy(update={"model": config.model.model_copy(update={"source": model.source})})
+    config = apply_overrides(apply_environment(config, os.environ), args)
+    return asyncio.run(run_service(config, args.duration, outputs_of=out))
+
+
+def build_pipeline(config: RunConfig, metrics: Metrics | None = None) -> Pipeline:
+    from sightline.model.backends.build import BuildOptions
+    from sightline.model.backends.serving import open_classifier
+    from sightline.stream.events.hub import EventService
+    from sightline.stream.metrics import Metrics
+    from sightline.stream.pipeline.pipeline import Pipeline
+
+    m = config.model
+    classifier = open_classifier(m.source, device=m.device, precision=m.precision, backend=m.backend,
+                                 compile=m.compile, options=BuildOptions(calibrate=m.calibrate, require_check=False))
+    classifier.warmup(batch_size=min(config.batching.batch_size(classifier.device.type), 8))
+    log.info("model %s", classifier.describe())
+    metrics = metrics if metrics is not None else Metrics()
+    events = EventService.build(config, metrics)  # None unless events are on (docs/events.md)
+    pipeline = Pipeline(classifier, config, metrics, extra_sinks=events.sinks_for if events else None)
+    pipeline.events = events
+    return pipeline
+
+
+async def run_service(config: RunConfig, duration: float | None = None, outputs_of: Path | None = None,
+                      reload_model: Callable[[], ModelConfig] | None = None) -> int:
+    """Serve until every stream has finished, ``duration`` passed, or SIGINT/SIGTERM; print a summary.
+
+    ``outputs_of``: the folder named in the summary as holding the outputs (the demo's); default output_dir.
+    ``reload_model``: with it, SIGHUP swaps to the model it returns (the config file's; model_swap.py).
+    """
+    from sightline.stream.service.app import create_app
+    from sightline.stream.service.server import HttpServer, require_safe_bind
+    from sightline.stream.pipeline.model_swap import SighupReloader
+
+    require_safe_bind(config.server)  # before anything binds or loads
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # first: a signal while the model loads is a clean stop
+        loop.add_signal_handler(sig, stop.set)
+    reloader = SighupReloader(loop, reload_model) if reload_model is not None else None
+    if reloader is not None:
+        reloader.install()
+    server = None
+    try:
+        if config.server.enabled:
+            server = HttpServer(config.server.host, config.server.port,
+                                write_timeout_s=config.server.write_timeout_s)
+            server.bind()  # a busy port fails now, not after the model has loaded
+        pipeline = await asyncio.to_thread(build_pipeline, config)
+        if reloader is not None:
+            reloader.attach(pipeline)
+        if server is not None and not stop.is_set():
+            try:  # the configured streams exist before the first request is answered
+                await asyncio.to_thread(pipeline.start)
+                await server.start(create_app(pipeline, config, pipeline.metrics))
+            except BaseException:
+                await asyncio.to_thread(pipeline.shutdown)
+                raise
+        if server is not None and not stop.is_set():
+            print(f"Sightline is serving {server.url}/  (API {server.url}/api/streams, metrics {server.url}/metrics)"
+                  f"; Ctrl-C stops it", flush=True)
+        started = loop.time()
+        code = await pipeline.run(duration=duration, stop=stop)
+        if pipeline.events is not None:  # drain the event outputs (MQTT, webhooks) and close events.jsonl
+            await asyncio.to_thread(pipeline.events.close)
+        print(summary(pipeline.statuses(), loop.time() - started, outputs_of or config.output_dir), flush=True)
+    finally:
+        if server is not None:
+            await server.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        if reloader is not None:
+            reloader.remove()
+    return code
+
+
+def summary(statuses: list[dict[str, object]], seconds: float, outputs: Path) -> str:
+    """What a run did, per stream: frames, classified frames per second, recent latency, drops, outputs."""
+    lines = [f"summary after {seconds:.1f} s:"]
+    width = max([len(str(s["name"])) for s in statuses] + [6])
+    for s in statuses:
+        classified = int(s["frames_inferred"])  # type: ignore[call-overload]
+        dropped = sum(s["dropped"].values())  # type: ignore[union-attr]
+        latency = (f"latency p50 {s['p50_ms']:.0f} ms, p99 {s['p99_ms']:.0f} ms (last 30 s)" if s["p50_ms"] is not None
+                   else "latency n/a")
+        lines.append(f"  {str(s['name']):<{width}}  {str(s['state']):<12} {s['frames_decoded']} frames decoded, "
+                     f"{classified} classified ({classified / max(seconds, 1e-9):.1f}/s), {latency}, "
+                     f"{dropped} dropped" + (f"; {s['error']}" if s["error"] else ""))
+    lines.append(f"outputs: {outputs}")
+    return "\n".join(lines)

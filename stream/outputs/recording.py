@@ -1,0 +1,118 @@
+"""A stream's recording, fed by its source with every decoded frame.
+
+The model's copy of a live stream keeps only the newest frames (latency stays flat when the model
+falls behind); a recording that took its frames from there would skip whatever the model skipped.
+So the source hands each decoded frame, full size, to this writer as well, and the writer draws the
+labels of the stream's latest classified frame on it. A live stream's recorder waits a moment
+(``label_wait_s`` after the frame was decoded, at most) for the model to catch up with that frame, so
+in the usual case the labels on a frame are its own or its predecessor's; a replay stream's recorder
+waits until the model has seen the frame (``FAST_LABEL_WAIT_S`` at most), so its labels are exact.
+
+Replay streams (``mode: fast``) lose nothing here either: the source waits while the queue is full.
+A live stream does not wait long (it must keep reading its camera); a frame the encoder cannot take
+in time is counted as lost (``frames_lost{reason="recorder_behind"}``) and the recording goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+from sightline.model.classifier import Prediction
+from sightline.stream.buffers import BoundedQueue, Consumer
+from sightline.stream.frames import Frame, Smoothed
+from sightline.stream.outputs.overlay import draw_overlay
+from sightline.stream.outputs.sinks import VideoRecorder
+from sightline.stream.stats import StreamStats
+
+log = logging.getLogger(__name__)
+
+RECORDING_QUEUE = 48  # frames waiting for the encoder (about 2 s at 25 fps)
+LIVE_PUT_TIMEOUT_S = 0.1  # how long a live source waits for room before the frame is counted lost
+LABEL_WAIT_S = 0.5
+FAST_LABEL_WAIT_S = 30.0  # replay: nothing is real time, wait for the frame's own labels (bounded, in case of a bug)
+
+
+class LabelSource(Protocol):
+    """The stream's output: its latest labels, and a way to wait until it has seen a given frame."""
+
+    def wait_handled(self, seq: int, timeout: float) -> bool: ...
+
+    def current_labels(self) -> tuple[tuple[Prediction, ...], Smoothed | None, float | None]: ...
+
+
+class RecordingWriter:
+    """One stream's recorder thread: every frame its source decoded, annotated, encoded in order."""
+
+    def __init__(self, recorder: VideoRecorder, labels: LabelSource, stats: StreamStats, live: bool,
+                 stop: threading.Event, clock: Callable[[], float] = time.monotonic,
+                 capacity: int = RECORDING_QUEUE, label_wait_s: float = LABEL_WAIT_S,
+                 put_timeout_s: float = LIVE_PUT_TIMEOUT_S) -> None:
+        self.recorder = recorder
+        self.labels = labels
+        self.stats = stats
+        self.live = live
+        self.stop = stop
+        self.clock = clock
+        self.label_wait_s = label_wait_s
+        self.put_timeout_s = put_timeout_s
+        self.queue: BoundedQueue[Frame] = BoundedQueue(capacity, "block")
+        self.done = threading.Event()
+        self.errors = 0
+        self._consumer = Consumer(self.queue, f"recorder-{recorder.stream}", self._write, self._finalize)
+
+    def start(self) -> None:
+        self._consumer.start()
+
+    def submit(self, frame: Frame) -> None:
+        """Called by the source thread for every decoded frame."""
+        if self.live:
+            if not self.queue.put(frame, timeout=self.put_timeout_s) and not self.queue.closed:
+                self.stats.on_lost("recorder_behind")
+            return
+        while not self.stop.is_set():
+            if self.queue.put(frame, timeout=0.25) or self.queue.closed:
+                return
+
+    def close(self) -> None:
+        """The source ended: encode what is queued, then finalize the file."""
+        self.queue.close()
+
+    def join(self, timeout: float | None = None) -> bool:
+        return self._consumer.join(timeout)
+
+    def _finalize(self) -> None:
+        try:
+            self.recorder.close()
+        except Exception as exc:  # a file that cannot be finalized is reported; the stream is not stopped
+            self._failed(exc, "finalizing")
+        self.done.set()
+
+    def _write(self, frame: Frame) -> None:
+        wait = frame.decoded_at + self.label_wait_s - self.clock() if self.live else FAST_LABEL_WAIT_S
+        if wait > 0 and not self.labels.wait_handled(frame.seq, wait) and not self.live:
+            log.warning("stream %s: frame %d still unclassified after %.0fs; recorded with older labels",
+                        self.recorder.stream, frame.seq, wait)
+        top, smoothed, latency_ms = self.labels.current_labels()
+        fps = self.stats.fps()
+        image = frame.display if frame.display is not None else frame.image
+        name = self.recorder.stream
+
+        def annotate(picture: np.ndarray) -> np.ndarray:
+            return draw_overlay(picture, name, top, smoothed, fps, latency_ms)
+
+        try:
+            self.recorder.record(image, frame, annotate)
+        except Exception as exc:  # an encoder/disk failure loses this frame, not the stream
+            self._failed(exc, "writing")
+
+    def _failed(self, exc: BaseException, what: str) -> None:
+        self.errors += 1
+        self.stats.on_sink_error(self.recorder.name)
+        if self.errors in (1, 10, 100) or self.errors % 1000 == 0:
+            log.error("stream %s: recorder failed %s (%d so far): %s", self.recorder.stream, what, self.errors, exc,
+                      exc_info=log.isEnabledFor(logging.DEBUG))

@@ -1,0 +1,357 @@
+"""Model hot-swap: put another model into service between two batches, without stopping a stream.
+
+The pipeline serves whatever ``ModelHolder.current`` holds; the inference worker reads it once per batch,
+while it takes the batch (under the lock that numbers batches), so batches are classified by the old
+model up to one batch and by the new one from the next, in delivery order, and no frame is skipped or
+classified twice. ``swap_model`` runs in a caller's thread (an API worker thread, the SIGHUP task), never
+on an inference lane: it loads and warms the new model beside the old one, checks that it fits the
+running streams (same device), lets the inference worker set it up beside the old one, and only then installs
+it. A model with another resize is fine: the decoders ask the serving model for their working size frame by
+frame, and the few frames already in flight at the old size are resized by the new model's preprocessing. Anything
+that fails before the install leaves the old model serving and raises a ``SwapError`` that says why.
+
+At most two models are resident: one swap at a time, and a swap waits until the model retired by the
+previous swap has been released (the lanes drop it with their next batch) before it loads another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import math
+import signal
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from sightline.model.classifier import Classifier
+from sightline.model.errors import SightlineError
+from sightline.stream.frames import ModelTag
+
+if TYPE_CHECKING:
+    from sightline.stream.config import ModelConfig
+    from sightline.stream.inference.lanes import InferenceWorker
+    from sightline.stream.pipeline.pipeline import Pipeline
+
+log = logging.getLogger(__name__)
+
+MODEL_ID_LENGTH = 12  # hex digits of the bundle's content hash shown as the model id
+RETIRE_TIMEOUT_S = 10.0  # how long a swap waits for the previous swap's model to be released
+WARMUP_BATCH = 8
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What to serve: a model source and how (the request of ``PUT /api/model`` or the config's model: part)."""
+
+    source: str
+    backend: str = "torch"
+    precision: str = "auto"
+
+    @classmethod
+    def of(cls, model: ModelConfig) -> ModelSpec:
+        return cls(model.source, model.backend, model.precision)
+
+
+@dataclass(frozen=True, eq=False)
+class ServedModel:
+    classifier: Classifier
+    tag: ModelTag
+    spec: ModelSpec
+
+    @classmethod
+    def of(cls, classifier: Classifier, spec: ModelSpec) -> ServedModel:
+        tag = ModelTag(classifier.bundle.content_hash()[:MODEL_ID_LENGTH], tuple(classifier.class_names))
+        return cls(classifier, tag, spec)
+
+    @property
+    def id(self) -> str:
+        return self.tag.id
+
+    def describe(self) -> dict[str, Any]:
+        info = self.classifier.describe()
+        return {"id": self.id, "source": self.spec.source, "backend": str(info.get("backend", "torch")),
+                "requested_backend": self.spec.backend, "precision": info["precision"], "arch": info["arch"],
+                "classes": info["classes"], "device": info["device"]}
+
+
+class ModelHolder:
+    """The model in service. The inference worker reads ``current`` once per batch; ``install`` replaces it."""
+
+    def __init__(self, served: ServedModel) -> None:
+        self._current = served
+        self.swapping = threading.Lock()  # one swap at a time: at most two models resident
+        self._retired: weakref.ref[Classifier] | None = None
+        self.swap_counts: dict[str, int] = {}  # by result: swapped, unchanged, refused, failed
+        self.counting = threading.Lock()
+
+    @property
+    def current(self) -> ServedModel:
+        return self._current
+
+    def install(self, served: ServedModel) -> ServedModel:
+        old = self._current
+        self._current = served  # one reference assignment: a lane sees the old model or the new one
+        self._retired = weakref.ref(old.classifier)
+        return old
+
+    def retired_alive(self) -> bool:
+        return self._retired is not None and self._retired() is not None
+
+    def wait_retired(self, timeout: float) -> bool:
+        """Until the model the last swap retired is released (True), or ``timeout`` (False)."""
+        deadline = time.monotonic() + timeout
+        while self.retired_alive():
+            gc.collect()
+            if not self.retired_alive():
+                break
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+        self._retired = None
+        return True
+
+
+class SwapError(SightlineError):
+    """The swap did not happen; the old model keeps serving. ``status``: the HTTP status that fits."""
+
+    status = 500
+    result = "failed"
+
+
+class SwapBusyError(SwapError):
+    status = 409
+    result = "refused"
+
+
+class SwapIncompatibleError(SwapError):
+    status = 409
+    result = "refused"
+
+
+class SwapLoadError(SwapError):
+    status = 422
+
+
+class SwapWarmupError(SwapError):
+    status = 500
+
+
+@dataclass(frozen=True)
+class SwapOutcome:
+    previous: dict[str, Any]
+    current: dict[str, Any]
+    swapped: bool  # False: the requested model is the one serving (same id, backend and precision)
+    classes_changed: bool
+    load_s: float
+    warm_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"swapped": self.swapped, "classes_changed": self.classes_changed, "model": self.current,
+                "previous": self.previous, "load_s": round(self.load_s, 3), "warm_s": round(self.warm_s, 3)}
+
+
+Loader = Callable[[ModelSpec, "torch.device"], Classifier]
+
+
+def load_classifier(spec: ModelSpec, device: torch.device, compile: bool = False,
+                    calibrate: str | None = None) -> Classifier:
+    """The new model on the serving model's device, as ``sightline run`` would open it."""
+    from sightline.model.backends.build import BuildOptions
+    from sightline.model.backends.serving import open_classifier
+
+    return open_classifier(spec.source, device=str(device), precision=spec.precision, backend=spec.backend,
+                           compile=compile, options=BuildOptions(calibrate=calibrate, require_check=False))
+
+
+def swap_model(pipeline: Pipeline, spec: ModelSpec, loader: Loader | None = None) -> SwapOutcome:
+    """Load, warm and check ``spec`` beside the serving model, then install it between two batches.
+
+    Blocking (seconds): call it from a worker thread. Raises ``SwapError`` (old model still serving).
+    """
+    refused: SwapError | None = None
+    try:
+        outcome = _swap(pipeline, spec, loader)
+    except SwapError as exc:
+        count_swap(pipeline.models, exc.result)
+        log.error("model swap to %s refused, the old model keeps serving: %s", spec.source, exc)
+        refused = type(exc)(str(exc))
+    if refused is not None:  # raised afresh, out here: the first one's traceback holds the serving model
+        raise refused
+    count_swap(pipeline.models, "swapped" if outcome.swapped else "unchanged")
+    return outcome
+
+
+def _swap(pipeline: Pipeline, spec: ModelSpec, loader: Loader | None) -> SwapOutcome:
+    """No local here or in what it calls holds a model when an error is raised: a traceback kept by a caller
+    (a log handler, a framework) would keep the model alive with it."""
+    holder: ModelHolder = pipeline.models
+    worker = pipeline.worker
+    if worker.models is not holder:
+        raise SwapIncompatibleError(f"this inference worker ({type(worker).__name__}) does not serve the model "
+                                    f"holder; restart the service with the new model")
+    if not holder.swapping.acquire(blocking=False):
+        raise SwapBusyError("another model swap is in progress; try again when it has finished")
+    try:
+        if not holder.wait_retired(RETIRE_TIMEOUT_S):
+            raise SwapBusyError("the model retired by the previous swap is still in use; try again")
+        serving = _Serving.of(holder.current)
+        started = time.perf_counter()
+        try:
+            new = (loader or _default_loader(pipeline.config.model))(spec, serving.device)
+        except (SightlineError, OSError, RuntimeError, ValueError, KeyError) as exc:
+            problem = f"cannot load {spec.source!r} ({spec.backend}, {spec.precision}): {exc}"
+            new = None
+        else:
+            loaded = time.perf_counter()
+            problem = (_misfit(new, serving) or _prepare(worker, new)
+                       or _warm(new, min(pipeline.batcher.max_batch, WARMUP_BATCH)))
+        if problem is not None:
+            error = SwapLoadError(problem) if new is None else (
+                SwapIncompatibleError(problem) if _misfit(new, serving) else SwapWarmupError(problem))
+            worker.unprepare()
+            del new
+            gc.collect()
+            raise error
+        warm_s = time.perf_counter() - loaded
+        served = ServedModel.of(new, spec)
+        del new
+        if served.id == serving.id and _engine(served) == serving.engine:
+            log.info("model swap: %s is already serving (model %s); nothing to do", spec.source, served.id)
+            return SwapOutcome(serving.info, serving.info, False, False, loaded - started, warm_s)
+        classes_changed = served.tag.class_names != serving.class_names
+        holder.install(served)
+        pipeline.classifier = served.classifier  # what new streams, decoders and status read; lanes read the holder
+        log.info("model swap: model %s -> %s (%s, %s%s); loaded in %.2f s, warmed in %.2f s", serving.id,
+                 served.id, spec.source, served.describe()["backend"],
+                 f", classes changed: {len(served.tag.class_names)} now" if classes_changed else "",
+                 loaded - started, warm_s)
+        return SwapOutcome(serving.info, served.describe(), True, classes_changed, loaded - started, warm_s)
+    finally:
+        holder.swapping.release()
+
+
+@dataclass(frozen=True)
+class _Serving:
+    """What a swap needs to know of the serving model, without a reference to it."""
+
+    id: str
+    class_names: tuple[str, ...]
+    device: torch.device
+    engine: tuple[str, str]
+    info: dict[str, Any]
+
+    @classmethod
+    def of(cls, served: ServedModel) -> _Serving:
+        c = served.classifier
+        return cls(served.id, served.tag.class_names, c.device, _engine(served),
+                   served.describe())
+
+
+def _default_loader(config: ModelConfig) -> Loader:
+    return lambda spec, device: load_classifier(spec, device, compile=config.compile, calibrate=config.calibrate)
+
+
+def _misfit(new: Classifier, serving: _Serving) -> str | None:
+    if new.device != serving.device:
+        return (f"the new model would run on {new.device}, the service runs on {serving.device}; changing the device "
+                f"needs a restart")
+    return None  # another resize is fine: the decoders follow the serving model, frames in flight are resized
+
+
+def _prepare(worker: InferenceWorker, new: Classifier) -> str | None:
+    """The worker fits the new model beside the serving one (OpenVINO: streams per lane; CUDA feeder: staging
+    buffers, warm-up and CUDA graphs of its own)."""
+    try:
+        worker.prepare(new)
+    except (SightlineError, RuntimeError, ValueError) as exc:
+        return f"the inference worker cannot set up the new model: {exc}"
+    return None
+
+
+def _warm(classifier: Classifier, batch: int) -> str | None:
+    """Run dummy batches (compilation, allocator) and check the output: N×classes finite probabilities."""
+    try:
+        classifier.warmup(batch_size=batch)
+        size = classifier.bundle.preprocess.resize
+        probs = classifier.probabilities([np.zeros((size, size, 3), dtype=np.uint8)])
+    except (SightlineError, RuntimeError, ValueError, TypeError) as exc:
+        return f"the new model failed its warm-up run: {exc}"
+    expected = (1, len(classifier.class_names))
+    if tuple(probs.shape) != expected:
+        return f"the new model returns {tuple(probs.shape)} probabilities for one image, expected {expected}"
+    if not bool(probs.isfinite().all()) or not math.isclose(float(probs.sum()), 1.0, abs_tol=1e-2):
+        return "the new model's warm-up output is not a probability distribution (NaN/inf weights?)"
+    return None
+
+
+def _engine(served: ServedModel) -> tuple[str, str]:
+    info = served.classifier.describe()
+    return str(info.get("backend", "torch")), str(info["precision"])
+
+
+def count_swap(holder: ModelHolder, result: str) -> None:
+    """Plain counts; Prometheus reads them at scrape time (``sightline_model_swaps_total``)."""
+    with holder.counting:
+        holder.swap_counts[result] = holder.swap_counts.get(result, 0) + 1
+
+
+class SighupReloader:
+    """`sightline run`: SIGHUP re-reads the config file's ``model:`` part and swaps to it in a worker thread.
+
+    Installed before the model loads (a SIGHUP then is ignored with a log line, rather than ending the
+    process as SIGHUP's default would); ``attach`` hands it the pipeline once there is one.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, read_model: Callable[[], ModelConfig]) -> None:
+        self.loop = loop
+        self.read_model = read_model
+        self.pipeline: Pipeline | None = None
+        self.tasks: set[asyncio.Future[None]] = set()
+
+    def install(self) -> None:
+        self.loop.add_signal_handler(signal.SIGHUP, self._on_signal)
+
+    def attach(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+
+    def remove(self) -> None:
+        self.loop.remove_signal_handler(signal.SIGHUP)
+
+    def _on_signal(self) -> None:
+        pipeline = self.pipeline
+        if pipeline is None:
+            log.warning("SIGHUP ignored: the service is still starting (send it again once it serves)")
+            return
+        log.info("SIGHUP: reloading the model from the config file")
+        task = asyncio.ensure_future(asyncio.to_thread(self.reload, pipeline))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def reload(self, pipeline: Pipeline) -> SwapOutcome | None:
+        """Blocking: read the file, swap; every failure is logged and leaves the old model serving."""
+        try:
+            model = self.read_model()
+        except SightlineError as exc:
+            self.refused(pipeline)
+            log.error("SIGHUP: the config file cannot be read, the old model keeps serving: %s", exc)
+            return None
+        if model.device != pipeline.config.model.device:
+            log.warning("SIGHUP: model.device changed to %s; the device changes only with a restart", model.device)
+        return self.swap(pipeline, ModelSpec.of(model))
+
+    def refused(self, pipeline: Pipeline) -> None:
+        count_swap(pipeline.models, "refused")
+
+    def swap(self, pipeline: Pipeline, spec: ModelSpec) -> Any:
+        """The swap itself (a cluster controller swaps every worker instead); None when it did not happen."""
+        try:
+            return swap_model(pipeline, spec)
+        except SwapError:
+            return None  # swap_model logged why

@@ -1,0 +1,117 @@
+"""Builds one stream's parts from its config: source, input queue, sinks, output, recording.
+
+Building has no side effects beyond the batcher's input queue (which ``StreamFactory.discard`` undoes)
+and the files the sinks open; registering and starting the parts is the registry's job.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from sightline.model.classifier import Classifier
+from sightline.stream.inference.batcher import Batcher
+from sightline.stream.buffers import BoundedQueue
+from sightline.stream.config import RunConfig, StreamConfig
+from sightline.stream.errors import StreamError
+from sightline.stream.frames import Frame
+from sightline.stream.sources.hwdecode import HwDecode
+from sightline.stream.outputs.recording import RecordingWriter
+from sightline.stream.pipeline.stream_runtime import StreamOutput, StreamRuntime
+from sightline.stream.outputs.sinks import JsonlSink, Sink, VideoRecorder
+from sightline.stream.outputs.smoothing import Smoother
+from sightline.stream.sources.video_source import FrameSource, PreviewDemand, VideoSource
+from sightline.stream.stats import StageStats, StreamStats
+from sightline.stream.outputs.annotated_video import VideoOut
+
+
+class DuplicateStreamError(StreamError):
+    pass
+
+
+def keeps_display(config: StreamConfig) -> bool:
+    """Whether the stream's own config needs every frame full size (a recording, publishing)."""
+    return config.record or config.publish is not None
+
+
+SourceBuilder = Callable[..., FrameSource]
+
+
+class StreamFactory:
+    def __init__(self, classifier: Classifier, config: RunConfig, batcher: Batcher, stages: StageStats,
+                 hwdecode: HwDecode, clock: Callable[[], float] = time.monotonic,
+                 extra_sinks: Callable[[StreamConfig], list[Sink]] | None = None,
+                 video_out: VideoOut | None = None) -> None:
+        self.classifier = classifier  # for new streams: working size and class names
+        self.config = config
+        self.batcher = batcher
+        self.stages = stages
+        self.hwdecode = hwdecode
+        self.clock = clock
+        self.extra_sinks = extra_sinks
+        self.video_out = video_out  # the annotated-video encoders (WebRTC viewers, publishing)
+
+    def build(self, config: StreamConfig) -> StreamRuntime:
+        """Every part of a stream, not started. OSError: an output cannot be opened (the queue is undone)."""
+        name = config.name
+        stats = StreamStats(name, self.stages, clock=self.clock)
+        try:
+            queue = self.batcher.add_stream(name, config.capacity, "latest" if config.live else "block",
+                                            on_drop=lambda _: stats.on_dropped("stale"))
+        except ValueError:  # the previous stream of this name has not drained out of the batcher yet
+            raise DuplicateStreamError(f"stream {name!r} is still draining; try again") from None
+        try:
+            return self._parts(config, stats, queue)
+        except BaseException:
+            self.discard(name)
+            raise
+
+    def discard(self, name: str) -> None:
+        """Undo ``build`` for a stream that will not start: its queue drains out of the batcher."""
+        self.batcher.close_stream(name)
+
+    def _parts(self, config: StreamConfig, stats: StreamStats, queue: BoundedQueue[Frame]) -> StreamRuntime:
+        name = config.name
+        stop = threading.Event()
+        preview = PreviewDemand(self.clock)
+        extra = self.extra_sinks(config) if self.extra_sinks is not None else []
+        # every frame full size for the visual outputs: recordings, publishing, event clips
+        display = keeps_display(config) or any(getattr(s, "needs_display", False) for s in extra)
+        source = self.source(config, queue, stats, stop, preview, display)
+        sinks: list[Sink] = []
+        out_dir = self.config.output_dir
+        if self.config.log_predictions:
+            sinks.append(JsonlSink(out_dir / f"{name}.jsonl", name,
+                                   on_lost=lambda n: stats.on_records_lost("jsonl", n)))
+        sinks.extend(extra)
+        if self.video_out is not None:
+            sinks.append(self.video_out.sink(config, preview))
+        smoother = Smoother(self.classifier.class_names, self.config.smoothing.ema, self.config.smoothing.hysteresis)
+        output = StreamOutput(name, smoother, sinks, stats, config.live)
+        recording = None
+        if config.record:  # fed by the source with every decoded frame, not by the model's (lossy, live) copy
+            recorder = VideoRecorder(out_dir / f"{name}.mp4", name)  # its frame rate comes with the frames
+            recording = RecordingWriter(recorder, output, stats, config.live, stop, clock=self.clock)
+            source.recording = recording
+        return StreamRuntime(config, stats, source, output, stop, recording, preview=preview)
+
+    def working_size(self, height: int, width: int) -> tuple[int, int]:
+        """The size the decoders scale to, for the model serving now (a hot-swap may change it)."""
+        return self.classifier.preprocessor.working_size(height, width)
+
+    def source(self, config: StreamConfig, queue: BoundedQueue[Frame], stats: StreamStats, stop: threading.Event,
+               preview: PreviewDemand | None, keep_display: bool | None = None) -> FrameSource:
+        """The source thread for ``config`` (not started); the capture watchdog asks for a fresh one too.
+
+        ``keep_display``: every decoded frame also kept full size (default: ``keeps_display(config)``)."""
+        display = keeps_display(config) if keep_display is None else keep_display
+        size = self.working_size
+        if config.is_webrtc:  # aiortc is imported only where WebRTC is used
+            from sightline.stream.ice import IcePolicy
+            from sightline.stream.sources.webrtc_ingest import WebRtcSource
+
+            return WebRtcSource(config, queue, stats, size, keep_display=display, stop=stop, clock=self.clock,
+                                preview=preview, ice=IcePolicy.from_server(self.config.server))
+        return VideoSource(config, queue, stats, size, keep_display=display, stop=stop, clock=self.clock,
+                           preview=preview, hwdecode=self.hwdecode)

@@ -1,0 +1,187 @@
+"""HTTP API of events: list and read events, their snapshot and clip; list, add and remove rules.
+
+An ``APIRouter`` whose handlers read ``request.app.state.events`` (the pipeline's ``EventService``,
+None when the event engine is off: 404 then). Rule changes are POST/DELETE, so ``ServiceGuard``
+already requires the token for them; the ``require_token`` dependency says so again here, so the
+router stays safe if it is mounted elsewhere.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi.responses import FileResponse, JSONResponse
+from pydantic import BaseModel
+from sightline.model.echo import bounded
+from sightline.stream.events.config import EventRule
+from sightline.stream.events.hub import EVENT_ID_PATTERN, EventService
+from sightline.stream.events.store import DuplicateRuleError
+from sightline.stream.service.guard import bearer_token_matches
+
+NO_STORE = {"Cache-Control": "no-store"}
+MAX_PAGE = 500
+
+
+class Event(BaseModel):
+    id: str
+    stream: str
+    rule: str
+    label: str
+    start: float
+    end: float | None
+    peak: float
+    snapshot_url: str | None
+    clip_url: str | None
+    end_reason: str | None = None
+    stream_time_start: float | None = None
+    stream_time_end: float | None = None
+    clip_ready: bool | None = None
+
+
+class EventPage(BaseModel):
+    events: list[Event]
+    total: int
+    offset: int
+    limit: int
+    next: str | None
+
+
+class RuleList(BaseModel):
+    rules: list[EventRule]
+
+
+def events_of(request: Request) -> EventService:
+    service = getattr(request.app.state, "events", None)
+    if service is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "the event engine is off (events.enabled or events.rules)")
+    return service
+
+
+def require_token(request: Request) -> None:
+    token = getattr(request.app.state, "token", None)
+    if token is not None and not bearer_token_matches(request.headers.get("authorization"), token):
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or wrong bearer token",
+                            headers={"WWW-Authenticate": 'Bearer realm="sightline"'})
+
+
+def parse_time(value: str | None, name: str) -> float | None:
+    """Epoch seconds or ISO 8601 (a time without a zone is UTC)."""
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                            f"{name}: not epoch seconds or an ISO 8601 time: {bounded(value, 64)!r}") from None
+    if parsed.tzinfo is None:
+        from datetime import UTC
+
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+def find_event(service: EventService, event_id: str) -> dict[str, Any]:
+    if not re.match(EVENT_ID_PATTERN, event_id):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such event")
+    event = service.store.get(event_id)
+    if event is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no event {event_id!r}")
+    return event
+
+
+def described(service: EventService, event: dict[str, Any]) -> dict[str, Any]:
+    return {**event, "clip_ready": None if event.get("clip_url") is None
+            else not service.clip_writing(event["id"]) and service.clip_path(event["id"]).exists()}
+
+
+router = APIRouter(tags=["events"])
+changes = APIRouter(tags=["events"], dependencies=[Depends(require_token)],
+                    responses={401: {"description": "server.token is set and the bearer token is missing or wrong"}})
+
+
+@router.get("/api/events/rules", response_model=RuleList, summary="The event rules in force")
+async def list_rules(service: EventService = Depends(events_of)) -> dict[str, Any]:
+    return {"rules": [r.model_dump() for r in service.rules.list()]}
+
+
+@changes.post("/api/events/rules", status_code=status.HTTP_201_CREATED, response_model=EventRule,
+              summary="Add an event rule (same fields as an `events.rules` entry; in force for the next frame)",
+              responses={409: {"description": "a rule of that name exists"}})
+async def add_rule(rule: EventRule, service: EventService = Depends(events_of)) -> JSONResponse:
+    try:
+        service.rules.add(rule)
+    except DuplicateRuleError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    return JSONResponse(rule.model_dump(), status_code=status.HTTP_201_CREATED,
+                        headers={"Location": f"/api/events/rules/{rule.name}"})
+
+
+@changes.delete("/api/events/rules/{name}", response_model=EventRule,
+                summary="Remove an event rule; its open events end now (end_reason 'rule_removed')",
+                responses={404: {"description": "no such rule"}})
+async def remove_rule(name: str, service: EventService = Depends(events_of)) -> dict[str, Any]:
+    try:
+        return service.rules.remove(name).model_dump()
+    except KeyError:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no rule named {bounded(name, 80)!r}") from None
+
+
+@router.get("/api/events", response_model=EventPage,
+            summary="Events, newest first; filter by stream, label, rule and time (epoch seconds or ISO 8601)")
+async def list_events(request: Request, stream: str | None = None, label: str | None = None,
+                      rule: str | None = None,
+                      since: str | None = Query(None, description="events still going on or ended at/after this"),
+                      until: str | None = Query(None, description="events that started at/before this"),
+                      limit: int = Query(50, ge=1, le=MAX_PAGE), offset: int = Query(0, ge=0),
+                      service: EventService = Depends(events_of)) -> JSONResponse:
+    total, page = service.store.query(stream, label, rule, parse_time(since, "since"), parse_time(until, "until"),
+                                      limit, offset)
+    following = None
+    if offset + len(page) < total:
+        params = {**request.query_params, "offset": str(offset + len(page)), "limit": str(limit)}
+        following = f"{request.url.path}?{urlencode(params)}"
+    body = {"events": [described(service, e) for e in page], "total": total, "offset": offset, "limit": limit,
+            "next": following}
+    return JSONResponse(EventPage.model_validate(body).model_dump(), headers=NO_STORE)
+
+
+@router.get("/api/events/{event_id}", response_model=Event, responses={404: {"description": "no such event"}})
+async def get_event(event_id: str, service: EventService = Depends(events_of)) -> dict[str, Any]:
+    return described(service, find_event(service, event_id))
+
+
+@router.get("/api/events/{event_id}/snapshot.jpg", response_class=FileResponse,
+            summary="The annotated frame that started the event",
+            responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "no such event or snapshot"}})
+async def event_snapshot(event_id: str, service: EventService = Depends(events_of)) -> FileResponse:
+    find_event(service, event_id)
+    path = service.snapshot_path(event_id)
+    if not path.is_file():
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "this event has no snapshot")
+    return FileResponse(path, media_type="image/jpeg")
+
+
+@router.get("/api/events/{event_id}/clip.mp4", response_class=FileResponse,
+            summary="The event's clip (pre-roll, event, post-roll); byte ranges supported",
+            responses={200: {"content": {"video/mp4": {}}}, 404: {"description": "no such event or clip"},
+                       503: {"description": "the clip is still being written (post-roll)"}})
+async def event_clip(event_id: str, service: EventService = Depends(events_of)) -> FileResponse:
+    event = find_event(service, event_id)
+    path = service.clip_path(event_id)
+    if event.get("clip_url") is None or not path.is_file():
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "this event has no clip")
+    if service.clip_writing(event_id):
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the clip is still being written",
+                            headers={"Retry-After": "2"})
+    return FileResponse(path, media_type="video/mp4")
+
+
+router.include_router(changes)
