@@ -6,10 +6,10 @@ import argparse
 import logging
 import sys
 
+from sightline import eval_cli, run_cli
 from sightline.model import cli as model_cli
 from sightline.model import export_cli
 from sightline.model.errors import SightlineError
-from sightline import eval_cli, run_cli
 from sightline.stream.urls import install_log_redaction
 from sightline.training import cli as training_cli
 

@@ -154,9 +154,9 @@ async def run_service(config: RunConfig, duration: float | None = None, outputs_
     ``outputs_of``: the folder named in the summary as holding the outputs (the demo's); default output_dir.
     ``reload_model``: with it, SIGHUP swaps to the model it returns (the config file's; model_swap.py).
     """
+    from sightline.stream.pipeline.model_swap import SighupReloader
     from sightline.stream.service.app import create_app
     from sightline.stream.service.server import HttpServer, require_safe_bind
-    from sightline.stream.pipeline.model_swap import SighupReloader
 
     require_safe_bind(config.server)  # before anything binds or loads
 

@@ -42,9 +42,9 @@ from sightline.model.device import describe_device
 from sightline.model.sources import imagenet_classes, imagenet_preprocess
 from sightline.stream.config import BatchingConfig, RunConfig, StreamConfig
 from sightline.stream.inference.lanes import plan_lanes
-from sightline.synthetic_media import make_test_clip
 from sightline.stream.metrics import Metrics
 from sightline.stream.pipeline.pipeline import Pipeline
+from sightline.synthetic_media import make_test_clip
 from torchvision.models import ResNet18_Weights
 
 

@@ -34,9 +34,9 @@ from prometheus_client import CollectorRegistry
 from sightline.model.device import describe_device
 from sightline.stream.config import BatchingConfig, RunConfig, StreamConfig
 from sightline.stream.inference.lanes import plan_lanes
-from sightline.synthetic_media import make_test_clip
 from sightline.stream.metrics import Metrics
 from sightline.stream.pipeline.pipeline import Pipeline
+from sightline.synthetic_media import make_test_clip
 
 
 def run_pipeline(classifier, clip: Path, n: int, out: Path, max_batch: int, mode: str = "fast",

@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 
 import torch
+from sightline import synthetic_media as media
 from sightline.model.architectures import build_network
 from sightline.model.bundle import ModelBundle, PreprocessSpec
 from sightline.model.classifier import Classifier
-from sightline import synthetic_media as media
 from sightline.stream.config import RunConfig, StreamConfig
 from sightline.stream.metrics import Metrics
 from sightline.stream.pipeline.pipeline import Pipeline

@@ -17,6 +17,29 @@ class SourceReadError(StreamError):
     """The source failed while reading (corrupt data, connection dropped, stalled)."""
 
 
+# -- the lifecycle of streams (the API maps each to a status code) --
+
+
+class UnknownStreamError(StreamError):
+    pass
+
+
+class StreamBusyError(StreamError):
+    """The stream is being removed (API: 409); a retry after it is gone succeeds."""
+
+
+class TooManyStreamsError(StreamError):
+    """``server.max_streams`` streams are registered (API: 429)."""
+
+
+class DuplicateStreamError(StreamError):
+    pass
+
+
+class StreamOutputError(StreamError):
+    """A stream's outputs (prediction log, recording) cannot be opened (API: 503); nothing is registered."""
+
+
 def describe_av_error(exc: BaseException) -> str:
     """FFmpeg's reason without the file name PyAV appends (it may hold credentials)."""
     strerror = getattr(exc, "strerror", None)

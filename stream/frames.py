@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -67,3 +69,22 @@ class Smoothed:
     label: str
     prob: float
     index: int
+
+
+class PreviewDemand:
+    """Someone is watching a stream's preview: its source keeps full-size pictures for a few seconds.
+
+    Without a visual sink a stream converts only the small working-size image; previews ask for more
+    on demand instead of every stream paying for full-size conversion all the time.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, linger_s: float = 3.0) -> None:
+        self.clock = clock
+        self.linger_s = linger_s
+        self._until = -float("inf")
+
+    def touch(self) -> None:
+        self._until = self.clock() + self.linger_s
+
+    def wanted(self) -> bool:
+        return self.clock() < self._until

@@ -32,18 +32,17 @@ from sightline.stream.cluster.placement import WorkerLoad, asked_fps, choose_wor
 from sightline.stream.cluster.table import TABLE_NAME, StreamTable, worker_actor_name
 from sightline.stream.cluster.worker import PipelineWorker
 from sightline.stream.config import RunConfig, StreamConfig, check_source, redact_url
-from sightline.stream.errors import StreamError
-from sightline.stream.metrics import Metrics
-from sightline.stream.pipeline.model_swap import ModelSpec
-from sightline.stream.pipeline.pipeline import (
+from sightline.stream.errors import (
     DuplicateStreamError,
     StreamBusyError,
+    StreamError,
     StreamOutputError,
     TooManyStreamsError,
     UnknownStreamError,
-    exit_code_for,
-    wait_until_done,
 )
+from sightline.stream.inference.model_holder import ModelSpec
+from sightline.stream.metrics import Metrics
+from sightline.stream.pipeline.pipeline import exit_code_for, wait_until_done
 from sightline.stream.service.status import links
 
 log = logging.getLogger(__name__)

@@ -34,10 +34,10 @@ async def run_cluster_service(config: RunConfig, duration: float | None = None,
                               reload_model: Callable[[], ModelConfig] | None = None) -> int:
     """As ``run_service``, with the pipeline spread over the cluster's workers. ``reload_model``: with it,
     SIGHUP swaps every worker to the model it returns (the config file's; cluster/model_service.py)."""
-    from sightline.stream.service.app import create_app
-    from sightline.stream.cluster.model_service import ClusterSighupReloader
-    from sightline.stream.service.server import HttpServer, require_safe_bind
     from sightline.run_cli import summary
+    from sightline.stream.cluster.model_service import ClusterSighupReloader
+    from sightline.stream.service.app import create_app
+    from sightline.stream.service.server import HttpServer, require_safe_bind
 
     require_safe_bind(config.server)
     stop = asyncio.Event()

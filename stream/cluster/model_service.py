@@ -32,7 +32,8 @@ from fastapi import HTTPException, status
 from fastapi.responses import JSONResponse
 from sightline.model.echo import bounded, echo
 from sightline.model.errors import SightlineError
-from sightline.stream.pipeline.model_swap import ModelSpec, SighupReloader
+from sightline.stream.inference.model_holder import ModelSpec
+from sightline.stream.pipeline.model_swap import SighupReloader
 from sightline.stream.urls import scrub_urls
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import HTTPException, status
 from sightline.model.echo import bounded
-from sightline.stream.pipeline.registry import UnknownStreamError
+from sightline.stream.errors import UnknownStreamError
 
 if TYPE_CHECKING:
     from sightline.stream.cluster.controller import ClusterPipeline

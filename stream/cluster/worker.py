@@ -19,7 +19,7 @@ from prometheus_client.core import GaugeMetricFamily
 from sightline.model.errors import ConfigError
 from sightline.stream.cluster.placement import asked_fps, file_rate
 from sightline.stream.config import RunConfig, StreamConfig
-from sightline.stream.pipeline.pipeline import (
+from sightline.stream.errors import (
     DuplicateStreamError,
     StreamBusyError,
     StreamOutputError,
@@ -121,7 +121,8 @@ class PipelineWorker:
     def swap_model(self, spec: dict[str, str]) -> dict[str, Any]:
         """``swap_model`` on this worker's pipeline (blocking: loads and warms beside the serving model).
         {"outcome": SwapOutcome dict, "served": ...} or {"error": kind, "status": HTTP status, "detail", "served"}."""
-        from sightline.stream.pipeline.model_swap import ModelSpec, SwapError, swap_model
+        from sightline.stream.inference.model_holder import ModelSpec
+        from sightline.stream.pipeline.model_swap import SwapError, swap_model
 
         try:
             outcome = swap_model(self.pipeline, ModelSpec(**spec))

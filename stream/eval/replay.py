@@ -22,8 +22,8 @@ from sightline.model.classifier import Classifier
 from sightline.stream.config import BatchingConfig, ModelConfig, RunConfig, SmoothingConfig, StreamConfig, parse_stream
 from sightline.stream.errors import describe_av_error
 from sightline.stream.eval.labels import LabelsError, VideoJob, join_problems
-from sightline.stream.pipeline.pipeline import Pipeline
 from sightline.stream.outputs.sinks import Labelled, Sink
+from sightline.stream.pipeline.pipeline import Pipeline
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 

@@ -29,7 +29,7 @@ from sightline.stream.inference.lanes import Classified, InferenceWorker, Routes
 from sightline.stream.stats import StageStats
 
 if TYPE_CHECKING:
-    from sightline.stream.pipeline.model_swap import ServedModel
+    from sightline.stream.inference.model_holder import ServedModel
 
 log = logging.getLogger(__name__)
 

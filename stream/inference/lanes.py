@@ -30,12 +30,12 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 import torch
 from sightline.model.classifier import Classifier, Prediction
-from sightline.stream.inference.batcher import Batch, Batcher
 from sightline.stream.frames import ModelTag, Result, Timings
+from sightline.stream.inference.batcher import Batch, Batcher
 from sightline.stream.stats import BatchStats, StageStats
 
 if TYPE_CHECKING:
-    from sightline.stream.pipeline.model_swap import ModelHolder, ServedModel
+    from sightline.stream.inference.model_holder import ModelHolder, ServedModel
 
 log = logging.getLogger(__name__)
 
@@ -282,20 +282,3 @@ class InferenceWorker:
             t1 = time.perf_counter()
             probs = classifier.forward(batch)
         return probs, t1 - t0, time.perf_counter() - t1
-
-
-def create_worker(classifier: Classifier, batcher: Batcher, topk: int, routes: Routes | None = None,
-                  stats: StageStats | None = None, clock: Callable[[], float] = time.monotonic,
-                  lanes: int | str = "auto", throughput: bool = True, cuda_graphs: bool = False) -> InferenceWorker:
-    """On CUDA the feeder (copy/compute overlap, batch buckets, optional CUDA graphs); elsewhere lanes.
-
-    The feeder drives the torch network itself, so a compiled backend (TensorRT) keeps the plain worker.
-    """
-    if classifier.device.type == "cuda" and getattr(classifier, "network", None) is not None:
-        from sightline.stream.inference.cuda_feeder import FeederWorker
-
-        if lanes not in ("auto", 1):
-            log.warning("model.workers %s ignored on CUDA: one feeder overlaps copies and compute instead", lanes)
-
-        return FeederWorker(classifier, batcher, topk, routes, stats, clock, cuda_graphs=cuda_graphs)
-    return InferenceWorker(classifier, batcher, topk, routes, stats, clock, lanes, throughput)

@@ -25,21 +25,24 @@ import time
 import weakref
 from collections.abc import Callable
 from fractions import Fraction
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import av
 import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
 from sightline.stream.buffers import BoundedQueue, drain
 from sightline.stream.config import AnnotatedVideoConfig, StreamConfig
+from sightline.stream.frames import PreviewDemand
 from sightline.stream.metrics import Metrics
 from sightline.stream.outputs.sinks import Labelled, fit
-from sightline.stream.sources.video_source import PreviewDemand
-
-if TYPE_CHECKING:
-    from sightline.stream.outputs.publish import Publisher
 
 log = logging.getLogger(__name__)
+
+
+class HasStatus(Protocol):
+    """The publisher as the encoder sees it (publish.py attaches itself; this module never imports it)."""
+
+    def status(self) -> dict[str, object]: ...
 
 MS = Fraction(1, 1000)
 FULL_SIZE_WAIT = 10  # frames skipped at most, before the first, while waiting for a full-size picture
@@ -116,7 +119,7 @@ class AnnotatedEncoder:
         self.size: tuple[int, int] | None = None  # (width, height) of the encoded video, fixed by the first frame
         self.fps = 25.0  # the frame rate the encoder was opened with
         self.closed = threading.Event()
-        self.publisher: Publisher | None = None  # set by the publisher that subscribes (streams[].publish)
+        self.publisher: HasStatus | None = None  # set by the publisher that subscribes (streams[].publish)
         self._subscribers: list[Subscriber] = []
         self._lock = threading.Lock()
         self._want_key = True
@@ -290,17 +293,14 @@ class VideoOut:
         self._lock = threading.Lock()
 
     def sink(self, stream: StreamConfig, preview: PreviewDemand | None) -> AnnotatedEncoder:
-        """The stream's encoder (a sink for its output); starts its publisher when ``publish`` is set."""
+        """The stream's encoder (a sink for its output). A publisher (``streams[].publish``) is attached by the
+        stream factory: this module does not know the publisher."""
         encoder = AnnotatedEncoder(stream.name, self.config, preview, self.metrics, self._closed)
         if self.metrics:
             self.metrics.viewers.labels(stream.name).set(0)
             self.metrics.encoders.labels(stream.name).set(0)
         with self._lock:
             self._encoders[stream.name] = encoder
-        if stream.publish:
-            from sightline.stream.outputs.publish import Publisher
-
-            Publisher(stream.name, stream.publish, self.config, self.metrics).attach(encoder)
         return encoder
 
     def get(self, stream: str) -> AnnotatedEncoder | None:

@@ -25,8 +25,8 @@ from fractions import Fraction
 import av
 from sightline.stream.buffers import BoundedQueue
 from sightline.stream.config import AnnotatedVideoConfig, parse_stream_url, redact_url
-from sightline.stream.urls import scrub_urls
 from sightline.stream.outputs.annotated_video import AnnotatedEncoder, VideoOutMetrics
+from sightline.stream.urls import scrub_urls
 
 log = logging.getLogger(__name__)
 

@@ -21,20 +21,27 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sightline.model.classifier import Classifier
 from sightline.model.errors import ConfigError
-from sightline.stream.inference.batcher import Batcher
 from sightline.stream.config import RunConfig, StreamConfig, check_source, redact_url
-from sightline.stream.errors import StreamError
-from sightline.stream.pipeline.stream_factory import DuplicateStreamError, StreamFactory
-from sightline.stream.sources.hwdecode import probe_nvdec, software_decode
-from sightline.stream.inference.lanes import Routes, create_worker
-from sightline.stream.pipeline.model_swap import ModelHolder, ModelSpec, ServedModel
-from sightline.stream.pipeline.registry import StreamBusyError, StreamRegistry, TooManyStreamsError, UnknownStreamError
-from sightline.stream.pipeline.runner import StreamRunner
-from sightline.stream.pipeline.stream_runtime import OUTPUT_QUEUE, StreamOutput, StreamRuntime
+from sightline.stream.errors import (
+    DuplicateStreamError,
+    StreamBusyError,
+    StreamOutputError,
+    TooManyStreamsError,
+    UnknownStreamError,
+)
+from sightline.stream.inference.batcher import Batcher
+from sightline.stream.inference.lanes import Routes
+from sightline.stream.inference.model_holder import ModelHolder, ModelSpec, ServedModel
+from sightline.stream.inference.workers import create_worker
+from sightline.stream.outputs.annotated_video import VideoOut
 from sightline.stream.outputs.sinks import Sink
+from sightline.stream.pipeline.registry import StreamRegistry
+from sightline.stream.pipeline.runner import StreamRunner
+from sightline.stream.pipeline.stream_factory import StreamFactory
+from sightline.stream.pipeline.stream_runtime import OUTPUT_QUEUE, StreamOutput, StreamRuntime
+from sightline.stream.sources.hwdecode import probe_nvdec, software_decode
 from sightline.stream.states import StreamState
 from sightline.stream.stats import StageStats, StreamStats
-from sightline.stream.outputs.annotated_video import VideoOut
 
 if TYPE_CHECKING:
     from sightline.stream.metrics import Metrics
@@ -45,8 +52,6 @@ __all__ = ["OUTPUT_QUEUE", "DuplicateStreamError", "Pipeline", "StreamBusyError"
            "StreamOutputError", "StreamRuntime", "TooManyStreamsError", "UnknownStreamError"]
 
 
-class StreamOutputError(StreamError):
-    """A stream's outputs (prediction log, recording) cannot be opened (API: 503); nothing is registered."""
 
 
 class Pipeline:

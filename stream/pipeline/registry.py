@@ -10,21 +10,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from sightline.stream.errors import StreamError
-from sightline.stream.pipeline.stream_factory import DuplicateStreamError
+from sightline.stream.errors import DuplicateStreamError, StreamBusyError, TooManyStreamsError, UnknownStreamError
 from sightline.stream.pipeline.stream_runtime import StreamRuntime
-
-
-class UnknownStreamError(StreamError):
-    pass
-
-
-class StreamBusyError(StreamError):
-    """The stream is being removed (API: 409); a retry after it is gone succeeds."""
-
-
-class TooManyStreamsError(StreamError):
-    """``server.max_streams`` streams are registered (API: 429)."""
 
 
 class StreamRegistry:

@@ -11,23 +11,20 @@ import time
 from collections.abc import Callable
 
 from sightline.model.classifier import Classifier
-from sightline.stream.inference.batcher import Batcher
 from sightline.stream.buffers import BoundedQueue
 from sightline.stream.config import RunConfig, StreamConfig
-from sightline.stream.errors import StreamError
-from sightline.stream.frames import Frame
-from sightline.stream.sources.hwdecode import HwDecode
+from sightline.stream.errors import DuplicateStreamError
+from sightline.stream.frames import Frame, PreviewDemand
+from sightline.stream.inference.batcher import Batcher
+from sightline.stream.outputs.annotated_video import VideoOut
+from sightline.stream.outputs.publish import Publisher
 from sightline.stream.outputs.recording import RecordingWriter
-from sightline.stream.pipeline.stream_runtime import StreamOutput, StreamRuntime
 from sightline.stream.outputs.sinks import JsonlSink, Sink, VideoRecorder
 from sightline.stream.outputs.smoothing import Smoother
-from sightline.stream.sources.video_source import FrameSource, PreviewDemand, VideoSource
+from sightline.stream.pipeline.stream_runtime import StreamOutput, StreamRuntime
+from sightline.stream.sources.hwdecode import HwDecode
+from sightline.stream.sources.video_source import FrameSource, VideoSource
 from sightline.stream.stats import StageStats, StreamStats
-from sightline.stream.outputs.annotated_video import VideoOut
-
-
-class DuplicateStreamError(StreamError):
-    pass
 
 
 def keeps_display(config: StreamConfig) -> bool:
@@ -86,7 +83,10 @@ class StreamFactory:
                                    on_lost=lambda n: stats.on_records_lost("jsonl", n)))
         sinks.extend(extra)
         if self.video_out is not None:
-            sinks.append(self.video_out.sink(config, preview))
+            encoder = self.video_out.sink(config, preview)
+            if config.publish:  # the annotated video pushed to a media server, from the same encoder
+                Publisher(name, config.publish, self.video_out.config, self.video_out.metrics).attach(encoder)
+            sinks.append(encoder)
         smoother = Smoother(self.classifier.class_names, self.config.smoothing.ema, self.config.smoothing.hysteresis)
         output = StreamOutput(name, smoother, sinks, stats, config.live)
         recording = None

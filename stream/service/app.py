@@ -18,17 +18,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from sightline.model.echo import bounded, echo
 from sightline.model.yamlconfig import dotted
-from sightline.stream.service.routers.cluster import router as cluster_router
 from sightline.stream.config import RunConfig
-from sightline.stream.service.routers.events import router as events_router
 from sightline.stream.metrics import Metrics
-from sightline.stream.service.routers.model import router as model_router
 from sightline.stream.pipeline.pipeline import Pipeline
+from sightline.stream.service.guard import HostPolicy, ServiceGuard
 from sightline.stream.service.previews import PreviewRenderer, PreviewSlots
 from sightline.stream.service.routers import health, previews, streams, webrtc
-from sightline.stream.service.guard import HostPolicy, ServiceGuard
-from sightline.stream.urls import scrub_urls
+from sightline.stream.service.routers.cluster import router as cluster_router
+from sightline.stream.service.routers.events import router as events_router
+from sightline.stream.service.routers.model import router as model_router
 from sightline.stream.service.routers.watch import router as watch_router
+from sightline.stream.urls import scrub_urls
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 DETAIL_LIMIT = 1000  # characters of an error detail (values inside it are bounded to 200 where they are quoted)

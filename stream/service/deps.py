@@ -12,12 +12,12 @@ from typing import Any
 from fastapi import Depends, HTTPException, Request, status
 from sightline.model.echo import bounded
 from sightline.stream.config import RunConfig, ServerConfig
+from sightline.stream.errors import UnknownStreamError
 from sightline.stream.metrics import Metrics
 from sightline.stream.pipeline.pipeline import Pipeline
-from sightline.stream.service.previews import PreviewRenderer, PreviewSlots
-from sightline.stream.pipeline.registry import UnknownStreamError
 from sightline.stream.pipeline.stream_runtime import StreamRuntime
 from sightline.stream.service.guard import bearer_token_matches
+from sightline.stream.service.previews import PreviewRenderer, PreviewSlots
 
 NAME_ECHO = 80  # a stream name from the request path is echoed at most this long (names are <= 64)
 

@@ -11,10 +11,10 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
+from sightline.stream.errors import UnknownStreamError
 from sightline.stream.outputs.overlay import encode_jpeg
-from sightline.stream.pipeline.registry import UnknownStreamError
-from sightline.stream.pipeline.stream_runtime import StreamRuntime
 from sightline.stream.outputs.sinks import Labelled
+from sightline.stream.pipeline.stream_runtime import StreamRuntime
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 

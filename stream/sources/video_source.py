@@ -26,7 +26,7 @@ from av.video.reformatter import VideoReformatter
 from sightline.stream.buffers import BoundedQueue
 from sightline.stream.config import StreamConfig, redact_url
 from sightline.stream.errors import SourceOpenError, SourceReadError, describe_av_error
-from sightline.stream.frames import Frame
+from sightline.stream.frames import Frame, PreviewDemand
 from sightline.stream.sources.hwdecode import HwDecode
 from sightline.stream.states import StreamState
 from sightline.stream.stats import StreamStats
@@ -118,25 +118,6 @@ class Throttle:
 
     def reset(self) -> None:
         self._next = -float("inf")
-
-
-class PreviewDemand:
-    """Someone is watching a stream's preview: its source keeps full-size pictures for a few seconds.
-
-    Without a visual sink a stream converts only the small working-size image; previews ask for more
-    on demand instead of every stream paying for full-size conversion all the time.
-    """
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic, linger_s: float = 3.0) -> None:
-        self.clock = clock
-        self.linger_s = linger_s
-        self._until = -float("inf")
-
-    def touch(self) -> None:
-        self._until = self.clock() + self.linger_s
-
-    def wanted(self) -> bool:
-        return self.clock() < self._until
 
 
 class FrameSource(ABC):

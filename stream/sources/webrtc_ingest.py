@@ -26,9 +26,9 @@ from aiortc.mediastreams import MediaStreamError
 from sightline.stream.buffers import BoundedQueue
 from sightline.stream.config import StreamConfig
 from sightline.stream.errors import StreamError
-from sightline.stream.frames import Frame
+from sightline.stream.frames import Frame, PreviewDemand
 from sightline.stream.ice import IcePolicy, host_candidates, keep_reachable_candidates
-from sightline.stream.sources.video_source import FrameSource, PreviewDemand, WorkingSize
+from sightline.stream.sources.video_source import FrameSource, WorkingSize
 from sightline.stream.states import StreamState
 from sightline.stream.stats import StreamStats
 

@@ -21,10 +21,10 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-from sightline.model.bundle import ModelBundle
 from sightline import synthetic_media as media
-from sightline.stream.service.app import create_app
+from sightline.model.bundle import ModelBundle
 from sightline.stream.config import RunConfig
+from sightline.stream.service.app import create_app
 
 from tests.support.models import tiny_bundle
 
@@ -84,7 +84,7 @@ def media_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def model_id(path: Path) -> str:
-    from sightline.stream.pipeline.model_swap import MODEL_ID_LENGTH
+    from sightline.stream.inference.model_holder import MODEL_ID_LENGTH
 
     return ModelBundle.load(path).content_hash()[:MODEL_ID_LENGTH]
 

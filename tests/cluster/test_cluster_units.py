@@ -133,7 +133,7 @@ def swap_error(serving: str, status: int, detail: str) -> dict:
 
 def test_a_cluster_swap_answers_200_only_when_every_worker_swapped_and_says_a_partial_one_plainly() -> None:
     from sightline.stream.cluster.model_service import ClusterSwap
-    from sightline.stream.pipeline.model_swap import ModelSpec
+    from sightline.stream.inference.model_holder import ModelSpec
 
     spec = ModelSpec("/models/b.pt")
     done = ClusterSwap(spec, {"w1": swap_answer("aaa", "bbb"), "w2": swap_answer("aaa", "bbb")})
@@ -156,7 +156,7 @@ def test_a_cluster_swap_answers_200_only_when_every_worker_swapped_and_says_a_pa
 
 def test_a_worker_serves_the_spec_it_was_asked_for() -> None:
     from sightline.stream.cluster.model_service import serves
-    from sightline.stream.pipeline.model_swap import ModelSpec
+    from sightline.stream.inference.model_holder import ModelSpec
 
     served = {"id": "bbb", "source": "/m/b.pt", "requested_backend": "auto", "backend": "torch", "precision": "fp32"}
     assert serves(served, ModelSpec("/m/b.pt", "auto", "auto"))
@@ -169,7 +169,7 @@ def test_a_worker_swaps_its_model_answers_failures_as_data_and_is_brought_to_the
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The worker class on its own (Ray blocked: it is plain Python, and no Ray may start outside a namespace)."""
     from sightline.stream.cluster.worker import PipelineWorker
-    from sightline.stream.pipeline.model_swap import MODEL_ID_LENGTH
+    from sightline.stream.inference.model_holder import MODEL_ID_LENGTH
 
     from tests.support.models import tiny_bundle
 

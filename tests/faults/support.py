@@ -11,8 +11,8 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
-from sightline.model.classifier import Classifier
 from sightline import synthetic_media as media
+from sightline.model.classifier import Classifier
 from sightline.stream.config import RunConfig, StreamConfig
 from sightline.stream.metrics import Metrics
 from sightline.stream.pipeline.pipeline import Pipeline

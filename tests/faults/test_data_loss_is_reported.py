@@ -15,8 +15,8 @@ import pytest
 from prometheus_client import generate_latest
 from sightline import synthetic_media as media
 from sightline.stream.frames import Frame, Result
-from sightline.stream.service.status import stream_status
 from sightline.stream.outputs.sinks import JsonlSink, Labelled
+from sightline.stream.service.status import stream_status
 from sightline.stream.sources.video_source import GapCounter
 
 from tests.faults.support import jsonl, run

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sightline.stream.service.app import create_app
 from sightline.stream.config import RunConfig, StreamConfig
+from sightline.stream.errors import DuplicateStreamError, StreamBusyError
 from sightline.stream.metrics import Metrics
-from sightline.stream.pipeline.pipeline import DuplicateStreamError, Pipeline, StreamBusyError
+from sightline.stream.pipeline.pipeline import Pipeline
+from sightline.stream.service.app import create_app
 
 from tests.support.models import tiny_classifier
 from tests.support.service import make_service

@@ -9,11 +9,11 @@ from pathlib import Path
 import httpx
 import pytest
 from sightline import synthetic_media as media
-from sightline.stream.service.app import create_app
 from sightline.stream.config import RunConfig
 from sightline.stream.metrics import Metrics
 from sightline.stream.outputs.files import fresh_output, rotate_aside, rotated_name
 from sightline.stream.pipeline.pipeline import Pipeline
+from sightline.stream.service.app import create_app
 
 from tests.faults.support import jsonl, recorded, run
 from tests.support.models import tiny_classifier

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sightline.model.classifier import Prediction
 from sightline import synthetic_media as media
+from sightline.model.classifier import Prediction
 from sightline.stream.frames import Frame
 from sightline.stream.outputs.recording import RecordingWriter
-from sightline.stream.service.status import stream_status
 from sightline.stream.outputs.sinks import fit
+from sightline.stream.service.status import stream_status
 from sightline.stream.stats import StreamStats
 
 from tests.faults.support import SlowClassifier, concatenate, counters, jsonl, recorded, run, write_ts_segment

@@ -16,11 +16,11 @@ import httpx
 import pytest
 import pytest_asyncio
 from sightline import synthetic_media as media
-from sightline.stream.service.app import create_app
 from sightline.stream.config import RunConfig, StreamConfig
-from sightline.stream.service.server import HttpServer
 from sightline.stream.metrics import Metrics
 from sightline.stream.pipeline.pipeline import Pipeline
+from sightline.stream.service.app import create_app
+from sightline.stream.service.server import HttpServer
 
 from tests.support.models import tiny_classifier
 

@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
-from sightline.stream.service.server import HttpServer
 from sightline.stream.pipeline.pipeline import Pipeline
 from sightline.stream.service.guard import HostPolicy, ServiceGuard
+from sightline.stream.service.server import HttpServer
 
 from tests.support.service import make_service
 

@@ -13,9 +13,9 @@ import yaml
 from fastapi import HTTPException
 from sightline.model.echo import ELLIPSIS, bounded
 from sightline.model.errors import ConfigError
-from sightline.stream.service.app import create_app
 from sightline.stream.config import RunConfig, load_run_config
 from sightline.stream.pipeline.pipeline import Pipeline
+from sightline.stream.service.app import create_app
 
 from tests.support.api_client import AUTH, BASE_URL, api_client
 from tests.support.models import tiny_classifier

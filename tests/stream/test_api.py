@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 import pytest_asyncio
 from sightline import synthetic_media as media
-from sightline.stream.service.app import create_app
 from sightline.stream.config import RunConfig, StreamConfig
 from sightline.stream.metrics import Metrics
 from sightline.stream.pipeline.pipeline import Pipeline
+from sightline.stream.service.app import create_app
 
 from tests.support.models import tiny_classifier
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from sightline.run_cli import apply_environment
 from sightline.stream.config import RunConfig
 from sightline.stream.pipeline.pipeline import Pipeline
-from sightline.run_cli import apply_environment
 from sightline.stream.service import deps
 from sightline.stream.service.app import create_app, validation_message
-from sightline.stream.service.status import readiness
 from sightline.stream.service.guard import bearer_token_matches
+from sightline.stream.service.status import readiness
 
 from tests.support.models import tiny_classifier
 

@@ -6,9 +6,9 @@ import threading
 from fractions import Fraction
 
 import numpy as np
-from sightline.stream.inference.batcher import Batcher
 from sightline.stream.buffers import BoundedQueue
 from sightline.stream.frames import Frame
+from sightline.stream.inference.batcher import Batcher
 from sightline.stream.sources.video_source import Throttle, backoff_delay
 
 IMG = np.zeros((8, 8, 3), np.uint8)

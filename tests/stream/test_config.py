@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from sightline import synthetic_media as media
 from sightline.cli import main
 from sightline.model.errors import ConfigError
 from sightline.model.yamlconfig import load_yaml
-from sightline import synthetic_media as media
 from sightline.stream.config import BatchingConfig, RunConfig, load_run_config, redact_url
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from sightline.stream.inference.batcher import Batch, Batcher
 from sightline.stream.frames import Frame
+from sightline.stream.inference.batcher import Batch, Batcher
 from sightline.stream.inference.lanes import InferenceWorker, Routes
 from sightline.stream.metrics import STATES, Metrics
 from sightline.stream.outputs.sinks import VideoRecorder

@@ -13,11 +13,12 @@ import pytest
 import torch
 from sightline.model.classifier import Classifier
 from sightline.model.staging import BucketedRunner
-from sightline.stream.inference.batcher import Batcher
 from sightline.stream.config import RunConfig, StreamConfig
-from sightline.stream.inference.cuda_feeder import FeederWorker
 from sightline.stream.frames import Frame
-from sightline.stream.inference.lanes import InferenceWorker, create_worker
+from sightline.stream.inference.batcher import Batcher
+from sightline.stream.inference.cuda_feeder import FeederWorker
+from sightline.stream.inference.lanes import InferenceWorker
+from sightline.stream.inference.workers import create_worker
 from sightline.stream.metrics import Metrics
 from sightline.stream.pipeline.pipeline import Pipeline
 
@@ -150,8 +151,9 @@ def test_a_hot_swap_on_cuda_captures_the_new_models_graphs_beside_the_live_feede
     import json
 
     from sightline.model.bundle import PreprocessSpec
+    from sightline.stream.inference.model_holder import MODEL_ID_LENGTH, ModelSpec
+    from sightline.stream.pipeline.model_swap import swap_model
     from sightline.synthetic_media import make_test_clip
-    from sightline.stream.pipeline.model_swap import MODEL_ID_LENGTH, ModelSpec, swap_model
 
     clip = make_test_clip(tmp_path / "clip.mp4", frames=60, fps=30, size=(320, 240), pattern="photos",
                           counter=False)

@@ -17,11 +17,11 @@ from prometheus_client import Counter, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from sightline.stream.config import RunConfig, StreamConfig, load_run_config
 from sightline.stream.events.notifiers.metrics import OutputMetrics
-from sightline.synthetic_media import make_test_clip
 from sightline.stream.metrics import DROP_REASONS, LOSS_REASONS, STAGES, STATES, SWAP_RESULTS, Metrics
+from sightline.stream.outputs.annotated_video import video_out_metrics
 from sightline.stream.pipeline.pipeline import Pipeline
 from sightline.stream.stats import StageStats, StreamStats
-from sightline.stream.outputs.annotated_video import video_out_metrics
+from sightline.synthetic_media import make_test_clip
 
 from tests.support.models import tiny_classifier
 

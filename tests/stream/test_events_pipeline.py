@@ -20,12 +20,12 @@ import numpy as np
 import pytest
 import torch
 from sightline import synthetic_media as media
-from sightline.stream.service.app import create_app
 from sightline.stream.config import RunConfig
 from sightline.stream.events.hub import EventService
-from sightline.stream.service.server import HttpServer
 from sightline.stream.metrics import Metrics
 from sightline.stream.pipeline.pipeline import Pipeline
+from sightline.stream.service.app import create_app
+from sightline.stream.service.server import HttpServer
 
 from tests.support.models import tiny_classifier
 

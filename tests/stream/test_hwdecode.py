@@ -12,9 +12,9 @@ import torch
 from sightline.stream.buffers import BoundedQueue
 from sightline.stream.config import StreamConfig
 from sightline.stream.sources.hwdecode import HwDecode, cuda_accel_factory, probe_nvdec
-from sightline.synthetic_media import make_test_clip
 from sightline.stream.sources.video_source import VideoSource
 from sightline.stream.stats import StreamStats
+from sightline.synthetic_media import make_test_clip
 
 pytestmark = pytest.mark.timeout(60)
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is here: NVDEC may well work")

@@ -10,9 +10,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from sightline.stream.inference.batcher import Batcher
 from sightline.stream.config import RunConfig, StreamConfig
 from sightline.stream.frames import Frame, Result
+from sightline.stream.inference.batcher import Batcher
 from sightline.stream.inference.lanes import InferenceWorker, Routes, plan_lanes
 from sightline.stream.pipeline.pipeline import Pipeline
 

@@ -14,10 +14,10 @@ import pytest
 import torch
 from prometheus_client.parser import text_string_to_metric_families
 from sightline import synthetic_media as media
-from sightline.stream.service.app import create_app
 from sightline.stream.config import RunConfig, StreamConfig
 from sightline.stream.metrics import Metrics
 from sightline.stream.pipeline.pipeline import Pipeline
+from sightline.stream.service.app import create_app
 from sightline.stream.service.status import stream_status
 
 from tests.support.models import tiny_classifier

@@ -14,21 +14,16 @@ import httpx
 import numpy as np
 import pytest
 import torch
+from sightline import synthetic_media as media
 from sightline.model.bundle import ModelBundle, PreprocessSpec
 from sightline.model.classifier import Classifier
-from sightline import synthetic_media as media
-from sightline.stream.service.app import create_app
 from sightline.stream.config import RunConfig, StreamConfig
 from sightline.stream.inference.cuda_feeder import FeederWorker
+from sightline.stream.inference.model_holder import MODEL_ID_LENGTH, ModelSpec
 from sightline.stream.metrics import Metrics
-from sightline.stream.pipeline.model_swap import (
-    MODEL_ID_LENGTH,
-    ModelSpec,
-    SwapIncompatibleError,
-    load_classifier,
-    swap_model,
-)
+from sightline.stream.pipeline.model_swap import SwapIncompatibleError, load_classifier, swap_model
 from sightline.stream.pipeline.pipeline import Pipeline
+from sightline.stream.service.app import create_app
 from sightline.stream.service.status import stream_status
 
 from tests.support.models import TINY, tiny_bundle

@@ -17,11 +17,11 @@ import pytest
 import pytest_asyncio
 from PIL import Image
 from sightline import synthetic_media as media
-from sightline.stream.service.app import create_app
 from sightline.stream.config import RunConfig, ServerConfig, StreamConfig
-from sightline.stream.service.server import HttpServer
 from sightline.stream.metrics import Metrics
 from sightline.stream.pipeline.pipeline import Pipeline
+from sightline.stream.service.app import create_app
+from sightline.stream.service.server import HttpServer
 
 from tests.support.models import tiny_classifier
 

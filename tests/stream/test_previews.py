@@ -13,10 +13,10 @@ import httpx
 import numpy as np
 import pytest
 from sightline import synthetic_media as media
-from sightline.stream.service.app import LABELS_HEADER, create_app
 from sightline.stream.config import RunConfig, StreamConfig
 from sightline.stream.metrics import Metrics
 from sightline.stream.pipeline.pipeline import Pipeline
+from sightline.stream.service.app import LABELS_HEADER, create_app
 from sightline.stream.service.previews import PREVIEW_HEIGHT
 
 from tests.support.models import tiny_classifier

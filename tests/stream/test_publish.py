@@ -16,10 +16,10 @@ import av
 import httpx
 import numpy as np
 import pytest
-from sightline.stream.service.app import create_app
 from sightline.stream.config import RunConfig, StreamConfig
 from sightline.stream.metrics import Metrics
 from sightline.stream.pipeline.pipeline import Pipeline
+from sightline.stream.service.app import create_app
 
 from tests.support.annotated import assert_overlay, grey_clip
 from tests.support.models import tiny_classifier

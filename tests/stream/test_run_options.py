@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from sightline import synthetic_media as media
 from sightline.cli import build_parser
 from sightline.model.errors import ConfigError
-from sightline import synthetic_media as media
+from sightline.run_cli import apply_overrides
 from sightline.stream.config import RunConfig, StreamConfig, load_run_config
 from sightline.stream.metrics import Metrics
 from sightline.stream.pipeline.pipeline import Pipeline
-from sightline.run_cli import apply_overrides
 from sightline.stream.service.status import stream_status
 
 from tests.support.models import tiny_classifier

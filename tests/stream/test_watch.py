@@ -20,11 +20,11 @@ import httpx
 import numpy as np
 import pytest
 from aiortc import RTCSessionDescription
-from sightline.stream.service.app import create_app
 from sightline.stream.config import RunConfig, StreamConfig
-from sightline.stream.service.server import HttpServer
 from sightline.stream.metrics import Metrics
 from sightline.stream.pipeline.pipeline import Pipeline
+from sightline.stream.service.app import create_app
+from sightline.stream.service.server import HttpServer
 
 from tests.support import browsers
 from tests.support.annotated import assert_overlay, grey_clip

@@ -21,11 +21,11 @@ import av
 import numpy as np
 import pytest
 from aiortc import RTCSessionDescription, VideoStreamTrack
-from sightline.stream.service.app import create_app
 from sightline.stream.config import RunConfig, StreamConfig
-from sightline.stream.service.server import HttpServer
 from sightline.stream.metrics import Metrics
 from sightline.stream.pipeline.pipeline import Pipeline
+from sightline.stream.service.app import create_app
+from sightline.stream.service.server import HttpServer
 
 from tests.stream.test_watch import WebDriver, start_driver, wait_for
 from tests.support.models import tiny_classifier

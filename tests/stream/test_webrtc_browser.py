@@ -13,11 +13,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from sightline.stream.service.app import create_app
 from sightline.stream.config import RunConfig, StreamConfig
-from sightline.stream.service.server import HttpServer
 from sightline.stream.metrics import Metrics
 from sightline.stream.pipeline.pipeline import Pipeline
+from sightline.stream.service.app import create_app
+from sightline.stream.service.server import HttpServer
 
 from tests.support.models import tiny_classifier
 from tests.support.processes import stop_process

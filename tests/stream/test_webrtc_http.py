@@ -11,10 +11,10 @@ import httpx
 import pytest
 from aiortc import RTCSessionDescription
 from sightline import synthetic_media as media
-from sightline.stream.service.app import create_app
 from sightline.stream.config import RunConfig, StreamConfig
 from sightline.stream.metrics import Metrics
 from sightline.stream.pipeline.pipeline import Pipeline
+from sightline.stream.service.app import create_app
 
 from tests.stream.test_webrtc import Camera
 from tests.support.models import tiny_classifier

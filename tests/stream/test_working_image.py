@@ -7,8 +7,8 @@ import av
 import numpy as np
 import pytest
 from av.video.reformatter import Colorspace, VideoReformatter
-from sightline.synthetic_media import photo
 from sightline.stream.sources.video_source import TWO_STEP_YUV, working_image
+from sightline.synthetic_media import photo
 
 SIZE = (227, 151)  # width, height: odd, like the 455×256 working size of 720p
 

@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
-from sightline.stream.service.app import create_app
 from sightline.stream.config import RunConfig
 from sightline.stream.metrics import Metrics
 from sightline.stream.pipeline.pipeline import Pipeline
+from sightline.stream.service.app import create_app
 
 from tests.support.models import tiny_classifier
 

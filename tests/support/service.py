@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
-from sightline.stream.service.app import create_app
 from sightline.stream.config import RunConfig, StreamConfig
 from sightline.stream.metrics import Metrics
 from sightline.stream.pipeline.pipeline import Pipeline
+from sightline.stream.service.app import create_app
 
 from tests.support.models import tiny_classifier
 

@@ -18,7 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from sightline.model.echo import echo
 from sightline.model.sources import IMAGENET
 from sightline.stream.config import ModelConfig
-from sightline.stream.pipeline.model_swap import ModelSpec, SwapError, swap_model
+from sightline.stream.inference.model_holder import ModelSpec
+from sightline.stream.pipeline.model_swap import SwapError, swap_model
 from sightline.stream.service.guard import bearer_token_matches
 
 log = logging.getLogger(__name__)

@@ -8,8 +8,7 @@ from importlib import resources
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
-from sightline.stream.service.previews import MJPEG_MEDIA_TYPE, MjpegResponse, PreviewRenderer, PreviewSlots
-from sightline.stream.pipeline.registry import UnknownStreamError
+from sightline.stream.errors import UnknownStreamError
 from sightline.stream.pipeline.stream_runtime import StreamRuntime
 from sightline.stream.service.deps import (
     get_closing,
@@ -19,6 +18,7 @@ from sightline.stream.service.deps import (
     not_found,
     stream_named,
 )
+from sightline.stream.service.previews import MJPEG_MEDIA_TYPE, MjpegResponse, PreviewRenderer, PreviewSlots
 
 router = APIRouter(tags=["previews"])
 LABELS_HEADER = "X-Sightline-Labels"  # the snapshot's own labels, so a page shows text and picture of one frame

@@ -9,16 +9,14 @@ from fastapi import APIRouter, Depends, HTTPException, status
 from fastapi.responses import JSONResponse
 from sightline.model.errors import ConfigError
 from sightline.stream.config import RunConfig, StreamConfig, outside_media_root, redact_url
-from sightline.stream.pipeline.pipeline import (
+from sightline.stream.errors import (
     DuplicateStreamError,
-    Pipeline,
     StreamBusyError,
     StreamOutputError,
-    StreamRuntime,
     TooManyStreamsError,
     UnknownStreamError,
 )
-from sightline.stream.service.previews import PreviewRenderer
+from sightline.stream.pipeline.pipeline import Pipeline, StreamRuntime
 from sightline.stream.service.deps import (
     TOKEN_RESPONSES,
     get_config,
@@ -30,6 +28,7 @@ from sightline.stream.service.deps import (
     stream_named,
 )
 from sightline.stream.service.models import StreamList, StreamStatus
+from sightline.stream.service.previews import PreviewRenderer
 from sightline.stream.service.status import stream_status
 
 log = logging.getLogger(__name__)

@@ -28,10 +28,11 @@ from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 from sightline.model.echo import bounded
+from sightline.stream.errors import UnknownStreamError
 from sightline.stream.ice import IcePolicy, host_candidates, keep_reachable_candidates
-from sightline.stream.pipeline.pipeline import Pipeline, UnknownStreamError
-from sightline.stream.service.guard import bearer_token_matches
 from sightline.stream.outputs.annotated_video import AnnotatedEncoder, VideoOutMetrics
+from sightline.stream.pipeline.pipeline import Pipeline
+from sightline.stream.service.guard import bearer_token_matches
 
 log = logging.getLogger(__name__)
 

@@ -59,8 +59,8 @@ def test_run_config_refuses_int8_on_torch():
 def test_run_flag_replaces_model_backend():
     import argparse
 
-    from sightline.stream.config import RunConfig
     from sightline.run_cli import apply_overrides
+    from sightline.stream.config import RunConfig
 
     args = argparse.Namespace(model=None, device=None, port=None, backend="onnxruntime")
     assert apply_overrides(RunConfig(), args).model.backend == "onnxruntime"

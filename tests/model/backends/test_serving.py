@@ -47,8 +47,8 @@ def test_evaluate_images_on_openvino_bf16_keeps_accuracy(bundle_copy, trained, c
 def test_run_serves_openvino_int8_built_on_first_use(trained, tmp_path):
     """A real `sightline run` process: the int8 artefact is built from the bundle's own train/ images, checked
     on its val/ images, logged, and the stream's labels match a torch run of the same clip."""
-    from sightline.model.bundle import ModelBundle
     from sightline import synthetic_media as media
+    from sightline.model.bundle import ModelBundle
 
     bundle = ModelBundle.load(trained.bundle).save(tmp_path / "model.pt")
     clip = media.make_test_clip(tmp_path / "clip.mp4", frames=40, fps=25, size=(160, 120), pattern="photos",

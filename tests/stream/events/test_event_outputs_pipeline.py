@@ -14,10 +14,10 @@ from sightline.stream.config import RunConfig, StreamConfig
 from sightline.stream.events.bus import EventBus
 from sightline.stream.events.notifiers import EventOutputs
 from sightline.stream.events.notifiers.config import EventOutputsConfig
-from sightline.synthetic_media import make_test_clip
 from sightline.stream.metrics import Metrics
-from sightline.stream.pipeline.pipeline import Pipeline
 from sightline.stream.outputs.sinks import Labelled
+from sightline.stream.pipeline.pipeline import Pipeline
+from sightline.synthetic_media import make_test_clip
 
 from tests.support.models import tiny_classifier
 from tests.support.mosquitto import Mosquitto
