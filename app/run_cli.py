@@ -6,17 +6,14 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sightline.model.cli import add_backend_argument
 
 if TYPE_CHECKING:  # the service's modules pull in torch, av and fastapi: imported when a command runs
-    from sightline.stream.config import ModelConfig, RunConfig
-    from sightline.stream.metrics import Metrics
-    from sightline.stream.pipeline.pipeline import Pipeline
+    from sightline.stream.config import RunConfig
 
 log = logging.getLogger("sightline")
 
@@ -64,12 +61,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     limit_malloc_arenas()
     config = apply_overrides(apply_environment(load_run_config(args.config), os.environ), args)
-    if args.ray or config.cluster.ray.address:
-        from sightline.stream.cluster.launch import run_cluster_service, with_address
+    from sightline.stream.service.serve import ONE_PROCESS, serve
 
-        return asyncio.run(run_cluster_service(with_address(config, args.ray), args.duration,
-                                               reload_model=lambda: load_run_config(args.config).model))
-    return asyncio.run(run_service(config, args.duration, reload_model=lambda: load_run_config(args.config).model))
+    kind = ONE_PROCESS
+    if args.ray or config.cluster.ray.address:
+        from sightline.stream.cluster.launch import CLUSTER, with_address
+
+        kind, config = CLUSTER, with_address(config, args.ray)
+    return asyncio.run(serve(config, kind, args.duration, reload_model=lambda: load_run_config(args.config).model))
 
 
 MALLOC_ARENAS = 2
@@ -125,93 +124,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     config = load_demo_config(out, args.config)
     config = config.model_copy(update={"model": config.model.model_copy(update={"source": model.source})})
     config = apply_overrides(apply_environment(config, os.environ), args)
+    from sightline.stream.service.serve import run_service
+
     return asyncio.run(run_service(config, args.duration, outputs_of=out))
-
-
-def build_pipeline(config: RunConfig, metrics: Metrics | None = None) -> Pipeline:
-    from sightline.model.backends.build import BuildOptions
-    from sightline.model.backends.serving import open_classifier
-    from sightline.stream.events.hub import EventService
-    from sightline.stream.metrics import Metrics
-    from sightline.stream.pipeline.pipeline import Pipeline
-
-    m = config.model
-    classifier = open_classifier(m.source, device=m.device, precision=m.precision, backend=m.backend,
-                                 compile=m.compile, options=BuildOptions(calibrate=m.calibrate, require_check=False))
-    classifier.warmup(batch_size=min(config.batching.batch_size(classifier.device.type), 8))
-    log.info("model %s", classifier.describe())
-    metrics = metrics if metrics is not None else Metrics()
-    events = EventService.build(config, metrics)  # None unless events are on (docs/events.md)
-    pipeline = Pipeline(classifier, config, metrics, extra_sinks=events.sinks_for if events else None)
-    pipeline.events = events
-    return pipeline
-
-
-async def run_service(config: RunConfig, duration: float | None = None, outputs_of: Path | None = None,
-                      reload_model: Callable[[], ModelConfig] | None = None) -> int:
-    """Serve until every stream has finished, ``duration`` passed, or SIGINT/SIGTERM; print a summary.
-
-    ``outputs_of``: the folder named in the summary as holding the outputs (the demo's); default output_dir.
-    ``reload_model``: with it, SIGHUP swaps to the model it returns (the config file's; model_swap.py).
-    """
-    from sightline.stream.pipeline.model_swap import SighupReloader
-    from sightline.stream.service.app import create_app
-    from sightline.stream.service.server import HttpServer, require_safe_bind
-
-    require_safe_bind(config.server)  # before anything binds or loads
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):  # first: a signal while the model loads is a clean stop
-        loop.add_signal_handler(sig, stop.set)
-    reloader = SighupReloader(loop, reload_model) if reload_model is not None else None
-    if reloader is not None:
-        reloader.install()
-    server = None
-    try:
-        if config.server.enabled:
-            server = HttpServer(config.server.host, config.server.port,
-                                write_timeout_s=config.server.write_timeout_s)
-            server.bind()  # a busy port fails now, not after the model has loaded
-        pipeline = await asyncio.to_thread(build_pipeline, config)
-        if reloader is not None:
-            reloader.attach(pipeline)
-        if server is not None and not stop.is_set():
-            try:  # the configured streams exist before the first request is answered
-                await asyncio.to_thread(pipeline.start)
-                await server.start(create_app(pipeline, config, pipeline.metrics))
-            except BaseException:
-                await asyncio.to_thread(pipeline.shutdown)
-                raise
-        if server is not None and not stop.is_set():
-            print(f"Sightline is serving {server.url}/  (API {server.url}/api/streams, metrics {server.url}/metrics)"
-                  f"; Ctrl-C stops it", flush=True)
-        started = loop.time()
-        code = await pipeline.run(duration=duration, stop=stop)
-        if pipeline.events is not None:  # drain the event outputs (MQTT, webhooks) and close events.jsonl
-            await asyncio.to_thread(pipeline.events.close)
-        print(summary(pipeline.statuses(), loop.time() - started, outputs_of or config.output_dir), flush=True)
-    finally:
-        if server is not None:
-            await server.stop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-        if reloader is not None:
-            reloader.remove()
-    return code
-
-
-def summary(statuses: list[dict[str, object]], seconds: float, outputs: Path) -> str:
-    """What a run did, per stream: frames, classified frames per second, recent latency, drops, outputs."""
-    lines = [f"summary after {seconds:.1f} s:"]
-    width = max([len(str(s["name"])) for s in statuses] + [6])
-    for s in statuses:
-        classified = int(s["frames_inferred"])  # type: ignore[call-overload]
-        dropped = sum(s["dropped"].values())  # type: ignore[union-attr]
-        latency = (f"latency p50 {s['p50_ms']:.0f} ms, p99 {s['p99_ms']:.0f} ms (last 30 s)" if s["p50_ms"] is not None
-                   else "latency n/a")
-        lines.append(f"  {str(s['name']):<{width}}  {str(s['state']):<12} {s['frames_decoded']} frames decoded, "
-                     f"{classified} classified ({classified / max(seconds, 1e-9):.1f}/s), {latency}, "
-                     f"{dropped} dropped" + (f"; {s['error']}" if s["error"] else ""))
-    lines.append(f"outputs: {outputs}")
-    return "\n".join(lines)

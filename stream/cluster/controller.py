@@ -27,22 +27,20 @@ from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily
 from sightline.model.errors import ConfigError
+from sightline.stream.cluster.answers import raise_for
 from sightline.stream.cluster.model_service import ClusterModelService
 from sightline.stream.cluster.placement import WorkerLoad, asked_fps, choose_worker, file_rate
 from sightline.stream.cluster.table import TABLE_NAME, StreamTable, worker_actor_name
 from sightline.stream.cluster.worker import PipelineWorker
 from sightline.stream.config import RunConfig, StreamConfig, check_source, redact_url
 from sightline.stream.errors import (
-    DuplicateStreamError,
-    StreamBusyError,
     StreamError,
-    StreamOutputError,
-    TooManyStreamsError,
     UnknownStreamError,
 )
 from sightline.stream.inference.model_holder import ModelSpec
 from sightline.stream.metrics import Metrics
 from sightline.stream.pipeline.pipeline import exit_code_for, wait_until_done
+from sightline.stream.pipeline.registry import check_admission, claim_removal
 from sightline.stream.service.status import links
 
 log = logging.getLogger(__name__)
@@ -56,7 +54,7 @@ UNPLACED = "unplaced"
 NOT_RUNNING = ("ended", "stopped", "failed")
 
 
-class UnknownWorkerError(StreamError):
+class UnknownWorkerError(StreamError, LookupError):
     pass
 
 
@@ -594,15 +592,7 @@ class ClusterPipeline:
                 raise ConfigError(f"streams.{config.name}.url: {problem}")
         with self._placing:
             with self._state:
-                existing = self._streams.get(config.name)
-                if existing is not None:
-                    if existing.removing:
-                        raise DuplicateStreamError(f"stream {config.name!r} is still being removed; try again")
-                    raise DuplicateStreamError(f"a stream named {config.name!r} already exists")
-                limit = self.config.server.max_streams
-                if len(self._streams) >= limit:
-                    raise TooManyStreamsError(f"{limit} streams are registered (server.max_streams); "
-                                              f"remove one first")
+                check_admission(self._streams, config.name, self.config.server.max_streams)
             p = self._register(config)
             target = choose_worker(self.loads(), p.asked_fps)
             if target is None:
@@ -615,20 +605,13 @@ class ClusterPipeline:
             answer = self._settle(p, handle, handle.actor.add_stream.remote(config.model_dump(mode="json")))
             if "error" in answer and answer["error"] != "worker":
                 self._forget(config.name)
-                kind = {"duplicate": DuplicateStreamError, "too_many": TooManyStreamsError,
-                        "output": StreamOutputError}.get(answer["error"])
-                raise (kind or ConfigError)(answer["detail"])
+                raise_for(answer, default=ConfigError)
             self._save([config.name])
             return self._runtimes[config.name]
 
     def remove_stream(self, name: str, timeout: float = 10.0) -> RemoteStream:
         with self._state:
-            p = self._streams.get(name)
-            if p is None:
-                raise UnknownStreamError(f"no stream named {name!r}")
-            if p.removing:
-                raise StreamBusyError(f"stream {name!r} is already being removed")
-            p.removing = True
+            p = claim_removal(self._streams, name)
             runtime = self._runtimes[name]
         with self._placing:
             handle = self._workers.get(p.worker) if p.worker else None
@@ -755,16 +738,12 @@ class ClusterPipeline:
         return None if item is None else item.annotated(name)
 
     async def webrtc_offer(self, name: str, sdp: str, kind: str = "offer") -> tuple[str, str]:
-        from sightline.stream.sources.webrtc_ingest import PublisherConnectedError
-
         p = self.get(name).placement
         handle = self._workers.get(p.worker) if p.worker else None
         if handle is None:
             raise StreamError(f"stream {name!r} is {p.state}: no worker runs it now")
         answer = await handle.actor.webrtc_offer.remote(name, sdp, kind)
-        if "error" in answer:
-            kind_ = {"unknown": UnknownStreamError, "publisher": PublisherConnectedError}.get(answer["error"])
-            raise (kind_ or StreamError)(answer["detail"])
+        raise_for(answer)
         return answer["sdp"], answer["type"]
 
     @property

@@ -26,7 +26,7 @@ import logging
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from fastapi import HTTPException, status
 from fastapi.responses import JSONResponse
@@ -35,9 +35,6 @@ from sightline.model.errors import SightlineError
 from sightline.stream.inference.model_holder import ModelSpec
 from sightline.stream.pipeline.model_swap import SighupReloader
 from sightline.stream.urls import scrub_urls
-
-if TYPE_CHECKING:
-    from sightline.stream.cluster.controller import ClusterPipeline, WorkerHandle
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +115,19 @@ class ClusterSwap:
                 "workers": workers}
 
 
+class Workers(Protocol):
+    """What the model service needs of the controller (controller.py's ``ClusterPipeline``; typed here without
+    importing it, since the controller makes this service)."""
+
+    ray: Any
+
+    def worker_handles(self) -> list[Any]: ...
+
+    def worker_ids(self) -> list[str]: ...
+
+    def use_model(self, model: dict[str, str]) -> None: ...
+
+
 class ClusterBusyError(SightlineError):
     pass
 
@@ -125,7 +135,7 @@ class ClusterBusyError(SightlineError):
 class ClusterModelService:
     """The controller's side of model swaps (``controller.model_service``)."""
 
-    def __init__(self, controller: ClusterPipeline, spec: ModelSpec) -> None:
+    def __init__(self, controller: Workers, spec: ModelSpec) -> None:
         self.controller = controller
         self.spec = spec  # what every worker should serve; what a new worker loads
         self.swapping = threading.Lock()  # one cluster swap at a time
@@ -201,7 +211,7 @@ class ClusterModelService:
         self.spec = spec
         self.controller.use_model(spec_dict(spec))
 
-    def start_serving_ref(self, handle: WorkerHandle) -> Any:
+    def start_serving_ref(self, handle: Any) -> Any:
         """A worker that started on another model than the current one: the call that swaps it and then
         answers its ``info`` (None when it already serves the current model)."""
         served = handle.info.get("served")
@@ -225,24 +235,27 @@ def log_swap(result: ClusterSwap) -> None:
                  ", ".join(f"{w} ({v['previous']} -> {v['model']})" for w, v in result.workers().items()))
 
 
-# -- what the API calls (model_api.py hands over to these in cluster mode) ---------------------------
+class ClusterModelControl:
+    """``app.state.model_control`` with ``--ray`` (deps.py's ``ModelControl``): every worker swaps.
 
+    JSONResponses: the route's response model would drop ``workers``, ``mixed`` and ``partial``."""
 
-async def get_model(cluster: ClusterPipeline) -> JSONResponse:
-    """A JSONResponse: the route's response model would drop ``workers`` and ``mixed``."""
-    return JSONResponse(await asyncio.to_thread(cluster.model_service.describe))
+    def __init__(self, cluster: Any) -> None:
+        self.cluster = cluster  # the controller: its model_service is made with it
 
+    async def describe(self) -> JSONResponse:
+        return JSONResponse(await asyncio.to_thread(self.cluster.model_service.describe))
 
-async def put_model(cluster: ClusterPipeline, source: str, backend: str | None, precision: str | None) -> JSONResponse:
-    service = cluster.model_service
-    spec = ModelSpec(source, backend or service.spec.backend, precision or service.spec.precision)
-    try:
-        result = await asyncio.to_thread(service.swap, spec)
-    except ClusterBusyError as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, f"model not swapped, the old one keeps serving: {exc}",
-                            headers={"Retry-After": "5"}) from None
-    code = result.status_code()
-    return JSONResponse(result.body(), status_code=code, headers={"Retry-After": "5"} if code == 409 else None)
+    async def swap(self, source: str, backend: str | None, precision: str | None) -> JSONResponse:
+        service = self.cluster.model_service
+        spec = ModelSpec(source, backend or service.spec.backend, precision or service.spec.precision)
+        try:
+            result = await asyncio.to_thread(service.swap, spec)
+        except ClusterBusyError as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, f"model not swapped, the old one keeps serving: {exc}",
+                                headers={"Retry-After": "5"}) from None
+        code = result.status_code()
+        return JSONResponse(result.body(), status_code=code, headers={"Retry-After": "5"} if code == 409 else None)
 
 
 class ClusterSighupReloader(SighupReloader):

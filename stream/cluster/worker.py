@@ -16,21 +16,32 @@ from typing import Any
 
 import numpy as np
 from prometheus_client.core import GaugeMetricFamily
+from sightline.model.echo import bounded
 from sightline.model.errors import ConfigError
+from sightline.stream.cluster.answers import error_answer
 from sightline.stream.cluster.placement import asked_fps, file_rate
 from sightline.stream.config import RunConfig, StreamConfig
 from sightline.stream.errors import (
     DuplicateStreamError,
     StreamBusyError,
+    StreamError,
     StreamOutputError,
     TooManyStreamsError,
     UnknownStreamError,
 )
+from sightline.stream.outputs.viewers import TooManyViewersError, WatchHub, WatchOfferError
+from sightline.stream.pipeline.build import build_pipeline
 from sightline.stream.service.status import stream_status
+from sightline.stream.service.viewing import video_status_of, watch_hub
 
 log = logging.getLogger(__name__)
 
 CAPACITY_BATCHES = 3
+OFFER_TIMEOUT_S = 30.0
+
+
+def _unknown(name: str) -> dict[str, Any]:
+    return {"error": "unknown", "status": 404, "detail": f"no stream named {bounded(name, 80)!r}"}
 
 
 class WorkerLoadCollector:
@@ -68,8 +79,6 @@ class PipelineWorker:
     places them one by one)."""
 
     def __init__(self, config: dict[str, Any], worker_id: str) -> None:
-        from sightline.run_cli import build_pipeline
-
         self.worker_id = worker_id
         self.config = RunConfig.model_validate({**config, "streams": []})
         self.pipeline = build_pipeline(self.config)
@@ -79,6 +88,8 @@ class PipelineWorker:
             self.pipeline.classifier, self.config.batching.batch_size(self.pipeline.classifier.device.type))
         self._asked: dict[str, float] = {}
         self._loop = asyncio.new_event_loop()  # WebRTC peer connections live on it
+        self.watch_hub: WatchHub | None = None  # made by the first viewer
+        self._hub_lock = threading.Lock()
         threading.Thread(target=self._loop.run_forever, name="worker-loop", daemon=True).start()
         self.node_id, self.node_ip = self._node()
         host = cluster.metrics_host or self.node_ip
@@ -145,14 +156,8 @@ class PipelineWorker:
         config = StreamConfig.model_validate(stream)
         try:
             runtime = self.pipeline.add_stream(config)
-        except DuplicateStreamError as exc:
-            return {"error": "duplicate", "detail": str(exc)}
-        except TooManyStreamsError as exc:
-            return {"error": "too_many", "detail": str(exc)}
-        except StreamOutputError as exc:
-            return {"error": "output", "detail": str(exc)}
-        except ConfigError as exc:
-            return {"error": "config", "detail": str(exc)}
+        except (DuplicateStreamError, TooManyStreamsError, StreamOutputError, ConfigError) as exc:
+            return error_answer(exc)
         rate = file_rate(config.file_path()) if config.is_file else None
         self._asked[config.name] = asked_fps(config, self.config.cluster.default_stream_fps, rate)
         return {"status": stream_status(runtime)}
@@ -160,10 +165,8 @@ class PipelineWorker:
     def remove_stream(self, name: str) -> dict[str, Any]:
         try:
             runtime = self.pipeline.remove_stream(name)
-        except UnknownStreamError as exc:
-            return {"error": "unknown", "detail": str(exc)}
-        except StreamBusyError as exc:
-            return {"error": "busy", "detail": str(exc)}
+        except (UnknownStreamError, StreamBusyError) as exc:
+            return error_answer(exc)
         self._asked.pop(name, None)
         return {"status": stream_status(runtime)}
 
@@ -193,22 +196,17 @@ class PipelineWorker:
         return None if token == tuple(known or ()) else (token, item)
 
     def webrtc_offer(self, name: str, sdp: str, kind: str) -> dict[str, Any]:
-        from sightline.stream.errors import StreamError
-        from sightline.stream.sources.webrtc_ingest import PublisherConnectedError
-
         try:
             source = self.pipeline.get(name).source
         except UnknownStreamError as exc:
-            return {"error": "unknown", "detail": str(exc)}
+            return error_answer(exc)
         if not hasattr(source, "accept"):
             return {"error": "offer", "detail": f"stream {name!r} is not a webrtc:// stream"}
         future = asyncio.run_coroutine_threadsafe(source.accept(sdp, kind), self._loop)
         try:
             answer = future.result(timeout=30)
-        except PublisherConnectedError as exc:
-            return {"error": "publisher", "detail": str(exc)}
-        except StreamError as exc:
-            return {"error": "offer", "detail": str(exc)}
+        except StreamError as exc:  # PublisherConnectedError among them
+            return error_answer(exc)
         return {"sdp": answer.sdp, "type": answer.type}
 
     def start_serving(self, spec: dict[str, str]) -> dict[str, Any]:
@@ -219,22 +217,35 @@ class PipelineWorker:
             raise RuntimeError(f"worker {self.worker_id} cannot serve {spec['source']}: {answer['detail']}")
         return self.info()
 
-    def watch_offer(self, name: str, sdp: str) -> dict[str, Any]:
-        """A viewer's offer for the stream's annotated video (watch.py's ``WatchHub`` on this worker's loop): the
-        media then flows from this worker's aiortc to the viewer."""
-        from sightline.stream.cluster.viewing import watch_on_worker
+    # -- viewing (stream/cluster/viewing.py is the controller's side) -------------------------------------
 
-        return watch_on_worker(self, name, sdp)
+    def _hub(self) -> WatchHub:
+        with self._hub_lock:
+            if self.watch_hub is None:
+                self.watch_hub = watch_hub(self.pipeline)
+            return self.watch_hub
+
+    def watch_offer(self, name: str, sdp: str) -> dict[str, Any]:
+        """A viewer's offer for the stream's annotated video (a ``WatchHub`` on this worker's loop): the media
+        then flows from this worker's aiortc to the viewer. {"sdp", "type"} or {"error", "status", "detail"}."""
+        future = asyncio.run_coroutine_threadsafe(self._hub().watch(name, sdp), self._loop)
+        try:
+            answer = future.result(timeout=OFFER_TIMEOUT_S)
+        except UnknownStreamError:
+            return _unknown(name)
+        except TooManyViewersError as exc:
+            return {"error": "viewers", "status": 429, "detail": str(exc)}
+        except WatchOfferError as exc:
+            return {"error": "offer", "status": 422, "detail": str(exc)}
+        return {"sdp": answer.sdp, "type": answer.type}
 
     def video_status(self, name: str) -> dict[str, Any]:
-        from sightline.stream.cluster.viewing import video_status_on_worker
-
-        return video_status_on_worker(self, name)
+        found = video_status_of(self.pipeline, self.watch_hub, name)
+        return _unknown(name) if found is None else {"video": {**found, "worker": self.worker_id}}
 
     def shutdown(self) -> bool:
-        from sightline.stream.cluster.viewing import close_viewers
-
-        close_viewers(self)
+        if self.watch_hub is not None:
+            asyncio.run_coroutine_threadsafe(self.watch_hub.close(), self._loop).result(timeout=OFFER_TIMEOUT_S)
         self.pipeline.shutdown()
         self._metrics_server.shutdown()
         self._loop.call_soon_threadsafe(self._loop.stop)

@@ -1,4 +1,4 @@
-"""The event service: one per pipeline. Gives each stream an ``EventSink`` and owns the bus, rules,
+"""The event hub: one per pipeline. Gives each stream an ``EventSink`` and owns the bus, rules,
 store, events.jsonl and the ``sightline_events_total`` counter.
 
 Each stream's ``EventSink`` runs on the stream's output thread (it is one of its sinks): it feeds the
@@ -47,7 +47,7 @@ def new_event_id(wall: float) -> str:
 EVENT_ID_PATTERN = r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$"
 
 
-class EventService:
+class EventHub:
     def __init__(self, config: RunConfig, metrics: Metrics | None = None,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
         self.config: EventsConfig = config.events
@@ -77,7 +77,7 @@ class EventService:
         self.bus.subscribe(self.store.on_message)
 
     @classmethod
-    def build(cls, config: RunConfig, metrics: Metrics | None = None) -> EventService | None:
+    def build(cls, config: RunConfig, metrics: Metrics | None = None) -> EventHub | None:
         """The service when the config turns events on (``events.enabled``, or rules configured), else None."""
         return cls(config, metrics) if config.events.active else None
 
@@ -154,7 +154,7 @@ class EventSink:
     name = "events"
     needs_display = True  # clips and snapshots want the full-size pictures (Pipeline keeps them then)
 
-    def __init__(self, service: EventService, stream: str, live: bool) -> None:
+    def __init__(self, service: EventHub, stream: str, live: bool) -> None:
         self.service = service
         self.config = service.config
         self.stream = stream

@@ -8,10 +8,42 @@ until the one ``remove`` that claimed it has stopped it.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Protocol, TypeVar
 
 from sightline.stream.errors import DuplicateStreamError, StreamBusyError, TooManyStreamsError, UnknownStreamError
 from sightline.stream.pipeline.stream_runtime import StreamRuntime
+
+
+class Removable(Protocol):
+    removing: bool
+
+
+R = TypeVar("R", bound=Removable)
+
+
+def check_admission(streams: Mapping[str, Removable], name: str, limit: int) -> None:
+    """Whether a stream named ``name`` may be added now (raises why not). The caller holds its lock; the
+    cluster's controller keeps the same rule over its placements."""
+    existing = streams.get(name)
+    if existing is not None:
+        if existing.removing:
+            raise DuplicateStreamError(f"stream {name!r} is still being removed; try again")
+        raise DuplicateStreamError(f"a stream named {name!r} already exists")
+    if len(streams) >= limit:
+        raise TooManyStreamsError(f"{limit} streams are registered (server.max_streams); remove one first")
+
+
+def claim_removal(streams: Mapping[str, R], name: str) -> R:
+    """Mark a stream as being removed; exactly one caller gets it (a second gets StreamBusyError). The caller
+    holds its lock."""
+    item = streams.get(name)
+    if item is None:
+        raise UnknownStreamError(f"no stream named {name!r}")
+    if item.removing:
+        raise StreamBusyError(f"stream {name!r} is already being removed")
+    item.removing = True
+    return item
 
 
 class StreamRegistry:
@@ -24,14 +56,7 @@ class StreamRegistry:
             start: Callable[[StreamRuntime], None]) -> StreamRuntime:
         """Check the name and the cap, then build, register and start, all under the lock."""
         with self._lock:
-            existing = self._streams.get(name)
-            if existing is not None:
-                if existing.removing:
-                    raise DuplicateStreamError(f"stream {name!r} is still being removed; try again")
-                raise DuplicateStreamError(f"a stream named {name!r} already exists")
-            if len(self._streams) >= self.max_streams:
-                raise TooManyStreamsError(f"{self.max_streams} streams are registered (server.max_streams); "
-                                          "remove one first")
+            check_admission(self._streams, name, self.max_streams)
             runtime = build()
             start(runtime)
             self._streams[name] = runtime
@@ -40,13 +65,7 @@ class StreamRegistry:
     def claim(self, name: str) -> StreamRuntime:
         """Mark a stream as being removed; exactly one caller gets it (a second gets StreamBusyError)."""
         with self._lock:
-            runtime = self._streams.get(name)
-            if runtime is None:
-                raise UnknownStreamError(f"no stream named {name!r}")
-            if runtime.removing:
-                raise StreamBusyError(f"stream {name!r} is already being removed")
-            runtime.removing = True
-            return runtime
+            return claim_removal(self._streams, name)
 
     def forget(self, runtime: StreamRuntime) -> None:
         with self._lock:

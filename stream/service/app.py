@@ -21,13 +21,13 @@ from sightline.model.yamlconfig import dotted
 from sightline.stream.config import RunConfig
 from sightline.stream.metrics import Metrics
 from sightline.stream.pipeline.pipeline import Pipeline
+from sightline.stream.service.deps import ClusterAdmin, ModelControl, Viewing
 from sightline.stream.service.guard import HostPolicy, ServiceGuard
+from sightline.stream.service.model_control import LocalModelControl
 from sightline.stream.service.previews import PreviewRenderer, PreviewSlots
-from sightline.stream.service.routers import health, previews, streams, webrtc
-from sightline.stream.service.routers.cluster import router as cluster_router
-from sightline.stream.service.routers.events import router as events_router
-from sightline.stream.service.routers.model import router as model_router
-from sightline.stream.service.routers.watch import router as watch_router
+from sightline.stream.service.routers import cluster as cluster_routes
+from sightline.stream.service.routers import events, health, model, previews, streams, watch, webrtc
+from sightline.stream.service.viewing import LocalViewing
 from sightline.stream.urls import scrub_urls
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -65,7 +65,11 @@ async def _bounded_detail(request: Request, exc: StarletteHTTPException) -> Resp
     return await http_exception_handler(request, exc)
 
 
-def create_app(pipeline: Pipeline, config: RunConfig, metrics: Metrics | None) -> FastAPI:
+def create_app(pipeline: Pipeline, config: RunConfig, metrics: Metrics | None, *,
+               model_control: ModelControl | None = None, viewing: Viewing | None = None,
+               cluster: ClusterAdmin | None = None) -> FastAPI:
+    """The API over ``pipeline``. One process: leave the keywords out (this process's model and viewers).
+    ``sightline run --ray`` hands in the cluster's model control, viewing and admin (deps.py's protocols)."""
     server = config.server
     app = FastAPI(title="Sightline", version="0.1.0",
                   description="Streaming video recognition: manage streams, watch annotated previews, "
@@ -84,14 +88,11 @@ def create_app(pipeline: Pipeline, config: RunConfig, metrics: Metrics | None) -
     app.state.preview_slots = PreviewSlots(server.max_preview_clients)
     app.state.previews = PreviewRenderer(pipeline, server.jpeg_quality)
     app.state.pages = {name: previews.page(name) for name in ("index.html", "publish.html")}
-    app.include_router(health.router)
-    app.include_router(streams.router)
-    app.include_router(previews.router)
-    app.include_router(webrtc.router)
-    # Features beside the core, each its own router reading app.state
-    app.state.events = getattr(pipeline, "events", None)  # the event service, when one is attached (run_cli)
-    app.include_router(model_router)  # GET/PUT /api/model: hot-swap (model_api.py)
-    app.include_router(watch_router)  # WebRTC viewing of the annotated video (watch.py)
-    app.include_router(events_router)  # /api/events, rules (stream/service/routers/events.py)
-    app.include_router(cluster_router)  # /api/workers, /api/cluster/targets: 404 unless run --ray
+    app.state.model_control = model_control if model_control is not None else LocalModelControl(pipeline)
+    app.state.viewing = viewing if viewing is not None else LocalViewing(pipeline)
+    app.state.cluster = cluster  # /api/workers, /api/cluster/targets: 404 / [] without one
+    app.state.events = getattr(pipeline, "events", None)  # the event hub, when one is attached (pipeline/build.py)
+    for router in (health.router, streams.router, previews.router, webrtc.router, model.router, watch.router,
+                   events.router, cluster_routes.router):
+        app.include_router(router)
     return app

@@ -2,12 +2,16 @@
 
 Tests swap any of them with ``app.dependency_overrides[deps.x] = ...``. They are ``async``: FastAPI would run a
 plain ``def`` dependency in its thread pool, a hop per dependency per request for what is an attribute read.
+
+What a feature needs from the process it runs in is a small protocol here (``ModelControl``, ``Viewing``,
+``ClusterAdmin``): ``create_app`` puts this process's implementation on ``app.state``; ``sightline run --ray``
+hands in the cluster's. The service never imports the cluster; the cluster plugs in.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import Depends, HTTPException, Request, status
 from sightline.model.echo import bounded
@@ -50,6 +54,46 @@ async def get_closing(request: Request) -> asyncio.Event:
     return request.app.state.closing
 
 
+class ModelControl(Protocol):
+    """``GET``/``PUT /api/model``: the model in service, and a swap to another (HTTPException on refusal)."""
+
+    async def describe(self) -> Any: ...
+
+    async def swap(self, source: str, backend: str | None, precision: str | None) -> Any: ...
+
+
+class Viewing(Protocol):
+    """WebRTC viewing of a stream's annotated video (HTTPException: 404, 409, 422, 429, 503)."""
+
+    async def watch(self, name: str, sdp: str) -> dict[str, str]: ...
+
+    async def video_status(self, name: str) -> dict[str, object]: ...
+
+
+class ClusterAdmin(Protocol):
+    """The pipeline workers of ``sightline run --ray`` (``drain``/``resume`` raise LookupError: no such worker)."""
+
+    def workers(self) -> list[dict[str, Any]]: ...
+
+    def targets(self) -> list[dict[str, Any]]: ...
+
+    def drain(self, worker_id: str) -> list[str]: ...
+
+    def resume(self, worker_id: str) -> list[str]: ...
+
+
+async def get_model_control(request: Request) -> ModelControl:
+    return request.app.state.model_control
+
+
+async def get_viewing(request: Request) -> Viewing:
+    return request.app.state.viewing
+
+
+async def get_cluster(request: Request) -> ClusterAdmin | None:
+    return getattr(request.app.state, "cluster", None)
+
+
 async def stream_states(pipeline: Pipeline = Depends(get_pipeline)) -> list[str]:
     """Every registered stream's state (what /readyz counts)."""
     return [r.stats.state for r in pipeline.runtimes()]
@@ -71,17 +115,23 @@ async def stream_named(name: str, pipeline: Pipeline = Depends(get_pipeline)) ->
         raise not_found(name) from None
 
 
-async def not_closing(closing: asyncio.Event = Depends(get_closing)) -> None:
+def refuse_when_closing(closing: asyncio.Event) -> None:
+    """From the shutdown signal on, a state change is refused (503)."""
     if closing.is_set():
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "shutting down")
+
+
+async def not_closing(closing: asyncio.Event = Depends(get_closing)) -> None:
+    refuse_when_closing(closing)
 
 
 async def require_token(request: Request) -> None:
     """With ``server.token`` set, a mutating call needs ``Authorization: Bearer <token>`` (401 otherwise).
 
-    ``ServiceGuard`` checks it before the body is read; this keeps each mutating route protected on its own.
+    ``ServiceGuard`` checks it before the body is read; this keeps each mutating route protected on its own,
+    wherever its router is mounted. The one bearer-token dependency: every router uses it.
     """
-    token = request.app.state.token
+    token = getattr(request.app.state, "token", None)
     if token is None:
         return
     if not bearer_token_matches(request.headers.get("authorization"), token):

@@ -109,7 +109,7 @@ def exported_names() -> set[str]:
     video.publish_reconnects.labels("cam").inc()
     video.publish_packets.labels("cam").inc()
     OutputMetrics(metrics.registry).bind("mqtt")  # event outputs (stream/events/outputs)
-    # sightline_events_total is EventService's counter (stream/events/hub.py, issue #13 part A).
+    # sightline_events_total is EventHub's counter (stream/events/hub.py, issue #13 part A).
     Counter("sightline_events_total", "Events started", ["stream", "rule", "label"],
             registry=metrics.registry).labels("cam", "rule", "label").inc()
     text = generate_latest(metrics.registry).decode()

@@ -21,7 +21,7 @@ import pytest
 import torch
 from sightline import synthetic_media as media
 from sightline.stream.config import RunConfig
-from sightline.stream.events.hub import EventService
+from sightline.stream.events.hub import EventHub
 from sightline.stream.metrics import Metrics
 from sightline.stream.pipeline.pipeline import Pipeline
 from sightline.stream.service.app import create_app
@@ -104,7 +104,7 @@ def run(tmp_path_factory):
         ]},
         "streams": [{"name": "cam", "url": str(clip), "mode": "fast"}]})
     metrics = Metrics()
-    events = EventService.build(config, metrics)  # wired as `sightline run` does (run_cli.build_pipeline)
+    events = EventHub.build(config, metrics)  # wired as `sightline run` does (stream/pipeline/build.py)
     pipeline = Pipeline(brightness_classifier(), config, metrics, extra_sinks=events.sinks_for)
     pipeline.events = events
     seen: list[dict] = []

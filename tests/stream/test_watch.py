@@ -162,7 +162,7 @@ async def test_chromium_watches_annotated_video_and_two_viewers_share_one_encode
         picture = cv2.cvtColor(cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
         assert_overlay(picture, pipeline.snapshot("cam"))
         # every candidate pair the service's ICE checked for Chromium is loopback to loopback (aioice's check list)
-        chromium_peer = app.state.watch_hub.viewers["cam"][0].peer
+        chromium_peer = app.state.viewing.hub.viewers["cam"][0].peer
         ice = chromium_peer.getTransceivers()[0].sender.transport.transport.iceGatherer._connection
         pairs = [(p.local_candidate.host, p.remote_addr[0]) for p in ice._check_list]
         assert pairs and all(ipaddress.ip_address(a).is_loopback for pair in pairs for a in pair), pairs
@@ -180,7 +180,7 @@ async def test_chromium_watches_annotated_video_and_two_viewers_share_one_encode
         assert encoder.subscribers == 2 and pipeline.video_out.get("cam") is encoder
         assert metrics.registry.get_sample_value("sightline_watch_viewers", {"stream": "cam"}) == 2
         assert metrics.registry.get_sample_value("sightline_annotated_encoders", {"stream": "cam"}) == 1
-        hub = app.state.watch_hub
+        hub = app.state.viewing.hub
         tracks = [v.track for v in hub.viewers["cam"]]
         sent = sum(t.sent for t in tracks)
         encodes = metrics.registry.get_sample_value("sightline_annotated_encode_seconds_count", {"stream": "cam"})
@@ -204,4 +204,4 @@ async def test_chromium_watches_annotated_video_and_two_viewers_share_one_encode
             await peer.close()
         await server.stop()
         await asyncio.to_thread(pipeline.shutdown)
-    assert "cam" not in app.state.watch_hub.viewers  # the stream ended: its viewers were closed
+    assert "cam" not in app.state.viewing.hub.viewers  # the stream ended: its viewers were closed

@@ -1,6 +1,6 @@
 """HTTP API of events: list and read events, their snapshot and clip; list, add and remove rules.
 
-An ``APIRouter`` whose handlers read ``request.app.state.events`` (the pipeline's ``EventService``,
+An ``APIRouter`` whose handlers read ``request.app.state.events`` (the pipeline's ``EventHub``,
 None when the event engine is off: 404 then). Rule changes are POST/DELETE, so ``ServiceGuard``
 already requires the token for them; the ``require_token`` dependency says so again here, so the
 router stays safe if it is mounted elsewhere.
@@ -18,9 +18,9 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel
 from sightline.model.echo import bounded
 from sightline.stream.events.config import EventRule
-from sightline.stream.events.hub import EVENT_ID_PATTERN, EventService
+from sightline.stream.events.hub import EVENT_ID_PATTERN, EventHub
 from sightline.stream.events.store import DuplicateRuleError
-from sightline.stream.service.guard import bearer_token_matches
+from sightline.stream.service.deps import require_token
 
 NO_STORE = {"Cache-Control": "no-store"}
 MAX_PAGE = 500
@@ -54,18 +54,11 @@ class RuleList(BaseModel):
     rules: list[EventRule]
 
 
-def events_of(request: Request) -> EventService:
+def events_of(request: Request) -> EventHub:
     service = getattr(request.app.state, "events", None)
     if service is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "the event engine is off (events.enabled or events.rules)")
     return service
-
-
-def require_token(request: Request) -> None:
-    token = getattr(request.app.state, "token", None)
-    if token is not None and not bearer_token_matches(request.headers.get("authorization"), token):
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or wrong bearer token",
-                            headers={"WWW-Authenticate": 'Bearer realm="sightline"'})
 
 
 def parse_time(value: str | None, name: str) -> float | None:
@@ -88,7 +81,7 @@ def parse_time(value: str | None, name: str) -> float | None:
     return parsed.timestamp()
 
 
-def find_event(service: EventService, event_id: str) -> dict[str, Any]:
+def find_event(service: EventHub, event_id: str) -> dict[str, Any]:
     if not re.match(EVENT_ID_PATTERN, event_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such event")
     event = service.store.get(event_id)
@@ -97,7 +90,7 @@ def find_event(service: EventService, event_id: str) -> dict[str, Any]:
     return event
 
 
-def described(service: EventService, event: dict[str, Any]) -> dict[str, Any]:
+def described(service: EventHub, event: dict[str, Any]) -> dict[str, Any]:
     return {**event, "clip_ready": None if event.get("clip_url") is None
             else not service.clip_writing(event["id"]) and service.clip_path(event["id"]).exists()}
 
@@ -108,14 +101,14 @@ changes = APIRouter(tags=["events"], dependencies=[Depends(require_token)],
 
 
 @router.get("/api/events/rules", response_model=RuleList, summary="The event rules in force")
-async def list_rules(service: EventService = Depends(events_of)) -> dict[str, Any]:
+async def list_rules(service: EventHub = Depends(events_of)) -> dict[str, Any]:
     return {"rules": [r.model_dump() for r in service.rules.list()]}
 
 
 @changes.post("/api/events/rules", status_code=status.HTTP_201_CREATED, response_model=EventRule,
               summary="Add an event rule (same fields as an `events.rules` entry; in force for the next frame)",
               responses={409: {"description": "a rule of that name exists"}})
-async def add_rule(rule: EventRule, service: EventService = Depends(events_of)) -> JSONResponse:
+async def add_rule(rule: EventRule, service: EventHub = Depends(events_of)) -> JSONResponse:
     try:
         service.rules.add(rule)
     except DuplicateRuleError as exc:
@@ -127,7 +120,7 @@ async def add_rule(rule: EventRule, service: EventService = Depends(events_of)) 
 @changes.delete("/api/events/rules/{name}", response_model=EventRule,
                 summary="Remove an event rule; its open events end now (end_reason 'rule_removed')",
                 responses={404: {"description": "no such rule"}})
-async def remove_rule(name: str, service: EventService = Depends(events_of)) -> dict[str, Any]:
+async def remove_rule(name: str, service: EventHub = Depends(events_of)) -> dict[str, Any]:
     try:
         return service.rules.remove(name).model_dump()
     except KeyError:
@@ -141,7 +134,7 @@ async def list_events(request: Request, stream: str | None = None, label: str | 
                       since: str | None = Query(None, description="events still going on or ended at/after this"),
                       until: str | None = Query(None, description="events that started at/before this"),
                       limit: int = Query(50, ge=1, le=MAX_PAGE), offset: int = Query(0, ge=0),
-                      service: EventService = Depends(events_of)) -> JSONResponse:
+                      service: EventHub = Depends(events_of)) -> JSONResponse:
     total, page = service.store.query(stream, label, rule, parse_time(since, "since"), parse_time(until, "until"),
                                       limit, offset)
     following = None
@@ -154,14 +147,14 @@ async def list_events(request: Request, stream: str | None = None, label: str | 
 
 
 @router.get("/api/events/{event_id}", response_model=Event, responses={404: {"description": "no such event"}})
-async def get_event(event_id: str, service: EventService = Depends(events_of)) -> dict[str, Any]:
+async def get_event(event_id: str, service: EventHub = Depends(events_of)) -> dict[str, Any]:
     return described(service, find_event(service, event_id))
 
 
 @router.get("/api/events/{event_id}/snapshot.jpg", response_class=FileResponse,
             summary="The annotated frame that started the event",
             responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "no such event or snapshot"}})
-async def event_snapshot(event_id: str, service: EventService = Depends(events_of)) -> FileResponse:
+async def event_snapshot(event_id: str, service: EventHub = Depends(events_of)) -> FileResponse:
     find_event(service, event_id)
     path = service.snapshot_path(event_id)
     if not path.is_file():
@@ -173,7 +166,7 @@ async def event_snapshot(event_id: str, service: EventService = Depends(events_o
             summary="The event's clip (pre-roll, event, post-roll); byte ranges supported",
             responses={200: {"content": {"video/mp4": {}}}, 404: {"description": "no such event or clip"},
                        503: {"description": "the clip is still being written (post-roll)"}})
-async def event_clip(event_id: str, service: EventService = Depends(events_of)) -> FileResponse:
+async def event_clip(event_id: str, service: EventHub = Depends(events_of)) -> FileResponse:
     event = find_event(service, event_id)
     path = service.clip_path(event_id)
     if event.get("clip_url") is None or not path.is_file():

@@ -1,6 +1,7 @@
 """`GET /api/model` and `PUT /api/model`: the model in service, and a hot-swap to another one.
 
-The router reads the pipeline from ``request.app.state.pipeline``. PUT is state-changing: ``ServiceGuard``
+The routes ask ``app.state.model_control`` (deps.py's ``ModelControl``: this process's pipeline,
+stream/service/model_control.py, or every worker of a cluster). PUT is state-changing: ``ServiceGuard``
 already requires the bearer token (and a same-origin ``Origin``) before the body is read; ``require_token``
 checks it again here so the route stays protected wherever the router is mounted.
 """
@@ -8,21 +9,24 @@ checks it again here so the route stays protected wherever the router is mounted
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, HTTPException, status
 from pydantic import BaseModel, ConfigDict, Field
-from sightline.model.echo import echo
 from sightline.model.sources import IMAGENET
 from sightline.stream.config import ModelConfig
-from sightline.stream.inference.model_holder import ModelSpec
-from sightline.stream.pipeline.model_swap import SwapError, swap_model
-from sightline.stream.service.guard import bearer_token_matches
-
-log = logging.getLogger(__name__)
+from sightline.stream.pipeline.pipeline import Pipeline
+from sightline.stream.service.deps import (
+    TOKEN_RESPONSES,
+    ModelControl,
+    get_closing,
+    get_model_control,
+    get_pipeline,
+    refuse_when_closing,
+    require_token,
+)
 
 SOURCE_MAX = 4096
 
@@ -78,30 +82,18 @@ def outside_swap_dir(source: str, model: ModelConfig) -> str | None:
     return None
 
 
-def require_token(request: Request) -> None:
-    token = getattr(request.app.state, "token", None)
-    if token is None:
-        return
-    if not bearer_token_matches(request.headers.get("authorization"), token):
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or wrong bearer token",
-                            headers={"WWW-Authenticate": 'Bearer realm="sightline"'})
-
-
 router = APIRouter(tags=["model"])
 
 
 @router.get("/api/model", response_model=ServedModelInfo, summary="The model in service")
-async def get_model(request: Request) -> Any:
-    if getattr(request.app.state, "cluster", None) is not None:  # sightline run --ray: what the workers serve
-        from sightline.stream.cluster import model_service
-        return await model_service.get_model(request.app.state.cluster)
-    return request.app.state.pipeline.models.current.describe()
+async def get_model(control: ModelControl = Depends(get_model_control)) -> Any:
+    return await control.describe()
 
 
 @router.put("/api/model", response_model=SwapResponse, dependencies=[Depends(require_token)],
             summary="Swap the model without stopping a stream: loaded and warmed beside the old one, checked, then "
                     "put into service between two batches",
-            responses={401: {"description": "server.token is set and the bearer token is missing or wrong"},
+            responses={**TOKEN_RESPONSES,
                        403: {"description": "source outside model.swap_dir"},
                        409: {"description": "another swap is in progress, or the model does not fit the running "
                                             "streams (other device or resize)"},
@@ -109,24 +101,11 @@ async def get_model(request: Request) -> Any:
                                             "missing)"},
                        500: {"description": "the model failed its warm-up run"},
                        503: {"description": "shutting down"}})
-async def put_model(body: ModelRequest, request: Request) -> Any:
-    state = request.app.state
-    closing = getattr(state, "closing", None)
-    if closing is not None and closing.is_set():
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "shutting down")
-    pipeline = state.pipeline
+async def put_model(body: ModelRequest, pipeline: Pipeline = Depends(get_pipeline),
+                    control: ModelControl = Depends(get_model_control),
+                    closing: asyncio.Event = Depends(get_closing)) -> Any:
+    refuse_when_closing(closing)
     outside = outside_swap_dir(body.source, pipeline.config.model)
     if outside:
         raise HTTPException(status.HTTP_403_FORBIDDEN, outside)
-    if getattr(state, "cluster", None) is not None:  # sightline run --ray: every worker swaps
-        from sightline.stream.cluster import model_service
-        return await model_service.put_model(state.cluster, body.source, body.backend, body.precision)
-    asked = pipeline.models.current.spec
-    spec = ModelSpec(body.source, body.backend or asked.backend, body.precision or asked.precision)
-    try:
-        outcome = await asyncio.to_thread(swap_model, pipeline, spec)
-    except SwapError as exc:
-        raise HTTPException(exc.status, f"model not swapped, the old one keeps serving: {echo(str(exc), 800)}",
-                            headers={"Retry-After": "5"} if exc.status == 409 else None) from None
-    log.info("api: model %s -> %s", outcome.previous["id"], outcome.current["id"])
-    return outcome.to_dict()
+    return await control.swap(body.source, body.backend, body.precision)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from sightline.stream.config import RunConfig
-from sightline.stream.events.hub import EventService
+from sightline.stream.events.hub import EventHub
 from sightline.stream.metrics import Metrics
 from sightline.stream.pipeline.pipeline import Pipeline
 
@@ -37,7 +37,7 @@ def test_start_and_end_reach_the_broker_and_the_webhook(tmp_path: Path) -> None:
                                                  "secret": SECRET, "types": ["start", "end"]}]}},
             "streams": [{"name": "cam", "url": str(clip), "mode": "fast"}]})
         metrics = Metrics()
-        events = EventService.build(config, metrics)
+        events = EventHub.build(config, metrics)
         pipeline = Pipeline(brightness_classifier(), config, metrics, extra_sinks=events.sinks_for)
         pipeline.events = events
         seen: list[dict] = []

@@ -1,0 +1,28 @@
+"""A pipeline from a config, as ``sightline run`` and each cluster worker make it: the model loaded and
+warmed, the metrics, the event hub (when events are on) wired in as every stream's extra sink."""
+
+from __future__ import annotations
+
+import logging
+
+from sightline.model.backends.build import BuildOptions
+from sightline.model.backends.serving import open_classifier
+from sightline.stream.config import RunConfig
+from sightline.stream.events.hub import EventHub
+from sightline.stream.metrics import Metrics
+from sightline.stream.pipeline.pipeline import Pipeline
+
+log = logging.getLogger("sightline")
+
+
+def build_pipeline(config: RunConfig, metrics: Metrics | None = None) -> Pipeline:
+    m = config.model
+    classifier = open_classifier(m.source, device=m.device, precision=m.precision, backend=m.backend,
+                                 compile=m.compile, options=BuildOptions(calibrate=m.calibrate, require_check=False))
+    classifier.warmup(batch_size=min(config.batching.batch_size(classifier.device.type), 8))
+    log.info("model %s", classifier.describe())
+    metrics = metrics if metrics is not None else Metrics()
+    events = EventHub.build(config, metrics)  # None unless events are on (docs/events.md)
+    pipeline = Pipeline(classifier, config, metrics, extra_sinks=events.sinks_for if events else None)
+    pipeline.events = events
+    return pipeline

@@ -1,0 +1,75 @@
+"""Watching a stream's annotated video over WebRTC, on one process: what ``app.state.viewing`` is there.
+
+The routes (routers/watch.py) talk to a ``Viewing`` (deps.py) and never ask which kind: this one answers
+from the pipeline in this process with its ``WatchHub`` (stream/outputs/viewers.py); with ``--ray`` the
+cluster's ``ClusterViewing`` asks the worker that runs the stream. Both raise ``HTTPException`` with the
+same status codes.
+"""
+
+from __future__ import annotations
+
+from fastapi import HTTPException, status
+from sightline.model.echo import bounded
+from sightline.stream.errors import UnknownStreamError
+from sightline.stream.ice import IcePolicy
+from sightline.stream.outputs.viewers import TooManyViewersError, WatchHub, WatchOfferError
+from sightline.stream.pipeline.pipeline import Pipeline
+
+NAME_ECHO = 80
+
+
+def no_stream(name: str) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, f"no stream named {bounded(name, NAME_ECHO)!r}")
+
+
+def watch_hub(pipeline: Pipeline) -> WatchHub:
+    config = pipeline.config
+    return WatchHub(pipeline.video_out, IcePolicy.from_server(config.server), config.annotated_video.max_viewers)
+
+
+class LocalViewing:
+    """The viewers of this process's streams (the hub is made by the first viewer)."""
+
+    def __init__(self, pipeline: Pipeline, hub: WatchHub | None = None) -> None:
+        self.pipeline = pipeline
+        self._hub = hub
+
+    @property
+    def hub(self) -> WatchHub:
+        if self._hub is None:
+            self._hub = watch_hub(self.pipeline)
+        return self._hub
+
+    async def watch(self, name: str, sdp: str) -> dict[str, str]:
+        try:
+            answer = await self.hub.watch(name, sdp)
+        except UnknownStreamError:
+            raise no_stream(name) from None
+        except TooManyViewersError as exc:
+            raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, str(exc), headers={"Retry-After": "5"}) from None
+        except WatchOfferError as exc:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+        return {"sdp": answer.sdp, "type": answer.type}
+
+    async def video_status(self, name: str) -> dict[str, object]:
+        found = video_status_of(self.pipeline, self._hub, name)
+        if found is None:
+            raise no_stream(name)
+        return found
+
+    async def close(self) -> None:
+        if self._hub is not None:
+            await self._hub.close()
+
+
+def video_status_of(pipeline: Pipeline, hub: WatchHub | None, name: str) -> dict[str, object] | None:
+    """The stream's annotated-video status (None: no such stream)."""
+    encoder = pipeline.video_out.get(name)
+    if encoder is None or name not in pipeline.names():
+        return None
+    return {"name": name, "encoding": encoder.subscribers > 0,
+            "size": None if encoder.size is None else list(encoder.size),
+            "frames_encoded": encoder.frames_encoded, "frames_dropped": encoder.frames_dropped,
+            "viewers": 0 if hub is None else hub.count(name),
+            "max_viewers": pipeline.config.annotated_video.max_viewers,
+            "publish": None if encoder.publisher is None else encoder.publisher.status()}
