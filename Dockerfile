@@ -60,7 +60,7 @@ COPY configs/docker.yaml /config/config.yaml
 RUN --mount=type=bind,target=/context \
     if [ -n "$MODEL_FILE" ]; then \
       install -m 0444 "/context/$MODEL_FILE" "/opt/sightline/models/$(basename "$MODEL_FILE")" \
-      && python -c "import sys; from sightline.model.sources import load_model_source; \
+      && python -c "import sys; from sightline.model.weights import load_model_source; \
 b = load_model_source(sys.argv[1], download=False); print(sys.argv[1], b.arch, len(b.class_names), 'classes')" \
          "/opt/sightline/models/$(basename "$MODEL_FILE")"; \
     fi

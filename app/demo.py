@@ -56,7 +56,7 @@ def demo_bundle_path() -> Path:
 def choose_model(offline: bool) -> DemoModel:
     """ImageNet ResNet18 when its weights can be had, else the cached (or a newly trained) demo classifier."""
     from sightline.model.errors import ModelLoadError
-    from sightline.model.sources import imagenet_cache_path, load_model_source
+    from sightline.model.weights import imagenet_cache_path, load_model_source
 
     if imagenet_cache_path().exists():
         return DemoModel("imagenet", f"ImageNet ResNet18 from {imagenet_cache_path()}")

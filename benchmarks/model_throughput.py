@@ -32,7 +32,7 @@ from sightline.model.architectures import build_network
 from sightline.model.bundle import ModelBundle
 from sightline.model.classifier import Classifier
 from sightline.model.device import describe_device
-from sightline.model.sources import imagenet_classes, imagenet_preprocess, load_model_source
+from sightline.model.weights import imagenet_classes, imagenet_preprocess, load_model_source
 
 FRAME_SIZES = {"720p": (720, 1280), "working": (256, 455)}
 POOL = 8  # distinct frames cycled through a batch

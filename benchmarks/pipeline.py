@@ -39,7 +39,7 @@ from sightline.model import Classifier, ModelBundle, load_model_source
 from sightline.model.architectures import build_network
 from sightline.model.classifier import fold_batchnorm
 from sightline.model.device import describe_device
-from sightline.model.sources import imagenet_classes, imagenet_preprocess
+from sightline.model.weights import imagenet_classes, imagenet_preprocess
 from sightline.stream.config import BatchingConfig, RunConfig, StreamConfig
 from sightline.stream.inference.lanes import plan_lanes
 from sightline.stream.metrics import Metrics

@@ -30,10 +30,10 @@ import torch  # noqa: E402
 from sightline.model.architectures import build_network  # noqa: E402
 from sightline.model.bundle import ModelBundle  # noqa: E402
 from sightline.model.device import describe_device  # noqa: E402
-from sightline.model.sources import imagenet_classes, imagenet_preprocess  # noqa: E402
-from sightline.stream.pipeline.build import build_pipeline  # noqa: E402
+from sightline.model.weights import imagenet_classes, imagenet_preprocess  # noqa: E402
 from sightline.stream.cluster.worker import PipelineWorker  # noqa: E402
 from sightline.stream.config import RunConfig, StreamConfig  # noqa: E402
+from sightline.stream.pipeline.build import build_pipeline  # noqa: E402
 from sightline.synthetic_media import make_test_clip  # noqa: E402
 
 POLL_S = 0.05

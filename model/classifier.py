@@ -17,7 +17,7 @@ from sightline.model.device import autocast_dtype, precision_name, resolve_devic
 from sightline.model.errors import DeviceError, ImageLoadError
 from sightline.model.images import to_rgb_array
 from sightline.model.preprocess import Preprocessor
-from sightline.model.sources import load_model_source
+from sightline.model.weights import load_model_source
 from torch.fx.experimental.optimization import fuse as fx_fuse
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 

@@ -87,7 +87,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from sightline.model.sources import load_model_source
+    from sightline.model.weights import load_model_source
 
     bundle = load_model_source(args.model)
     info = bundle.describe()

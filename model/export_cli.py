@@ -53,7 +53,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from sightline.model.backends.build import BuildOptions, compiled_backend
     from sightline.model.backends.serving import bundle_path
     from sightline.model.device import resolve_device
-    from sightline.model.sources import load_model_source
+    from sightline.model.weights import load_model_source
 
     device = resolve_device(args.device)
     choice = registry.choose(args.backend, args.precision, device)

@@ -13,8 +13,9 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 from sightline.model.echo import bounded
 from sightline.model.errors import ConfigError
 from sightline.model.yamlconfig import StrictModel, load_yaml, read_yaml, validate
-from sightline.stream.events.config import EventsConfig
+from sightline.stream.event_config import EventsConfig
 from sightline.stream.urls import (  # noqa: F401  (redact_url and the scheme lists are re-exported)
+    NAME_PATTERN,
     NETWORK_SCHEMES,
     WEBRTC_SCHEME,
     SchemeRe,
@@ -25,7 +26,6 @@ from sightline.stream.urls import (  # noqa: F401  (redact_url and the scheme li
 
 LIVE_BUFFER = 2  # measured on the CPU: 2 halves p50 latency against 4 at the same classified fps
 FAST_BUFFER = 32
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
 def auto_or_count(value: int | str, most: int) -> int | str:

@@ -22,6 +22,7 @@ from urllib.parse import unquote, unquote_plus
 
 from sightline.model.echo import HIDDEN_CATEGORIES, bounded, printable
 
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # streams, rules, outputs: safe in URLs, topics, file names
 NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "srt", "udp", "tcp")
 WEBRTC_SCHEME = "webrtc"  # webrtc://<label>: a WebRTC peer publishes through POST /api/streams/{name}/webrtc
 FILE_SCHEME = "file"

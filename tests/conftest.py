@@ -2,4 +2,4 @@
 conftest makes pytest put the repository root on sys.path for that, also when run as plain ``pytest``.
 It also loads strict mode (a skip outside the ``gpu``/``cpu_only`` markers fails under CI) and pytester."""
 
-pytest_plugins = ("pytester", "tests.support.strict_skips")
+pytest_plugins = ("pytester", "tests.support.strict_skips", "tests.support.wheel")

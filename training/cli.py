@@ -118,7 +118,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         format_table,
         match_classes,
     )
-    from sightline.training.outputs import write_evaluation
+    from sightline.training.reports import write_evaluation
     from torch.utils.data import DataLoader
 
     if args.num_workers is None:

@@ -9,7 +9,7 @@ import torch
 from sightline.model.architectures import build_network
 from sightline.model.bundle import PreprocessSpec
 from sightline.model.errors import ConfigError, ModelLoadError
-from sightline.model.sources import load_model_source
+from sightline.model.weights import load_model_source
 from torch import nn
 
 Phase = Literal["head", "full"]

@@ -46,7 +46,7 @@ from sightline.training.network import (
     set_phase,
     train_mode,
 )
-from sightline.training.outputs import plot_curves, write_evaluation, write_json, write_metrics_csv
+from sightline.training.reports import plot_curves, write_evaluation, write_json, write_metrics_csv
 from sightline.training.schedule import WarmupCosine
 from sightline.training.state import capture_rng, load_state, restore_rng, save_state, seed_everything
 from sightline.training.step import Normalizer, OomEvent, StepTotals, TrainStep, training_memory_format

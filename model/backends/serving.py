@@ -19,7 +19,7 @@ from sightline.model.bundle import ModelBundle
 from sightline.model.classifier import Classifier
 from sightline.model.device import resolve_device
 from sightline.model.preprocess import Preprocessor
-from sightline.model.sources import IMAGENET, imagenet_cache_path, load_model_source
+from sightline.model.weights import IMAGENET, imagenet_cache_path, load_model_source
 
 log = logging.getLogger("sightline.backend")
 

@@ -28,7 +28,7 @@ from typing import Any
 from prometheus_client.core import GaugeMetricFamily
 from sightline.model.errors import ConfigError
 from sightline.stream.cluster.answers import raise_for
-from sightline.stream.cluster.model_service import ClusterModelService
+from sightline.stream.cluster.model_control import ClusterModelService
 from sightline.stream.cluster.placement import WorkerLoad, asked_fps, choose_worker, file_rate
 from sightline.stream.cluster.table import TABLE_NAME, StreamTable, worker_actor_name
 from sightline.stream.cluster.worker import PipelineWorker

@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from sightline.stream.cluster.controller import ClusterPipeline
-from sightline.stream.cluster.model_service import ClusterModelControl, ClusterSighupReloader
+from sightline.stream.cluster.model_control import ClusterModelControl, ClusterSighupReloader
 from sightline.stream.cluster.rayenv import connect
 from sightline.stream.cluster.viewing import ClusterViewing
 from sightline.stream.config import RunConfig

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from sightline.stream.events.config import EventRule
+from sightline.stream.event_config import EventRule
 
 
 @dataclass

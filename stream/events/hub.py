@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import cv2
+from sightline.stream.event_config import EventRule, EventsConfig
 from sightline.stream.events.bus import EventBus
 from sightline.stream.events.clips import ClipFrame, ClipWriter, PrerollRing
-from sightline.stream.events.config import EventRule, EventsConfig
 from sightline.stream.events.engine import Change, RuleEngine, Track
 from sightline.stream.events.store import EventLog, EventStore, RuleSet
 from sightline.stream.outputs.overlay import draw_overlay, encode_jpeg

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sightline.stream.buffers import BoundedQueue, Consumer
-from sightline.stream.events.config import EventRule
+from sightline.stream.event_config import EventRule
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ import pytest
 import pytest_asyncio
 from sightline import synthetic_media as media
 from sightline.model.bundle import ModelBundle
+from sightline.stream.cluster.launch import cluster_app
 from sightline.stream.config import RunConfig
-from sightline.stream.service.app import create_app
 
 from tests.support.models import tiny_bundle
 
@@ -109,8 +109,7 @@ class Service:
     client: httpx.AsyncClient
 
     async def use(self, controller: Any, config: RunConfig) -> None:
-        app = create_app(controller, config, controller.metrics)
-        app.state.cluster = controller
+        app = cluster_app(controller, config)  # as `sightline run --ray` makes it
         if getattr(self, "client", None) is not None:
             await self.client.aclose()
         self.controller = controller
@@ -272,7 +271,7 @@ async def test_put_model_swaps_every_worker_at_one_seq_boundary_and_a_bad_model_
     again = await service.client.put("/api/model", json=good, headers=AUTH)  # already serving: nothing to do
     assert again.status_code == 200 and again.json()["swapped"] is False
     # SIGHUP with --ray: the config file's model, swapped on every worker the same way (already serving here)
-    from sightline.stream.cluster.model_service import ClusterSighupReloader
+    from sightline.stream.cluster.model_control import ClusterSighupReloader
 
     read = lambda: config.model.model_copy(update={"source": good["source"]})  # noqa: E731
     hup = await asyncio.to_thread(ClusterSighupReloader(asyncio.get_running_loop(), read).reload, service.controller)

@@ -132,7 +132,7 @@ def swap_error(serving: str, status: int, detail: str) -> dict:
 
 
 def test_a_cluster_swap_answers_200_only_when_every_worker_swapped_and_says_a_partial_one_plainly() -> None:
-    from sightline.stream.cluster.model_service import ClusterSwap
+    from sightline.stream.cluster.model_control import ClusterSwap
     from sightline.stream.inference.model_holder import ModelSpec
 
     spec = ModelSpec("/models/b.pt")
@@ -155,7 +155,7 @@ def test_a_cluster_swap_answers_200_only_when_every_worker_swapped_and_says_a_pa
 
 
 def test_a_worker_serves_the_spec_it_was_asked_for() -> None:
-    from sightline.stream.cluster.model_service import serves
+    from sightline.stream.cluster.model_control import serves
     from sightline.stream.inference.model_holder import ModelSpec
 
     served = {"id": "bbb", "source": "/m/b.pt", "requested_backend": "auto", "backend": "torch", "precision": "fp32"}

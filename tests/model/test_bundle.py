@@ -9,7 +9,7 @@ import pytest
 import torch
 from sightline.model.bundle import FORMAT_VERSION, ModelBundle, PreprocessSpec
 from sightline.model.errors import ModelLoadError
-from sightline.model.sources import imagenet_classes, load_model_source
+from sightline.model.weights import imagenet_classes, load_model_source
 
 
 @dataclasses.dataclass

@@ -10,7 +10,7 @@ from sightline.model.bundle import ModelBundle
 from sightline.model.classifier import Classifier, Prediction
 from sightline.model.errors import DeviceError, ImageLoadError
 from sightline.model.preprocess import HOST_RESIZE_PIXELS, Preprocessor
-from sightline.model.sources import imagenet_preprocess
+from sightline.model.weights import imagenet_preprocess
 from torchvision.models import ResNet18_Weights
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -11,7 +11,7 @@ import torch
 from sightline.model.bundle import ModelBundle
 from sightline.model.classifier import Classifier
 from sightline.model.preprocess import Preprocessor
-from sightline.model.sources import imagenet_preprocess
+from sightline.model.weights import imagenet_preprocess
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 

@@ -16,7 +16,7 @@ import torch
 import torch.hub
 from sightline.model.bundle import PreprocessSpec
 from sightline.model.errors import ModelLoadError
-from sightline.model.sources import imagenet_cache_path, load_model_source
+from sightline.model.weights import imagenet_cache_path, load_model_source
 from torchvision.models import ResNet18_Weights
 
 WEIGHTS_FILE = os.path.basename(ResNet18_Weights.IMAGENET1K_V1.url)  # resnet18-f37072fd.pth

@@ -17,7 +17,7 @@ from PIL import Image
 from sightline.model.bundle import IMAGENET_STD
 from sightline.model.errors import ImageLoadError
 from sightline.model.preprocess import Preprocessor, as_batch_view, resize_two_pass, resized_size
-from sightline.model.sources import imagenet_preprocess
+from sightline.model.weights import imagenet_preprocess
 from torchvision.models import ResNet18_Weights
 
 ONE_GREY_LEVEL = 1.0 / (255.0 * min(IMAGENET_STD))  # 0.01751 in normalized units

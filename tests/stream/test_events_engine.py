@@ -7,9 +7,9 @@ import threading
 from pathlib import Path
 
 import pytest
+from sightline.stream.event_config import EventRule, EventsConfig
 from sightline.stream.events.bus import EventBus
 from sightline.stream.events.clips import ClipFrame, PrerollRing
-from sightline.stream.events.config import EventRule, EventsConfig
 from sightline.stream.events.engine import RuleEngine
 
 RULE = EventRule(name="r", labels=["cat"], min_prob=0.6, min_duration_s=1.0, end_after_s=2.0, cooldown_s=5.0)

@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 import time
+from importlib import resources
 from pathlib import Path
 
 import cv2
@@ -16,8 +17,9 @@ from sightline import synthetic_media as media
 from sightline.stream.config import RunConfig, StreamConfig
 from sightline.stream.metrics import Metrics
 from sightline.stream.pipeline.pipeline import Pipeline
-from sightline.stream.service.app import LABELS_HEADER, create_app
+from sightline.stream.service.app import create_app
 from sightline.stream.service.previews import PREVIEW_HEIGHT
+from sightline.stream.service.routers.previews import LABELS_HEADER
 
 from tests.support.models import tiny_classifier
 
@@ -56,6 +58,6 @@ async def test_snapshots_of_small_and_large_streams_have_one_size_and_their_own_
 
 
 def test_the_page_takes_each_cards_labels_from_its_own_snapshot() -> None:
-    page = (Path(__file__).resolve().parents[2] / "stream" / "static" / "index.html").read_text()
+    page = resources.files("sightline.stream.service").joinpath("static/index.html").read_text()
     assert 'r.headers.get("X-Sightline-Labels")' in page and LABELS_HEADER == "X-Sightline-Labels"
     assert not re.search(r"\bs\.(smoothed|prediction)\b", page)  # no card label from the (later) status poll

@@ -15,8 +15,8 @@ import httpx
 import pytest
 import yaml
 from sightline import synthetic_media as media
-from sightline.stream.service.serve import run_service
 from sightline.stream.config import RunConfig
+from sightline.stream.service.serve import run_service
 from sightline.stream.service.server import ServerBindError
 
 from tests.support.models import tiny_bundle

@@ -11,7 +11,7 @@ from sightline.model.architectures import build_network
 from sightline.model.bundle import PreprocessSpec
 from sightline.training.config import load_config
 from sightline.training.data import Batch
-from sightline.training.outputs import read_metrics_csv
+from sightline.training.reports import read_metrics_csv
 from sightline.training.schedule import WarmupCosine
 from sightline.training.step import Normalizer, StepTotals, TrainStep
 from sightline.training.trainer import Trainer

@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 import pytest
-from sightline.training.outputs import read_metrics_csv
+from sightline.training.reports import read_metrics_csv
 
 
 @pytest.mark.slow

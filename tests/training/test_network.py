@@ -3,7 +3,7 @@ import torch
 from sightline.model.architectures import build_network
 from sightline.model.bundle import ModelBundle, PreprocessSpec
 from sightline.model.errors import ModelLoadError
-from sightline.model.sources import imagenet_cache_path
+from sightline.model.weights import imagenet_cache_path
 from sightline.training.network import initial_model, param_groups, phase_of_epoch, set_phase, train_mode
 
 NAMES = ["a", "b", "c"]

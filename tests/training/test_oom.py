@@ -3,7 +3,7 @@ import logging
 
 import torch
 from sightline.training.config import load_config
-from sightline.training.outputs import read_metrics_csv
+from sightline.training.reports import read_metrics_csv
 from sightline.training.trainer import Trainer, TrainHooks
 
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 from sightline.cli import main
 from sightline.training.config import load_config
-from sightline.training.outputs import read_metrics_csv
+from sightline.training.reports import read_metrics_csv
 from sightline.training.trainer import Trainer, TrainHooks
 
 TIMING = ("images_per_s", "seconds")

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from sightline.cli import main
 from sightline.model.bundle import ModelBundle
-from sightline.training.outputs import METRIC_COLUMNS, read_metrics_csv
+from sightline.training.reports import METRIC_COLUMNS, read_metrics_csv
 
 from .conftest import make_dataset
 
@@ -196,7 +196,7 @@ def test_an_existing_run_is_not_overwritten(run, capsys):
     (3, 7, ["val top-1", "val top-3", "train top-1"]),
 ])
 def test_accuracy_curves_name_the_real_k(run, topk, classes, expected):
-    from sightline.training.outputs import curves_figure
+    from sightline.training.reports import curves_figure
 
     history = [{k: float(v) if k not in ("phase",) else v for k, v in row.items()}
                for row in read_metrics_csv(run[1] / "metrics.csv")]

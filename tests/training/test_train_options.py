@@ -12,7 +12,7 @@ from sightline.model.bundle import ModelBundle, PreprocessSpec
 from sightline.training import trainer as trainer_module
 from sightline.training.config import load_config
 from sightline.training.data import scan_dataset
-from sightline.training.outputs import read_metrics_csv
+from sightline.training.reports import read_metrics_csv
 from sightline.training.trainer import TrainHooks, preprocess_spec
 
 from .conftest import make_dataset

@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 
 from prometheus_client import CollectorRegistry
+from sightline.stream.event_config import EventOutputsConfig
 from sightline.stream.events.bus import EventBus
-from sightline.stream.events.notifiers.config import EventOutputsConfig
 from sightline.stream.events.notifiers.metrics import OutputMetrics
 from sightline.stream.events.notifiers.worker import OutputWorker
 

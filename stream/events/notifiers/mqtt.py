@@ -20,7 +20,7 @@ import uuid
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from sightline.stream.events.notifiers.config import MqttOutputConfig, ip_literal
+from sightline.stream.event_config import MqttOutputConfig, ip_literal
 from sightline.stream.events.notifiers.metrics import BoundOutputMetrics
 from sightline.stream.events.notifiers.worker import RateLimitedLog, Stopped
 

@@ -20,7 +20,7 @@ import uuid
 from typing import Any
 
 import httpx
-from sightline.stream.events.notifiers.config import WebhookOutputConfig
+from sightline.stream.event_config import WebhookOutputConfig
 from sightline.stream.events.notifiers.metrics import BoundOutputMetrics
 from sightline.stream.events.notifiers.worker import GiveUp, RateLimitedLog, Stopped
 from sightline.stream.urls import redact_url, scrub_urls

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel
 from sightline.model.echo import bounded
-from sightline.stream.events.config import EventRule
+from sightline.stream.event_config import EventRule
 from sightline.stream.events.hub import EVENT_ID_PATTERN, EventHub
 from sightline.stream.events.store import DuplicateRuleError
 from sightline.stream.service.deps import require_token

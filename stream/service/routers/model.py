@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, status
 from pydantic import BaseModel, ConfigDict, Field
-from sightline.model.sources import IMAGENET
+from sightline.model.weights import IMAGENET
 from sightline.stream.config import ModelConfig
 from sightline.stream.pipeline.pipeline import Pipeline
 from sightline.stream.service.deps import (

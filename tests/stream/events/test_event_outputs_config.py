@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 from sightline.model.errors import ConfigError
 from sightline.model.yamlconfig import validate
-from sightline.stream.events.notifiers.config import EventOutputsConfig
+from sightline.stream.event_config import EventOutputsConfig
 from sightline.stream.events.notifiers.mqtt import topic_part
 
 SECRET = "0123456789abcdef-secret"
@@ -94,7 +94,7 @@ def test_every_key_is_documented_with_its_default() -> None:
     from pathlib import Path
 
     from pydantic import BaseModel
-    from sightline.stream.events.notifiers.config import MqttOutputConfig, WebhookOutputConfig
+    from sightline.stream.event_config import MqttOutputConfig, WebhookOutputConfig
 
     doc = (Path(__file__).resolve().parents[3] / "docs" / "events-outputs.md").read_text()
 

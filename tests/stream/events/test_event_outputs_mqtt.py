@@ -10,9 +10,9 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 from prometheus_client import CollectorRegistry
+from sightline.stream.event_config import EventOutputsConfig
 from sightline.stream.events.bus import EventBus
 from sightline.stream.events.notifiers import EventOutputs
-from sightline.stream.events.notifiers.config import EventOutputsConfig
 
 from tests.support.mosquitto import Mosquitto
 

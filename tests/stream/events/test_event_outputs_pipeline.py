@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 from sightline.stream.config import RunConfig, StreamConfig
+from sightline.stream.event_config import EventOutputsConfig
 from sightline.stream.events.bus import EventBus
 from sightline.stream.events.notifiers import EventOutputs
-from sightline.stream.events.notifiers.config import EventOutputsConfig
 from sightline.stream.metrics import Metrics
 from sightline.stream.outputs.sinks import Labelled
 from sightline.stream.pipeline.pipeline import Pipeline

@@ -8,9 +8,9 @@ import time
 
 import pytest
 from prometheus_client import CollectorRegistry
+from sightline.stream.event_config import EventOutputsConfig
 from sightline.stream.events.bus import EventBus
 from sightline.stream.events.notifiers import EventOutputs
-from sightline.stream.events.notifiers.config import EventOutputsConfig
 
 from tests.support.mosquitto import free_port
 from tests.support.webhook_receiver import WebhookReceiver, signature_ok
