@@ -2,12 +2,12 @@
 
 The controller passes the viewer's SDP offer to the worker that runs the stream (as ``webrtc_offer`` does for
 a publisher's offer) and returns its answer. The worker (``PipelineWorker.watch_offer``) answers with a
-``WatchHub`` (stream/outputs/viewers.py) on its own pipeline and event loop, so the stream is still drawn and encoded once on its worker however many viewers
-watch, and the media flows from the worker's aiortc straight to the viewer (not through the controller):
-the viewer must reach the worker's node (its host candidates follow ``server.webrtc.interfaces`` /
-``server.host`` read on the worker, as for WebRTC publishing). Errors cross Ray as data and come back as
-the one-process status codes (404, 422, 429), plus 409 while the stream has no worker (moving, unplaced).
-No Ray import here.
+``WatchHub`` (stream/outputs/viewers.py) on its own pipeline and event loop, so the stream is still drawn
+and encoded once on its worker however many viewers watch, and the media flows from the worker's aiortc
+straight to the viewer (not through the controller): the viewer must reach the worker's node (its host
+candidates follow ``server.webrtc.interfaces`` / ``server.host`` read on the worker, as for WebRTC
+publishing). Errors cross Ray as data and come back as the one-process status codes (404, 422, 429), plus
+409 while the stream has no worker (moving, unplaced). No Ray import here.
 """
 
 from __future__ import annotations

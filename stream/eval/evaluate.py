@@ -49,7 +49,7 @@ class EvalOptions:
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
     parallel: int = 4
-    ray: str | None = None  # a Ray cluster's address: the videos are spread over its workers (stream/eval/ray_replay.py)
+    ray: str | None = None  # a Ray cluster's address: the videos are spread over its workers (ray_replay.py)
 
 
 @dataclass

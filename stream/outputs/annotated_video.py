@@ -8,8 +8,8 @@ full, the oldest frame waiting is dropped and counted
 model. The encoder thread draws the overlay (as previews do, at ``annotated_video.height`` lines),
 encodes with libx264 (constrained baseline, zero latency, Annex B with SPS/PPS before every
 keyframe) and hands each ``av.Packet`` to every subscriber: the WebRTC viewers of the stream
-(stream/service/routers/watch.py) and its RTSP/RTMP publisher (stream/outputs/publish.py). However many subscribe, a frame
-is drawn and encoded once.
+(stream/outputs/viewers.py) and its RTSP/RTMP publisher (stream/outputs/publish.py). However many
+subscribe, a frame is drawn and encoded once.
 
 A subscriber that joins asks for a keyframe (the next frame is encoded as an IDR), so a new viewer
 sees a picture at once instead of waiting for the next GOP. Subscribers receive packets through

@@ -100,7 +100,7 @@ def exported_names() -> set[str]:
         view.stage_stats.stages[stage].observe(0.001)
     view.stage_stats.batch_size.observe(4)
     metrics.watch_gpu_memory(lambda: (1, 2))
-    video = video_out_metrics(metrics)  # annotated video: WebRTC viewers, publishing (stream/outputs/annotated_video.py)
+    video = video_out_metrics(metrics)  # annotated video: WebRTC viewers, publishing (outputs/annotated_video.py)
     video.encode_seconds.labels("cam").observe(0.01)
     video.encoders.labels("cam").set(1)
     video.dropped.labels("cam", "publish").inc()
