@@ -145,7 +145,7 @@ note "$(grep -E '^(python|GPU|NVDEC)' "$RESULTS/env.txt" | tr '\n' ';')"
 
 # --- the steps -------------------------------------------------------------------------------------------
 GPU_TESTS=(tests/model/test_classifier.py tests/model/test_cuda_precision.py tests/model/test_staging.py
-           tests/stream/test_cuda_feeder.py tests/stream/test_hwdecode.py tests/training/test_cuda_training.py)
+           tests/stream/inference/test_cuda_feeder.py tests/stream/sources/test_hwdecode.py tests/training/test_cuda_training.py)
 step pytest-gpu "$T_PYTEST" "$RESULTS/pytest-gpu.txt" \
     "$PY" -m pytest -m gpu -rP -q -p no:cacheprovider "${GPU_TESTS[@]}"
 step model-only "$T_MODEL" "$RESULTS/model-only.txt" \

@@ -19,7 +19,7 @@ from sightline.stream.config import ServerConfig
 from sightline.stream.ice import IcePolicy, host_candidates, keep_reachable_candidates
 from sightline.stream.pipeline.pipeline import Pipeline
 
-from tests.stream.test_webrtc import Camera
+from tests.stream.sources.test_webrtc import Camera
 from tests.support.service import make_service
 from tests.support.webrtc import loopback_peer, make_offer
 

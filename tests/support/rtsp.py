@@ -10,7 +10,7 @@ serves readers (DESCRIBE/SETUP/PLAY). ``RtspPublisher`` is ``ffmpeg -re -stream_
 -c:v copy -f rtsp -rtsp_transport udp`` (or libx264 ``-tune zerolatency`` with ``transcode=True``).
 
 Observed with rtsp-server-perl 0.06, system ffmpeg 5.1 as publisher and PyAV 18.1 (FFmpeg 8.1)
-as reader, 160x120 H.264 at 25 fps, on a loaded 2-core machine (tests/stream/test_rtsp_harness.py
+as reader, 160x120 H.264 at 25 fps, on a loaded 2-core machine (tests/stream/sources/test_rtsp_harness.py
 pins each point down):
 
 - Transport: UDP only. ``rtsp_transport="udp"`` (or no option: FFmpeg tries UDP first) works;

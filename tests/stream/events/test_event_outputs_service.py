@@ -15,7 +15,13 @@ from sightline.stream.metrics import Metrics
 from sightline.stream.pipeline.pipeline import Pipeline
 
 from tests.stream.events.test_event_outputs_mqtt import Subscriber
-from tests.stream.test_events_pipeline import BRIGHT_FROM, BRIGHT_UNTIL, FPS, brightness_classifier, labelled_clip
+from tests.stream.events.test_events_pipeline import (
+    BRIGHT_FROM,
+    BRIGHT_UNTIL,
+    FPS,
+    brightness_classifier,
+    labelled_clip,
+)
 from tests.support.mosquitto import Mosquitto
 from tests.support.webhook_receiver import WebhookReceiver
 

@@ -311,7 +311,7 @@ def test_sighup_reloads_the_model_from_the_config_file_of_a_running_service(tmp_
 
     write_config(a.save(tmp_path / "a.pt"))
     b.save(tmp_path / "b.pt")
-    repo = Path(__file__).resolve().parents[2]
+    repo = Path(__file__).resolve().parents[3]
     proc = subprocess.Popen([sys.executable, "-m", "sightline", "run", str(cfg)], cwd=repo, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     err: list[str] = []

@@ -35,7 +35,7 @@ pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(90)]
 TOKEN = "service-token-5678"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 STREAMS = ("cam-a", "cam-b")
-DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "dashboards" / "sightline.json"
+DASHBOARD = Path(__file__).resolve().parents[3] / "deploy" / "grafana" / "dashboards" / "sightline.json"
 PROMETHEUS = shutil.which("prometheus")
 CHROMIUM = browsers.chromium()
 CHROMEDRIVER = browsers.chromedriver()

@@ -22,7 +22,7 @@ from sightline.stream.inference.workers import create_worker
 from sightline.stream.metrics import Metrics
 from sightline.stream.pipeline.pipeline import Pipeline
 
-from tests.stream.test_inference import Collector
+from tests.stream.inference.test_inference import Collector
 from tests.support.models import tiny_bundle, tiny_classifier
 
 pytestmark = pytest.mark.timeout(60)

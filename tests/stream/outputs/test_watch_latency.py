@@ -27,7 +27,7 @@ from sightline.stream.pipeline.pipeline import Pipeline
 from sightline.stream.service.app import create_app
 from sightline.stream.service.server import HttpServer
 
-from tests.stream.test_watch import WebDriver, start_driver, wait_for
+from tests.stream.outputs.test_watch import WebDriver, start_driver, wait_for
 from tests.support.models import tiny_classifier
 from tests.support.processes import stop_process
 from tests.support.webrtc import loopback_peer, make_offer

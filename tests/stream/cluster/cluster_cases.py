@@ -434,7 +434,7 @@ def comparable(report: dict) -> dict:
 async def test_distributed_eval_equals_local_eval(ray_cluster: Any, tmp_path: Path) -> None:
     from sightline.cli import main
 
-    from tests.stream.test_eval_cli import LABELS, colour_bundle, write_colour_clip
+    from tests.stream.eval.test_eval_cli import LABELS, colour_bundle, write_colour_clip
 
     add_node(ray_cluster)  # room for the eval's workers next to the service's
     write_colour_clip(tmp_path / "clip.mp4", ["red", "green", "blue"])

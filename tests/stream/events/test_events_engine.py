@@ -145,7 +145,7 @@ def test_history_is_read_back_from_events_jsonl_and_a_torn_line_is_skipped(tmp_p
 
 
 def test_every_config_key_is_documented() -> None:
-    docs = (Path(__file__).resolve().parents[2] / "docs" / "events.md").read_text()
+    docs = (Path(__file__).resolve().parents[3] / "docs" / "events.md").read_text()
     for key in EventsConfig.model_fields:
         assert f"`events.{key}`" in docs, key
     for key in EventRule.model_fields:

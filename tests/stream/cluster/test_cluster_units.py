@@ -17,7 +17,7 @@ from sightline.stream.config import RunConfig, StreamConfig
 
 from tests.support.service import make_service
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def load(worker: str, capacity: float, asked: float, streams: int = 0, accepting: bool = True) -> WorkerLoad:

@@ -16,7 +16,7 @@ from sightline.stream.metrics import Metrics
 from sightline.stream.pipeline.pipeline import Pipeline
 from sightline.stream.service.app import create_app
 
-from tests.stream.test_webrtc import Camera
+from tests.stream.sources.test_webrtc import Camera
 from tests.support.models import tiny_classifier
 from tests.support.webrtc import loopback_peer, make_offer
 
