@@ -4,7 +4,7 @@ Threads do all the heavy work (decode, model, encode); the asyncio side only sta
 streams, waits, and serves HTTP. Each stream has its own decode thread and output thread, so a
 slow or failing stream never stalls the others.
 
-``Pipeline`` is a facade over three parts with one job each: ``StreamFactory`` (factory.py) builds a
+``Pipeline`` is a facade over three parts with one job each: ``StreamFactory`` (stream_factory.py) builds a
 stream's parts, ``StreamRegistry`` (registry.py) keeps streams by name and decides who may be added or
 removed, ``StreamRunner`` (runner.py) starts and stops threads, the inference worker and the capture
 watchdog. Statistics are plain objects (stats.py); Prometheus reads them at scrape time (metrics.py).

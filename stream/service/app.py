@@ -2,7 +2,7 @@
 
 Handlers only move small objects; anything that blocks (checking a file, stopping a stream, drawing
 and encoding JPEGs) runs in a worker thread. GET endpoints are open; with ``server.token`` set, POST
-and DELETE need ``Authorization: Bearer <token>``. ``ServiceGuard`` (service_guard.py) checks Host,
+and DELETE need ``Authorization: Bearer <token>``. ``ServiceGuard`` (guard.py) checks Host,
 Origin, the token and the body size before any handler runs. No response and no log line carries a
 stream URL's credentials (``redact_url``, ``scrub_urls``).
 """
@@ -74,7 +74,7 @@ def create_app(pipeline: Pipeline, config: RunConfig, metrics: Metrics | None, *
     app = FastAPI(title="Sightline", version="0.1.0",
                   description="Streaming video recognition: manage streams, watch annotated previews, "
                               "read per-stream FPS/latency; Prometheus metrics at /metrics.")
-    # Host/Origin, the token and the body cap, all before a byte of the body is read (service_guard.py)
+    # Host/Origin, the token and the body cap, all before a byte of the body is read (guard.py)
     app.add_middleware(ServiceGuard, policy=HostPolicy(server.host, server.allowed_hosts, server.allowed_origins),
                        token=server.token, max_body_bytes=server.max_body_bytes)
     app.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]

@@ -5,7 +5,7 @@ Python unless the stream has a visual sink. Each source keeps its scaler context
 frame (what ``VideoFrame.to_ndarray(width=, height=)`` does) costs ~1.5 ms of a 720p frame's ~7 ms.
 8-bit YUV video is scaled in two steps (``working_image``): half the scaler's time for the same picture.
 Network sources reconnect with exponential backoff, jitter and a cap; PyAV's read timeout catches
-most stalls, and the pipeline's capture watchdog (``watchdog.py``) the ones it does not.
+most stalls, and the pipeline's capture watchdog (stream/pipeline/capture_watchdog.py) the ones it does not.
 """
 
 from __future__ import annotations
