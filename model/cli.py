@@ -7,7 +7,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+N = TypeVar("N", int, float)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,11 +31,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.set_defaults(func=cmd_info)
 
 
-def positive_int(text: str) -> int:
+def parse_number(text: str, parse: Callable[[str], N], what: str) -> N:
+    """``parse(text)``, or an argparse error that says what was expected."""
     try:
-        value = int(text)
+        return parse(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    value = parse_number(text, int, "a whole number")
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value

@@ -8,6 +8,8 @@ import argparse
 import json
 from pathlib import Path
 
+from sightline.model.cli import parse_number
+
 BACKEND_CHOICES = ["auto", "openvino", "onnxruntime", "tensorrt"]
 PRECISION_CHOICES = ["auto", "fp32", "fp16", "bf16", "int8"]
 
@@ -39,10 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def percent(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a percentage, got {text!r}") from None
+    value = parse_number(text, float, "a percentage")
     if not 0 <= value <= 100:
         raise argparse.ArgumentTypeError(f"must be within 0-100, got {text}")
     return value / 100

@@ -9,25 +9,18 @@ from __future__ import annotations
 from typing import Any
 
 from sightline.model.errors import ConfigError
-from sightline.stream.errors import (
-    DuplicateStreamError,
-    StreamBusyError,
-    StreamError,
-    StreamOutputError,
-    TooManyStreamsError,
-    UnknownStreamError,
-)
+from sightline.stream import errors
 from sightline.stream.sources.webrtc_ingest import PublisherConnectedError
 
 KINDS: dict[str, type[Exception]] = {
-    "duplicate": DuplicateStreamError,
-    "too_many": TooManyStreamsError,
-    "output": StreamOutputError,
-    "unknown": UnknownStreamError,
-    "busy": StreamBusyError,
+    "duplicate": errors.DuplicateStreamError,
+    "too_many": errors.TooManyStreamsError,
+    "output": errors.StreamOutputError,
+    "unknown": errors.UnknownStreamError,
+    "busy": errors.StreamBusyError,
     "publisher": PublisherConnectedError,
     "config": ConfigError,
-    "offer": StreamError,  # last: any other stream error
+    "offer": errors.StreamError,  # last: any other stream error
 }
 
 
@@ -37,7 +30,7 @@ def error_answer(exc: Exception) -> dict[str, Any]:
     return {"error": kind, "detail": str(exc)}
 
 
-def raise_for(answer: dict[str, Any], default: type[Exception] = StreamError) -> None:
+def raise_for(answer: dict[str, Any], default: type[Exception] = errors.StreamError) -> None:
     """Raise the answer's error again on this side (nothing when it is not an error)."""
     if "error" in answer:
         raise KINDS.get(answer["error"], default)(answer["detail"])

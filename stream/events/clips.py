@@ -15,7 +15,6 @@ more than a moment on it (a frame it cannot take is counted in ``dropped``).
 from __future__ import annotations
 
 import logging
-import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from sightline.stream.buffers import BoundedQueue, Consumer
+from sightline.stream.outputs.recording import QueuedWriter
 from sightline.stream.outputs.sinks import VideoRecorder
 
 log = logging.getLogger(__name__)
@@ -76,27 +75,20 @@ class PrerollRing:
         return len(self._frames)
 
 
-class ClipWriter:
+class ClipWriter(QueuedWriter[ClipFrame]):
     """One event's clip: frames in, an MP4 out, on a thread of its own."""
 
     def __init__(self, path: Path, stream: str, fps: Callable[[], float], live: bool,
                  on_done: Callable[[ClipWriter], None] | None = None, capacity: int = CLIP_QUEUE) -> None:
+        super().__init__(VideoRecorder(path, stream, fps=fps()), capacity, f"clip-{stream}")
         self.path = path
         self.stream = stream
         self.live = live
         self.on_done = on_done
-        self.recorder = VideoRecorder(path, stream, fps=fps())
-        self.queue: BoundedQueue[ClipFrame] = BoundedQueue(capacity, "block")
-        self.done = threading.Event()
         self.dropped = 0
-        self.errors = 0
         self.first_t: float | None = None
         self.last_t: float | None = None
         self.stop_after: float | None = None  # the clip ends with the first frame past this time
-        self._consumer = Consumer(self.queue, f"clip-{stream}", self._write, self._finalize)
-
-    def start(self) -> None:
-        self._consumer.start()
 
     def add(self, frame: ClipFrame) -> None:
         if self.last_t is not None and frame.t <= self.last_t:
@@ -112,19 +104,7 @@ class ClipWriter:
     def wants(self, t: float) -> bool:
         return self.stop_after is None or t <= self.stop_after
 
-    def close(self) -> None:
-        self.queue.close()
-
-    def join(self, timeout: float | None = None) -> bool:
-        return self._consumer.join(timeout)
-
-    def _finalize(self) -> None:
-        try:
-            self.recorder.close()
-        except Exception as exc:  # noqa: BLE001 - reported; the stream goes on
-            self.errors += 1
-            log.error("stream %s: finalizing clip %s failed: %s", self.stream, self.path.name, exc)
-        self.done.set()
+    def _finished(self) -> None:
         if self.on_done is not None:
             self.on_done(self)
 
@@ -135,8 +115,13 @@ class ClipWriter:
                 raise ValueError("undecodable JPEG")
             rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
             self.recorder.record(rgb, frame, lambda picture: picture)  # type: ignore[arg-type]
-        except Exception as exc:  # noqa: BLE001 - a frame lost, not the clip
-            self.errors += 1
-            if self.errors in (1, 10, 100):
-                log.error("stream %s: clip %s lost a frame (%d so far): %s", self.stream, self.path.name,
-                          self.errors, exc)
+        except Exception as exc:  # a frame lost, not the clip
+            self._failed(exc, "writing")
+
+    def _failed(self, exc: BaseException, what: str) -> None:
+        self.errors += 1
+        if what == "finalizing":
+            log.error("stream %s: finalizing clip %s failed: %s", self.stream, self.path.name, exc)
+        elif self.errors in (1, 10, 100):
+            log.error("stream %s: clip %s lost a frame (%d so far): %s", self.stream, self.path.name,
+                      self.errors, exc)

@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 from sightline.model.classifier import Prediction
@@ -30,6 +30,8 @@ from sightline.stream.outputs.sinks import VideoRecorder
 from sightline.stream.stats import StreamStats
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 RECORDING_QUEUE = 48  # frames waiting for the encoder (about 2 s at 25 fps)
 LIVE_PUT_TIMEOUT_S = 0.1  # how long a live source waits for room before the frame is counted lost
@@ -45,41 +47,23 @@ class LabelSource(Protocol):
     def current_labels(self) -> tuple[tuple[Prediction, ...], Smoothed | None, float | None]: ...
 
 
-class RecordingWriter:
-    """One stream's recorder thread: every frame its source decoded, annotated, encoded in order."""
+class QueuedWriter(Generic[T]):
+    """A ``VideoRecorder`` fed through a bounded, blocking queue on a thread of its own: what a stream's
+    recording and an event's clip share. ``close`` encodes what is queued, then finalizes the file; a file
+    that cannot be finalized is reported (``_failed``), never raised into the stream."""
 
-    def __init__(self, recorder: VideoRecorder, labels: LabelSource, stats: StreamStats, live: bool,
-                 stop: threading.Event, clock: Callable[[], float] = time.monotonic,
-                 capacity: int = RECORDING_QUEUE, label_wait_s: float = LABEL_WAIT_S,
-                 put_timeout_s: float = LIVE_PUT_TIMEOUT_S) -> None:
+    def __init__(self, recorder: VideoRecorder, capacity: int, thread: str) -> None:
         self.recorder = recorder
-        self.labels = labels
-        self.stats = stats
-        self.live = live
-        self.stop = stop
-        self.clock = clock
-        self.label_wait_s = label_wait_s
-        self.put_timeout_s = put_timeout_s
-        self.queue: BoundedQueue[Frame] = BoundedQueue(capacity, "block")
+        self.queue: BoundedQueue[T] = BoundedQueue(capacity, "block")
         self.done = threading.Event()
         self.errors = 0
-        self._consumer = Consumer(self.queue, f"recorder-{recorder.stream}", self._write, self._finalize)
+        self._consumer = Consumer(self.queue, thread, self._write, self._finalize)
 
     def start(self) -> None:
         self._consumer.start()
 
-    def submit(self, frame: Frame) -> None:
-        """Called by the source thread for every decoded frame."""
-        if self.live:
-            if not self.queue.put(frame, timeout=self.put_timeout_s) and not self.queue.closed:
-                self.stats.on_lost("recorder_behind")
-            return
-        while not self.stop.is_set():
-            if self.queue.put(frame, timeout=0.25) or self.queue.closed:
-                return
-
     def close(self) -> None:
-        """The source ended: encode what is queued, then finalize the file."""
+        """No more items: encode what is queued, then finalize the file."""
         self.queue.close()
 
     def join(self, timeout: float | None = None) -> bool:
@@ -91,6 +75,43 @@ class RecordingWriter:
         except Exception as exc:  # a file that cannot be finalized is reported; the stream is not stopped
             self._failed(exc, "finalizing")
         self.done.set()
+        self._finished()
+
+    def _finished(self) -> None:
+        """After the file is closed (or could not be)."""
+
+    def _write(self, item: T) -> None:
+        raise NotImplementedError
+
+    def _failed(self, exc: BaseException, what: str) -> None:
+        raise NotImplementedError
+
+
+class RecordingWriter(QueuedWriter[Frame]):
+    """One stream's recorder thread: every frame its source decoded, annotated, encoded in order."""
+
+    def __init__(self, recorder: VideoRecorder, labels: LabelSource, stats: StreamStats, live: bool,
+                 stop: threading.Event, clock: Callable[[], float] = time.monotonic,
+                 capacity: int = RECORDING_QUEUE, label_wait_s: float = LABEL_WAIT_S,
+                 put_timeout_s: float = LIVE_PUT_TIMEOUT_S) -> None:
+        super().__init__(recorder, capacity, f"recorder-{recorder.stream}")
+        self.labels = labels
+        self.stats = stats
+        self.live = live
+        self.stop = stop
+        self.clock = clock
+        self.label_wait_s = label_wait_s
+        self.put_timeout_s = put_timeout_s
+
+    def submit(self, frame: Frame) -> None:
+        """Called by the source thread for every decoded frame."""
+        if self.live:
+            if not self.queue.put(frame, timeout=self.put_timeout_s) and not self.queue.closed:
+                self.stats.on_lost("recorder_behind")
+            return
+        while not self.stop.is_set():
+            if self.queue.put(frame, timeout=0.25) or self.queue.closed:
+                return
 
     def _write(self, frame: Frame) -> None:
         wait = frame.decoded_at + self.label_wait_s - self.clock() if self.live else FAST_LABEL_WAIT_S
