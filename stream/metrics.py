@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
-from sightline.stream.states import StreamState
+from sightline.stream.lifecycle import StreamState
 from sightline.stream.stats import (  # noqa: F401  (re-exported: the metric vocabulary lives with the stats)
     BATCH_BUCKETS,
     DROP_REASONS,

@@ -3,7 +3,7 @@
 Nothing here knows Prometheus (anchor: vLLM's ``IterationStats`` beside ``StatLoggerBase``): the
 threads only count into these objects, and ``metrics.Metrics`` reads them when Prometheus scrapes.
 Reading (``fps()``, ``snapshot()``) has no side effects. State changes are checked in one place,
-``StreamStats._change_state``, against the table in ``states.py``.
+``StreamStats._change_state``, against the table in ``lifecycle.py``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from sightline.model.echo import bounded
-from sightline.stream.states import CLEAR_ERROR_STATES, StreamState, allowed
+from sightline.stream.lifecycle import CLEAR_ERROR_STATES, StreamState, allowed
 from sightline.stream.urls import scrub_urls
 
 log = logging.getLogger(__name__)

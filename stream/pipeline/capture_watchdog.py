@@ -21,8 +21,8 @@ import time
 from collections.abc import Callable
 
 from sightline.stream.config import StreamConfig
+from sightline.stream.lifecycle import TERMINAL_STATES, WATCHED_STATES, StreamState
 from sightline.stream.pipeline.stream_runtime import StreamRuntime
-from sightline.stream.states import TERMINAL_STATES, WATCHED_STATES, StreamState
 
 log = logging.getLogger(__name__)
 

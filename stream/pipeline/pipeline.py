@@ -33,6 +33,7 @@ from sightline.stream.inference.batcher import Batcher
 from sightline.stream.inference.lanes import Routes
 from sightline.stream.inference.model_holder import ModelHolder, ModelSpec, ServedModel
 from sightline.stream.inference.workers import create_worker
+from sightline.stream.lifecycle import StreamState
 from sightline.stream.outputs.annotated_video import VideoOut
 from sightline.stream.outputs.sinks import Sink
 from sightline.stream.pipeline.registry import StreamRegistry
@@ -40,7 +41,6 @@ from sightline.stream.pipeline.runner import StreamRunner
 from sightline.stream.pipeline.stream_factory import StreamFactory
 from sightline.stream.pipeline.stream_runtime import OUTPUT_QUEUE, StreamOutput, StreamRuntime
 from sightline.stream.sources.hwdecode import probe_nvdec, software_decode
-from sightline.stream.states import StreamState
 from sightline.stream.stats import StageStats, StreamStats
 
 if TYPE_CHECKING:

@@ -14,11 +14,11 @@ from sightline.stream.buffers import BoundedQueue
 from sightline.stream.errors import DuplicateStreamError
 from sightline.stream.frames import Frame
 from sightline.stream.inference.lanes import InferenceWorker, Routes
+from sightline.stream.lifecycle import TERMINAL_STATES, StreamState
 from sightline.stream.pipeline.capture_watchdog import CaptureWatchdog
 from sightline.stream.pipeline.stream_factory import StreamFactory
 from sightline.stream.pipeline.stream_runtime import StreamRuntime
 from sightline.stream.sources.video_source import FrameSource, RecordingTap
-from sightline.stream.states import TERMINAL_STATES, StreamState
 
 log = logging.getLogger(__name__)
 

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from sightline.stream.buffers import BoundedQueue, Consumer
 from sightline.stream.config import StreamConfig
 from sightline.stream.frames import PreviewDemand, Result, Smoothed
+from sightline.stream.lifecycle import StreamState
 from sightline.stream.outputs.recording import RecordingWriter
 from sightline.stream.outputs.sinks import Labelled, Sink
 from sightline.stream.outputs.smoothing import Smoother
 from sightline.stream.sources.video_source import FrameSource
-from sightline.stream.states import StreamState
 from sightline.stream.stats import StreamStats
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """What the API says about streams, built from the core's plain objects (no FastAPI here).
 
 ``stream_status`` is the JSON of one stream (``GET /api/streams/{name}``); ``readiness`` the rule
-behind ``/readyz``. Both read states through ``states.py``'s sets, nowhere else spelled out.
+behind ``/readyz``. Both read states through ``lifecycle.py``'s sets, nowhere else spelled out.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel
 from sightline.stream.config import redact_url
+from sightline.stream.lifecycle import DOWN_STATES, RUNNING_STATES
 from sightline.stream.pipeline.stream_runtime import StreamRuntime
-from sightline.stream.states import DOWN_STATES, RUNNING_STATES
 
 
 def links(name: str) -> dict[str, str]:

@@ -27,8 +27,8 @@ from sightline.stream.buffers import BoundedQueue
 from sightline.stream.config import StreamConfig, redact_url
 from sightline.stream.errors import SourceOpenError, SourceReadError, describe_av_error
 from sightline.stream.frames import Frame, PreviewDemand
+from sightline.stream.lifecycle import StreamState
 from sightline.stream.sources.hwdecode import HwDecode
-from sightline.stream.states import StreamState
 from sightline.stream.stats import StreamStats
 
 log = logging.getLogger(__name__)

@@ -28,8 +28,8 @@ from sightline.stream.config import StreamConfig
 from sightline.stream.errors import StreamError
 from sightline.stream.frames import Frame, PreviewDemand
 from sightline.stream.ice import IcePolicy, host_candidates, keep_reachable_candidates
+from sightline.stream.lifecycle import StreamState
 from sightline.stream.sources.video_source import FrameSource, WorkingSize
-from sightline.stream.states import StreamState
 from sightline.stream.stats import StreamStats
 
 log = logging.getLogger(__name__)

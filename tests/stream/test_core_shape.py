@@ -16,9 +16,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from sightline.stream.frames import Frame
 from sightline.stream.inference.batcher import Batch, Batcher
 from sightline.stream.inference.lanes import InferenceWorker, Routes
+from sightline.stream.lifecycle import TERMINAL_STATES, TRANSITIONS, StreamState, allowed
 from sightline.stream.metrics import STATES, Metrics
 from sightline.stream.outputs.sinks import VideoRecorder
-from sightline.stream.states import TERMINAL_STATES, TRANSITIONS, StreamState, allowed
 from sightline.stream.stats import StageStats, StreamStats
 
 from tests.support.models import tiny_classifier

@@ -1,0 +1,1 @@
+"""One ``APIRouter`` per resource; each reads only what ``deps.py`` gives it from ``app.state``."""

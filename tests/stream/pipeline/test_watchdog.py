@@ -13,10 +13,10 @@ import av
 import numpy as np
 import pytest
 from sightline.stream.config import RunConfig, StreamConfig
+from sightline.stream.lifecycle import StreamState
 from sightline.stream.pipeline.capture_watchdog import stall_limit
 from sightline.stream.pipeline.pipeline import Pipeline
 from sightline.stream.sources.video_source import FrameSource
-from sightline.stream.states import StreamState
 
 from tests.support.models import tiny_classifier
 
