@@ -15,7 +15,7 @@ _EXPORTS = {
     "SightlineError": "errors",
     "load_image": "images", "to_rgb_array": "images",
     "Preprocessor": "preprocess",
-    "IMAGENET": "sources", "imagenet_cache_path": "sources", "load_model_source": "sources",
+    "IMAGENET": "weights", "imagenet_cache_path": "weights", "load_model_source": "weights",
 }
 
 __all__ = sorted(_EXPORTS)
