@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import logging
 import socket
 import time
@@ -109,10 +110,11 @@ async def test_previews_beyond_max_preview_clients_get_503(pipeline: Pipeline, c
                 assert first.status_code == second.status_code == 200
                 await first_mjpeg_part(first)
                 await first_mjpeg_part(second)
-                refused = await a.get("/api/streams/cam/mjpeg")
-                assert refused.status_code == 503
-                assert refused.headers["retry-after"] == "5"
-                assert "server.max_preview_clients" in refused.json()["detail"]
+                # streamed: were a third preview admitted, a plain GET would read its endless body and hang
+                async with a.stream("GET", "/api/streams/cam/mjpeg") as refused:
+                    assert refused.status_code == 503, "a third preview was admitted"
+                    assert refused.headers["retry-after"] == "5"
+                    assert "server.max_preview_clients" in json.loads(await refused.aread())["detail"]
                 assert (await a.get("/api/streams/cam/snapshot.jpg")).status_code == 200  # snapshots are not capped
             # both previews closed: a new one is served again (the count is released when a client leaves)
             deadline = time.monotonic() + 10
