@@ -69,9 +69,11 @@ async def classified(pipeline: Pipeline) -> AsyncIterator[None]:
     yield
 
 
-async def first_mjpeg_part(response: httpx.Response) -> bytes:
+async def first_mjpeg_part(response: httpx.Response, chunks: AsyncIterator[bytes] | None = None) -> bytes:
+    """The first part. Pass ``chunks`` (``response.aiter_bytes()``) and keep it to keep the preview open: an
+    abandoned iterator closes the connection whenever it is garbage-collected."""
     buffer = b""
-    async for chunk in response.aiter_bytes():
+    async for chunk in chunks if chunks is not None else response.aiter_bytes():
         buffer += chunk
         head, sep, rest = buffer.partition(b"\r\n\r\n")
         if sep and b"Content-Length:" in head:
@@ -111,8 +113,9 @@ async def test_previews_beyond_max_preview_clients_get_503(pipeline: Pipeline, c
             async with a.stream("GET", "/api/streams/cam/mjpeg") as first, \
                     b.stream("GET", "/api/streams/cam/mjpeg") as second:
                 assert first.status_code == second.status_code == 200
-                await first_mjpeg_part(first)
-                await first_mjpeg_part(second)
+                first_chunks, second_chunks = first.aiter_bytes(), second.aiter_bytes()  # held: both stay open
+                await first_mjpeg_part(first, first_chunks)
+                await first_mjpeg_part(second, second_chunks)
                 # streamed: were a third preview admitted, a plain GET would read its endless body and hang
                 async with a.stream("GET", "/api/streams/cam/mjpeg") as refused:
                     assert refused.status_code == 503, "a third preview was admitted"
