@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
 
@@ -47,7 +48,7 @@ class LabelSource(Protocol):
     def current_labels(self) -> tuple[tuple[Prediction, ...], Smoothed | None, float | None]: ...
 
 
-class QueuedWriter(Generic[T]):
+class QueuedWriter(ABC, Generic[T]):
     """A ``VideoRecorder`` fed through a bounded, blocking queue on a thread of its own: what a stream's
     recording and an event's clip share. ``close`` encodes what is queued, then finalizes the file; a file
     that cannot be finalized is reported (``_failed``), never raised into the stream."""
@@ -80,11 +81,13 @@ class QueuedWriter(Generic[T]):
     def _finished(self) -> None:
         """After the file is closed (or could not be)."""
 
+    @abstractmethod
     def _write(self, item: T) -> None:
-        raise NotImplementedError
+        """Encode one item (on the writer's thread); a failure loses the item, not the file."""
 
+    @abstractmethod
     def _failed(self, exc: BaseException, what: str) -> None:
-        raise NotImplementedError
+        """Report a failure while ``what`` ("writing", "finalizing"): counted and logged, never raised."""
 
 
 class RecordingWriter(QueuedWriter[Frame]):
