@@ -35,5 +35,3 @@ def raise_for(answer: dict[str, Any], default: type[Exception] = errors.StreamEr
     if "error" in answer:
         raise KINDS.get(answer["error"], default)(answer["detail"])
 
-
-ERRORS = tuple(KINDS.values())

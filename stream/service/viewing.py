@@ -9,17 +9,11 @@ same status codes.
 from __future__ import annotations
 
 from fastapi import HTTPException, status
-from sightline.model.echo import bounded
 from sightline.stream.errors import UnknownStreamError
 from sightline.stream.ice import IcePolicy
 from sightline.stream.outputs.viewers import TooManyViewersError, WatchHub, WatchOfferError
 from sightline.stream.pipeline.pipeline import Pipeline
-
-NAME_ECHO = 80
-
-
-def no_stream(name: str) -> HTTPException:
-    return HTTPException(status.HTTP_404_NOT_FOUND, f"no stream named {bounded(name, NAME_ECHO)!r}")
+from sightline.stream.service.deps import not_found
 
 
 def watch_hub(pipeline: Pipeline) -> WatchHub:
@@ -44,7 +38,7 @@ class LocalViewing:
         try:
             answer = await self.hub.watch(name, sdp)
         except UnknownStreamError:
-            raise no_stream(name) from None
+            raise not_found(name) from None
         except TooManyViewersError as exc:
             raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, str(exc), headers={"Retry-After": "5"}) from None
         except WatchOfferError as exc:
@@ -54,12 +48,8 @@ class LocalViewing:
     async def video_status(self, name: str) -> dict[str, object]:
         found = video_status_of(self.pipeline, self._hub, name)
         if found is None:
-            raise no_stream(name)
+            raise not_found(name)
         return found
-
-    async def close(self) -> None:
-        if self._hub is not None:
-            await self._hub.close()
 
 
 def video_status_of(pipeline: Pipeline, hub: WatchHub | None, name: str) -> dict[str, object] | None:
