@@ -17,7 +17,6 @@ if TYPE_CHECKING:  # the service's modules pull in torch, av and fastapi: import
 
 log = logging.getLogger("sightline")
 
-OFFLINE_ENV = "SIGHTLINE_OFFLINE"  # set (to anything but 0/empty) to never try downloading model weights
 TOKEN_ENV = "SIGHTLINE_TOKEN"
 
 
@@ -42,8 +41,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="folder for the clip (media/) and the outputs (runs/); default ./sightline-demo")
     d.add_argument("--config", type=Path, default=None,
                    help="a config instead of the packaged demo one (relative paths are resolved against --out)")
-    d.add_argument("--offline", action="store_true",
-                   help=f"never try to download the ImageNet weights (also: {OFFLINE_ENV}=1)")
     add_overrides(d)
     d.set_defaults(func=cmd_demo)
 
@@ -91,10 +88,6 @@ def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
     return bool(ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, arenas))
 
 
-def offline_requested(args: argparse.Namespace, environ: Mapping[str, str]) -> bool:
-    return bool(args.offline) or environ.get(OFFLINE_ENV, "").strip() not in ("", "0")
-
-
 def apply_overrides(config: RunConfig, args: argparse.Namespace) -> RunConfig:
     """Command-line flags win over the file."""
     model = {k: v for k, v in (("source", args.model), ("device", args.device),
@@ -114,11 +107,12 @@ def apply_environment(config: RunConfig, environ: Mapping[str, str]) -> RunConfi
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from sightline.demo import DemoModel, choose_model, ensure_media, load_demo_config
+    from sightline.model.offline import offline
 
     limit_malloc_arenas()
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    model = DemoModel(args.model, "--model") if args.model else choose_model(offline_requested(args, os.environ))
+    model = DemoModel(args.model, "--model") if args.model else choose_model(offline())
     log.info("demo model: %s", model.why)
     ensure_media(out, model)
     config = load_demo_config(out, args.config)

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from sightline.model.bundle import FORMAT, ModelBundle, PreprocessSpec, load_checkpoint
 from sightline.model.errors import ModelLoadError
+from sightline.model.offline import OFFLINE_ENV, offline
 from torchvision.models import ResNet18_Weights
 
 IMAGENET = "imagenet"
@@ -37,16 +38,22 @@ def imagenet_classes() -> list[str]:
     return list(IMAGENET_WEIGHTS.meta["categories"])
 
 
-def load_imagenet(download: bool = True) -> ModelBundle:
-    """ResNet18 IMAGENET1K_V1 through torchvision's Weights API, from torch's cache or downloaded into it."""
+def load_imagenet(download: bool | None = None) -> ModelBundle:
+    """ResNet18 IMAGENET1K_V1 through torchvision's Weights API, from torch's cache or downloaded into it.
+
+    ``download=None`` downloads unless offline mode is on (``--offline``, SIGHTLINE_OFFLINE=1).
+    """
     path = imagenet_cache_path()
+    if download is None:
+        download = not offline()
     if path.exists():
         try:
             state_dict = load_checkpoint(path)
         except ModelLoadError as exc:
             raise ModelLoadError(f"{exc}; delete it to download it again") from exc
     elif not download:
-        raise _offline_error(path, "downloads are disabled")
+        raise _offline_error(path, f"offline mode is on ({OFFLINE_ENV}=1 or --offline)" if offline()
+                             else "downloads are disabled here")
     else:
         try:
             # torch.hub announces the download on stdout; keep stdout for results (`predict --json`).
@@ -73,7 +80,7 @@ def _offline_error(path: Path, reason: str) -> ModelLoadError:
 
 
 def load_model_source(source: str | os.PathLike[str], *, arch: str = "resnet18",
-                      download: bool = True) -> ModelBundle:
+                      download: bool | None = None) -> ModelBundle:
     """Resolve ``imagenet`` or a path to a bundle or a torchvision state dict."""
     if str(source) == IMAGENET:
         return load_imagenet(download=download)
