@@ -6,10 +6,12 @@ import ipaddress
 import os
 import re
 from functools import partial
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
+from sightline.model.backends import missing_extra
 from sightline.model.echo import bounded
 from sightline.model.errors import ConfigError
 from sightline.model.yamlconfig import StrictModel, load_yaml, read_yaml, validate
@@ -70,6 +72,13 @@ class ModelConfig(StrictModel):
         if self.compile and self.backend not in ("torch", "auto"):
             raise ValueError("compile: torch.compile applies to the torch backend only")
         return self
+
+    @field_validator("backend")
+    @classmethod
+    def _backend_installed(cls, v: str) -> str:
+        if (missing := missing_extra(v)) is not None:
+            raise ValueError(missing)
+        return v
 
 
 CPU_MAX_BATCH = 8  # measured on 2 cores: as many frames/s as 32, a quarter of the time per batch
@@ -263,6 +272,14 @@ class ServerConfig(StrictModel):
     webrtc: WebRtcConfig = WebRtcConfig()
 
 
+RAY_INSTALL_HINT = 'Ray is not installed: pip install "sightline[cluster]" (or pip install -e ".[cluster]")'
+
+
+def ray_installed() -> bool:
+    """Whether Ray can be imported here, without importing it (it is slow and starts threads)."""
+    return find_spec("ray") is not None
+
+
 class RayConfig(StrictModel):
     address: str | None = Field(
         None, min_length=1, description="Ray cluster to run on (`sightline run --ray` overrides it): auto joins the "
@@ -273,6 +290,13 @@ class RayConfig(StrictModel):
     dashboard_host: str | None = Field(
         None, description="local only: bind Ray's dashboard here (default: no dashboard); a joined cluster keeps "
                           "its own setting")
+
+    @field_validator("address")
+    @classmethod
+    def _ray_installed(cls, v: str | None) -> str | None:
+        if v is not None and not ray_installed():
+            raise ValueError(RAY_INSTALL_HINT)
+        return v
 
 
 class ClusterConfig(StrictModel):
