@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from sightline.model.classifier import Classifier
 from sightline.model.errors import SightlineError
+from sightline.model.weights import IMAGENET, imagenet_cache_path
 from sightline.stream.inference.model_holder import ModelHolder, ModelSpec, ServedModel, count_swap
 
 if TYPE_CHECKING:
@@ -87,12 +88,14 @@ Loader = Callable[[ModelSpec, "torch.device"], Classifier]
 
 def load_classifier(spec: ModelSpec, device: torch.device, compile: bool = False,
                     calibrate: str | None = None) -> Classifier:
-    """The new model on the serving model's device, as ``sightline run`` would open it."""
+    """The new model on the serving model's device, as ``sightline run`` would open it, except that a running
+    service never downloads: the swap lock would be held for the whole download."""
     from sightline.model.backends.build import BuildOptions
     from sightline.model.backends.serving import open_classifier
 
     return open_classifier(spec.source, device=str(device), precision=spec.precision, backend=spec.backend,
-                           compile=compile, options=BuildOptions(calibrate=calibrate, require_check=False))
+                           compile=compile, options=BuildOptions(calibrate=calibrate, require_check=False),
+                           download=False)
 
 
 def swap_model(pipeline: Pipeline, spec: ModelSpec, loader: Loader | None = None) -> SwapOutcome:
@@ -118,6 +121,11 @@ def _swap(pipeline: Pipeline, spec: ModelSpec, loader: Loader | None) -> SwapOut
     (a log handler, a framework) would keep the model alive with it."""
     holder: ModelHolder = pipeline.models
     worker = pipeline.worker
+    if spec.source == IMAGENET and not imagenet_cache_path().exists():
+        raise SwapLoadError(f"'imagenet': ResNet18's ImageNet weights are not in torch's cache "
+                            f"({imagenet_cache_path()}) and a running service never downloads; put the file there "
+                            f"(`sightline info imagenet` downloads it where the network allows) or swap to a local "
+                            f"bundle")
     if worker.models is not holder:
         raise SwapIncompatibleError(f"this inference worker ({type(worker).__name__}) does not serve the model "
                                     f"holder; restart the service with the new model")

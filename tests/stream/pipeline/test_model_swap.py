@@ -163,7 +163,14 @@ def swaps(pipeline: Pipeline, result: str) -> float:
     return pipeline.swap_counts.get(result, 0)
 
 
-async def test_put_model_refuses_bad_models_and_keeps_serving_then_swaps_to_openvino(tmp_path: Path) -> None:
+async def test_put_model_refuses_bad_models_and_keeps_serving_then_swaps_to_openvino(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))  # no ImageNet weights cached
+
+    def no_download(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a running service must never download model weights")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)
     a = tiny_bundle(4, seed=0)
     a.save(tmp_path / "a.pt")
     (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint at all")
@@ -184,13 +191,15 @@ async def test_put_model_refuses_bad_models_and_keeps_serving_then_swaps_to_open
                 r = await client.put("/api/model", json={"source": outside}, headers=AUTH)
                 assert r.status_code == 403 and "model.swap_dir" in r.json()["detail"], r.text
             cases = [("garbage.pt", 422, "not a readable PyTorch checkpoint"),
-                     ("missing.pt", 422, "no such model file"), ("nan.pt", 500, "warm-up")]
+                     ("missing.pt", 422, "no such model file"), ("nan.pt", 500, "warm-up"),
+                     ("imagenet", 422, "a running service never downloads")]
             for name, code, reason in cases:
-                r = await client.put("/api/model", json={"source": str(tmp_path / name)}, headers=AUTH)
+                source = name if name == "imagenet" else str(tmp_path / name)
+                r = await client.put("/api/model", json={"source": source}, headers=AUTH)
                 assert r.status_code == code, (name, r.text)
                 assert "old one keeps serving" in r.json()["detail"] and reason in r.json()["detail"], r.text
             assert (await client.get("/api/model")).json() == before
-            assert swaps(pipeline, "failed") == 3 and swaps(pipeline, "refused") == 0
+            assert swaps(pipeline, "failed") == 4 and swaps(pipeline, "refused") == 0
             seen = inferred(pipeline)
             await asyncio.to_thread(wait_until, lambda: inferred(pipeline) >= seen + 5, 30, "old model serving")
 
