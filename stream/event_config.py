@@ -14,11 +14,14 @@ are refused outright.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
+from sightline.model.echo import bounded
 from sightline.model.yamlconfig import StrictModel
 from sightline.stream.urls import NAME_PATTERN, UrlError, parse_stream_url
 
@@ -217,6 +220,23 @@ class EventRule(StrictModel):
 
     def matches_label(self, label: str) -> bool:
         return "*" in self.labels or label in self.labels
+
+
+def label_problem(rule: EventRule, class_names: Sequence[str]) -> str | None:
+    """None when every label of ``rule`` is one the model can produce ('*' matches any), else one line naming
+    the unknown labels with the closest class of each: a rule on a label the model lacks would never fire."""
+    known = set(class_names)
+    missing = [label for label in rule.labels if label != "*" and label not in known]
+    if not missing:
+        return None
+    named = []
+    for label in missing:
+        close = difflib.get_close_matches(label, class_names, n=1, cutoff=0.6) or [
+            c for c in class_names if label.lower() in c.lower()][:1]
+        named.append(f"{bounded(label, 80)!r} (closest: {close[0]!r})" if close else repr(bounded(label, 80)))
+    classes = (", ".join(class_names) if len(class_names) <= 12
+               else f"{len(class_names)} classes, listed by `sightline info MODEL`")
+    return f"rule {rule.name!r}: {', '.join(named)} not among the model's classes ({classes})"
 
 
 class EventsConfig(StrictModel):

@@ -31,6 +31,7 @@ import torch
 from sightline.model.classifier import Classifier
 from sightline.model.errors import SightlineError
 from sightline.model.weights import IMAGENET, imagenet_cache_path
+from sightline.stream.event_config import label_problem
 from sightline.stream.inference.model_holder import ModelHolder, ModelSpec, ServedModel, count_swap
 
 if TYPE_CHECKING:
@@ -77,10 +78,12 @@ class SwapOutcome:
     classes_changed: bool
     load_s: float
     warm_s: float
+    rules_unmatched: tuple[str, ...] = ()  # event rules with labels the new model lacks (they stay, silent)
 
     def to_dict(self) -> dict[str, Any]:
         return {"swapped": self.swapped, "classes_changed": self.classes_changed, "model": self.current,
-                "previous": self.previous, "load_s": round(self.load_s, 3), "warm_s": round(self.warm_s, 3)}
+                "previous": self.previous, "load_s": round(self.load_s, 3), "warm_s": round(self.warm_s, 3),
+                "rules_unmatched": list(self.rules_unmatched)}
 
 
 Loader = Callable[[ModelSpec, "torch.device"], Classifier]
@@ -165,7 +168,11 @@ def _swap(pipeline: Pipeline, spec: ModelSpec, loader: Loader | None) -> SwapOut
                  served.id, spec.source, served.describe()["backend"],
                  f", classes changed: {len(served.tag.class_names)} now" if classes_changed else "",
                  loaded - started, warm_s)
-        return SwapOutcome(serving.info, served.describe(), True, classes_changed, loaded - started, warm_s)
+        unmatched = _rules_unmatched(pipeline, list(served.tag.class_names)) if classes_changed else ()
+        for problem in unmatched:
+            log.warning("model swap: event %s; that rule will not fire until a model with that class serves", problem)
+        return SwapOutcome(serving.info, served.describe(), True, classes_changed, loaded - started, warm_s,
+                           unmatched)
     finally:
         holder.swapping.release()
 
@@ -185,6 +192,14 @@ class _Serving:
         c = served.classifier
         return cls(served.id, served.tag.class_names, c.device, _engine(served),
                    served.describe())
+
+
+def _rules_unmatched(pipeline: Pipeline, class_names: list[str]) -> tuple[str, ...]:
+    """The event rules whose labels the new model lacks: said on the swap, since they no longer fire."""
+    events = getattr(pipeline, "events", None)
+    if events is None:
+        return ()
+    return tuple(p for rule in events.rules.list() if (p := label_problem(rule, class_names)) is not None)
 
 
 def _default_loader(config: ModelConfig) -> Loader:

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel
 from sightline.model.echo import bounded
-from sightline.stream.event_config import EventRule
+from sightline.stream.event_config import EventRule, label_problem
 from sightline.stream.events.hub import EVENT_ID_PATTERN, EventHub
 from sightline.stream.events.store import DuplicateRuleError
 from sightline.stream.service.deps import require_token
@@ -107,8 +107,13 @@ async def list_rules(service: EventHub = Depends(events_of)) -> dict[str, Any]:
 
 @changes.post("/api/events/rules", status_code=status.HTTP_201_CREATED, response_model=EventRule,
               summary="Add an event rule (same fields as an `events.rules` entry; in force for the next frame)",
-              responses={409: {"description": "a rule of that name exists"}})
-async def add_rule(rule: EventRule, service: EventHub = Depends(events_of)) -> JSONResponse:
+              responses={409: {"description": "a rule of that name exists"},
+                         422: {"description": "not a valid rule, or a label the serving model does not have (the "
+                                              "answer names the closest class)"}})
+async def add_rule(rule: EventRule, request: Request, service: EventHub = Depends(events_of)) -> JSONResponse:
+    problem = label_problem(rule, request.app.state.pipeline.classifier.class_names)
+    if problem is not None:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"labels: {problem}")
     try:
         service.rules.add(rule)
     except DuplicateRuleError as exc:

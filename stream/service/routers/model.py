@@ -61,6 +61,9 @@ class SwapResponse(BaseModel):
     previous: ServedModelInfo
     load_s: float
     warm_s: float
+    rules_unmatched: list[str] = Field(default_factory=list,
+                                       description="event rules with labels the new model lacks: they stay in force "
+                                                   "but will not fire (one line each, naming the closest class)")
 
 
 def swap_dir(model: ModelConfig) -> Path | None:

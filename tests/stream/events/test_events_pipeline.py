@@ -194,6 +194,11 @@ async def test_api_lists_filters_pages_and_serves_snapshot_and_clip(run) -> None
         assert (await client.post("/api/events/rules", json=rule, headers=AUTH)).status_code == 409
         bad = await client.post("/api/events/rules", json={**rule, "name": "x", "typo": 1}, headers=AUTH)
         assert bad.status_code == 422
+        unknown = await client.post("/api/events/rules", json={**rule, "name": "y", "labels": ["clas_b", "*"]},
+                                    headers=AUTH)
+        assert unknown.status_code == 422, unknown.text  # a typo: the rule would never fire
+        assert "'clas_b' (closest: 'class_b')" in unknown.json()["detail"]
+        assert "y" not in [r["name"] for r in (await client.get("/api/events/rules")).json()["rules"]]
         assert (await client.delete("/api/events/rules/cats")).status_code == 401
         assert (await client.delete("/api/events/rules/cats", headers=AUTH)).status_code == 200
         assert (await client.delete("/api/events/rules/cats", headers=AUTH)).status_code == 404

@@ -358,3 +358,28 @@ def test_sighup_reloads_the_model_from_the_config_file_of_a_running_service(tmp_
     seqs = [r["seq"] for r in lines]
     assert seqs == sorted(set(seqs))  # in order, none twice (a live stream may drop a stale frame)
     assert all(len(r["top"]) == 2 for r in lines if r["model"] == model_id(b))
+
+
+def test_a_swap_says_which_event_rules_the_new_model_can_no_longer_fire(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from sightline.stream.event_config import EventRule
+    from sightline.stream.events.store import RuleSet
+
+    a = tiny_bundle(4, seed=0)
+    a.save(tmp_path / "a.pt")
+    other = tiny_bundle(4, seed=1)
+    other.class_names = ["class_a", "cat", "dog", "class_bb"]  # class_b and class_c are gone
+    other.save(tmp_path / "other.pt")
+    pipeline = start_pipeline(tmp_path, a)
+    pipeline.events = SimpleNamespace(rules=RuleSet([  # the event hub's rules, as build_pipeline attaches them
+        EventRule(name="gone", labels=["class_b"]), EventRule(name="kept", labels=["class_a", "class_c"]),
+        EventRule(name="any", labels=["*"])]))
+    try:
+        outcome = swap_model(pipeline, ModelSpec(str(tmp_path / "other.pt")))
+    finally:
+        pipeline.shutdown(5.0)
+    assert outcome.swapped and outcome.classes_changed
+    assert outcome.to_dict()["rules_unmatched"] == [
+        "rule 'gone': 'class_b' (closest: 'class_bb') not among the model's classes (class_a, cat, dog, class_bb)",
+        "rule 'kept': 'class_c' (closest: 'class_a') not among the model's classes (class_a, cat, dog, class_bb)"]

@@ -1,5 +1,5 @@
-"""Everything a config can ask for is installed by `pip install -e .`, or refused when the config is read, in one
-line naming the install: never a traceback after the model has loaded (issue #22)."""
+"""What a config asks for and cannot get is refused in one line, never a traceback after the model has loaded:
+an absent extra (named with its `pip install`), an event rule on a label the model lacks (issue #22)."""
 
 from __future__ import annotations
 
@@ -76,3 +76,12 @@ def test_event_outputs_need_no_extra() -> None:
     required = {Requirement(r).name for r in importlib.metadata.requires("sightline") or []
                 if "extra ==" not in r}
     assert {"paho-mqtt", "httpx"} <= required
+
+
+def test_a_rule_on_a_label_the_model_lacks_exits_2_naming_the_closest_class(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(tmp_path, events={"rules": [{"name": "ok", "labels": ["class_a", "*"]},
+                                                      {"name": "typo", "labels": ["clas_b"]}]})
+    err = run_refused(capsys, "run", str(config))
+    assert err == ("error: events.rules[1].labels: rule 'typo': 'clas_b' (closest: 'class_b') not among the "
+                   "model's classes (class_a, class_b, class_c, class_d)")
