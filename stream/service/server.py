@@ -133,10 +133,14 @@ class HttpServer:
             log.warning("serving on %s without server.token (server.insecure: true): anyone who can reach it can add "
                         "and remove streams", self.host)
 
-    async def stop(self) -> None:
-        """End previews and readiness first, then let uvicorn finish open requests (at most graceful_s)."""
+    def begin_closing(self) -> None:
+        """The service is stopping: readiness fails, previews end, state changes are refused (503)."""
         if self.app is not None:
             self.app.state.closing.set()
+
+    async def stop(self) -> None:
+        """End previews and readiness first, then let uvicorn finish open requests (at most graceful_s)."""
+        self.begin_closing()
         if self._server is None or self._task is None:
             if self._socket is not None:
                 self._socket.close()

@@ -20,7 +20,7 @@ from sightline.model.echo import bounded
 from sightline.stream.event_config import EventRule, label_problem
 from sightline.stream.events.hub import EVENT_ID_PATTERN, EventHub
 from sightline.stream.events.store import DuplicateRuleError
-from sightline.stream.service.deps import require_token
+from sightline.stream.service.deps import CHANGE_RESPONSES, not_closing, require_token
 
 NO_STORE = {"Cache-Control": "no-store"}
 MAX_PAGE = 500
@@ -96,8 +96,8 @@ def described(service: EventHub, event: dict[str, Any]) -> dict[str, Any]:
 
 
 router = APIRouter(tags=["events"])
-changes = APIRouter(tags=["events"], dependencies=[Depends(require_token)],
-                    responses={401: {"description": "server.token is set and the bearer token is missing or wrong"}})
+changes = APIRouter(tags=["events"], dependencies=[Depends(require_token), Depends(not_closing)],
+                    responses=CHANGE_RESPONSES)
 
 
 @router.get("/api/events/rules", response_model=RuleList, summary="The event rules in force")

@@ -18,7 +18,7 @@ from sightline.stream.errors import (
 )
 from sightline.stream.pipeline.pipeline import Pipeline, StreamRuntime
 from sightline.stream.service.deps import (
-    TOKEN_RESPONSES,
+    CHANGE_RESPONSES,
     get_config,
     get_pipeline,
     get_previews,
@@ -34,7 +34,8 @@ from sightline.stream.service.status import stream_status
 log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["streams"])
-changes = APIRouter(tags=["streams"], dependencies=[Depends(require_token)], responses=TOKEN_RESPONSES)
+changes = APIRouter(tags=["streams"], dependencies=[Depends(require_token), Depends(not_closing)],
+                    responses=CHANGE_RESPONSES)
 
 
 class MediaRootError(ConfigError):
@@ -61,7 +62,6 @@ async def get_stream(runtime: StreamRuntime = Depends(stream_named)) -> dict[str
 
 @changes.post("/api/streams", status_code=status.HTTP_201_CREATED, response_model=StreamStatus,
               summary="Add a stream (same fields as a `streams:` entry in the config)",
-              dependencies=[Depends(not_closing)],
               responses={403: {"description": "file outside media_root"},
                          409: {"description": "name taken, or its previous stream is still being removed"},
                          422: {"description": "invalid fields, missing or unreadable file"},

@@ -95,3 +95,55 @@ async def test_a_busy_port_is_an_error_before_the_model_loads(tmp_path: Path) ->
         config = config_for(tmp_path, port, str(tmp_path / "no-such-model.pt"))  # loading it would fail differently
         with pytest.raises(ServerBindError, match=f"cannot listen on 127.0.0.1:{port}"):
             await asyncio.wait_for(run_service(config), 10)
+
+
+async def test_every_state_change_is_refused_from_the_stop_signal_on(tmp_path: Path) -> None:
+    """SIGTERM, then while the service drains (held open here by a webhook that never answers): adding a stream,
+    swapping the model and adding a rule are 503, not accepted and then abandoned with empty outputs."""
+    port = free_port()
+    bundle = tiny_bundle().save(tmp_path / "model.pt")
+    stall = socket.create_server(("127.0.0.1", 0))  # accepts (the kernel's backlog), never answers
+    config = config_for(tmp_path, port, str(bundle)).model_dump(mode="json", exclude_defaults=True)
+    config["events"] = {"rules": [{"name": "any", "labels": ["*"], "min_prob": 0.0, "min_duration_s": 0.0}],
+                        "outputs": {"webhooks": [{"name": "stalled", "timeout_s": 30, "retries": 0,
+                                                  "url": f"http://127.0.0.1:{stall.getsockname()[1]}/hook"}]}}
+    path = tmp_path / "service.yaml"
+    path.write_text(yaml.safe_dump(config))
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    log = tmp_path / "service.log"
+    with log.open("w") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "sightline", "run", str(path)], cwd=tmp_path, text=True,
+                                stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+            deadline = time.monotonic() + 60
+            while True:
+                assert proc.poll() is None, log.read_text()[-3000:]
+                try:
+                    if (await client.get("/api/events")).json()["total"] > 0:
+                        break  # an event started: its webhook delivery is now stalled
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, "no event within 60 s"
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(0.5)
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.5)
+            assert proc.poll() is None, "the stalled webhook holds the drain open for the test's requests"
+            answers = [
+                await client.post("/api/streams", json={"name": "late", "url": str(tmp_path / "clip.mp4")},
+                                  headers=auth),
+                await client.put("/api/model", json={"source": str(bundle)}, headers=auth),
+                await client.post("/api/events/rules", json={"name": "late", "labels": ["*"]}, headers=auth),
+                await client.delete("/api/events/rules/any", headers=auth),
+                await client.delete("/api/streams/cam", headers=auth),
+            ]
+            assert [r.status_code for r in answers] == [503] * 5, [r.text for r in answers]
+            assert (await client.get("/readyz")).status_code == 503
+        await asyncio.to_thread(proc.wait, timeout=45)
+    finally:
+        stall.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not (tmp_path / "out" / "late.jsonl").exists()
