@@ -47,7 +47,9 @@ def add_stream_checked(pipeline: Pipeline, stream: StreamConfig, config: RunConf
     outside = outside_media_root(stream, config.media_root)
     if outside:
         raise MediaRootError(f"url: {outside}")
-    return pipeline.add_stream(stream)
+    runtime = pipeline.add_stream(stream)
+    pipeline.streams_changed_by_api = True  # the service now runs until it is told to stop (docs/streaming.md)
+    return runtime
 
 
 @router.get("/api/streams", response_model=StreamList)
@@ -94,6 +96,7 @@ async def remove_stream(name: str, pipeline: Pipeline = Depends(get_pipeline),
                         previews: PreviewRenderer = Depends(get_previews)) -> dict[str, object]:
     try:
         runtime = await asyncio.to_thread(pipeline.remove_stream, name)
+        pipeline.streams_changed_by_api = True
     except UnknownStreamError:
         raise not_found(name) from None
     except StreamBusyError as exc:

@@ -147,3 +147,38 @@ async def test_every_state_change_is_refused_from_the_stop_signal_on(tmp_path: P
             proc.kill()
             proc.wait()
     assert not (tmp_path / "out" / "late.jsonl").exists()
+
+
+async def test_once_the_api_changed_a_stream_the_service_runs_until_it_is_told_to_stop(tmp_path: Path) -> None:
+    """A replay and a camera: the replay finishes, the operator removes the camera to replace it. Before, the
+    run then ended (every remaining stream had finished); now it serves until stopped. A plain replay still ends."""
+    from sightline.stream.metrics import Metrics
+    from sightline.stream.pipeline.pipeline import Pipeline
+    from sightline.stream.service.app import create_app
+
+    from tests.support.models import tiny_classifier
+
+    clip = media.make_test_clip(tmp_path / "clip.mp4", frames=10, fps=10, size=(96, 72))
+    replay_only = RunConfig(output_dir=tmp_path / "plain", media_root=tmp_path,
+                            streams=[{"name": "replay", "url": str(clip), "mode": "fast"}])
+    code = await asyncio.wait_for(Pipeline(tiny_classifier(), replay_only, Metrics()).run(), 30)
+    assert code == 0  # the documented replay behaviour: done when its streams are
+
+    config = RunConfig(output_dir=tmp_path / "out", media_root=tmp_path, server={"token": TOKEN},
+                       streams=[{"name": "replay", "url": str(clip), "mode": "fast"},
+                                {"name": "cam", "url": str(clip), "loop": True}])
+    pipeline = Pipeline(tiny_classifier(), config, Metrics())
+    stop = asyncio.Event()
+    run = asyncio.create_task(pipeline.run(stop=stop))
+    app = create_app(pipeline, config, pipeline.metrics)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
+        deadline = time.monotonic() + 30
+        while (await client.get("/api/streams/replay")).json().get("state") != "ended":  # 404 until started
+            assert time.monotonic() < deadline and not run.done()
+            await asyncio.sleep(0.1)
+        r = await client.delete("/api/streams/cam", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert r.status_code == 200, r.text
+        await asyncio.sleep(1.0)
+        assert not run.done(), "removing the camera ended the service"
+    stop.set()
+    assert await asyncio.wait_for(run, 30) == 0
