@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 from sightline.model.backends import missing_extra
+from sightline.model.bundle import MAX_RESIZE
 from sightline.model.echo import bounded
 from sightline.model.errors import ConfigError
 from sightline.model.yamlconfig import StrictModel, load_yaml, read_yaml, validate
@@ -59,6 +60,10 @@ class ModelConfig(StrictModel):
     swap_dir: str | None = Field(None, description="PUT /api/model loads model files only from this folder (and "
                                                    "below); default: the folder of model.source. 'imagenet' is "
                                                    "always allowed (docs/model-swap.md)")
+    max_resize: int = Field(1024, ge=16, le=MAX_RESIZE,
+                            description="largest preprocess.resize a served model may ask for (at start and on a "
+                                        "swap): each frame is resized to it, so a bundle asking for 4000 would "
+                                        "cut every stream's frame rate; ImageNet's is 256")
     workers: Lanes = Field(
         "auto", description="inference lanes sharing the model; auto: 2 on a CPU when a fast stream is configured "
                             "(each on half the cores: more frames/s, longer per batch), else 1")

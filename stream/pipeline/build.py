@@ -22,6 +22,9 @@ def build_pipeline(config: RunConfig, metrics: Metrics | None = None) -> Pipelin
     classifier = open_classifier(m.source, device=m.device, precision=m.precision, backend=m.backend,
                                  compile=m.compile, options=BuildOptions(calibrate=m.calibrate, require_check=False))
     check_rule_labels(config, classifier.class_names)
+    if classifier.bundle.preprocess.resize > m.max_resize:
+        raise ConfigError(f"model.source: the model resizes frames to {classifier.bundle.preprocess.resize} px, over "
+                          f"model.max_resize ({m.max_resize}); raise model.max_resize if that is intended")
     classifier.warmup(batch_size=min(config.batching.batch_size(classifier.device.type), 8))
     log.info("model %s", classifier.describe())
     metrics = metrics if metrics is not None else Metrics()

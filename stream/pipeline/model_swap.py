@@ -141,16 +141,17 @@ def _swap(pipeline: Pipeline, spec: ModelSpec, loader: Loader | None) -> SwapOut
         started = time.perf_counter()
         try:
             new = (loader or _default_loader(pipeline.config.model))(spec, serving.device)
-        except (SightlineError, OSError, RuntimeError, ValueError, KeyError) as exc:
-            problem = f"cannot load {spec.source!r} ({spec.backend}, {spec.precision}): {exc}"
+        except (SightlineError, OSError, RuntimeError, ValueError, KeyError, MemoryError) as exc:
+            problem = f"cannot load {spec.source!r} ({spec.backend}, {spec.precision}): {exc or type(exc).__name__}"
             new = None
         else:
             loaded = time.perf_counter()
-            problem = (_misfit(new, serving) or _prepare(worker, new)
+            max_resize = pipeline.config.model.max_resize
+            problem = (_misfit(new, serving, max_resize) or _prepare(worker, new)
                        or _warm(new, min(pipeline.batcher.max_batch, WARMUP_BATCH)))
         if problem is not None:
             error = SwapLoadError(problem) if new is None else (
-                SwapIncompatibleError(problem) if _misfit(new, serving) else SwapWarmupError(problem))
+                SwapIncompatibleError(problem) if _misfit(new, serving, max_resize) else SwapWarmupError(problem))
             worker.unprepare()
             del new
             gc.collect()
@@ -206,10 +207,13 @@ def _default_loader(config: ModelConfig) -> Loader:
     return lambda spec, device: load_classifier(spec, device, compile=config.compile, calibrate=config.calibrate)
 
 
-def _misfit(new: Classifier, serving: _Serving) -> str | None:
+def _misfit(new: Classifier, serving: _Serving, max_resize: int) -> str | None:
     if new.device != serving.device:
         return (f"the new model would run on {new.device}, the service runs on {serving.device}; changing the device "
                 f"needs a restart")
+    if new.bundle.preprocess.resize > max_resize:
+        return (f"the new model resizes frames to {new.bundle.preprocess.resize} px, over model.max_resize "
+                f"({max_resize}): every stream would slow down; raise model.max_resize (a restart) if intended")
     return None  # another resize is fine: the decoders follow the serving model, frames in flight are resized
 
 
@@ -218,8 +222,8 @@ def _prepare(worker: InferenceWorker, new: Classifier) -> str | None:
     buffers, warm-up and CUDA graphs of its own)."""
     try:
         worker.prepare(new)
-    except (SightlineError, RuntimeError, ValueError) as exc:
-        return f"the inference worker cannot set up the new model: {exc}"
+    except (SightlineError, RuntimeError, ValueError, MemoryError) as exc:
+        return f"the inference worker cannot set up the new model: {exc or type(exc).__name__}"
     return None
 
 
@@ -229,8 +233,8 @@ def _warm(classifier: Classifier, batch: int) -> str | None:
         classifier.warmup(batch_size=batch)
         size = classifier.bundle.preprocess.resize
         probs = classifier.probabilities([np.zeros((size, size, 3), dtype=np.uint8)])
-    except (SightlineError, RuntimeError, ValueError, TypeError) as exc:
-        return f"the new model failed its warm-up run: {exc}"
+    except (SightlineError, RuntimeError, ValueError, TypeError, MemoryError) as exc:
+        return f"the new model failed its warm-up run: {exc or type(exc).__name__}"
     expected = (1, len(classifier.class_names))
     if tuple(probs.shape) != expected:
         return f"the new model returns {tuple(probs.shape)} probabilities for one image, expected {expected}"

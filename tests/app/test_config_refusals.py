@@ -85,3 +85,13 @@ def test_a_rule_on_a_label_the_model_lacks_exits_2_naming_the_closest_class(
     err = run_refused(capsys, "run", str(config))
     assert err == ("error: events.rules[1].labels: rule 'typo': 'clas_b' (closest: 'class_b') not among the "
                    "model's classes (class_a, class_b, class_c, class_d)")
+
+
+def test_a_model_resizing_past_model_max_resize_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from sightline.model.bundle import PreprocessSpec
+
+    config = write_config(tmp_path)
+    tiny_bundle(spec=PreprocessSpec(resize=1500, crop=32)).save(tmp_path / "bundle.pt")
+    assert run_refused(capsys, "run", str(config)) == (
+        "error: model.source: the model resizes frames to 1500 px, over model.max_resize (1024); raise "
+        "model.max_resize if that is intended")

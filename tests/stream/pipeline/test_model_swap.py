@@ -179,6 +179,7 @@ async def test_put_model_refuses_bad_models_and_keeps_serving_then_swaps_to_open
     broken.save(tmp_path / "nan.pt")
     good = tiny_bundle(4, seed=5, spec=TINY)
     good.save(tmp_path / "good.pt")
+    tiny_bundle(4, seed=6, spec=PreprocessSpec(resize=2000, crop=32)).save(tmp_path / "huge.pt")
     pipeline = await asyncio.to_thread(start_pipeline, tmp_path, a, "realtime", server={"token": TOKEN})
     try:
         async with fresh_app(pipeline) as client:
@@ -192,14 +193,18 @@ async def test_put_model_refuses_bad_models_and_keeps_serving_then_swaps_to_open
                 assert r.status_code == 403 and "model.swap_dir" in r.json()["detail"], r.text
             cases = [("garbage.pt", 422, "not a readable PyTorch checkpoint"),
                      ("missing.pt", 422, "no such model file"), ("nan.pt", 500, "warm-up"),
-                     ("imagenet", 422, "a running service never downloads")]
+                     ("imagenet", 422, "a running service never downloads"),
+                     ("huge.pt", 409, "over model.max_resize (1024)")]
             for name, code, reason in cases:
                 source = name if name == "imagenet" else str(tmp_path / name)
                 r = await client.put("/api/model", json={"source": source}, headers=AUTH)
                 assert r.status_code == code, (name, r.text)
                 assert "old one keeps serving" in r.json()["detail"] and reason in r.json()["detail"], r.text
             assert (await client.get("/api/model")).json() == before
-            assert swaps(pipeline, "failed") == 4 and swaps(pipeline, "refused") == 0
+            assert swaps(pipeline, "failed") == 4 and swaps(pipeline, "refused") == 1
+            nul = await client.put("/api/model", json={"source": str(tmp_path / "a\x00.pt")}, headers=AUTH)
+            assert nul.status_code == 422 and "pattern" in nul.text  # refused by the schema, before any file
+            assert swaps(pipeline, "failed") == 4
             seen = inferred(pipeline)
             await asyncio.to_thread(wait_until, lambda: inferred(pipeline) >= seen + 5, 30, "old model serving")
 
