@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import cv2
+from prometheus_client import Counter, Gauge
 from sightline.stream.event_config import EventRule, EventsConfig
 from sightline.stream.events.bus import EventBus
 from sightline.stream.events.clips import ClipFrame, ClipWriter, PrerollRing
@@ -44,9 +45,6 @@ def new_event_id(wall: float) -> str:
     return f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(wall))}-{secrets.token_hex(4)}"
 
 
-EVENT_ID_PATTERN = r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$"
-
-
 class EventHub:
     def __init__(self, config: RunConfig, metrics: Metrics | None = None,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
@@ -66,14 +64,18 @@ class EventHub:
         self.outputs: EventOutputs | None = None  # MQTT, webhooks: started with the service (docs/events-outputs.md)
         self._output_metrics: OutputMetrics | None = None
         if metrics is not None:
-            from prometheus_client import Counter
-
             self.counter = Counter("sightline_events_total", "Events started, by stream, rule and label",
                                    ["stream", "rule", "label"], registry=metrics.registry)
         if self.config.log:
-            loaded = self.store.load(self.log_path)
+            loaded, skipped = self.store.load(self.log_path)
             if loaded:
                 log.info("events: read %d event message(s) of earlier runs from %s", loaded, self.log_path)
+            if skipped:
+                log.warning("events: skipped %d line(s) of %s that are not event messages (hand-edited, another "
+                            "program's, or torn by a crash)", skipped, self.log_path)
+            if metrics is not None:
+                Gauge("sightline_events_log_skipped_lines", "Lines of events.jsonl skipped at start: not event "
+                      "messages", registry=metrics.registry).set(skipped)
         self.bus.subscribe(self.store.on_message)
 
     @classmethod

@@ -157,6 +157,32 @@ def test_clip_starts_a_preroll_before_the_event_and_ends_a_postroll_after(run) -
     assert plain.std() < 3 < panel.std(), "the snapshot is annotated (label panel top-left)"
 
 
+async def test_a_slow_event_query_never_holds_the_event_loop(run, monkeypatch) -> None:
+    """GET /api/events over a long history takes a while: it runs in a worker thread, so /healthz still answers."""
+    import threading
+
+    _, pipeline, _ = run
+    entered, release = threading.Event(), threading.Event()
+    real_query = pipeline.events.store.query
+
+    def slow_query(*args, **kwargs):
+        entered.set()
+        release.wait(10)
+        return real_query(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline.events.store, "query", slow_query)
+    app = create_app(pipeline, pipeline.config, pipeline.metrics)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
+        query = asyncio.create_task(client.get("/api/events"))
+        await asyncio.to_thread(entered.wait, 10)
+        try:
+            health = await asyncio.wait_for(client.get("/healthz"), 2.0)
+            assert health.status_code == 200 and not query.done()
+        finally:
+            release.set()
+        assert (await query).status_code == 200
+
+
 async def test_api_lists_filters_pages_and_serves_snapshot_and_clip(run) -> None:
     tmp, pipeline, seen = run
     event_id = seen[0]["event"]["id"]
@@ -184,6 +210,7 @@ async def test_api_lists_filters_pages_and_serves_snapshot_and_clip(run) -> None
         clip = await client.get(f"/api/events/{event_id}/clip.mp4", headers={"Range": "bytes=0-99"})
         assert clip.status_code == 206 and len(clip.content) == 100 and clip.content[4:8] == b"ftyp"
         assert (await client.get("/api/events/20200101T000000Z-00000000/clip.mp4")).status_code == 404
+        assert (await client.get(f"/api/events/{event_id}%0A")).status_code == 404  # the id is matched whole
         assert (await client.get("/api/events/..%2F..%2Fclip/snapshot.jpg")).status_code == 404
         # rules: listed openly, changed only with the token
         assert [r["name"] for r in (await client.get("/api/events/rules")).json()["rules"]] == [
