@@ -243,6 +243,9 @@ class EventsConfig(StrictModel):
     enabled: bool | None = Field(None, description="run the event engine; default: on when rules are configured "
                                                    "(turn it on with no rules to add rules through the API)")
     rules: list[EventRule] = Field(default_factory=list)
+    max_rules: int = Field(256, ge=1, le=10_000,
+                           description="rules in force at most, configured plus added through the API (429 "
+                                       "beyond): each rule costs work on every classified frame")
     preroll_s: float = Field(3.0, ge=0, le=30, description="seconds of video kept before each event's start")
     postroll_s: float = Field(3.0, ge=0, le=60, description="seconds of video after each event's end")
     max_clip_s: float = Field(300.0, gt=0, le=3600, description="a clip is closed after this long (the event goes on)")
@@ -269,6 +272,8 @@ class EventsConfig(StrictModel):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"rules: duplicate rule name(s) {dup}")
+        if len(self.rules) > self.max_rules:
+            raise ValueError(f"rules: {len(self.rules)} rules, over max_rules ({self.max_rules})")
         return self
 
     @property

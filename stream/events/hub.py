@@ -9,6 +9,7 @@ Files go to ``output_dir/events/<id>.jpg`` and ``<id>.mp4``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -53,11 +54,12 @@ class EventHub:
         self.clock = clock
         self.wall = wall
         self.bus = EventBus()
-        self.rules = RuleSet(self.config.rules)
+        self.rules = RuleSet(self.config.rules, self.config.max_rules)
         self.store = EventStore(self.config.history)
         self.log_path = Path(config.output_dir) / "events.jsonl"
         self.log: EventLog | None = None
         self._writing: set[str] = set()
+        self._counted: set[tuple[str, str, str]] = set()  # (stream, rule, label) series of sightline_events_total
         self._lock = threading.Lock()
         self.counter = None
         self.registry = metrics.registry if metrics is not None else None
@@ -139,7 +141,22 @@ class EventHub:
 
     def counted(self, stream: str, rule: str, label: str) -> None:
         if self.counter is not None:
+            with self._lock:
+                self._counted.add((stream, rule, label))
             self.counter.labels(stream, rule, label).inc()
+
+    def remove_rule(self, name: str) -> EventRule:
+        """Take a rule out of force (KeyError: no such rule) and its series out of /metrics: a removed rule's
+        counters would otherwise stay for the life of the process."""
+        rule = self.rules.remove(name)
+        if self.counter is not None:
+            with self._lock:
+                gone = {key for key in self._counted if key[1] == name}
+                self._counted -= gone
+            for key in gone:
+                with contextlib.suppress(KeyError):
+                    self.counter.remove(*key)
+        return rule
 
 
 @dataclass

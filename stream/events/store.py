@@ -47,11 +47,16 @@ class DuplicateRuleError(ValueError):
     pass
 
 
+class TooManyRulesError(ValueError):
+    pass
+
+
 class RuleSet:
     """The rules in force; replaced whole on each change, so a reader's snapshot never changes under it."""
 
-    def __init__(self, rules: Iterable[EventRule] = ()) -> None:
+    def __init__(self, rules: Iterable[EventRule] = (), max_rules: int = 256) -> None:
         self._rules: tuple[EventRule, ...] = tuple(rules)
+        self.max_rules = max_rules
         self._lock = threading.Lock()
         self.version = 0
 
@@ -65,6 +70,8 @@ class RuleSet:
         with self._lock:
             if any(r.name == rule.name for r in self._rules):
                 raise DuplicateRuleError(f"a rule named {rule.name!r} already exists")
+            if len(self._rules) >= self.max_rules:
+                raise TooManyRulesError(f"{len(self._rules)} rules are in force, events.max_rules allows no more")
             self._rules = (*self._rules, rule)
             self.version += 1
 

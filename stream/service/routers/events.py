@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from sightline.model.echo import bounded
 from sightline.stream.event_config import EventRule, label_problem
 from sightline.stream.events.hub import EventHub
-from sightline.stream.events.store import DuplicateRuleError, is_event_id
+from sightline.stream.events.store import DuplicateRuleError, TooManyRulesError, is_event_id
 from sightline.stream.service.deps import CHANGE_RESPONSES, not_closing, require_token
 
 NO_STORE = {"Cache-Control": "no-store"}
@@ -108,6 +108,7 @@ async def list_rules(service: EventHub = Depends(events_of)) -> dict[str, Any]:
 @changes.post("/api/events/rules", status_code=status.HTTP_201_CREATED, response_model=EventRule,
               summary="Add an event rule (same fields as an `events.rules` entry; in force for the next frame)",
               responses={409: {"description": "a rule of that name exists"},
+                         429: {"description": "events.max_rules rules are in force"},
                          422: {"description": "not a valid rule, or a label the serving model does not have (the "
                                               "answer names the closest class)"}})
 async def add_rule(rule: EventRule, request: Request, service: EventHub = Depends(events_of)) -> JSONResponse:
@@ -118,6 +119,8 @@ async def add_rule(rule: EventRule, request: Request, service: EventHub = Depend
         service.rules.add(rule)
     except DuplicateRuleError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    except TooManyRulesError as exc:
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, str(exc)) from None
     return JSONResponse(rule.model_dump(), status_code=status.HTTP_201_CREATED,
                         headers={"Location": f"/api/events/rules/{rule.name}"})
 
@@ -127,7 +130,7 @@ async def add_rule(rule: EventRule, request: Request, service: EventHub = Depend
                 responses={404: {"description": "no such rule"}})
 async def remove_rule(name: str, service: EventHub = Depends(events_of)) -> dict[str, Any]:
     try:
-        return service.rules.remove(name).model_dump()
+        return service.remove_rule(name).model_dump()
     except KeyError:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no rule named {bounded(name, 80)!r}") from None
 

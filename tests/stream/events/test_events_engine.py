@@ -167,3 +167,8 @@ def test_every_config_key_is_documented() -> None:
         assert f"`events.{key}`" in docs, key
     for key in EventRule.model_fields:
         assert f"rule `{key}`" in docs, key
+
+
+def test_rules_are_capped_by_max_rules() -> None:
+    with pytest.raises(ValueError, match=r"3 rules, over max_rules \(2\)"):
+        EventsConfig(max_rules=2, rules=[EventRule(name=f"r{i}", labels=["*"]) for i in range(3)])

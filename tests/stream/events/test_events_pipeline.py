@@ -231,6 +231,15 @@ async def test_api_lists_filters_pages_and_serves_snapshot_and_clip(run) -> None
         assert (await client.delete("/api/events/rules/cats", headers=AUTH)).status_code == 404
         metrics = (await client.get("/metrics")).text
         assert 'sightline_events_total{label="class_b",rule="bright",stream="cam"} 1.0' in metrics
+        rules = pipeline.events.rules
+        rules.max_rules = len(rules.list())  # events.max_rules reached
+        full = await client.post("/api/events/rules", json=rule, headers=AUTH)
+        assert full.status_code == 429 and "events.max_rules" in full.json()["detail"]
+        bright = rules.list()[0]
+        assert (await client.delete("/api/events/rules/bright", headers=AUTH)).status_code == 200
+        assert 'rule="bright"' not in (await client.get("/metrics")).text  # no series of a removed rule stays
+        rules.max_rules = 256
+        rules.add(bright)
 
 
 CHROMIUM = shutil.which("chromium")
