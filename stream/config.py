@@ -16,7 +16,7 @@ from sightline.model.bundle import MAX_RESIZE
 from sightline.model.echo import bounded
 from sightline.model.errors import ConfigError
 from sightline.model.yamlconfig import StrictModel, load_yaml, read_yaml, validate
-from sightline.stream.event_config import EventsConfig
+from sightline.stream.event_config import MIN_BACKOFF_S, MIN_TIMEOUT_S, BackoffConfig, EventsConfig
 from sightline.stream.urls import (  # noqa: F401  (redact_url and the scheme lists are re-exported)
     NAME_PATTERN,
     NETWORK_SCHEMES,
@@ -107,9 +107,10 @@ class SmoothingConfig(StrictModel):
                               description="a new top label must lead the shown one by this probability margin")
 
 
-class ReconnectConfig(StrictModel):
-    initial_s: float = Field(0.5, gt=0, le=60)
-    max_s: float = Field(30.0, gt=0, le=3600)
+class ReconnectConfig(BackoffConfig):
+    """A stream's reconnect backoff: the events outputs' one (max_s at least initial_s), plus jitter."""
+
+    initial_s: float = Field(0.5, ge=MIN_BACKOFF_S, le=60, description="first wait after a failure")
     jitter: float = Field(0.25, ge=0, le=1, description="random share taken off each delay")
 
 
@@ -128,8 +129,8 @@ class StreamConfig(StrictModel):
     buffer: int | None = Field(None, ge=1, le=10_000,
                                description="frames held between decode and batching; default 2 for realtime "
                                            "(latency), 32 for fast (batching)")
-    open_timeout_s: float = Field(10.0, gt=0, le=600)
-    stall_timeout_s: float = Field(10.0, gt=0, le=600, description="no packet for this long -> reconnect")
+    open_timeout_s: float = Field(10.0, ge=MIN_TIMEOUT_S, le=600)
+    stall_timeout_s: float = Field(10.0, ge=MIN_TIMEOUT_S, le=600, description="no packet for this long -> reconnect")
     reconnect: ReconnectConfig = ReconnectConfig()
     hwaccel: Literal["auto", "off"] = Field(
         "auto", description="auto: NVDEC decode when the model runs on CUDA and FFmpeg can open the GPU "
@@ -260,7 +261,7 @@ class ServerConfig(StrictModel):
     mjpeg_fps: float = Field(5.0, gt=0, le=30, description="frame rate of the MJPEG previews")
     jpeg_quality: int = Field(80, ge=10, le=100, description="JPEG quality of previews and snapshots")
     max_preview_clients: int = Field(16, ge=1, le=1000, description="open MJPEG previews at most (503 beyond)")
-    write_timeout_s: float = Field(10.0, gt=0, le=600,
+    write_timeout_s: float = Field(10.0, ge=MIN_TIMEOUT_S, le=600,
                                    description="a client that reads nothing for this long while a response waits to "
                                                "be written (a stalled MJPEG viewer) is disconnected")
     max_body_bytes: int = Field(1024 * 1024, ge=1024, le=1024 ** 3,
@@ -318,8 +319,8 @@ class ClusterConfig(StrictModel):
     default_stream_fps: float = Field(25.0, gt=0, le=1000,
                                       description="frames/s a stream asks for when it has no infer_fps and its "
                                                   "frame rate is unknown (network and WebRTC sources)")
-    heartbeat_s: float = Field(1.0, gt=0, le=60, description="how often the controller checks its workers")
-    worker_timeout_s: float = Field(5.0, gt=0, le=600,
+    heartbeat_s: float = Field(1.0, ge=MIN_TIMEOUT_S, le=60, description="how often the controller checks its workers")
+    worker_timeout_s: float = Field(5.0, ge=MIN_TIMEOUT_S, le=600,
                                     description="a worker that answers no check for this long is replaced")
     metrics_host: str | None = Field(None, description="address each worker's Prometheus endpoint binds; default "
                                                        "the worker node's Ray address")

@@ -29,9 +29,13 @@ MESSAGE_TYPES = ("start", "update", "end")
 MessageType = Literal["start", "update", "end"]
 
 
+MIN_TIMEOUT_S = 0.1  # below this a timeout only fires spuriously (an RTSP read of 6.5e-173 s "failed" the file)
+MIN_BACKOFF_S = 0.01
+
+
 class BackoffConfig(StrictModel):
-    initial_s: float = Field(0.5, gt=0, le=3600, description="first wait after a failure")
-    max_s: float = Field(30.0, gt=0, le=3600, description="the wait doubles up to this")
+    initial_s: float = Field(0.5, ge=MIN_BACKOFF_S, le=3600, description="first wait after a failure")
+    max_s: float = Field(30.0, ge=MIN_BACKOFF_S, le=3600, description="the wait doubles up to this")
 
     @model_validator(mode="after")
     def _ordered(self) -> BackoffConfig:
@@ -66,8 +70,9 @@ class MqttOutputConfig(StrictModel):
     qos: Literal[0, 1, 2] = 1
     retain_state: bool = Field(True, description="publish the retained <prefix>/<stream>/<label> state")
     keepalive_s: int = Field(30, ge=5, le=3600)
-    publish_timeout_s: float = Field(10.0, gt=0, le=600, description="a publish not acknowledged in this time "
-                                                                     "counts as a failure (it is still retried)")
+    publish_timeout_s: float = Field(10.0, ge=MIN_TIMEOUT_S, le=600,
+                                     description="a publish not acknowledged in this time counts as a failure (it "
+                                                 "is still retried)")
     reconnect: BackoffConfig = Field(default_factory=lambda: BackoffConfig(initial_s=1.0, max_s=30.0))
     queue_size: int = Field(1000, ge=1, le=100_000, description="messages waiting; more are dropped and counted")
     types: list[MessageType] = Field(list(MESSAGE_TYPES), description="message types sent to <prefix>/events")
@@ -105,7 +110,7 @@ class WebhookOutputConfig(StrictModel):
     url: str = Field(description="http(s) URL the JSON is POSTed to (validated whole; shown redacted)")
     secret: SecretStr | None = Field(None, min_length=16, description="HMAC-SHA256 key: signs each request in "
                                                                       "X-Sightline-Signature; never logged")
-    timeout_s: float = Field(5.0, gt=0, le=300, description="per attempt (connect, send, answer)")
+    timeout_s: float = Field(5.0, ge=MIN_TIMEOUT_S, le=300, description="per attempt (connect, send, answer)")
     retries: int = Field(3, ge=0, le=20, description="attempts after the first for a failure that may pass "
                                                      "(no connection, timeout, 408, 429, 5xx)")
     backoff: BackoffConfig = Field(default_factory=BackoffConfig)
