@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import re
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -158,11 +160,47 @@ class EventOutputsConfig(StrictModel):
 
 
 def ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address a host string names without DNS, read as the resolver reads it: inet_aton's forms too
+    (``0xa9fea9fe``, ``0251.0376.0251.0376``, ``2852039166`` are 169.254.169.254), and an IPv4-mapped IPv6
+    address (``::ffff:169.254.169.254``) as the IPv4 address it reaches."""
     text = host[1:-1].split("%25", 1)[0] if host.startswith("[") else host
     try:
-        return ipaddress.ip_address(text)
+        address: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(text)
     except ValueError:
-        return None
+        if not re.fullmatch(r"[0-9a-fA-FxX.]+", text) or not text[:1].isdigit():
+            return None  # a host name (names never start with a digit-only numeric form the resolver takes)
+        try:
+            address = ipaddress.IPv4Address(socket.inet_aton(text))
+        except OSError:
+            return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def refused_target(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Never a delivery target: link-local (cloud metadata endpoints), multicast, unspecified."""
+    return address.is_link_local or address.is_multicast or address.is_unspecified
+
+
+REFUSED_TARGET = "a link-local, multicast or unspecified address is not a delivery target"
+
+
+def resolved_target_problem(host: str, port: int) -> str | None:
+    """At delivery: None when every address ``host`` resolves to may receive events, else why not. A name is
+    checked again here because it can resolve to 169.254.169.254 whatever it looked like in the config."""
+    literal = ip_literal(host)
+    if literal is not None:
+        return f"{host}: {REFUSED_TARGET}" if refused_target(literal) else None
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError:
+        return None  # unresolvable now: the connection attempt fails and says so
+    for *_, sockaddr in infos:
+        address = ip_literal(str(sockaddr[0]))
+        if address is not None and refused_target(address):
+            return f"{host} resolves to {address}: {REFUSED_TARGET}"
+    return None
 
 
 def is_loopback_host(host: str) -> bool:
@@ -178,13 +216,13 @@ def check_host(host: str) -> None:
     if not host or any(ch in "/?#@" for ch in host):
         raise ValueError("is not a valid host name or IP address")
     address = ip_literal(host)
-    shown = f"[{host}]" if address is not None and address.version == 6 and not host.startswith("[") else host
+    shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
     try:
         parse_stream_url(f"tcp://{shown}:1")
     except UrlError as exc:
         raise ValueError(str(exc)) from None
-    if address is not None and (address.is_link_local or address.is_multicast or address.is_unspecified):
-        raise ValueError("a link-local, multicast or unspecified address is not a delivery target")
+    if address is not None and refused_target(address):
+        raise ValueError(REFUSED_TARGET)
 
 
 class EventRule(StrictModel):
@@ -205,8 +243,6 @@ class EventRule(StrictModel):
     @field_validator("streams")
     @classmethod
     def _stream_names(cls, streams: list[str]) -> list[str]:
-        import re
-
         for s in streams:
             if s != "*" and not re.match(NAME_PATTERN, s):
                 raise ValueError(f"not a stream name or '*': {s[:80]!r}")
