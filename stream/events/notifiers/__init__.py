@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from sightline.stream.event_config import EventOutputsConfig
 from sightline.stream.events.bus import EventBus
 from sightline.stream.events.notifiers.metrics import OutputMetrics
-from sightline.stream.events.notifiers.worker import OutputWorker
+from sightline.stream.events.notifiers.worker import OutputWorker, close_together
 
 log = logging.getLogger(__name__)
 
@@ -57,5 +57,4 @@ class EventOutputs:
         self._closed = True
         for unsubscribe in self._unsubscribe:
             unsubscribe()
-        for worker in self.workers:
-            worker.close(drain_s)
+        close_together(self.workers, drain_s)

@@ -164,3 +164,25 @@ def test_the_answer_body_is_never_read_only_its_status() -> None:
         done.set()
         outputs.close()
         server.close()
+
+
+def test_shutdown_closes_stalled_webhooks_together_under_one_budget() -> None:
+    """Eight receivers that accept and never answer: closing costs one drain and one abort budget, not eight
+    (each used to add drain + up to its timeout, one after another)."""
+    import socket
+
+    servers = [socket.create_server(("127.0.0.1", 0)) for _ in range(8)]
+    hooks = [{"name": f"stall{i}", "url": f"http://127.0.0.1:{s.getsockname()[1]}/", "timeout_s": 30, "retries": 0}
+             for i, s in enumerate(servers)]
+    bus = EventBus()
+    outputs = EventOutputs.start(EventOutputsConfig.model_validate({"webhooks": hooks}), bus, CollectorRegistry())
+    try:
+        bus.publish(message("start", "ev1"))
+        time.sleep(0.5)  # every output is now waiting on its receiver
+        started = time.monotonic()
+        outputs.close(drain_s=1.0)
+        took = time.monotonic() - started
+    finally:
+        for s in servers:
+            s.close()
+    assert took < 6.0, took  # 1 s drain + 3 s abort budget, with room; one by one it was 8 x (1 s + 30 s)
