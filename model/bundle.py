@@ -177,6 +177,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Any:
         raise ModelLoadError(f"{path}: no such model file")
     if path.is_dir():
         raise ModelLoadError(f"{path}: is a directory, expected a .pt/.pth file")
+    if not path.is_file():  # a FIFO (or socket, device) would block the read forever
+        raise ModelLoadError(f"{path}: not a regular file (a FIFO, socket or device), expected a .pt/.pth file")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file; all mean "unreadable"

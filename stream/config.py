@@ -60,6 +60,9 @@ class ModelConfig(StrictModel):
     swap_dir: str | None = Field(None, description="PUT /api/model loads model files only from this folder (and "
                                                    "below); default: the folder of model.source. 'imagenet' is "
                                                    "always allowed (docs/model-swap.md)")
+    load_timeout_s: float = Field(60.0, ge=1, le=3600,
+                                  description="a model swap whose model has not loaded in this time fails (422) "
+                                              "and frees the swap for the next one")
     max_resize: int = Field(1024, ge=16, le=MAX_RESIZE,
                             description="largest preprocess.resize a served model may ask for (at start and on a "
                                         "swap): each frame is resized to it, so a bundle asking for 4000 would "

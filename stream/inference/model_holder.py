@@ -64,6 +64,7 @@ class ModelHolder:
     def __init__(self, served: ServedModel) -> None:
         self._current = served
         self.swapping = threading.Lock()  # one swap at a time: at most two models resident
+        self.closing = threading.Event()  # set at shutdown: a swap waiting on a slow load gives up at once
         self._retired: weakref.ref[Classifier] | None = None
         self.swap_counts: dict[str, int] = {}  # by result: swapped, unchanged, refused, failed
         self.counting = threading.Lock()

@@ -21,6 +21,7 @@ import gc
 import logging
 import math
 import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -140,7 +141,8 @@ def _swap(pipeline: Pipeline, spec: ModelSpec, loader: Loader | None) -> SwapOut
         serving = _Serving.of(holder.current)
         started = time.perf_counter()
         try:
-            new = (loader or _default_loader(pipeline.config.model))(spec, serving.device)
+            new = _load_within(loader or _default_loader(pipeline.config.model), spec, serving.device,
+                               pipeline.config.model.load_timeout_s, holder.closing)
         except (SightlineError, OSError, RuntimeError, ValueError, KeyError, MemoryError) as exc:
             problem = f"cannot load {spec.source!r} ({spec.backend}, {spec.precision}): {exc or type(exc).__name__}"
             new = None
@@ -193,6 +195,39 @@ class _Serving:
         c = served.classifier
         return cls(served.id, served.tag.class_names, c.device, _engine(served),
                    served.describe())
+
+
+class _LoadTimeout(SightlineError):
+    pass
+
+
+def _load_within(loader: Loader, spec: ModelSpec, device: torch.device, timeout_s: float,
+                 closing: threading.Event) -> Classifier:
+    """``loader`` on a daemon thread, waited for at most ``timeout_s`` (or until shutdown): a file that blocks on
+    read (a stalled network mount) must not hold the swap lock, nor the process at exit. A load given up on
+    finishes (or not) on its own thread, and its model is dropped."""
+    result: dict[str, Any] = {}
+    done = threading.Event()
+
+    def load() -> None:
+        try:
+            result["model"] = loader(spec, device)
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting swap, which sorts it
+            result["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=load, name="model-load", daemon=True).start()
+    deadline = time.monotonic() + timeout_s
+    while not done.wait(0.1):
+        if closing.is_set():
+            raise _LoadTimeout("the service is shutting down")
+        if time.monotonic() >= deadline:
+            raise _LoadTimeout(f"not loaded within model.load_timeout_s ({timeout_s:g} s); is the file on a "
+                               f"stalled mount?")
+    if "error" in result:
+        raise result.pop("error")
+    return result.pop("model")
 
 
 def _rules_unmatched(pipeline: Pipeline, class_names: list[str]) -> tuple[str, ...]:

@@ -160,6 +160,7 @@ class Pipeline:
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Stop every source, drain what is in flight, finalize sinks, stop the watchdog and the worker."""
+        self.models.closing.set()  # a swap stuck loading (a stalled mount) gives up; shutdown never waits on it
         runtimes = self.registry.runtimes()
         for runtime in runtimes:
             self.runner.signal_stop(runtime)

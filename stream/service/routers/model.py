@@ -102,8 +102,9 @@ async def get_model(control: ModelControl = Depends(get_model_control)) -> Any:
                        409: {"description": "another swap is in progress, or the model does not fit the running "
                                             "streams (another device, or a resize over model.max_resize)"},
                        422: {"description": "the model cannot be loaded (missing file, not a bundle, backend "
-                                            "missing, or 'imagenet' while its weights are not in torch's cache: "
-                                            "the service never downloads)"},
+                                            "missing, not a regular file, not loaded within model.load_timeout_s, "
+                                            "or 'imagenet' while its weights are not in torch's cache: the service "
+                                            "never downloads)"},
                        500: {"description": "the model failed its warm-up run"},
                        503: {"description": "shutting down"}})
 async def put_model(body: ModelRequest, pipeline: Pipeline = Depends(get_pipeline),

@@ -56,9 +56,9 @@ def feeder_worker(classifier: Classifier, batcher, topk, routes, stats, clock, *
 
 def start_pipeline(tmp_path: Path, bundle: ModelBundle, mode: str = "fast", **extra: object) -> Pipeline:
     clip = media.make_test_clip(tmp_path / "clip.mp4", frames=30, fps=10, size=(96, 72))
-    config = RunConfig(model={"source": str(tmp_path / "a.pt"), "device": "cpu"}, output_dir=tmp_path / "out",
-                       media_root=tmp_path, streams=[StreamConfig(name="cam", url=str(clip), mode=mode, loop=True)],
-                       **extra)
+    model = {"source": str(tmp_path / "a.pt"), "device": "cpu", **extra.pop("model", {})}  # type: ignore[dict-item]
+    config = RunConfig(model=model, output_dir=tmp_path / "out", media_root=tmp_path,
+                       streams=[StreamConfig(name="cam", url=str(clip), mode=mode, loop=True)], **extra)
     pipeline = Pipeline(Classifier(bundle, device="cpu"), config, Metrics())
     pipeline.start()
     return pipeline
@@ -388,3 +388,40 @@ def test_a_swap_says_which_event_rules_the_new_model_can_no_longer_fire(tmp_path
     assert outcome.to_dict()["rules_unmatched"] == [
         "rule 'gone': 'class_b' (closest: 'class_bb') not among the model's classes (class_a, cat, dog, class_bb)",
         "rule 'kept': 'class_c' (closest: 'class_a') not among the model's classes (class_a, cat, dog, class_bb)"]
+
+
+def test_a_load_that_blocks_gives_up_at_its_deadline_and_frees_the_swap(tmp_path: Path) -> None:
+    """A FIFO is refused before it is opened; a load that blocks anyway (a stalled network mount) fails at
+    model.load_timeout_s, or at once on shutdown, and the next swap goes ahead: nothing waits on it."""
+    import os
+    import threading
+
+    from sightline.stream.pipeline.model_swap import SwapLoadError
+
+    a = tiny_bundle(4, seed=0)
+    a.save(tmp_path / "a.pt")
+    tiny_bundle(4, seed=2).save(tmp_path / "b.pt")
+    os.mkfifo(tmp_path / "fifo.pt")
+    pipeline = start_pipeline(tmp_path, a, model={"load_timeout_s": 1})
+    stalled = threading.Event()
+
+    def stalled_mount(spec: ModelSpec, device: torch.device) -> Classifier:
+        stalled.wait(30)
+        raise OSError("the mount came back too late")
+
+    try:
+        started = time.monotonic()
+        with pytest.raises(SwapLoadError, match="not a regular file"):
+            swap_model(pipeline, ModelSpec(str(tmp_path / "fifo.pt")))
+        with pytest.raises(SwapLoadError, match=r"not loaded within model.load_timeout_s \(1 s\)"):
+            swap_model(pipeline, ModelSpec(str(tmp_path / "b.pt")), loader=stalled_mount)
+        assert time.monotonic() - started < 10
+        assert swap_model(pipeline, ModelSpec(str(tmp_path / "b.pt"))).swapped  # the lock was released
+        pipeline.models.closing.set()  # shutdown: a stuck load is given up at once, not at its deadline
+        started = time.monotonic()
+        with pytest.raises(SwapLoadError, match="shutting down"):
+            swap_model(pipeline, ModelSpec(str(tmp_path / "a.pt")), loader=stalled_mount)
+        assert time.monotonic() - started < 0.9
+    finally:
+        stalled.set()
+        pipeline.shutdown(5.0)
