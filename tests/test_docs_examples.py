@@ -120,7 +120,8 @@ def test_yaml_example_is_a_valid_config(block: Block, tmp_path: Path) -> None:
 def home(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A home folder whose ~/.cache/sightline survives between runs (pytest's cache), and nothing else cached."""
     home = tmp_path_factory.mktemp("home")
-    cache = request.config.cache.mkdir("sightline-docs-examples") if request.config.cache else home / "kept"
+    kept = getattr(request.config, "cache", None)  # None under -p no:cacheprovider: trained again, in this run only
+    cache = kept.mkdir("sightline-docs-examples") if kept is not None else home / "kept"
     (home / ".cache").mkdir()
     cache.mkdir(exist_ok=True)
     (home / ".cache" / "sightline").symlink_to(cache, target_is_directory=True)
