@@ -81,10 +81,16 @@ def pid_file(path: Path | None) -> Iterator[None]:
     if path is None:
         yield
         return
+    from sightline.model.errors import ConfigError
+
     pid = str(os.getpid())
     partial = path.with_name(f".{path.name}.{pid}")
-    partial.write_text(pid + "\n")
-    os.replace(partial, path)
+    try:
+        partial.write_text(pid + "\n")
+        os.replace(partial, path)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise ConfigError(f"--pid-file {path}: cannot write it ({exc.strerror or type(exc).__name__})") from None
     try:
         yield
     finally:

@@ -199,3 +199,6 @@ def test_pid_file_holds_the_pid_for_the_documented_sighup_and_goes_at_exit(tmp_p
     reader.join(5)
     assert proc.returncode == 0, "".join(err)
     assert not pid_path.exists()
+    nowhere = subprocess.run([sys.executable, "-m", "sightline", "run", str(cfg), "--pid-file",
+                              str(tmp_path / "no-such-dir" / "s.pid")], capture_output=True, text=True, timeout=60)
+    assert nowhere.returncode == 2 and "--pid-file" in nowhere.stderr and "Traceback" not in nowhere.stderr
