@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "write overlays/recordings/prediction logs and serve the HTTP API and metrics.")
     p.add_argument("config", type=Path, metavar="CONFIG", help="YAML file (see configs/example.yaml)")
     add_overrides(p)
+    p.add_argument("--pid-file", type=Path, default=None, metavar="PATH",
+                   help="write this process's PID to PATH once the config is read (for kill -HUP \"$(cat PATH)\": "
+                        "reload the model, docs/model-swap.md); removed at exit")
     p.add_argument("--ray", default=None, metavar="ADDRESS",
                    help="run on a Ray cluster (auto: this machine's; host:port; local: a private one); replaces "
                         "cluster.ray.address (docs/cluster.md)")
@@ -65,7 +69,34 @@ def cmd_run(args: argparse.Namespace) -> int:
         from sightline.stream.cluster.launch import CLUSTER, with_address
 
         kind, config = CLUSTER, with_address(config, args.ray)
-    return asyncio.run(serve(config, kind, args.duration, reload_model=lambda: load_run_config(args.config).model))
+    with pid_file(args.pid_file):
+        return asyncio.run(serve(config, kind, args.duration,
+                                 reload_model=lambda: load_run_config(args.config).model))
+
+
+@contextlib.contextmanager
+def pid_file(path: Path | None) -> Iterator[None]:
+    """``--pid-file``: this process's PID in ``path`` while it runs (written whole, by a rename), removed at exit
+    unless another process has written its own PID there since. A SIGKILL leaves it behind."""
+    if path is None:
+        yield
+        return
+    from sightline.model.errors import ConfigError
+
+    pid = str(os.getpid())
+    partial = path.with_name(f".{path.name}.{pid}")
+    try:
+        partial.write_text(pid + "\n")
+        os.replace(partial, path)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise ConfigError(f"--pid-file {path}: cannot write it ({exc.strerror or type(exc).__name__})") from None
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            if path.read_text().strip() == pid:
+                path.unlink()
 
 
 MALLOC_ARENAS = 2

@@ -420,7 +420,14 @@ def outside_media_root(stream: StreamConfig, media_root: Path) -> str | None:
         inside = path.resolve().is_relative_to(root)
     except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
         return f"{bounded(path)} cannot be resolved ({getattr(exc, 'strerror', None) or exc})"
-    return None if inside else f"{bounded(path)} is outside the media root {bounded(root)}"
+    if inside:
+        return None
+    relative = [str(p) for p in (path, media_root) if not p.is_absolute()]
+    where = f" ({' and '.join(map(bounded, relative))}: {RELATIVE_PATHS})" if relative else ""
+    return f"{bounded(path)} is outside the media root {bounded(root)}{where}"
+
+
+RELATIVE_PATHS = "relative paths are resolved against the working directory, not the config file's folder"
 
 
 def check_source(stream: StreamConfig, media_root: Path) -> str | None:
@@ -433,7 +440,8 @@ def check_source(stream: StreamConfig, media_root: Path) -> str | None:
     try:
         resolved = path.resolve()
         if not resolved.is_file():
-            return f"{bounded(path)}: no such file"
+            where = "" if path.is_absolute() else f" (looked for {bounded(resolved)}: {RELATIVE_PATHS})"
+            return f"{bounded(path)}: no such file{where}"
     except OSError as exc:  # a name too long for the file system, a permission problem on the way
         return f"{bounded(path)}: cannot be read ({exc.strerror or type(exc).__name__})"
     return probe_video(resolved)

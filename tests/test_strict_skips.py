@@ -84,7 +84,8 @@ def test_ci_installs_every_package_the_real_component_tests_name() -> None:
     packages = set(install.replace("\\\n", " ").split())
     needed = set(gst_rtsp.PACKAGES.split()) | {"ffmpeg", "rtsp-server-perl", "prometheus", "chromium",
                                                "chromium-driver", "mosquitto", "docker-compose", "iproute2",
-                                               "util-linux"}  # MQTT broker, compose validation, Ray's netns
+                                               "util-linux", "curl"}  # MQTT broker, compose validation, netns
+    # (Ray, the docs' examples), the docs' curl examples (tests/test_docs_examples.py)
     assert needed <= packages, sorted(needed - packages)
     assert "export SIGHTLINE_STRICT=1" in script
     assert script.rstrip().endswith(".venv/bin/python -m pytest -q")  # the README's test command, unchanged

@@ -7,6 +7,7 @@ swapping every worker, and the banner.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from fastapi import FastAPI
@@ -45,7 +46,7 @@ def cluster_app(controller: Any, config: RunConfig) -> FastAPI:
 
 def banner(url: str, controller: Any) -> str:
     return (f"Sightline is serving {url}/ on {len(controller.workers())} Ray workers (API {url}/api/streams, "
-            f"workers {url}/api/workers, targets {url}/api/cluster/targets); Ctrl-C stops it")
+            f"workers {url}/api/workers, targets {url}/api/cluster/targets); Ctrl-C stops it (pid {os.getpid()})")
 
 
 CLUSTER = ServedKind(open=connect_controller, make_app=cluster_app, banner=banner, reloader=ClusterSighupReloader)

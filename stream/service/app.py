@@ -71,7 +71,9 @@ def create_app(pipeline: Pipeline, config: RunConfig, metrics: Metrics | None, *
     """The API over ``pipeline``. One process: leave the keywords out (this process's model and viewers).
     ``sightline run --ray`` hands in the cluster's model control, viewing and admin (deps.py's protocols)."""
     server = config.server
-    app = FastAPI(title="Sightline", version="0.1.0",
+    # No /docs or /redoc: FastAPI's pages load Swagger UI / ReDoc from a public CDN, so they are blank offline and
+    # make the operator's browser call a third party. The schema stays at /openapi.json (docs/service.md).
+    app = FastAPI(title="Sightline", version="0.1.0", docs_url=None, redoc_url=None,
                   description="Streaming video recognition: manage streams, watch annotated previews, "
                               "read per-stream FPS/latency; Prometheus metrics at /metrics.")
     # Host/Origin, the token and the body cap, all before a byte of the body is read (guard.py)

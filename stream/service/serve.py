@@ -10,6 +10,7 @@ here, a cluster controller in stream/cluster/launch.py), the app over it, the ba
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -57,7 +58,7 @@ ONE_PROCESS = ServedKind(
     open=build_pipeline,
     make_app=lambda pipeline, config: create_app(pipeline, config, pipeline.metrics),  # type: ignore[arg-type]
     banner=lambda url, _: f"Sightline is serving {url}/  (API {url}/api/streams, metrics {url}/metrics); "
-                          "Ctrl-C stops it",
+                          f"Ctrl-C stops it (pid {os.getpid()})",
     finish=_close_events)
 
 

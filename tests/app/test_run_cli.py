@@ -181,3 +181,42 @@ def test_demo_reports_a_busy_port_before_choosing_or_training_a_model(tmp_path: 
         f"Pass --port N (0: any free port) or set server.port")
     assert "training" not in out.stdout and not (tmp_path / "demo" / "media").exists()
     assert took < 15, took  # not after a model was chosen (training one takes 8-20 s on 2 cores)
+
+
+def test_pid_file_holds_the_pid_for_the_documented_sighup_and_goes_at_exit(tmp_path: Path) -> None:
+    """docs/model-swap.md: `sightline run CONFIG --pid-file PATH`, then `kill -HUP "$(cat PATH)"` reloads."""
+    import threading
+
+    clip = media.make_test_clip(tmp_path / "loop.mp4", frames=20, fps=10, size=(96, 72))
+    cfg = config(tmp_path, [{"name": "cam", "url": str(clip), "loop": True}])
+    pid_path = tmp_path / "run" / "sightline.pid"
+    pid_path.parent.mkdir()
+    proc = sightline("run", str(cfg), "--pid-file", str(pid_path))
+    err: list[str] = []
+    reader = threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
+    reader.start()
+    log = tmp_path / "out" / "cam.jsonl"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(log.read_text().splitlines() if log.exists() else []) < 3:
+            time.sleep(0.2)
+        assert pid_path.read_text() == f"{proc.pid}\n"  # the process itself (python -m sightline), not a wrapper
+        assert [p.name for p in pid_path.parent.iterdir()] == ["sightline.pid"]  # no partial file left
+        subprocess.run(["bash", "-c", 'kill -HUP "$(cat "$1")"', "bash", str(pid_path)], check=True, timeout=10)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any("model swap:" in line for line in err):
+            time.sleep(0.2)
+        assert any("SIGHUP: reloading the model from the config file" in line for line in err), "".join(err)
+        assert proc.poll() is None  # reloaded (the same model: nothing to swap), still serving
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    reader.join(5)
+    assert proc.returncode == 0, "".join(err)
+    assert not pid_path.exists()
+    nowhere = subprocess.run([sys.executable, "-m", "sightline", "run", str(cfg), "--pid-file",
+                              str(tmp_path / "no-such-dir" / "s.pid")], capture_output=True, text=True, timeout=60)
+    assert nowhere.returncode == 2 and "--pid-file" in nowhere.stderr and "Traceback" not in nowhere.stderr

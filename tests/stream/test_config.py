@@ -90,6 +90,29 @@ def test_file_problems_are_found_before_start(tmp_path: Path) -> None:
     assert "streams[3].url:" in lines[3] and "not a readable video" in lines[3]
 
 
+def test_a_missing_relative_file_says_where_relative_paths_were_looked_up(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Relative stream paths and media_root resolve against the working directory, not the config's folder:
+    a clip next to the config is not found when the service runs elsewhere, and the error says so."""
+    configs, elsewhere = tmp_path / "configs", tmp_path / "elsewhere"
+    (configs / "media").mkdir(parents=True)
+    elsewhere.mkdir()
+    media.make_test_clip(configs / "media" / "clip.mp4", frames=3)
+    path = write(configs, {"media_root": "media", "streams": [
+        {"name": "clip", "url": "media/clip.mp4"}, {"name": "outside", "url": str(configs / "media" / "clip.mp4")}]})
+    monkeypatch.chdir(elsewhere)
+    with pytest.raises(ConfigError) as err:
+        load_run_config(path)
+    lines = str(err.value).splitlines()
+    rule = "relative paths are resolved against the working directory, not the config file's folder"
+    assert lines[0] == (f"{path}: streams[0].url: media/clip.mp4: no such file (looked for "
+                        f"{elsewhere / 'media' / 'clip.mp4'}: {rule})")
+    assert lines[1] == (f"{path}: streams[1].url: {configs / 'media' / 'clip.mp4'} is outside the media root "
+                        f"{elsewhere / 'media'} (media: {rule})")
+    monkeypatch.chdir(configs)
+    assert [s.name for s in load_run_config(path).streams] == ["clip", "outside"]
+
+
 def test_a_typo_and_a_file_outside_the_media_root_are_reported_together(tmp_path: Path) -> None:
     root = tmp_path / "media"
     root.mkdir()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -264,3 +265,18 @@ async def test_page_and_openapi_are_served(client: httpx.AsyncClient) -> None:
                  "/api/streams/{name}/mjpeg", "/healthz", "/readyz", "/metrics"):
         assert path in schema["paths"], path
     assert "StreamConfig" in str(schema["paths"]["/api/streams"]["post"]["requestBody"])
+
+
+async def test_no_page_loads_anything_from_another_host(client: httpx.AsyncClient) -> None:
+    """FastAPI's /docs and /redoc fetch their scripts from a public CDN (blank offline, a third-party request from
+    the operator's browser): they are off; the schema stays. Every page served references this host only."""
+    for path in ("/docs", "/redoc", "/docs/oauth2-redirect"):
+        assert (await client.get(path)).status_code == 404, path
+    assert (await client.get("/openapi.json")).status_code == 200
+    for path in ("/", "/publish?stream=cam-a", "/watch?stream=cam-a"):
+        page = await client.get(path)
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html"), path
+        remote = re.findall(r"""(?:https?:|wss?:)?//(?!127\.0\.0\.1[:/]|localhost[:/])[A-Za-z0-9.-]+\.[A-Za-z]""",
+                            page.text)
+        assert remote == [], (path, remote)
+        assert "cdn" not in page.text.lower(), path
