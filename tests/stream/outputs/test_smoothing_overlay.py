@@ -56,3 +56,19 @@ def test_overlay_text_scales_with_the_frame(height: int) -> None:
     # four text lines; the panel is a similar share of the frame at every resolution
     assert 0.12 * height <= panel_height <= 0.35 * height
     assert encode_jpeg(out)[:2] == b"\xff\xd8"
+
+
+def text_rows(height: int) -> int:
+    """How many lines of a ``height``-line frame one overlay text line ("Ag": cap and descender) covers."""
+    out = draw_overlay(np.zeros((height, height * 16 // 9, 3), np.uint8), "Ag", [], None, None, None)
+    rows = np.flatnonzero((out > 180).all(axis=2).any(axis=1))
+    return int(rows.max() - rows.min() + 1)
+
+
+def test_overlay_text_is_legible_from_360p_to_1080p() -> None:
+    # A 360p preview is shown in a ~320 px page card, at about half size: its text must be a good
+    # share of the frame (~4%: 14 lines at 360p), and keep that share as the frame grows.
+    sizes = {height: text_rows(height) for height in (360, 480, 720, 1080)}
+    for height, rows in sizes.items():
+        assert rows >= 0.037 * height, sizes
+    assert 2.6 <= sizes[1080] / sizes[360] <= 3.4, sizes  # grows with the frame, in proportion
