@@ -46,6 +46,8 @@ class StreamStatus(BaseModel):
     p99_ms: float | None
     frames_decoded: int
     frames_inferred: int
+    active_s: float = Field(0.0, description="seconds from the first decoded frame to now, or to the last frame once "
+                                             "the stream is over: its own rate is frames_inferred / active_s")
     dropped: dict[str, int]
     reconnects: int
     sink_errors: dict[str, int]

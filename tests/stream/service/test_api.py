@@ -31,7 +31,7 @@ TOKEN = "test-token-1234"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 STATUS_KEYS = {"name", "url", "mode", "state", "error", "fps", "p50_ms", "p99_ms", "frames_decoded",
                "frames_inferred", "dropped", "reconnects", "sink_errors", "prediction", "smoothed", "snapshot", "mjpeg",
-               "corrupt_packets", "frames_lost", "records_lost", "model", "smoothing"}
+               "corrupt_packets", "frames_lost", "records_lost", "model", "smoothing", "active_s"}
 UNREACHABLE = "rtsp://user:secret@127.0.0.1:9/x"  # port 9 (discard) refuses: the stream keeps reconnecting
 
 
