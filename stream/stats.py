@@ -107,6 +107,10 @@ class StreamStats:
         self.corrupt_packets = 0
         self.frames_lost: dict[str, int] = {}  # reason -> frames lost for good (LOSS_REASONS)
         self.records_lost: dict[str, int] = {}  # sink -> records not written
+        # the stream's sinks, and those that keep records (JSONL lines): their counters are exported at 0
+        # from the start (declare_sinks), not only after a first error
+        self.sinks: tuple[str, ...] = ()
+        self.record_sinks: tuple[str, ...] = ()
         self.latency = Histogram(LATENCY_BUCKETS)  # capture -> result, every classified frame
         self.last_frame_at: float | None = None  # clock() of the last decoded frame (the capture watchdog reads it)
         self.first_frame_at: float | None = None  # clock() of the first decoded frame: where active_s starts
@@ -134,6 +138,11 @@ class StreamStats:
             if error is not None or new in CLEAR_ERROR_STATES:
                 self.error = None if error is None else bounded(scrub_urls(error), 500)  # shown to anyone
             return True
+
+    def declare_sinks(self, sinks: Iterable[str], record_sinks: Iterable[str] = ()) -> None:
+        """Name the stream's sinks (once it is built), so their error and loss counters exist at 0."""
+        self.sinks = tuple(dict.fromkeys(sinks))
+        self.record_sinks = tuple(dict.fromkeys(record_sinks))
 
     # -- events (hot path: plain counting) ---------------------------------------------------------
 
