@@ -259,13 +259,13 @@ def labels_file(tmp_path: Path, media: Path, body: str) -> Path:
 def test_error_labels_not_in_the_model(media: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     labels = labels_file(tmp_path, media, "clip.mp4,0,1,red\nclip.mp4,1,2,purple\nclip.mp4,2,3,Blue\n")
     line = fails(capsys, run_eval(media, tmp_path / "out", labels=labels))
-    assert "labels not in the model's classes: 'Blue', 'purple'" in line
+    assert "labels not in the model's classes (2): 'Blue', 'purple'" in line
     assert not (tmp_path / "out").exists()
 
 
 def test_error_background_not_in_the_model(media: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     line = fails(capsys, run_eval(media, tmp_path, "--background", "Green"))
-    assert "--background 'Green' is not one of the model's classes" in line
+    assert "--background not in the model's classes: 'Green' is not one of them" in line
     assert "did you mean 'Green' -> 'green'" in line
 
 
@@ -294,6 +294,20 @@ def test_error_given_video_not_in_labels(media: Path, tmp_path: Path, capsys: py
     line = fails(capsys, run_eval(media, tmp_path / "out", "--video", str(other)))
     assert "--video" in line and "no segments for it in labels.csv (its videos: clip.mp4)" in line
 
+
+
+def test_every_kind_of_problem_is_reported_at_once_with_counts(media: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "notes.mp4").write_text("not a video at all", encoding="utf-8")
+    labels = labels_file(tmp_path, media, "clip.mp4,0,1,red\nclip.mp4,1,2,purple\nclip.mp4,2,3,Blue\n"
+                                          "gone.mp4,0,1,red\nlost.mp4,0,1,red\nnotes.mp4,0,1,teal\n")
+    line = fails(capsys, run_eval(media, tmp_path / "out", labels=labels))
+    assert "6 problems of 3 kinds, nothing was replayed: " in line, line
+    assert f"videos not found (2): gone.mp4 (looked for {tmp_path / 'gone.mp4'}); lost.mp4 (looked for" in line
+    assert f"unreadable videos: {tmp_path / 'notes.mp4'}: not a readable video (" in line
+    # the labels of every video are checked, also those that cannot be replayed
+    assert "labels not in the model's classes (3): 'Blue', 'purple', 'teal'" in line
+    assert not (tmp_path / "out").exists()  # stopped before any video was decoded
 
 
 def test_error_unreadable_video(media: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
