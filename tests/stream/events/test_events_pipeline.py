@@ -131,8 +131,12 @@ def test_event_starts_and_ends_when_the_label_held_and_went(run) -> None:
     metric = pipeline.metrics.registry.get_sample_value(
         "sightline_events_total", {"stream": "cam", "rule": "bright", "label": "class_b"})
     assert metric == 1.0
+    # a rule that never fired: its counter is there at 0 from the start (rate() sees its first event)
     assert pipeline.metrics.registry.get_sample_value(
-        "sightline_events_total", {"stream": "cam", "rule": "patient", "label": "class_b"}) is None
+        "sightline_events_total", {"stream": "cam", "rule": "patient", "label": "class_b"}) == 0.0
+    # and only where the rule applies: "elsewhere" is for another stream ("*" labels are known when they happen)
+    assert pipeline.metrics.registry.get_sample_value(
+        "sightline_events_total", {"stream": "cam", "rule": "elsewhere", "label": "class_b"}) is None
 
 
 def test_clip_starts_a_preroll_before_the_event_and_ends_a_postroll_after(run) -> None:
