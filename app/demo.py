@@ -155,6 +155,19 @@ def ensure_media(out: Path, model: DemoModel) -> Path:
     return clip
 
 
+def check_port_free(path: Path | None, port: int | None) -> None:
+    """Fail on a busy port at once, before a model is chosen or trained (seconds): the demo's `run` binds only
+    once its media and model are ready. ``port``: --port, else the config's server.port."""
+    from sightline.model.yamlconfig import load_yaml
+    from sightline.stream.config import RunConfig
+    from sightline.stream.service.server import HttpServer
+
+    with resources.as_file(resources.files("sightline").joinpath("demo.yaml")) as packaged:
+        server = load_yaml(path if path is not None else packaged, RunConfig).server
+    if server.enabled:
+        HttpServer(server.host, server.port if port is None else port).bind().close()
+
+
 def load_demo_config(out: Path, path: Path | None = None) -> RunConfig:
     """The packaged demo config (or ``path``), its relative paths resolved against ``out``, files checked."""
     from sightline.model.yamlconfig import load_yaml

@@ -106,10 +106,11 @@ def apply_environment(config: RunConfig, environ: Mapping[str, str]) -> RunConfi
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from sightline.demo import DemoModel, choose_model, ensure_media, load_demo_config
+    from sightline.demo import DemoModel, check_port_free, choose_model, ensure_media, load_demo_config
     from sightline.model.offline import offline
 
     limit_malloc_arenas()
+    check_port_free(args.config, args.port)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     model = DemoModel(args.model, "--model") if args.model else choose_model(offline())

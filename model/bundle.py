@@ -25,6 +25,9 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+MAX_RESIZE = 4096  # no ResNet input is larger; 60000 would ask for tens of GB per frame (serving caps lower)
+
+
 @dataclass(frozen=True)
 class PreprocessSpec:
     """Serving preprocessing: shorter side to ``resize`` (bilinear, antialiased), centre crop, normalize."""
@@ -35,9 +38,9 @@ class PreprocessSpec:
     std: tuple[float, float, float] = IMAGENET_STD
 
     def __post_init__(self) -> None:
-        if not (0 < self.crop <= self.resize):
+        if not (0 < self.crop <= self.resize <= MAX_RESIZE):
             raise ValueError(
-                f"preprocessing needs 0 < crop <= resize, got crop={self.crop} resize={self.resize}"
+                f"preprocessing needs 0 < crop <= resize <= {MAX_RESIZE}, got crop={self.crop} resize={self.resize}"
             )
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ValueError("preprocessing mean and std need three values each, std > 0")

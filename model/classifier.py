@@ -92,11 +92,13 @@ class Classifier:
 
     @classmethod
     def from_source(cls, source: str | os.PathLike[str], *, device: str = "auto", precision: str = "auto",
-                    compile: bool = False) -> Classifier:
-        """Check the device and precision first: a wrong flag should not cost a model download."""
+                    compile: bool = False, download: bool | None = None) -> Classifier:
+        """Check the device and precision first: a wrong flag should not cost a model download.
+        ``download``: as ``load_model_source`` (None: unless offline mode is on)."""
         resolved = resolve_device(device)
         autocast_dtype(precision, resolved)
-        return cls(load_model_source(source), device=str(resolved), precision=precision, compile=compile)
+        return cls(load_model_source(source, download=download), device=str(resolved), precision=precision,
+                   compile=compile)
 
     @property
     def class_names(self) -> list[str]:

@@ -6,14 +6,17 @@ import ipaddress
 import os
 import re
 from functools import partial
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
+from sightline.model.backends import missing_extra
+from sightline.model.bundle import MAX_RESIZE
 from sightline.model.echo import bounded
 from sightline.model.errors import ConfigError
 from sightline.model.yamlconfig import StrictModel, load_yaml, read_yaml, validate
-from sightline.stream.event_config import EventsConfig
+from sightline.stream.event_config import MIN_BACKOFF_S, MIN_TIMEOUT_S, BackoffConfig, EventsConfig
 from sightline.stream.urls import (  # noqa: F401  (redact_url and the scheme lists are re-exported)
     NAME_PATTERN,
     NETWORK_SCHEMES,
@@ -57,6 +60,10 @@ class ModelConfig(StrictModel):
     swap_dir: str | None = Field(None, description="PUT /api/model loads model files only from this folder (and "
                                                    "below); default: the folder of model.source. 'imagenet' is "
                                                    "always allowed (docs/model-swap.md)")
+    max_resize: int = Field(1024, ge=16, le=MAX_RESIZE,
+                            description="largest preprocess.resize a served model may ask for (at start and on a "
+                                        "swap): each frame is resized to it, so a bundle asking for 4000 would "
+                                        "cut every stream's frame rate; ImageNet's is 256")
     workers: Lanes = Field(
         "auto", description="inference lanes sharing the model; auto: 2 on a CPU when a fast stream is configured "
                             "(each on half the cores: more frames/s, longer per batch), else 1")
@@ -70,6 +77,13 @@ class ModelConfig(StrictModel):
         if self.compile and self.backend not in ("torch", "auto"):
             raise ValueError("compile: torch.compile applies to the torch backend only")
         return self
+
+    @field_validator("backend")
+    @classmethod
+    def _backend_installed(cls, v: str) -> str:
+        if (missing := missing_extra(v)) is not None:
+            raise ValueError(missing)
+        return v
 
 
 CPU_MAX_BATCH = 8  # measured on 2 cores: as many frames/s as 32, a quarter of the time per batch
@@ -94,9 +108,10 @@ class SmoothingConfig(StrictModel):
                                           "smoothed probability exceeds (1 + hysteresis) x the shown one's")
 
 
-class ReconnectConfig(StrictModel):
-    initial_s: float = Field(0.5, gt=0, le=60)
-    max_s: float = Field(30.0, gt=0, le=3600)
+class ReconnectConfig(BackoffConfig):
+    """A stream's reconnect backoff: the events outputs' one (max_s at least initial_s), plus jitter."""
+
+    initial_s: float = Field(0.5, ge=MIN_BACKOFF_S, le=60, description="first wait after a failure")
     jitter: float = Field(0.25, ge=0, le=1, description="random share taken off each delay")
 
 
@@ -115,8 +130,8 @@ class StreamConfig(StrictModel):
     buffer: int | None = Field(None, ge=1, le=10_000,
                                description="frames held between decode and batching; default 2 for realtime "
                                            "(latency), 32 for fast (batching)")
-    open_timeout_s: float = Field(10.0, gt=0, le=600)
-    stall_timeout_s: float = Field(10.0, gt=0, le=600, description="no packet for this long -> reconnect")
+    open_timeout_s: float = Field(10.0, ge=MIN_TIMEOUT_S, le=600)
+    stall_timeout_s: float = Field(10.0, ge=MIN_TIMEOUT_S, le=600, description="no packet for this long -> reconnect")
     reconnect: ReconnectConfig = ReconnectConfig()
     hwaccel: Literal["auto", "off"] = Field(
         "auto", description="auto: NVDEC decode when the model runs on CUDA and FFmpeg can open the GPU "
@@ -247,7 +262,7 @@ class ServerConfig(StrictModel):
     mjpeg_fps: float = Field(5.0, gt=0, le=30, description="frame rate of the MJPEG previews")
     jpeg_quality: int = Field(80, ge=10, le=100, description="JPEG quality of previews and snapshots")
     max_preview_clients: int = Field(16, ge=1, le=1000, description="open MJPEG previews at most (503 beyond)")
-    write_timeout_s: float = Field(10.0, gt=0, le=600,
+    write_timeout_s: float = Field(10.0, ge=MIN_TIMEOUT_S, le=600,
                                    description="a client that reads nothing for this long while a response waits to "
                                                "be written (a stalled MJPEG viewer) is disconnected")
     max_body_bytes: int = Field(1024 * 1024, ge=1024, le=1024 ** 3,
@@ -264,6 +279,14 @@ class ServerConfig(StrictModel):
     webrtc: WebRtcConfig = WebRtcConfig()
 
 
+RAY_INSTALL_HINT = 'Ray is not installed: pip install "sightline[cluster]" (or pip install -e ".[cluster]")'
+
+
+def ray_installed() -> bool:
+    """Whether Ray can be imported here, without importing it (it is slow and starts threads)."""
+    return find_spec("ray") is not None
+
+
 class RayConfig(StrictModel):
     address: str | None = Field(
         None, min_length=1, description="Ray cluster to run on (`sightline run --ray` overrides it): auto joins the "
@@ -274,6 +297,13 @@ class RayConfig(StrictModel):
     dashboard_host: str | None = Field(
         None, description="local only: bind Ray's dashboard here (default: no dashboard); a joined cluster keeps "
                           "its own setting")
+
+    @field_validator("address")
+    @classmethod
+    def _ray_installed(cls, v: str | None) -> str | None:
+        if v is not None and not ray_installed():
+            raise ValueError(RAY_INSTALL_HINT)
+        return v
 
 
 class ClusterConfig(StrictModel):
@@ -290,8 +320,8 @@ class ClusterConfig(StrictModel):
     default_stream_fps: float = Field(25.0, gt=0, le=1000,
                                       description="frames/s a stream asks for when it has no infer_fps and its "
                                                   "frame rate is unknown (network and WebRTC sources)")
-    heartbeat_s: float = Field(1.0, gt=0, le=60, description="how often the controller checks its workers")
-    worker_timeout_s: float = Field(5.0, gt=0, le=600,
+    heartbeat_s: float = Field(1.0, ge=MIN_TIMEOUT_S, le=60, description="how often the controller checks its workers")
+    worker_timeout_s: float = Field(5.0, ge=MIN_TIMEOUT_S, le=600,
                                     description="a worker that answers no check for this long is replaced")
     metrics_host: str | None = Field(None, description="address each worker's Prometheus endpoint binds; default "
                                                        "the worker node's Ray address")

@@ -14,11 +14,16 @@ are refused outright.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
+import re
+import socket
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
+from sightline.model.echo import bounded
 from sightline.model.yamlconfig import StrictModel
 from sightline.stream.urls import NAME_PATTERN, UrlError, parse_stream_url
 
@@ -26,9 +31,13 @@ MESSAGE_TYPES = ("start", "update", "end")
 MessageType = Literal["start", "update", "end"]
 
 
+MIN_TIMEOUT_S = 0.1  # below this a timeout only fires spuriously (an RTSP read of 6.5e-173 s "failed" the file)
+MIN_BACKOFF_S = 0.01
+
+
 class BackoffConfig(StrictModel):
-    initial_s: float = Field(0.5, gt=0, le=3600, description="first wait after a failure")
-    max_s: float = Field(30.0, gt=0, le=3600, description="the wait doubles up to this")
+    initial_s: float = Field(0.5, ge=MIN_BACKOFF_S, le=3600, description="first wait after a failure")
+    max_s: float = Field(30.0, ge=MIN_BACKOFF_S, le=3600, description="the wait doubles up to this")
 
     @model_validator(mode="after")
     def _ordered(self) -> BackoffConfig:
@@ -63,8 +72,9 @@ class MqttOutputConfig(StrictModel):
     qos: Literal[0, 1, 2] = 1
     retain_state: bool = Field(True, description="publish the retained <prefix>/<stream>/<label> state")
     keepalive_s: int = Field(30, ge=5, le=3600)
-    publish_timeout_s: float = Field(10.0, gt=0, le=600, description="a publish not acknowledged in this time "
-                                                                     "counts as a failure (it is still retried)")
+    publish_timeout_s: float = Field(10.0, ge=MIN_TIMEOUT_S, le=600,
+                                     description="a publish not acknowledged in this time counts as a failure (it "
+                                                 "is still retried)")
     reconnect: BackoffConfig = Field(default_factory=lambda: BackoffConfig(initial_s=1.0, max_s=30.0))
     queue_size: int = Field(1000, ge=1, le=100_000, description="messages waiting; more are dropped and counted")
     types: list[MessageType] = Field(list(MESSAGE_TYPES), description="message types sent to <prefix>/events")
@@ -102,7 +112,7 @@ class WebhookOutputConfig(StrictModel):
     url: str = Field(description="http(s) URL the JSON is POSTed to (validated whole; shown redacted)")
     secret: SecretStr | None = Field(None, min_length=16, description="HMAC-SHA256 key: signs each request in "
                                                                       "X-Sightline-Signature; never logged")
-    timeout_s: float = Field(5.0, gt=0, le=300, description="per attempt (connect, send, answer)")
+    timeout_s: float = Field(5.0, ge=MIN_TIMEOUT_S, le=300, description="per attempt (connect, send, answer)")
     retries: int = Field(3, ge=0, le=20, description="attempts after the first for a failure that may pass "
                                                      "(no connection, timeout, 408, 429, 5xx)")
     backoff: BackoffConfig = Field(default_factory=BackoffConfig)
@@ -150,11 +160,47 @@ class EventOutputsConfig(StrictModel):
 
 
 def ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address a host string names without DNS, read as the resolver reads it: inet_aton's forms too
+    (``0xa9fea9fe``, ``0251.0376.0251.0376``, ``2852039166`` are 169.254.169.254), and an IPv4-mapped IPv6
+    address (``::ffff:169.254.169.254``) as the IPv4 address it reaches."""
     text = host[1:-1].split("%25", 1)[0] if host.startswith("[") else host
     try:
-        return ipaddress.ip_address(text)
+        address: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(text)
     except ValueError:
-        return None
+        if not re.fullmatch(r"[0-9a-fA-FxX.]+", text) or not text[:1].isdigit():
+            return None  # a host name (names never start with a digit-only numeric form the resolver takes)
+        try:
+            address = ipaddress.IPv4Address(socket.inet_aton(text))
+        except OSError:
+            return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def refused_target(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Never a delivery target: link-local (cloud metadata endpoints), multicast, unspecified."""
+    return address.is_link_local or address.is_multicast or address.is_unspecified
+
+
+REFUSED_TARGET = "a link-local, multicast or unspecified address is not a delivery target"
+
+
+def resolved_target_problem(host: str, port: int) -> str | None:
+    """At delivery: None when every address ``host`` resolves to may receive events, else why not. A name is
+    checked again here because it can resolve to 169.254.169.254 whatever it looked like in the config."""
+    literal = ip_literal(host)
+    if literal is not None:
+        return f"{host}: {REFUSED_TARGET}" if refused_target(literal) else None
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError:
+        return None  # unresolvable now: the connection attempt fails and says so
+    for *_, sockaddr in infos:
+        address = ip_literal(str(sockaddr[0]))
+        if address is not None and refused_target(address):
+            return f"{host} resolves to {address}: {REFUSED_TARGET}"
+    return None
 
 
 def is_loopback_host(host: str) -> bool:
@@ -170,13 +216,13 @@ def check_host(host: str) -> None:
     if not host or any(ch in "/?#@" for ch in host):
         raise ValueError("is not a valid host name or IP address")
     address = ip_literal(host)
-    shown = f"[{host}]" if address is not None and address.version == 6 and not host.startswith("[") else host
+    shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
     try:
         parse_stream_url(f"tcp://{shown}:1")
     except UrlError as exc:
         raise ValueError(str(exc)) from None
-    if address is not None and (address.is_link_local or address.is_multicast or address.is_unspecified):
-        raise ValueError("a link-local, multicast or unspecified address is not a delivery target")
+    if address is not None and refused_target(address):
+        raise ValueError(REFUSED_TARGET)
 
 
 class EventRule(StrictModel):
@@ -197,8 +243,6 @@ class EventRule(StrictModel):
     @field_validator("streams")
     @classmethod
     def _stream_names(cls, streams: list[str]) -> list[str]:
-        import re
-
         for s in streams:
             if s != "*" and not re.match(NAME_PATTERN, s):
                 raise ValueError(f"not a stream name or '*': {s[:80]!r}")
@@ -219,10 +263,30 @@ class EventRule(StrictModel):
         return "*" in self.labels or label in self.labels
 
 
+def label_problem(rule: EventRule, class_names: Sequence[str]) -> str | None:
+    """None when every label of ``rule`` is one the model can produce ('*' matches any), else one line naming
+    the unknown labels with the closest class of each: a rule on a label the model lacks would never fire."""
+    known = set(class_names)
+    missing = [label for label in rule.labels if label != "*" and label not in known]
+    if not missing:
+        return None
+    named = []
+    for label in missing:
+        close = difflib.get_close_matches(label, class_names, n=1, cutoff=0.6) or [
+            c for c in class_names if label.lower() in c.lower()][:1]
+        named.append(f"{bounded(label, 80)!r} (closest: {close[0]!r})" if close else repr(bounded(label, 80)))
+    classes = (", ".join(class_names) if len(class_names) <= 12
+               else f"{len(class_names)} classes, listed by `sightline info MODEL`")
+    return f"rule {rule.name!r}: {', '.join(named)} not among the model's classes ({classes})"
+
+
 class EventsConfig(StrictModel):
     enabled: bool | None = Field(None, description="run the event engine; default: on when rules are configured "
                                                    "(turn it on with no rules to add rules through the API)")
     rules: list[EventRule] = Field(default_factory=list)
+    max_rules: int = Field(256, ge=1, le=10_000,
+                           description="rules in force at most, configured plus added through the API (429 "
+                                       "beyond): each rule costs work on every classified frame")
     preroll_s: float = Field(3.0, ge=0, le=30, description="seconds of video kept before each event's start")
     postroll_s: float = Field(3.0, ge=0, le=60, description="seconds of video after each event's end")
     max_clip_s: float = Field(300.0, gt=0, le=3600, description="a clip is closed after this long (the event goes on)")
@@ -249,6 +313,8 @@ class EventsConfig(StrictModel):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"rules: duplicate rule name(s) {dup}")
+        if len(self.rules) > self.max_rules:
+            raise ValueError(f"rules: {len(self.rules)} rules, over max_rules ({self.max_rules})")
         return self
 
     @property

@@ -63,16 +63,17 @@ def bundle_path(source: str | os.PathLike[str]) -> Path:
 
 def open_classifier(source: str | os.PathLike[str], *, device: str = "auto", precision: str = "auto",
                     backend: str = "torch", compile: bool = False,
-                    options: BuildOptions | None = None) -> Classifier:
+                    options: BuildOptions | None = None, download: bool | None = None) -> Classifier:
+    """``download``: may 'imagenet' be downloaded when absent (None: unless offline mode is on)."""
     resolved = resolve_device(device)
     choice = registry.choose(backend, precision, resolved)
     if choice.backend == "torch":
         classifier = Classifier.from_source(source, device=str(resolved), precision=choice.precision,
-                                            compile=compile)
+                                            compile=compile, download=download)
         if backend != "torch" or precision == "auto":
             log.info("serving with torch %s on %s: %s", classifier.precision, resolved, choice.reason)
         return classifier
-    bundle = load_model_source(source)
+    bundle = load_model_source(source, download=download)
     built = compiled_backend(bundle, bundle_path(source), choice.backend, choice.precision, resolved,
                              options or BuildOptions(require_check=False))
     log.info("serving with %s %s %s on %s: %s; artefact %s (%s)%s", choice.backend, built.backend.version,

@@ -196,6 +196,7 @@ class ClusterPipeline:
     def __init__(self, config: RunConfig, ray: Any, metrics: Metrics | None = None) -> None:
         self.config = config
         self.cluster = config.cluster
+        self.streams_changed_by_api = False  # as Pipeline's: then the service runs until it is told to stop
         self.ray = ray
         self.metrics = metrics if metrics is not None else Metrics()
         self.metrics.registry.register(ClusterCollector(self))
@@ -760,8 +761,8 @@ class ClusterPipeline:
     async def run(self, duration: float | None = None, stop: asyncio.Event | None = None) -> int:
         await asyncio.to_thread(self.start)
         try:
-            await wait_until_done(lambda: self.finished, not self.config.streams, asyncio.get_running_loop().time,
-                                  duration, stop, poll_s=0.1)
+            await wait_until_done(lambda: self.finished and not self.streams_changed_by_api, not self.config.streams,
+                                  asyncio.get_running_loop().time, duration, stop, poll_s=0.1)
         finally:
             code = self.exit_code()
             await asyncio.to_thread(self.shutdown)

@@ -10,11 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
+from sightline.model.errors import ConfigError
 from sightline.stream.cluster.controller import ClusterPipeline
 from sightline.stream.cluster.model_control import ClusterModelControl, ClusterSighupReloader
 from sightline.stream.cluster.rayenv import connect
 from sightline.stream.cluster.viewing import ClusterViewing
-from sightline.stream.config import RunConfig
+from sightline.stream.config import RAY_INSTALL_HINT, RunConfig, ray_installed
 from sightline.stream.service.app import create_app
 from sightline.stream.service.serve import ServedKind
 
@@ -23,6 +24,8 @@ def with_address(config: RunConfig, address: str | None) -> RunConfig:
     """``--ray`` wins over ``cluster.ray.address``."""
     if not address:
         return config
+    if not ray_installed():
+        raise ConfigError(f"--ray: {RAY_INSTALL_HINT}")
     ray_config = config.cluster.ray.model_copy(update={"address": address})
     return config.model_copy(update={"cluster": config.cluster.model_copy(update={"ray": ray_config})})
 

@@ -11,11 +11,11 @@ import os
 from typing import Any
 
 from sightline.model.errors import ConfigError
+from sightline.stream.config import RAY_INSTALL_HINT
 
 log = logging.getLogger(__name__)
 
 USAGE_STATS_ENV = "RAY_USAGE_STATS_ENABLED"
-INSTALL_HINT = 'Ray is not installed: pip install "sightline[cluster]" (or pip install -e ".[cluster]")'
 
 
 def quiet_ray_environment(environ: dict[str, str] | Any = os.environ) -> None:
@@ -29,7 +29,7 @@ def require_ray() -> Any:
     try:
         import ray
     except ImportError:
-        raise ConfigError(INSTALL_HINT) from None
+        raise ConfigError(RAY_INSTALL_HINT) from None
     return ray
 
 

@@ -9,6 +9,7 @@ Files go to ``output_dir/events/<id>.jpg`` and ``<id>.mp4``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import cv2
+from prometheus_client import Counter, Gauge
 from sightline.stream.event_config import EventRule, EventsConfig
 from sightline.stream.events.bus import EventBus
 from sightline.stream.events.clips import ClipFrame, ClipWriter, PrerollRing
@@ -44,9 +46,6 @@ def new_event_id(wall: float) -> str:
     return f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(wall))}-{secrets.token_hex(4)}"
 
 
-EVENT_ID_PATTERN = r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$"
-
-
 class EventHub:
     def __init__(self, config: RunConfig, metrics: Metrics | None = None,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
@@ -55,25 +54,30 @@ class EventHub:
         self.clock = clock
         self.wall = wall
         self.bus = EventBus()
-        self.rules = RuleSet(self.config.rules)
+        self.rules = RuleSet(self.config.rules, self.config.max_rules)
         self.store = EventStore(self.config.history)
         self.log_path = Path(config.output_dir) / "events.jsonl"
         self.log: EventLog | None = None
         self._writing: set[str] = set()
+        self._counted: set[tuple[str, str, str]] = set()  # (stream, rule, label) series of sightline_events_total
         self._lock = threading.Lock()
         self.counter = None
         self.registry = metrics.registry if metrics is not None else None
         self.outputs: EventOutputs | None = None  # MQTT, webhooks: started with the service (docs/events-outputs.md)
         self._output_metrics: OutputMetrics | None = None
         if metrics is not None:
-            from prometheus_client import Counter
-
             self.counter = Counter("sightline_events_total", "Events started, by stream, rule and label",
                                    ["stream", "rule", "label"], registry=metrics.registry)
         if self.config.log:
-            loaded = self.store.load(self.log_path)
+            loaded, skipped = self.store.load(self.log_path)
             if loaded:
                 log.info("events: read %d event message(s) of earlier runs from %s", loaded, self.log_path)
+            if skipped:
+                log.warning("events: skipped %d line(s) of %s that are not event messages (hand-edited, another "
+                            "program's, or torn by a crash)", skipped, self.log_path)
+            if metrics is not None:
+                Gauge("sightline_events_log_skipped_lines", "Lines of events.jsonl skipped at start: not event "
+                      "messages", registry=metrics.registry).set(skipped)
         self.bus.subscribe(self.store.on_message)
 
     @classmethod
@@ -149,7 +153,22 @@ class EventHub:
 
     def counted(self, stream: str, rule: str, label: str) -> None:
         if self.counter is not None:
+            with self._lock:
+                self._counted.add((stream, rule, label))
             self.counter.labels(stream, rule, label).inc()
+
+    def remove_rule(self, name: str) -> EventRule:
+        """Take a rule out of force (KeyError: no such rule) and its series out of /metrics: a removed rule's
+        counters would otherwise stay for the life of the process."""
+        rule = self.rules.remove(name)
+        if self.counter is not None:
+            with self._lock:
+                gone = {key for key in self._counted if key[1] == name}
+                self._counted -= gone
+            for key in gone:
+                with contextlib.suppress(KeyError):
+                    self.counter.remove(*key)
+        return rule
 
 
 @dataclass

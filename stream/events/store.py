@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -19,17 +21,42 @@ from sightline.stream.event_config import EventRule
 log = logging.getLogger(__name__)
 
 LOG_QUEUE = 4096  # event messages waiting for the disk (a stalled disk drops and counts beyond)
+EVENT_ID_PATTERN = r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}"  # matched whole (re.fullmatch): no trailing newline
+
+
+def is_event_id(value: object) -> bool:
+    return isinstance(value, str) and re.fullmatch(EVENT_ID_PATTERN, value) is not None
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def valid_event(event: object) -> bool:
+    """An event as the API, the queries and the clips rely on it: a line of events.jsonl that is not one (edited
+    by hand, another program's, a torn write) is skipped and counted, never served."""
+    if not isinstance(event, dict) or not is_event_id(event.get("id")):
+        return False
+    return (all(isinstance(event.get(k), str) for k in ("stream", "rule", "label"))
+            and _number(event.get("start")) and _number(event.get("peak"))
+            and (event.get("end") is None or _number(event.get("end")))
+            and all(event.get(k) is None or isinstance(event.get(k), str) for k in ("snapshot_url", "clip_url")))
 
 
 class DuplicateRuleError(ValueError):
     pass
 
 
+class TooManyRulesError(ValueError):
+    pass
+
+
 class RuleSet:
     """The rules in force; replaced whole on each change, so a reader's snapshot never changes under it."""
 
-    def __init__(self, rules: Iterable[EventRule] = ()) -> None:
+    def __init__(self, rules: Iterable[EventRule] = (), max_rules: int = 256) -> None:
         self._rules: tuple[EventRule, ...] = tuple(rules)
+        self.max_rules = max_rules
         self._lock = threading.Lock()
         self.version = 0
 
@@ -43,6 +70,8 @@ class RuleSet:
         with self._lock:
             if any(r.name == rule.name for r in self._rules):
                 raise DuplicateRuleError(f"a rule named {rule.name!r} already exists")
+            if len(self._rules) >= self.max_rules:
+                raise TooManyRulesError(f"{len(self._rules)} rules are in force, events.max_rules allows no more")
             self._rules = (*self._rules, rule)
             self.version += 1
 
@@ -62,35 +91,39 @@ class EventStore:
     def __init__(self, history: int) -> None:
         self.history = history
         self._events: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._newest_first: list[dict[str, Any]] | None = None  # by start; rebuilt on the first query after a change
         self._lock = threading.Lock()
 
     def on_message(self, msg: dict[str, Any]) -> None:
         event = msg["event"]
         with self._lock:
+            self._newest_first = None
             self._events[event["id"]] = event
             self._events.move_to_end(event["id"])
             while len(self._events) > self.history:
                 self._events.popitem(last=False)
 
-    def load(self, path: Path) -> int:
-        """Read the events of earlier runs back from events.jsonl (the last ``history``); returns how many."""
+    def load(self, path: Path) -> tuple[int, int]:
+        """Read the events of earlier runs back from events.jsonl (the last ``history``): (loaded, skipped lines)."""
         if not path.exists():
-            return 0
-        loaded = 0
+            return 0, 0
+        loaded = skipped = 0
         with path.open("rb") as f:
             for raw in f:
                 try:
                     msg = json.loads(raw)
-                    if isinstance(msg, dict) and isinstance(msg.get("event"), dict) and "id" in msg["event"]:
-                        self.on_message(msg)
-                        loaded += 1
                 except ValueError:
-                    continue  # a torn last line (killed mid-write) or a foreign line
+                    msg = None  # a torn last line (killed mid-write) or a foreign line
+                if isinstance(msg, dict) and valid_event(msg.get("event")):
+                    self.on_message(msg)
+                    loaded += 1
+                elif raw.strip():
+                    skipped += 1
         with self._lock:
             for event in self._events.values():  # an event left open by a killed process is not ongoing now
                 if event.get("end") is None:
                     event["end_reason"] = "unknown (the service stopped without ending it)"
-        return loaded
+        return loaded, skipped
 
     def get(self, event_id: str) -> dict[str, Any] | None:
         with self._lock:
@@ -100,15 +133,19 @@ class EventStore:
     def query(self, stream: str | None = None, label: str | None = None, rule: str | None = None,
               since: float | None = None, until: float | None = None, limit: int = 50,
               offset: int = 0) -> tuple[int, list[dict[str, Any]]]:
-        """Events newest first (by start) that match every filter given; (total matching, the page)."""
+        """Events newest first (by start) that match every filter given; (total matching, the page).
+
+        Seconds over a long history: the API runs it in a worker thread, never on the event loop. The history
+        is sorted once per change (nearly sorted already: a linear pass), not once per query."""
         with self._lock:
-            events = list(self._events.values())
+            if self._newest_first is None:
+                self._newest_first = sorted(self._events.values(), key=lambda e: e["start"], reverse=True)
+            events = self._newest_first
         picked = [e for e in events
                   if (stream is None or e["stream"] == stream) and (label is None or e["label"] == label)
                   and (rule is None or e["rule"] == rule)
                   and (since is None or (e["end"] if e["end"] is not None else float("inf")) >= since)
                   and (until is None or e["start"] <= until)]
-        picked.sort(key=lambda e: e["start"], reverse=True)
         return len(picked), [dict(e) for e in picked[offset:offset + limit]]
 
 

@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from sightline.model.classifier import Classifier
 from sightline.model.errors import SightlineError
+from sightline.model.weights import IMAGENET, imagenet_cache_path
+from sightline.stream.event_config import label_problem
 from sightline.stream.inference.model_holder import ModelHolder, ModelSpec, ServedModel, count_swap
 
 if TYPE_CHECKING:
@@ -77,10 +79,12 @@ class SwapOutcome:
     classes_changed: bool
     load_s: float
     warm_s: float
+    rules_unmatched: tuple[str, ...] = ()  # event rules with labels the new model lacks (they stay, silent)
 
     def to_dict(self) -> dict[str, Any]:
         return {"swapped": self.swapped, "classes_changed": self.classes_changed, "model": self.current,
-                "previous": self.previous, "load_s": round(self.load_s, 3), "warm_s": round(self.warm_s, 3)}
+                "previous": self.previous, "load_s": round(self.load_s, 3), "warm_s": round(self.warm_s, 3),
+                "rules_unmatched": list(self.rules_unmatched)}
 
 
 Loader = Callable[[ModelSpec, "torch.device"], Classifier]
@@ -88,12 +92,14 @@ Loader = Callable[[ModelSpec, "torch.device"], Classifier]
 
 def load_classifier(spec: ModelSpec, device: torch.device, compile: bool = False,
                     calibrate: str | None = None) -> Classifier:
-    """The new model on the serving model's device, as ``sightline run`` would open it."""
+    """The new model on the serving model's device, as ``sightline run`` would open it, except that a running
+    service never downloads: the swap lock would be held for the whole download."""
     from sightline.model.backends.build import BuildOptions
     from sightline.model.backends.serving import open_classifier
 
     return open_classifier(spec.source, device=str(device), precision=spec.precision, backend=spec.backend,
-                           compile=compile, options=BuildOptions(calibrate=calibrate, require_check=False))
+                           compile=compile, options=BuildOptions(calibrate=calibrate, require_check=False),
+                           download=False)
 
 
 def swap_model(pipeline: Pipeline, spec: ModelSpec, loader: Loader | None = None) -> SwapOutcome:
@@ -120,6 +126,11 @@ def _swap(pipeline: Pipeline, spec: ModelSpec, loader: Loader | None) -> SwapOut
     (a log handler, a framework) would keep the model alive with it."""
     holder: ModelHolder = pipeline.models
     worker = pipeline.worker
+    if spec.source == IMAGENET and not imagenet_cache_path().exists():
+        raise SwapLoadError(f"'imagenet': ResNet18's ImageNet weights are not in torch's cache "
+                            f"({imagenet_cache_path()}) and a running service never downloads; put the file there "
+                            f"(`sightline info imagenet` downloads it where the network allows) or swap to a local "
+                            f"bundle")
     if worker.models is not holder:
         raise SwapIncompatibleError(f"this inference worker ({type(worker).__name__}) does not serve the model "
                                     f"holder; restart the service with the new model")
@@ -132,16 +143,17 @@ def _swap(pipeline: Pipeline, spec: ModelSpec, loader: Loader | None) -> SwapOut
         started = time.perf_counter()
         try:
             new = (loader or _default_loader(pipeline.config.model))(spec, serving.device)
-        except (SightlineError, OSError, RuntimeError, ValueError, KeyError) as exc:
-            problem = f"cannot load {spec.source!r} ({spec.backend}, {spec.precision}): {exc}"
+        except (SightlineError, OSError, RuntimeError, ValueError, KeyError, MemoryError) as exc:
+            problem = f"cannot load {spec.source!r} ({spec.backend}, {spec.precision}): {exc or type(exc).__name__}"
             new = None
         else:
             loaded = time.perf_counter()
-            problem = (_misfit(new, serving) or _prepare(worker, new)
+            max_resize = pipeline.config.model.max_resize
+            problem = (_misfit(new, serving, max_resize) or _prepare(worker, new)
                        or _warm(new, min(pipeline.batcher.max_batch, WARMUP_BATCH)))
         if problem is not None:
             error = SwapLoadError(problem) if new is None else (
-                SwapIncompatibleError(problem) if _misfit(new, serving) else SwapWarmupError(problem))
+                SwapIncompatibleError(problem) if _misfit(new, serving, max_resize) else SwapWarmupError(problem))
             worker.unprepare()
             del new
             gc.collect()
@@ -159,7 +171,11 @@ def _swap(pipeline: Pipeline, spec: ModelSpec, loader: Loader | None) -> SwapOut
                  served.id, spec.source, served.describe()["backend"],
                  f", classes changed: {len(served.tag.class_names)} now" if classes_changed else "",
                  loaded - started, warm_s)
-        return SwapOutcome(serving.info, served.describe(), True, classes_changed, loaded - started, warm_s)
+        unmatched = _rules_unmatched(pipeline, list(served.tag.class_names)) if classes_changed else ()
+        for problem in unmatched:
+            log.warning("model swap: event %s; that rule will not fire until a model with that class serves", problem)
+        return SwapOutcome(serving.info, served.describe(), True, classes_changed, loaded - started, warm_s,
+                           unmatched)
     finally:
         holder.swapping.release()
 
@@ -181,14 +197,25 @@ class _Serving:
                    served.describe())
 
 
+def _rules_unmatched(pipeline: Pipeline, class_names: list[str]) -> tuple[str, ...]:
+    """The event rules whose labels the new model lacks: said on the swap, since they no longer fire."""
+    events = getattr(pipeline, "events", None)
+    if events is None:
+        return ()
+    return tuple(p for rule in events.rules.list() if (p := label_problem(rule, class_names)) is not None)
+
+
 def _default_loader(config: ModelConfig) -> Loader:
     return lambda spec, device: load_classifier(spec, device, compile=config.compile, calibrate=config.calibrate)
 
 
-def _misfit(new: Classifier, serving: _Serving) -> str | None:
+def _misfit(new: Classifier, serving: _Serving, max_resize: int) -> str | None:
     if new.device != serving.device:
         return (f"the new model would run on {new.device}, the service runs on {serving.device}; changing the device "
                 f"needs a restart")
+    if new.bundle.preprocess.resize > max_resize:
+        return (f"the new model resizes frames to {new.bundle.preprocess.resize} px, over model.max_resize "
+                f"({max_resize}): every stream would slow down; raise model.max_resize (a restart) if intended")
     return None  # another resize is fine: the decoders follow the serving model, frames in flight are resized
 
 
@@ -197,8 +224,8 @@ def _prepare(worker: InferenceWorker, new: Classifier) -> str | None:
     buffers, warm-up and CUDA graphs of its own)."""
     try:
         worker.prepare(new)
-    except (SightlineError, RuntimeError, ValueError) as exc:
-        return f"the inference worker cannot set up the new model: {exc}"
+    except (SightlineError, RuntimeError, ValueError, MemoryError) as exc:
+        return f"the inference worker cannot set up the new model: {exc or type(exc).__name__}"
     return None
 
 
@@ -208,8 +235,8 @@ def _warm(classifier: Classifier, batch: int) -> str | None:
         classifier.warmup(batch_size=batch)
         size = classifier.bundle.preprocess.resize
         probs = classifier.probabilities([np.zeros((size, size, 3), dtype=np.uint8)])
-    except (SightlineError, RuntimeError, ValueError, TypeError) as exc:
-        return f"the new model failed its warm-up run: {exc}"
+    except (SightlineError, RuntimeError, ValueError, TypeError, MemoryError) as exc:
+        return f"the new model failed its warm-up run: {exc or type(exc).__name__}"
     expected = (1, len(classifier.class_names))
     if tuple(probs.shape) != expected:
         return f"the new model returns {tuple(probs.shape)} probabilities for one image, expected {expected}"

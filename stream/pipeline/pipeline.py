@@ -61,6 +61,9 @@ class Pipeline:
         self.config = config
         self.metrics = metrics
         self.clock = clock
+        # Set by the API when it adds or removes a stream: from then on the service runs until it is told to
+        # stop, not until its streams have finished (an operator replacing a camera must not end it).
+        self.streams_changed_by_api = False
         self.stage_stats = StageStats()
         self.batcher = Batcher(config.batching.batch_size(classifier.device.type), config.batching.max_wait_ms / 1000,
                                clock)
@@ -202,10 +205,12 @@ class Pipeline:
         return exit_code_for(sum(s == StreamState.FAILED for s in states), len(states))
 
     async def run(self, duration: float | None = None, stop: asyncio.Event | None = None) -> int:
-        """Run until every stream finished (when the config has streams), ``duration`` passed, or ``stop``."""
+        """Run until every stream finished (when the config has streams and the API changed none of them),
+        ``duration`` passed, or ``stop``."""
         await asyncio.to_thread(self.start)
         try:
-            await wait_until_done(lambda: self.finished, not self.config.streams, self.clock, duration, stop)
+            await wait_until_done(lambda: self.finished and not self.streams_changed_by_api, not self.config.streams,
+                                  self.clock, duration, stop)
         finally:
             await asyncio.to_thread(self.shutdown)
         return self.exit_code()

@@ -141,3 +141,6 @@ async def require_token(request: Request) -> None:
 
 TOKEN_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "server.token is set and the bearer token is missing or wrong"}}
+CLOSING_RESPONSES: dict[int | str, dict[str, Any]] = {
+    503: {"description": "shutting down: from the stop signal (SIGTERM, Ctrl-C) on, every state change is refused"}}
+CHANGE_RESPONSES = {**TOKEN_RESPONSES, **CLOSING_RESPONSES}  # what every state-changing route can answer

@@ -71,12 +71,18 @@ async def serve(config: RunConfig, kind: ServedKind = ONE_PROCESS, duration: flo
     require_safe_bind(config.server)  # before anything binds or loads
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    server: HttpServer | None = None
+
+    def on_stop_signal() -> None:
+        stop.set()
+        if server is not None:
+            server.begin_closing()  # from the signal on, every state change is 503 (the drain takes seconds)
+
     for sig in (signal.SIGINT, signal.SIGTERM):  # first: a signal while the model loads is a clean stop
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_stop_signal)
     reloader = kind.reloader(loop, reload_model) if reload_model is not None else None
     if reloader is not None:
         reloader.install()
-    server = None
     try:
         if config.server.enabled:
             server = HttpServer(config.server.host, config.server.port, write_timeout_s=config.server.write_timeout_s)
@@ -88,6 +94,8 @@ async def serve(config: RunConfig, kind: ServedKind = ONE_PROCESS, duration: flo
             try:  # the configured streams exist before the first request is answered
                 await asyncio.to_thread(served.start)
                 await server.start(kind.make_app(served, config))
+                if stop.is_set():  # the signal came while the app was being made
+                    server.begin_closing()
             except BaseException:
                 await asyncio.to_thread(served.shutdown)
                 raise

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import logging
+import os
 import socket
 from collections.abc import Iterator
 
@@ -105,8 +107,10 @@ class HttpServer:
             family, _, _, _, address = infos[0]
             self._socket = socket.create_server(address, family=family, backlog=128)
         except OSError as exc:
+            hint = ("; is another service using it? Pass --port N (0: any free port) or set server.port"
+                    if exc.errno == errno.EADDRINUSE else "")
             raise ServerBindError(f"server: cannot listen on {self.host}:{self.requested_port}: "
-                                  f"{exc.strerror or exc}") from None
+                                  f"{os.strerror(exc.errno) if exc.errno else exc}{hint}") from None
         return self._socket
 
     async def start(self, app: FastAPI) -> None:
@@ -129,10 +133,14 @@ class HttpServer:
             log.warning("serving on %s without server.token (server.insecure: true): anyone who can reach it can add "
                         "and remove streams", self.host)
 
-    async def stop(self) -> None:
-        """End previews and readiness first, then let uvicorn finish open requests (at most graceful_s)."""
+    def begin_closing(self) -> None:
+        """The service is stopping: readiness fails, previews end, state changes are refused (503)."""
         if self.app is not None:
             self.app.state.closing.set()
+
+    async def stop(self) -> None:
+        """End previews and readiness first, then let uvicorn finish open requests (at most graceful_s)."""
+        self.begin_closing()
         if self._server is None or self._task is None:
             if self._socket is not None:
                 self._socket.close()

@@ -163,3 +163,21 @@ def test_the_service_caps_glibc_malloc_arenas_unless_the_environment_does() -> N
     kept = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                           env={**env, "MALLOC_ARENA_MAX": "4"})
     assert kept.stdout.strip() == "False"  # an operator's own setting wins
+
+
+def test_demo_reports_a_busy_port_before_choosing_or_training_a_model(tmp_path: Path) -> None:
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        started = time.monotonic()
+        out = subprocess.run([sys.executable, "-m", "sightline", "demo", "--out", str(tmp_path / "demo"),
+                              "--port", str(port)], cwd=REPO, text=True, capture_output=True, timeout=60,
+                             env=demo_env(tmp_path))  # empty caches: the demo would train a classifier first
+        took = time.monotonic() - started
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip().splitlines()[-1] == (
+        f"error: server: cannot listen on 127.0.0.1:{port}: Address already in use; is another service using it? "
+        f"Pass --port N (0: any free port) or set server.port")
+    assert "training" not in out.stdout and not (tmp_path / "demo" / "media").exists()
+    assert took < 15, took  # not after a model was chosen (training one takes 8-20 s on 2 cores)

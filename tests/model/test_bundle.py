@@ -141,3 +141,12 @@ def test_data_parallel_prefix_is_stripped(tmp_path, tiny_bundle):
     x = torch.randn(1, 3, 56, 56, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         assert torch.equal(net(x), reference(x))  # the loaded weights are the saved ones, not a fresh init
+
+
+def test_a_preprocess_size_no_resnet_input_has_is_refused_when_the_bundle_is_read(tmp_path, tiny_bundle):
+    path = tiny_bundle.save(tmp_path / "b.pt")
+    data = torch.load(path, weights_only=True)
+    data["preprocess"]["resize"] = 60000  # tens of GB per frame: a MemoryError inside a batch, before
+    torch.save(data, path)
+    with pytest.raises(ModelLoadError, match=r"malformed bundle \(preprocessing needs 0 < crop <= resize <= 4096"):
+        load_model_source(path)

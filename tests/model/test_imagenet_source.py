@@ -107,3 +107,18 @@ def test_predict_offline_is_one_error_line(torch_home, offline, run_cli, write_p
     assert len(errors) == 1  # besides it, stderr only has torch.hub's "Downloading: ..." notice
     assert str(imagenet_cache_path()) in errors[0] and "--model PATH" in errors[0]
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("how", ["root flag", "command flag", "environment"])
+@pytest.mark.parametrize("command", ["predict", "info"])
+def test_offline_mode_never_tries_the_network_in_any_command(torch_home, offline, run_cli, write_photo, monkeypatch,
+                                                            how, command):
+    from sightline.model.offline import OFFLINE_ENV
+
+    monkeypatch.setenv(OFFLINE_ENV, "1" if how == "environment" else "0")  # restored after the test either way
+    args = [command, "imagenet"] if command == "info" else [command, write_photo("chelsea")]
+    argv = {"root flag": ["--offline", *args], "command flag": [*args, "--offline"], "environment": args}[how]
+    code, out, err = run_cli(*argv)
+    assert code == 2 and out == ""
+    assert offline == []  # not one download attempt
+    assert err.count("\n") == 1 and err.startswith("error: ") and "offline mode is on" in err, err

@@ -150,3 +150,18 @@ def test_max_batch_auto_depends_on_the_device(tmp_path: Path) -> None:
     assert BatchingConfig().batch_size("cuda") == 32
     assert BatchingConfig(max_batch=5).batch_size("cuda") == 5
     assert load_yaml(write(tmp_path, {"batching": {"max_batch": "auto"}}), RunConfig).batching.max_batch == "auto"
+
+
+@pytest.mark.parametrize(("stream", "problem"), [
+    ({"stall_timeout_s": 6.5e-173}, "streams[0].stall_timeout_s: Input should be greater than or equal to 0.1"),
+    ({"open_timeout_s": 0.001}, "streams[0].open_timeout_s: Input should be greater than or equal to 0.1"),
+    ({"reconnect": {"initial_s": 5, "max_s": 1}}, "streams[0].reconnect: max_s must be at least initial_s"),
+])
+def test_absurd_timeouts_are_refused_naming_the_key(tmp_path: Path, stream: dict, problem: str) -> None:
+    """Accepted before, they made the stream fail with an error blaming the file ("corrupt or truncated data")."""
+    media.make_test_clip(tmp_path / "clip.mp4", frames=2)
+    path = write(tmp_path, {"media_root": str(tmp_path),
+                            "streams": [{"name": "a", "url": str(tmp_path / "clip.mp4"), **stream}]})
+    with pytest.raises(ConfigError) as info:
+        load_run_config(path)
+    assert problem in str(info.value)

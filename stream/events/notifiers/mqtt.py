@@ -20,7 +20,7 @@ import uuid
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from sightline.stream.event_config import MqttOutputConfig, ip_literal
+from sightline.stream.event_config import MqttOutputConfig, ip_literal, resolved_target_problem
 from sightline.stream.events.notifiers.metrics import BoundOutputMetrics
 from sightline.stream.events.notifiers.worker import RateLimitedLog, Stopped
 
@@ -110,6 +110,11 @@ class MqttDelivery:
 
     def start(self) -> None:
         self.metrics.up.set(0)
+        problem = resolved_target_problem(self.host, self.config.effective_port)
+        if problem is not None:  # the name resolves to an address no event may go to: never connect
+            self.metrics.failures["connect"].inc()
+            log.error("event output %s: not connecting to the MQTT broker: %s", self.config.name, problem)
+            return
         self.client.connect_async(self.host, self.config.effective_port, keepalive=self.config.keepalive_s)
         self.client.loop_start()
 

@@ -6,7 +6,9 @@ raw body bytes). A receiver recomputes it over the bytes it got, compares in con
 refuses a timestamp far from its clock (replays). A retry is signed afresh with its own timestamp.
 
 Redirects are not followed, proxy settings from the environment are not used (the request goes
-where the URL points and nowhere else), and the URL is shown only redacted.
+where the URL points and nowhere else), and the URL is shown only redacted. Before each attempt the host
+is resolved and refused if any address is link-local, multicast or unspecified; the answer's body is
+never read, only its status.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import uuid
 from typing import Any
 
 import httpx
-from sightline.stream.event_config import WebhookOutputConfig
+from sightline.stream.event_config import WebhookOutputConfig, resolved_target_problem
 from sightline.stream.events.notifiers.metrics import BoundOutputMetrics
 from sightline.stream.events.notifiers.worker import GiveUp, RateLimitedLog, Stopped
 from sightline.stream.urls import redact_url, scrub_urls
@@ -47,6 +49,8 @@ class WebhookDelivery:
         self.config = config
         self.metrics = metrics
         self.shown_url = redact_url(config.url)
+        url = httpx.URL(config.url)
+        self._host, self._port = url.host, url.port or (443 if url.scheme == "https" else 80)
         self._secret = config.secret.get_secret_value().encode() if config.secret is not None else None
         self._client: httpx.Client | None = None
         self._log = RateLimitedLog()
@@ -93,13 +97,16 @@ class WebhookDelivery:
     def _attempt(self, body: bytes, headers: dict[str, str]) -> tuple[str | None, str, bool]:
         """(failure reason or None, what happened, whether a retry may pass)."""
         assert self._client is not None
-        try:
-            response = self._client.post(self.config.url, content=body, headers=headers)
+        problem = resolved_target_problem(self._host, self._port)
+        if problem is not None:
+            return "rejected", problem, False
+        try:  # the status is all that counts: the body is never read (a 400 MB answer would be held whole)
+            with self._client.stream("POST", self.config.url, content=body, headers=headers) as response:
+                status = response.status_code
         except httpx.TimeoutException:
             return "timeout", f"no answer within {self.config.timeout_s:g} s", True
         except httpx.TransportError as exc:
             return "connect", scrub_urls(f"{type(exc).__name__}: {exc}")[:200], True
-        status = response.status_code
         if 200 <= status < 300:
             return None, "", False
         retry = status in RETRYABLE_STATUS or status >= 500

@@ -12,9 +12,11 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, status
 from sightline.model.echo import bounded
-from sightline.stream.service.deps import ClusterAdmin, get_cluster, require_token
+from sightline.stream.service.deps import CHANGE_RESPONSES, ClusterAdmin, get_cluster, not_closing, require_token
 
 router = APIRouter(tags=["cluster"])
+CHANGES: dict[str, Any] = {"dependencies": [Depends(require_token), Depends(not_closing)],
+                           "responses": CHANGE_RESPONSES}
 
 
 async def controller(cluster: ClusterAdmin | None = Depends(get_cluster)) -> ClusterAdmin:
@@ -44,13 +46,13 @@ async def _change(cluster: ClusterAdmin, worker_id: str, action: str) -> dict[st
     return {"worker": worker, "moved": moved or []}
 
 
-@router.post("/api/workers/{worker_id}/drain", dependencies=[Depends(require_token)],
+@router.post("/api/workers/{worker_id}/drain", **CHANGES,
              summary="Move every stream off this worker (stopped there, started elsewhere) and place none on it")
 async def drain(worker_id: str, cluster: ClusterAdmin = Depends(controller)) -> dict[str, Any]:
     return await _change(cluster, worker_id, "drain")
 
 
-@router.post("/api/workers/{worker_id}/resume", dependencies=[Depends(require_token)],
+@router.post("/api/workers/{worker_id}/resume", **CHANGES,
              summary="Place streams on this worker again after a drain")
 async def resume(worker_id: str, cluster: ClusterAdmin = Depends(controller)) -> dict[str, Any]:
     return await _change(cluster, worker_id, "resume")

@@ -8,7 +8,7 @@ router stays safe if it is mounted elsewhere.
 
 from __future__ import annotations
 
-import re
+import asyncio
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -17,10 +17,10 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel
 from sightline.model.echo import bounded
-from sightline.stream.event_config import EventRule
-from sightline.stream.events.hub import EVENT_ID_PATTERN, EventHub
-from sightline.stream.events.store import DuplicateRuleError
-from sightline.stream.service.deps import require_token
+from sightline.stream.event_config import EventRule, label_problem
+from sightline.stream.events.hub import EventHub
+from sightline.stream.events.store import DuplicateRuleError, TooManyRulesError, is_event_id
+from sightline.stream.service.deps import CHANGE_RESPONSES, not_closing, require_token
 
 NO_STORE = {"Cache-Control": "no-store"}
 MAX_PAGE = 500
@@ -82,7 +82,7 @@ def parse_time(value: str | None, name: str) -> float | None:
 
 
 def find_event(service: EventHub, event_id: str) -> dict[str, Any]:
-    if not re.match(EVENT_ID_PATTERN, event_id):
+    if not is_event_id(event_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such event")
     event = service.store.get(event_id)
     if event is None:
@@ -96,8 +96,8 @@ def described(service: EventHub, event: dict[str, Any]) -> dict[str, Any]:
 
 
 router = APIRouter(tags=["events"])
-changes = APIRouter(tags=["events"], dependencies=[Depends(require_token)],
-                    responses={401: {"description": "server.token is set and the bearer token is missing or wrong"}})
+changes = APIRouter(tags=["events"], dependencies=[Depends(require_token), Depends(not_closing)],
+                    responses=CHANGE_RESPONSES)
 
 
 @router.get("/api/events/rules", response_model=RuleList, summary="The event rules in force")
@@ -107,12 +107,20 @@ async def list_rules(service: EventHub = Depends(events_of)) -> dict[str, Any]:
 
 @changes.post("/api/events/rules", status_code=status.HTTP_201_CREATED, response_model=EventRule,
               summary="Add an event rule (same fields as an `events.rules` entry; in force for the next frame)",
-              responses={409: {"description": "a rule of that name exists"}})
-async def add_rule(rule: EventRule, service: EventHub = Depends(events_of)) -> JSONResponse:
+              responses={409: {"description": "a rule of that name exists"},
+                         429: {"description": "events.max_rules rules are in force"},
+                         422: {"description": "not a valid rule, or a label the serving model does not have (the "
+                                              "answer names the closest class)"}})
+async def add_rule(rule: EventRule, request: Request, service: EventHub = Depends(events_of)) -> JSONResponse:
+    problem = label_problem(rule, request.app.state.pipeline.classifier.class_names)
+    if problem is not None:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"labels: {problem}")
     try:
         service.rules.add(rule)
     except DuplicateRuleError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    except TooManyRulesError as exc:
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, str(exc)) from None
     return JSONResponse(rule.model_dump(), status_code=status.HTTP_201_CREATED,
                         headers={"Location": f"/api/events/rules/{rule.name}"})
 
@@ -122,7 +130,7 @@ async def add_rule(rule: EventRule, service: EventHub = Depends(events_of)) -> J
                 responses={404: {"description": "no such rule"}})
 async def remove_rule(name: str, service: EventHub = Depends(events_of)) -> dict[str, Any]:
     try:
-        return service.rules.remove(name).model_dump()
+        return service.remove_rule(name).model_dump()
     except KeyError:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no rule named {bounded(name, 80)!r}") from None
 
@@ -135,8 +143,8 @@ async def list_events(request: Request, stream: str | None = None, label: str | 
                       until: str | None = Query(None, description="events that started at/before this"),
                       limit: int = Query(50, ge=1, le=MAX_PAGE), offset: int = Query(0, ge=0),
                       service: EventHub = Depends(events_of)) -> JSONResponse:
-    total, page = service.store.query(stream, label, rule, parse_time(since, "since"), parse_time(until, "until"),
-                                      limit, offset)
+    total, page = await asyncio.to_thread(  # a long history takes a while to filter: never on the event loop
+        service.store.query, stream, label, rule, parse_time(since, "since"), parse_time(until, "until"), limit, offset)
     following = None
     if offset + len(page) < total:
         params = {**request.query_params, "offset": str(offset + len(page)), "limit": str(limit)}

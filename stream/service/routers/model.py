@@ -36,8 +36,9 @@ class ModelRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    source: str = Field(min_length=1, max_length=SOURCE_MAX,
-                        description="'imagenet', a Sightline bundle or a torchvision .pth, as model.source")
+    source: str = Field(min_length=1, max_length=SOURCE_MAX, pattern=r"^[^\x00-\x1f\x7f]+$",
+                        description="'imagenet', a Sightline bundle or a torchvision .pth, as model.source (no "
+                                    "control characters)")
     backend: Literal["auto", "torch", "openvino", "onnxruntime", "tensorrt"] | None = None
     precision: Literal["auto", "fp32", "fp16", "bf16", "int8"] | None = None
 
@@ -61,6 +62,9 @@ class SwapResponse(BaseModel):
     previous: ServedModelInfo
     load_s: float
     warm_s: float
+    rules_unmatched: list[str] = Field(default_factory=list,
+                                       description="event rules with labels the new model lacks: they stay in force "
+                                                   "but will not fire (one line each, naming the closest class)")
 
 
 def swap_dir(model: ModelConfig) -> Path | None:
@@ -96,9 +100,10 @@ async def get_model(control: ModelControl = Depends(get_model_control)) -> Any:
             responses={**TOKEN_RESPONSES,
                        403: {"description": "source outside model.swap_dir"},
                        409: {"description": "another swap is in progress, or the model does not fit the running "
-                                            "streams (other device or resize)"},
+                                            "streams (another device, or a resize over model.max_resize)"},
                        422: {"description": "the model cannot be loaded (missing file, not a bundle, backend "
-                                            "missing)"},
+                                            "missing, or 'imagenet' while its weights are not in torch's cache: "
+                                            "the service never downloads)"},
                        500: {"description": "the model failed its warm-up run"},
                        503: {"description": "shutting down"}})
 async def put_model(body: ModelRequest, pipeline: Pipeline = Depends(get_pipeline),

@@ -18,7 +18,7 @@ from sightline.stream.errors import (
 )
 from sightline.stream.pipeline.pipeline import Pipeline, StreamRuntime
 from sightline.stream.service.deps import (
-    TOKEN_RESPONSES,
+    CHANGE_RESPONSES,
     get_config,
     get_pipeline,
     get_previews,
@@ -34,7 +34,8 @@ from sightline.stream.service.status import stream_status
 log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["streams"])
-changes = APIRouter(tags=["streams"], dependencies=[Depends(require_token)], responses=TOKEN_RESPONSES)
+changes = APIRouter(tags=["streams"], dependencies=[Depends(require_token), Depends(not_closing)],
+                    responses=CHANGE_RESPONSES)
 
 
 class MediaRootError(ConfigError):
@@ -46,7 +47,9 @@ def add_stream_checked(pipeline: Pipeline, stream: StreamConfig, config: RunConf
     outside = outside_media_root(stream, config.media_root)
     if outside:
         raise MediaRootError(f"url: {outside}")
-    return pipeline.add_stream(stream)
+    runtime = pipeline.add_stream(stream)
+    pipeline.streams_changed_by_api = True  # the service now runs until it is told to stop (docs/streaming.md)
+    return runtime
 
 
 @router.get("/api/streams", response_model=StreamList)
@@ -61,7 +64,6 @@ async def get_stream(runtime: StreamRuntime = Depends(stream_named)) -> dict[str
 
 @changes.post("/api/streams", status_code=status.HTTP_201_CREATED, response_model=StreamStatus,
               summary="Add a stream (same fields as a `streams:` entry in the config)",
-              dependencies=[Depends(not_closing)],
               responses={403: {"description": "file outside media_root"},
                          409: {"description": "name taken, or its previous stream is still being removed"},
                          422: {"description": "invalid fields, missing or unreadable file"},
@@ -94,6 +96,7 @@ async def remove_stream(name: str, pipeline: Pipeline = Depends(get_pipeline),
                         previews: PreviewRenderer = Depends(get_previews)) -> dict[str, object]:
     try:
         runtime = await asyncio.to_thread(pipeline.remove_stream, name)
+        pipeline.streams_changed_by_api = True
     except UnknownStreamError:
         raise not_found(name) from None
     except StreamBusyError as exc:

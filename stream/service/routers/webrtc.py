@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.responses import HTMLResponse
 from sightline.stream.errors import StreamError
 from sightline.stream.pipeline.stream_runtime import StreamRuntime
-from sightline.stream.service.deps import TOKEN_RESPONSES, require_token, stream_named
+from sightline.stream.service.deps import CHANGE_RESPONSES, not_closing, require_token, stream_named
 from sightline.stream.service.models import SessionDescription
 from sightline.stream.sources.webrtc_ingest import PublisherConnectedError
 
@@ -28,9 +28,9 @@ async def publish(request: Request) -> HTMLResponse:
 
 
 @router.post("/api/streams/{name}/webrtc", response_model=SessionDescription,
-             dependencies=[Depends(require_token)],
+             dependencies=[Depends(require_token), Depends(not_closing)],
              summary="Publish video to a webrtc:// stream: post the peer's SDP offer, get the answer",
-             responses={**TOKEN_RESPONSES, 404: {"description": "no such stream"},
+             responses={**CHANGE_RESPONSES, 404: {"description": "no such stream"},
                         409: {"description": "not a webrtc:// stream, or a publisher is connected"},
                         422: {"description": "not a usable offer (no video track, bad SDP)"}})
 async def webrtc_offer(offer: SessionDescription, runtime: StreamRuntime = Depends(stream_named)) -> dict[str, str]:

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import yaml
 from sightline.stream.cluster.placement import WorkerLoad, asked_fps, choose_worker
-from sightline.stream.cluster.rayenv import INSTALL_HINT
+from sightline.stream.config import RAY_INSTALL_HINT as INSTALL_HINT
 from sightline.stream.config import RunConfig, StreamConfig
 
 from tests.support.service import make_service

@@ -35,6 +35,12 @@ def test_accepted_webhook_urls(url: str) -> None:
     ("http://169.254.169.254/latest/meta-data", "link-local"),
     ("https://[fe80::1]/", "link-local"),
     ("https://0.0.0.0/", "unspecified"),
+    # 169.254.169.254 as the resolver also reads it: hex, dotted hex, octal, IPv4-mapped IPv6
+    ("https://0xa9fea9fe/latest/meta-data", "link-local"),
+    ("https://0xa9.0xfe.0xa9.0xfe/latest/meta-data", "link-local"),
+    ("https://0251.0376.0251.0376/latest/meta-data", "not a valid IPv4 address"),  # refused by the URL check
+    ("https://[::ffff:169.254.169.254]/latest/meta-data", "link-local"),
+    ("https://[::ffff:a9fe:a9fe]/latest/meta-data", "link-local"),
     ("http://10.0.0.5/in", "clear text"),
     ("http://hooks.example.com/in", "clear text"),
     ("https://example.com:99999/", "port"),
@@ -70,6 +76,9 @@ def test_webhook_secret_is_never_shown_and_must_be_long_enough() -> None:
     {"mqtt": {"host": "b", "topic_prefix": "/a"}},
     {"mqtt": {"host": "b/c"}},
     {"mqtt": {"host": "224.0.0.1"}},
+    {"mqtt": {"host": "0xa9fea9fe"}},
+    {"mqtt": {"host": "0xe0.0.0.1"}},
+    {"mqtt": {"host": "::ffff:169.254.169.254"}},
     {"mqtt": {"host": "b", "password": SECRET}},
     {"mqtt": {"host": "b", "tls": {"cert_file": "/c.pem"}}},
     {"mqtt": {"host": "b", "qos": 3}},
@@ -123,3 +132,21 @@ def test_the_documented_example_is_valid() -> None:
     config = EventOutputsConfig.model_validate(example["events"]["outputs"])
     assert config.mqtt is not None and config.mqtt.effective_port == 8883
     assert config.webhooks[0].types == ["start", "end"]
+
+
+def test_a_host_name_is_checked_again_against_what_it_resolves_to_at_delivery(monkeypatch) -> None:
+    import socket
+
+    from sightline.stream.event_config import resolved_target_problem
+
+    answers = {"metadata.example": "169.254.169.254", "hooks.example": "192.0.2.10"}
+
+    def resolve(host, port, *args, **kwargs):  # no DNS in tests: the resolver's answer, as a rebinding name gives it
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (answers[host], port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    assert resolved_target_problem("metadata.example", 443) == (
+        "metadata.example resolves to 169.254.169.254: a link-local, multicast or unspecified address is not a "
+        "delivery target")
+    assert resolved_target_problem("hooks.example", 443) is None
+    assert resolved_target_problem("0xa9fea9fe", 80) is not None and resolved_target_problem("127.0.0.1", 80) is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -131,3 +132,35 @@ def test_a_full_queue_drops_and_counts_without_blocking() -> None:
     dropped = sum(value(registry, "sightline_event_output_dropped_total", reason=r)
                   for r in ("queue_full", "shutdown", "retries_exhausted"))
     assert dropped == 50
+
+
+def test_the_answer_body_is_never_read_only_its_status() -> None:
+    """A receiver answering 200 with a 400 MB body it trickles: before, the output read it whole (RSS grew by
+    GBs, and the per-read timeout never fired); now the delivery counts at the status line."""
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    done = threading.Event()
+
+    def answer() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 400000000\r\nContent-Type: text/plain\r\n\r\n")
+            while not done.wait(0.5):  # one byte a while: never finishes within the test
+                with contextlib.suppress(OSError):
+                    conn.sendall(b"x")
+
+    threading.Thread(target=answer, daemon=True).start()
+    registry = CollectorRegistry()
+    bus, outputs = start(f"http://127.0.0.1:{server.getsockname()[1]}/hook", registry, timeout_s=5, retries=0)
+    try:
+        started = time.monotonic()
+        bus.publish(message("start", "ev1"))
+        wait_until(lambda: value(registry, "sightline_event_output_delivered_total") == 1, timeout=4)
+        assert time.monotonic() - started < 4
+    finally:
+        done.set()
+        outputs.close()
+        server.close()

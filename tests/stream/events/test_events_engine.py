@@ -131,17 +131,34 @@ def test_history_is_read_back_from_events_jsonl_and_a_torn_line_is_skipped(tmp_p
 
     def msg(kind: str, i: int, end: float | None) -> str:
         return json.dumps({"type": kind, "event": {
-            "id": f"e{i}", "stream": "cam", "rule": "r", "label": "cat", "start": 100.0 + i, "end": end,
+            "id": f"20261207T00000{i}Z-0000000{i}", "stream": "cam", "rule": "r", "label": "cat", "start": 100.0 + i,
+            "end": end,
             "peak": 0.9, "snapshot_url": None, "clip_url": None}})
 
     lines = [msg("start", 1, None), msg("end", 1, 105.0), msg("start", 2, None), msg("start", 3, None)]
     (tmp_path / "events.jsonl").write_text("\n".join(lines) + '\n{"type":"start","ev')  # killed mid-line
     store = EventStore(history=2)
-    assert store.load(tmp_path / "events.jsonl") == 4
+    assert store.load(tmp_path / "events.jsonl") == (4, 1)
     total, page = store.query()
-    assert total == 2 and [e["id"] for e in page] == ["e3", "e2"]  # the oldest fell out of the history
+    assert total == 2 and [e["id"][-1] for e in page] == ["3", "2"]  # the oldest fell out of the history
     assert page[0]["end"] is None and "stopped" in page[0]["end_reason"]
     assert store.query(since=104.0)[0] == 2 and store.query(until=102.5)[0] == 1
+
+
+def test_malformed_lines_of_events_jsonl_are_skipped_and_counted_never_served(tmp_path) -> None:
+    from sightline.stream.events.store import EventStore
+
+    good = {"id": "20261207T000001Z-00000001", "stream": "cam", "rule": "r", "label": "cat", "start": 101.0,
+            "end": 102.0, "peak": 0.9, "snapshot_url": None, "clip_url": None}
+    bad_events = [{k: v for k, v in good.items() if k != "start"},  # made every GET /api/events a 500
+                  {**good, "id": ["a", "list"]},  # stopped the service from starting
+                  {**good, "id": good["id"] + "\n"}, {**good, "start": "yesterday"}, {**good, "peak": True},
+                  {**good, "end": float("nan")}, {**good, "stream": None}, {**good, "clip_url": 3}]
+    lines = [json.dumps({"type": "start", "event": e}) for e in [good, *bad_events]] + ["[1, 2]", "", "null"]
+    (tmp_path / "events.jsonl").write_text("\n".join(lines) + "\n")
+    store = EventStore(history=100)
+    assert store.load(tmp_path / "events.jsonl") == (1, len(bad_events) + 2)  # the blank line is not counted
+    assert store.query(since=0.0) == (1, [good])
 
 
 def test_every_config_key_is_documented() -> None:
@@ -150,3 +167,8 @@ def test_every_config_key_is_documented() -> None:
         assert f"`events.{key}`" in docs, key
     for key in EventRule.model_fields:
         assert f"rule `{key}`" in docs, key
+
+
+def test_rules_are_capped_by_max_rules() -> None:
+    with pytest.raises(ValueError, match=r"3 rules, over max_rules \(2\)"):
+        EventsConfig(max_rules=2, rules=[EventRule(name=f"r{i}", labels=["*"]) for i in range(3)])

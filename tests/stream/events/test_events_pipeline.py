@@ -161,6 +161,32 @@ def test_clip_starts_a_preroll_before_the_event_and_ends_a_postroll_after(run) -
     assert plain.std() < 3 < panel.std(), "the snapshot is annotated (label panel top-left)"
 
 
+async def test_a_slow_event_query_never_holds_the_event_loop(run, monkeypatch) -> None:
+    """GET /api/events over a long history takes a while: it runs in a worker thread, so /healthz still answers."""
+    import threading
+
+    _, pipeline, _ = run
+    entered, release = threading.Event(), threading.Event()
+    real_query = pipeline.events.store.query
+
+    def slow_query(*args, **kwargs):
+        entered.set()
+        release.wait(10)
+        return real_query(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline.events.store, "query", slow_query)
+    app = create_app(pipeline, pipeline.config, pipeline.metrics)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
+        query = asyncio.create_task(client.get("/api/events"))
+        await asyncio.to_thread(entered.wait, 10)
+        try:
+            health = await asyncio.wait_for(client.get("/healthz"), 2.0)
+            assert health.status_code == 200 and not query.done()
+        finally:
+            release.set()
+        assert (await query).status_code == 200
+
+
 async def test_api_lists_filters_pages_and_serves_snapshot_and_clip(run) -> None:
     tmp, pipeline, seen = run
     event_id = seen[0]["event"]["id"]
@@ -188,6 +214,7 @@ async def test_api_lists_filters_pages_and_serves_snapshot_and_clip(run) -> None
         clip = await client.get(f"/api/events/{event_id}/clip.mp4", headers={"Range": "bytes=0-99"})
         assert clip.status_code == 206 and len(clip.content) == 100 and clip.content[4:8] == b"ftyp"
         assert (await client.get("/api/events/20200101T000000Z-00000000/clip.mp4")).status_code == 404
+        assert (await client.get(f"/api/events/{event_id}%0A")).status_code == 404  # the id is matched whole
         assert (await client.get("/api/events/..%2F..%2Fclip/snapshot.jpg")).status_code == 404
         # rules: listed openly, changed only with the token
         assert [r["name"] for r in (await client.get("/api/events/rules")).json()["rules"]] == [
@@ -198,11 +225,25 @@ async def test_api_lists_filters_pages_and_serves_snapshot_and_clip(run) -> None
         assert (await client.post("/api/events/rules", json=rule, headers=AUTH)).status_code == 409
         bad = await client.post("/api/events/rules", json={**rule, "name": "x", "typo": 1}, headers=AUTH)
         assert bad.status_code == 422
+        unknown = await client.post("/api/events/rules", json={**rule, "name": "y", "labels": ["clas_b", "*"]},
+                                    headers=AUTH)
+        assert unknown.status_code == 422, unknown.text  # a typo: the rule would never fire
+        assert "'clas_b' (closest: 'class_b')" in unknown.json()["detail"]
+        assert "y" not in [r["name"] for r in (await client.get("/api/events/rules")).json()["rules"]]
         assert (await client.delete("/api/events/rules/cats")).status_code == 401
         assert (await client.delete("/api/events/rules/cats", headers=AUTH)).status_code == 200
         assert (await client.delete("/api/events/rules/cats", headers=AUTH)).status_code == 404
         metrics = (await client.get("/metrics")).text
         assert 'sightline_events_total{label="class_b",rule="bright",stream="cam"} 1.0' in metrics
+        rules = pipeline.events.rules
+        rules.max_rules = len(rules.list())  # events.max_rules reached
+        full = await client.post("/api/events/rules", json=rule, headers=AUTH)
+        assert full.status_code == 429 and "events.max_rules" in full.json()["detail"]
+        bright = rules.list()[0]
+        assert (await client.delete("/api/events/rules/bright", headers=AUTH)).status_code == 200
+        assert 'rule="bright"' not in (await client.get("/metrics")).text  # no series of a removed rule stays
+        rules.max_rules = 256
+        rules.add(bright)
 
 
 CHROMIUM = shutil.which("chromium")

@@ -163,7 +163,14 @@ def swaps(pipeline: Pipeline, result: str) -> float:
     return pipeline.swap_counts.get(result, 0)
 
 
-async def test_put_model_refuses_bad_models_and_keeps_serving_then_swaps_to_openvino(tmp_path: Path) -> None:
+async def test_put_model_refuses_bad_models_and_keeps_serving_then_swaps_to_openvino(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))  # no ImageNet weights cached
+
+    def no_download(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a running service must never download model weights")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)
     a = tiny_bundle(4, seed=0)
     a.save(tmp_path / "a.pt")
     (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint at all")
@@ -172,6 +179,7 @@ async def test_put_model_refuses_bad_models_and_keeps_serving_then_swaps_to_open
     broken.save(tmp_path / "nan.pt")
     good = tiny_bundle(4, seed=5, spec=TINY)
     good.save(tmp_path / "good.pt")
+    tiny_bundle(4, seed=6, spec=PreprocessSpec(resize=2000, crop=32)).save(tmp_path / "huge.pt")
     pipeline = await asyncio.to_thread(start_pipeline, tmp_path, a, "realtime", server={"token": TOKEN})
     try:
         async with fresh_app(pipeline) as client:
@@ -184,13 +192,19 @@ async def test_put_model_refuses_bad_models_and_keeps_serving_then_swaps_to_open
                 r = await client.put("/api/model", json={"source": outside}, headers=AUTH)
                 assert r.status_code == 403 and "model.swap_dir" in r.json()["detail"], r.text
             cases = [("garbage.pt", 422, "not a readable PyTorch checkpoint"),
-                     ("missing.pt", 422, "no such model file"), ("nan.pt", 500, "warm-up")]
+                     ("missing.pt", 422, "no such model file"), ("nan.pt", 500, "warm-up"),
+                     ("imagenet", 422, "a running service never downloads"),
+                     ("huge.pt", 409, "over model.max_resize (1024)")]
             for name, code, reason in cases:
-                r = await client.put("/api/model", json={"source": str(tmp_path / name)}, headers=AUTH)
+                source = name if name == "imagenet" else str(tmp_path / name)
+                r = await client.put("/api/model", json={"source": source}, headers=AUTH)
                 assert r.status_code == code, (name, r.text)
                 assert "old one keeps serving" in r.json()["detail"] and reason in r.json()["detail"], r.text
             assert (await client.get("/api/model")).json() == before
-            assert swaps(pipeline, "failed") == 3 and swaps(pipeline, "refused") == 0
+            assert swaps(pipeline, "failed") == 4 and swaps(pipeline, "refused") == 1
+            nul = await client.put("/api/model", json={"source": str(tmp_path / "a\x00.pt")}, headers=AUTH)
+            assert nul.status_code == 422 and "pattern" in nul.text  # refused by the schema, before any file
+            assert swaps(pipeline, "failed") == 4
             seen = inferred(pipeline)
             await asyncio.to_thread(wait_until, lambda: inferred(pipeline) >= seen + 5, 30, "old model serving")
 
@@ -376,3 +390,28 @@ def test_sighup_reloads_the_model_from_the_config_file_of_a_running_service(tmp_
     seqs = [r["seq"] for r in lines]
     assert seqs == sorted(set(seqs))  # in order, none twice (a live stream may drop a stale frame)
     assert all(len(r["top"]) == 2 for r in lines if r["model"] == model_id(b))
+
+
+def test_a_swap_says_which_event_rules_the_new_model_can_no_longer_fire(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from sightline.stream.event_config import EventRule
+    from sightline.stream.events.store import RuleSet
+
+    a = tiny_bundle(4, seed=0)
+    a.save(tmp_path / "a.pt")
+    other = tiny_bundle(4, seed=1)
+    other.class_names = ["class_a", "cat", "dog", "class_bb"]  # class_b and class_c are gone
+    other.save(tmp_path / "other.pt")
+    pipeline = start_pipeline(tmp_path, a)
+    pipeline.events = SimpleNamespace(rules=RuleSet([  # the event hub's rules, as build_pipeline attaches them
+        EventRule(name="gone", labels=["class_b"]), EventRule(name="kept", labels=["class_a", "class_c"]),
+        EventRule(name="any", labels=["*"])]))
+    try:
+        outcome = swap_model(pipeline, ModelSpec(str(tmp_path / "other.pt")))
+    finally:
+        pipeline.shutdown(5.0)
+    assert outcome.swapped and outcome.classes_changed
+    assert outcome.to_dict()["rules_unmatched"] == [
+        "rule 'gone': 'class_b' (closest: 'class_bb') not among the model's classes (class_a, cat, dog, class_bb)",
+        "rule 'kept': 'class_c' (closest: 'class_a') not among the model's classes (class_a, cat, dog, class_bb)"]

@@ -95,3 +95,90 @@ async def test_a_busy_port_is_an_error_before_the_model_loads(tmp_path: Path) ->
         config = config_for(tmp_path, port, str(tmp_path / "no-such-model.pt"))  # loading it would fail differently
         with pytest.raises(ServerBindError, match=f"cannot listen on 127.0.0.1:{port}"):
             await asyncio.wait_for(run_service(config), 10)
+
+
+async def test_every_state_change_is_refused_from_the_stop_signal_on(tmp_path: Path) -> None:
+    """SIGTERM, then while the service drains (held open here by a webhook that never answers): adding a stream,
+    swapping the model and adding a rule are 503, not accepted and then abandoned with empty outputs."""
+    port = free_port()
+    bundle = tiny_bundle().save(tmp_path / "model.pt")
+    stall = socket.create_server(("127.0.0.1", 0))  # accepts (the kernel's backlog), never answers
+    config = config_for(tmp_path, port, str(bundle)).model_dump(mode="json", exclude_defaults=True)
+    config["events"] = {"rules": [{"name": "any", "labels": ["*"], "min_prob": 0.0, "min_duration_s": 0.0}],
+                        "outputs": {"webhooks": [{"name": "stalled", "timeout_s": 30, "retries": 0,
+                                                  "url": f"http://127.0.0.1:{stall.getsockname()[1]}/hook"}]}}
+    path = tmp_path / "service.yaml"
+    path.write_text(yaml.safe_dump(config))
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    log = tmp_path / "service.log"
+    with log.open("w") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "sightline", "run", str(path)], cwd=tmp_path, text=True,
+                                stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+            deadline = time.monotonic() + 60
+            while True:
+                assert proc.poll() is None, log.read_text()[-3000:]
+                try:
+                    if (await client.get("/api/events")).json()["total"] > 0:
+                        break  # an event started: its webhook delivery is now stalled
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, "no event within 60 s"
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(0.5)
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.5)
+            assert proc.poll() is None, "the stalled webhook holds the drain open for the test's requests"
+            answers = [
+                await client.post("/api/streams", json={"name": "late", "url": str(tmp_path / "clip.mp4")},
+                                  headers=auth),
+                await client.put("/api/model", json={"source": str(bundle)}, headers=auth),
+                await client.post("/api/events/rules", json={"name": "late", "labels": ["*"]}, headers=auth),
+                await client.delete("/api/events/rules/any", headers=auth),
+                await client.delete("/api/streams/cam", headers=auth),
+            ]
+            assert [r.status_code for r in answers] == [503] * 5, [r.text for r in answers]
+            assert (await client.get("/readyz")).status_code == 503
+        await asyncio.to_thread(proc.wait, timeout=45)
+    finally:
+        stall.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not (tmp_path / "out" / "late.jsonl").exists()
+
+
+async def test_once_the_api_changed_a_stream_the_service_runs_until_it_is_told_to_stop(tmp_path: Path) -> None:
+    """A replay and a camera: the replay finishes, the operator removes the camera to replace it. Before, the
+    run then ended (every remaining stream had finished); now it serves until stopped. A plain replay still ends."""
+    from sightline.stream.metrics import Metrics
+    from sightline.stream.pipeline.pipeline import Pipeline
+    from sightline.stream.service.app import create_app
+
+    from tests.support.models import tiny_classifier
+
+    clip = media.make_test_clip(tmp_path / "clip.mp4", frames=10, fps=10, size=(96, 72))
+    replay_only = RunConfig(output_dir=tmp_path / "plain", media_root=tmp_path,
+                            streams=[{"name": "replay", "url": str(clip), "mode": "fast"}])
+    code = await asyncio.wait_for(Pipeline(tiny_classifier(), replay_only, Metrics()).run(), 30)
+    assert code == 0  # the documented replay behaviour: done when its streams are
+
+    config = RunConfig(output_dir=tmp_path / "out", media_root=tmp_path, server={"token": TOKEN},
+                       streams=[{"name": "replay", "url": str(clip), "mode": "fast"},
+                                {"name": "cam", "url": str(clip), "loop": True}])
+    pipeline = Pipeline(tiny_classifier(), config, Metrics())
+    stop = asyncio.Event()
+    run = asyncio.create_task(pipeline.run(stop=stop))
+    app = create_app(pipeline, config, pipeline.metrics)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
+        deadline = time.monotonic() + 30
+        while (await client.get("/api/streams/replay")).json().get("state") != "ended":  # 404 until started
+            assert time.monotonic() < deadline and not run.done()
+            await asyncio.sleep(0.1)
+        r = await client.delete("/api/streams/cam", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert r.status_code == 200, r.text
+        await asyncio.sleep(1.0)
+        assert not run.done(), "removing the camera ended the service"
+    stop.set()
+    assert await asyncio.wait_for(run, 30) == 0
