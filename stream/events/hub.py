@@ -145,11 +145,12 @@ class EventHub:
         a "*" rule's labels are only known when they happen)."""
         if self.counter is None:
             return
-        for rule in rules:
-            if rule.matches_stream(stream):
-                for label in rule.labels:
-                    if label != "*":
-                        self.counter.labels(stream, rule.name, label)
+        keys = {(stream, rule.name, label) for rule in rules if rule.matches_stream(stream)
+                for label in rule.labels if label != "*"}
+        with self._lock:
+            self._counted |= keys  # remove_rule takes them out of /metrics with the rule
+        for key in keys:
+            self.counter.labels(*key)
 
     def counted(self, stream: str, rule: str, label: str) -> None:
         if self.counter is not None:

@@ -242,6 +242,11 @@ async def test_api_lists_filters_pages_and_serves_snapshot_and_clip(run) -> None
         bright = rules.list()[0]
         assert (await client.delete("/api/events/rules/bright", headers=AUTH)).status_code == 200
         assert 'rule="bright"' not in (await client.get("/metrics")).text  # no series of a removed rule stays
+        patient = next(r for r in rules.list() if r.name == "patient")
+        assert 'rule="patient"' in (await client.get("/metrics")).text  # never fired: there at 0
+        assert (await client.delete("/api/events/rules/patient", headers=AUTH)).status_code == 200
+        assert 'rule="patient"' not in (await client.get("/metrics")).text  # and gone with its rule
+        rules.add(patient)
         rules.max_rules = 256
         rules.add(bright)
 
