@@ -35,8 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="most frames per forward pass (default: 32 on a GPU, 8 on a CPU, as serving)")
     p.add_argument("--smoothing-ema", type=fraction(upper_open=True), default=0.6, metavar="W",
                    help="weight of the past in the probability EMA, 0 = none (default 0.6, as serving)")
-    p.add_argument("--hysteresis", type=fraction(upper_open=False), default=0.05, metavar="P",
-                   help="margin a new label needs to replace the shown one (default 0.05, as serving)")
+    p.add_argument("--hysteresis", type=fraction(upper_open=False), default=0.1, metavar="R",
+                   help="relative margin a new label needs to replace the shown one: it must score "
+                        "(1 + R) x the shown label's smoothed probability (default 0.1, as serving)")
     p.add_argument("--parallel", type=positive_int, default=4, metavar="N", help="videos replayed at once (default 4)")
     p.add_argument("--ray", default=None, metavar="ADDRESS",
                    help="spread the videos over a Ray cluster's workers (auto: this machine's cluster; "

@@ -106,8 +106,9 @@ class BatchingConfig(StrictModel):
 
 class SmoothingConfig(StrictModel):
     ema: float = Field(0.6, ge=0, lt=1, description="weight of the past in the probability EMA (0 = none)")
-    hysteresis: float = Field(0.05, ge=0, le=1,
-                              description="a new top label must lead the shown one by this probability margin")
+    hysteresis: float = Field(0.1, ge=0, le=1,
+                              description="relative margin: a new top label replaces the shown one when its "
+                                          "smoothed probability exceeds (1 + hysteresis) x the shown one's")
 
 
 class ReconnectConfig(BackoffConfig):

@@ -5,6 +5,11 @@ registers one collector that, when ``/metrics`` is scraped, reads the watched pi
 streams, its stage histograms and its current classifier, and builds every family from them. A removed
 stream's series disappear with it; a swapped model shows in ``sightline_model_info`` on the next scrape.
 
+Every series a stream can have exists from its first scrape, at 0: reasons and states from the fixed
+tuples, sinks from the names the stream declared when it was built (``StreamStats.declare_sinks``), swap
+results from ``SWAP_RESULTS`` (a counter that appears only when it first counts makes ``rate()`` and
+``increase()`` miss that first count, and dashboards show "no data" instead of 0).
+
 Labels come from finite sets only: ``stream`` (names from the config), ``stage``, ``reason``,
 ``sink``, ``state``. Never URLs, credentials or frame ids.
 """
@@ -142,7 +147,7 @@ def _stream_families(streams: list[StreamStats]) -> Iterator[Metric]:
     yield state
     yield counter("sightline_reconnects_total", "Reconnect attempts after a source failed", lambda s: s.reconnects)
     yield by("sightline_sink_errors_total", "Sink writes that failed", "sink",
-             lambda s: sorted(set(s.sink_errors)), lambda s: s.sink_errors)
+             lambda s: sorted(set(s.sinks) | set(s.sink_errors)), lambda s: s.sink_errors)
     yield fps
     yield counter("sightline_corrupt_packets_total",
                   "Packets the demuxer flagged corrupt or the decoder rejected (skipped)", lambda s: s.corrupt_packets)
@@ -151,7 +156,7 @@ def _stream_families(streams: list[StreamStats]) -> Iterator[Metric]:
              lambda s: LOSS_REASONS, lambda s: s.frames_lost)
     yield by("sightline_records_lost_total",
              "Output records (JSONL lines) not written because the write failed (disk full)", "sink",
-             lambda s: sorted(set(s.records_lost)), lambda s: s.records_lost)
+             lambda s: sorted(set(s.record_sinks) | set(s.records_lost)), lambda s: s.records_lost)
 
 
 def _histogram(name: str, doc: str, labels: list[str],

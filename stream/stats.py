@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from sightline.model.echo import bounded
-from sightline.stream.lifecycle import CLEAR_ERROR_STATES, StreamState, allowed
+from sightline.stream.lifecycle import CLEAR_ERROR_STATES, TERMINAL_STATES, StreamState, allowed
 from sightline.stream.urls import scrub_urls
 
 log = logging.getLogger(__name__)
@@ -107,8 +107,14 @@ class StreamStats:
         self.corrupt_packets = 0
         self.frames_lost: dict[str, int] = {}  # reason -> frames lost for good (LOSS_REASONS)
         self.records_lost: dict[str, int] = {}  # sink -> records not written
+        # the stream's sinks, and those that keep records (JSONL lines): their counters are exported at 0
+        # from the start (declare_sinks), not only after a first error
+        self.sinks: tuple[str, ...] = ()
+        self.record_sinks: tuple[str, ...] = ()
         self.latency = Histogram(LATENCY_BUCKETS)  # capture -> result, every classified frame
         self.last_frame_at: float | None = None  # clock() of the last decoded frame (the capture watchdog reads it)
+        self.first_frame_at: float | None = None  # clock() of the first decoded frame: where active_s starts
+        self.last_inferred_at: float | None = None
         self._inferred_at: deque[float] = deque()
         self._latency: deque[tuple[float, float]] = deque(maxlen=4096)
         self._lock = threading.Lock()
@@ -133,11 +139,18 @@ class StreamStats:
                 self.error = None if error is None else bounded(scrub_urls(error), 500)  # shown to anyone
             return True
 
+    def declare_sinks(self, sinks: Iterable[str], record_sinks: Iterable[str] = ()) -> None:
+        """Name the stream's sinks (once it is built), so their error and loss counters exist at 0."""
+        self.sinks = tuple(dict.fromkeys(sinks))
+        self.record_sinks = tuple(dict.fromkeys(record_sinks))
+
     # -- events (hot path: plain counting) ---------------------------------------------------------
 
     def on_decoded(self) -> None:
         self.frames_decoded += 1
         self.last_frame_at = self.clock()
+        if self.first_frame_at is None:
+            self.first_frame_at = self.last_frame_at
 
     def on_decode_stage(self, seconds: float) -> None:
         self.stages.stages["decode"].observe(seconds)
@@ -172,6 +185,7 @@ class StreamStats:
     def on_inferred(self, latency_s: float) -> None:
         now = self.clock()
         self.frames_inferred += 1
+        self.last_inferred_at = now
         with self._lock:
             self._inferred_at.append(now)  # trimmed here, by the writer: reads have no side effects
             while now - self._inferred_at[0] > self.fps_window_s:
@@ -196,6 +210,20 @@ class StreamStats:
             span = max(now - self._inferred_at[stale], 1e-6)
         return (n - 1) / span if span < self.fps_window_s / 2 else n / self.fps_window_s
 
+    def active_s(self) -> float:
+        """Seconds this stream has been at work: from its first decoded frame to now, or, once it is over
+        (ended, failed, stopped), to its last decoded or classified frame.
+
+        A stream's own rate is frames over this, not over the run: a file replayed in 8 s of a 60 s run
+        classified at ``frames / 8``, and a stream added late or still connecting is not diluted either."""
+        start = self.first_frame_at
+        if start is None:
+            return 0.0
+        if self.state not in TERMINAL_STATES:
+            return max(0.0, self.clock() - start)
+        ends = [t for t in (self.last_frame_at, self.last_inferred_at) if t is not None]
+        return max(0.0, max(ends, default=start) - start)
+
     def recent_latencies(self) -> list[float]:
         """Capture-to-result latencies (seconds) of the frames classified within the window."""
         now = self.clock()
@@ -217,6 +245,7 @@ class StreamStats:
             **self.latency_quantiles(),
             "frames_decoded": self.frames_decoded,
             "frames_inferred": self.frames_inferred,
+            "active_s": round(self.active_s(), 3),
             "dropped": dict(self.dropped),
             "reconnects": self.reconnects,
             "sink_errors": dict(self.sink_errors),

@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 from sightline.model.backends.serving import open_classifier
 from sightline.model.classifier import Classifier
+from sightline.model.errors import SightlineError
 from sightline.stream.config import BatchingConfig, SmoothingConfig
 from sightline.stream.eval import plots, scoring
-from sightline.stream.eval.labels import VideoJob, check_classes, read_labels, resolve_videos
+from sightline.stream.eval.labels import LabelsError, Problems, VideoJob, check_classes, read_labels, resolve_videos
 from sightline.stream.eval.replay import VideoInfo, past_end_warnings, probe, replay
 from sightline.stream.eval.report import (
     OTHER,
@@ -61,18 +62,32 @@ class Outcome:
 
 
 def evaluate(opts: EvalOptions) -> Outcome:
-    segments = read_labels(opts.labels)
-    jobs = resolve_videos(opts.labels, segments, opts.videos)
-    infos = [probe(job.path) for job in jobs]
+    segments = read_labels(opts.labels)  # a labels file that cannot be read stops here (all its rows' problems)
+    # then every other problem, of every kind, is collected and reported at once, before any frame is decoded
+    problems = Problems()
+    found = resolve_videos(opts.labels, segments, opts.videos, problems)
+    jobs, infos = [], []
+    for job in found:
+        try:
+            infos.append(probe(job.path))
+        except LabelsError as exc:
+            problems.add("unreadable videos", str(exc))
+            continue
+        jobs.append(job)
+    used = {job.name: list(job.segments) for job in found}
+    classifiers = []
+    for source in opts.models:
+        try:
+            classifier = open_classifier(source, device=opts.device, precision=opts.precision, backend=opts.backend)
+        except SightlineError as exc:
+            problems.add("models that cannot be opened", str(exc))
+            continue
+        check_classes(used, classifier.class_names, source, opts.background, problems)
+        classifiers.append(classifier)
+    problems.raise_if_any()
     warnings = [w for job, info in zip(jobs, infos, strict=True) for w in past_end_warnings(job, info)]
     for warning in warnings:
         log.warning("%s", warning)
-    used = {job.name: list(job.segments) for job in jobs}
-    classifiers = []
-    for source in opts.models:
-        classifier = open_classifier(source, device=opts.device, precision=opts.precision, backend=opts.backend)
-        check_classes(used, classifier.class_names, source, opts.background)
-        classifiers.append(classifier)
 
     compare = len(opts.models) > 1
     out_dirs = [opts.out / f"model_{chr(ord('a') + i)}" for i in range(len(opts.models))] if compare else [opts.out]

@@ -53,6 +53,39 @@ def join_problems(problems: Sequence[str]) -> str:
     return shown + (f"; and {more} more" if more > 0 else "")
 
 
+class Problems:
+    """Every problem found before an evaluation starts, by kind, so that one run reports them all.
+
+    ``sightline eval`` checks the videos (found? readable?) and the labels against each model before any
+    frame is decoded; a user with a missing file, an unreadable clip and a misspelt label learns all three
+    at once, each kind with its count, instead of one per run. Raised as one ``LabelsError`` (one line)."""
+
+    def __init__(self) -> None:
+        self._kinds: dict[str, tuple[int, list[str]]] = {}
+
+    def add(self, kind: str, text: str, count: int = 1) -> None:
+        n, texts = self._kinds.get(kind, (0, []))
+        self._kinds[kind] = (n + count, [*texts, text])
+
+    def __bool__(self) -> bool:
+        return bool(self._kinds)
+
+    def counts(self) -> dict[str, int]:
+        return {kind: n for kind, (n, _) in self._kinds.items()}
+
+    def message(self) -> str:
+        parts = [f"{kind}{f' ({n})' if n > 1 else ''}: {join_problems(texts)}"
+                 for kind, (n, texts) in self._kinds.items()]
+        if len(parts) == 1:
+            return parts[0]
+        total = sum(n for n, _ in self._kinds.values())
+        return f"{total} problems of {len(parts)} kinds, nothing was replayed: " + " | ".join(parts)
+
+    def raise_if_any(self) -> None:
+        if self:
+            raise LabelsError(self.message())
+
+
 def parse_time(text: str) -> float:
     """Seconds (``12.5``) or a clock time (``1:02.5``, ``0:01:02.5``); raises ValueError otherwise."""
     text = text.strip()
@@ -142,19 +175,25 @@ def overlaps(segments: dict[str, list[Segment]]) -> list[str]:
 
 
 def check_classes(segments: dict[str, list[Segment]], class_names: Sequence[str], model: str,
-                  background: str | None = None) -> None:
-    """Every label (and the background class) must be one of the model's classes."""
+                  background: str | None = None, problems: Problems | None = None) -> None:
+    """Every label (and the background class) must be one of the model's classes.
+
+    With ``problems`` what is wrong is added there; without, it is raised at once."""
+    found = problems if problems is not None else Problems()
     known = set(class_names)
     listing = (f"the classes of {model}: {', '.join(class_names)}" if len(class_names) <= 12
                else f"{model} has {len(class_names)} classes; see `sightline info {model}`")
     if background is not None and background not in known:
-        raise LabelsError(f"--background {background!r} is not one of the model's classes ({listing})"
-                          f"{_hints([background], class_names)}")
+        found.add("--background not in the model's classes",
+                  f"{background!r} is not one of them ({listing}){_hints([background], class_names)}")
     unknown = sorted({s.label for segs in segments.values() for s in segs} - known)
-    if not unknown:
-        return
-    listed = ", ".join(repr(u) for u in unknown[:20]) + (f" and {len(unknown) - 20} more" if len(unknown) > 20 else "")
-    raise LabelsError(f"labels not in the model's classes: {listed} ({listing}){_hints(unknown, class_names)}")
+    if unknown:
+        listed = ", ".join(repr(u) for u in unknown[:20]) + (f" and {len(unknown) - 20} more"
+                                                             if len(unknown) > 20 else "")
+        found.add("labels not in the model's classes", f"{listed} ({listing}){_hints(unknown, class_names)}",
+                  count=len(unknown))
+    if problems is None:
+        found.raise_if_any()
 
 
 def _hints(unknown: Sequence[str], class_names: Sequence[str]) -> str:
@@ -167,36 +206,46 @@ def _hints(unknown: Sequence[str], class_names: Sequence[str]) -> str:
 
 
 def resolve_videos(labels_path: Path, segments: dict[str, list[Segment]],
-                   videos: Sequence[Path] = ()) -> list[VideoJob]:
+                   videos: Sequence[Path] = (), problems: Problems | None = None) -> list[VideoJob]:
     """The videos to replay: ``videos`` when given (matched to labels.csv by name), else every video it names.
 
     Names in labels.csv are paths relative to the CSV's folder (or absolute). A given video matches the
-    row whose name equals its path as typed, or else its file name.
+    row whose name equals its path as typed, or else its file name. With ``problems``, what is wrong is
+    added there and the videos that exist are returned; without, it is raised at once.
     """
-    missing: list[str] = []
+    found = problems if problems is not None else Problems()
     jobs: list[VideoJob] = []
     if videos:
         for video in videos:
-            name = _match(video, segments)
+            try:
+                name = _match(video, segments)
+            except LabelsError as exc:
+                found.add("--video not matched to labels.csv", str(exc))
+                continue
             if not video.is_file():
-                missing.append(str(video))
+                found.add("videos not found", str(video))
+                continue
             jobs.append(VideoJob(name, video, tuple(segments[name])))
     else:
         base = labels_path.parent
         for name, segs in segments.items():
             path = Path(name) if Path(name).is_absolute() else base / name
             if not path.is_file():
-                missing.append(f"{name} (looked for {path})")
+                found.add("videos not found", f"{name} (looked for {path})")
+                continue
             jobs.append(VideoJob(name, path, tuple(segs)))
-    if missing:
-        raise LabelsError(f"videos not found: {join_problems(missing)}")
     seen: dict[Path, str] = {}
+    unique = []
     for job in jobs:
         key = job.path.resolve()
         if key in seen:
-            raise LabelsError(f"{job.path} is given twice (as {seen[key]!r} and {job.name!r})")
+            found.add("videos given twice", f"{job.path} (as {seen[key]!r} and {job.name!r})")
+            continue
         seen[key] = job.name
-    return jobs
+        unique.append(job)
+    if problems is None:
+        found.raise_if_any()
+    return unique
 
 
 def _match(video: Path, segments: dict[str, list[Segment]]) -> str:

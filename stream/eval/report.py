@@ -246,6 +246,18 @@ def summary_rows(report: dict) -> list[list[str]]:
     ]
 
 
+def smoothing_note(settings: dict) -> str:
+    """What the "smoothed" column measures: the label the service shows, not each frame's top-1."""
+    ema, margin = settings.get("ema"), settings.get("hysteresis")
+    return (f"*Raw* is each frame's own top-1. *Smoothed* is the label the service shows on the video: the "
+            f"class probabilities averaged over frames (EMA, weight {ema} on the past), the shown label kept "
+            f"until another class scores more than {1 + margin:g} x its averaged probability (relative "
+            f"hysteresis {margin}). It trades flicker (fewer label changes per minute) for lag: after each "
+            f"change of scene the old label stays a few frames, which costs smoothed accuracy and "
+            f"time to the correct label; on a noisy model it can also win frames the raw top-1 gets wrong."
+            if ema is not None and margin is not None else "")
+
+
 def render_markdown(report: dict, confusion_png: str | None = "confusion.png") -> str:
     m, f, s = report["model"], report["frames"], report["settings"]
     lat = report["latency_ms"]
@@ -259,6 +271,8 @@ def render_markdown(report: dict, confusion_png: str | None = "confusion.png") -
         f"background: {report['background'] or 'not scored'}",
         "",
         table(["metric", "raw", "smoothed"], summary_rows(report)),
+        "",
+        smoothing_note(s),
         "",
         f"Frames: {f['classified']} classified, {f['scored']} scored, {f['ignored']} outside every segment "
         f"({'scored as ' + report['background'] if report['background'] else 'ignored'}), {f['dropped']} dropped.",

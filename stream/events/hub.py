@@ -15,7 +15,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -103,6 +103,7 @@ class EventHub:
 
     def sinks_for(self, stream: StreamConfig) -> list[EventSink]:
         self.start()
+        self.declare(stream.name, self.rules.snapshot()[1])
         return [EventSink(self, stream.name, stream.live)]
 
     def flush(self, timeout: float = CLOSE_TIMEOUT_S) -> None:
@@ -138,6 +139,18 @@ class EventHub:
     def _clip_done(self, event_id: str) -> None:
         with self._lock:
             self._writing.discard(event_id)
+
+    def declare(self, stream: str, rules: Iterable[EventRule]) -> None:
+        """The event counters ``stream`` can have under ``rules`` exist at 0 from now on (labels a rule names;
+        a "*" rule's labels are only known when they happen)."""
+        if self.counter is None:
+            return
+        keys = {(stream, rule.name, label) for rule in rules if rule.matches_stream(stream)
+                for label in rule.labels if label != "*"}
+        with self._lock:
+            self._counted |= keys  # remove_rule takes them out of /metrics with the rule
+        for key in keys:
+            self.counter.labels(*key)
 
     def counted(self, stream: str, rule: str, label: str) -> None:
         if self.counter is not None:
@@ -239,6 +252,7 @@ class EventSink:
         if version == self._rules_version:
             return []
         self._rules_version, self._rules = version, rules
+        self.service.declare(self.stream, rules)
         # an event starts min_duration_s after its first sighting: keep that much more than the pre-roll
         waits = [r.min_duration_s for r in rules if r.matches_stream(self.stream)]
         self.ring.seconds = self.config.preroll_s + max(waits, default=0.0)

@@ -55,6 +55,10 @@ class Subscriber(Protocol):
     def end(self) -> None: ...
 
 
+# where annotated frames are dropped (the ``stage`` label of sightline_annotated_frames_dropped_total)
+DROP_STAGES = ("encoder", "publish", "viewer")
+
+
 class VideoOutMetrics:
     """The metrics of annotated video, WebRTC viewing and publishing, on the service's registry."""
 
@@ -82,7 +86,7 @@ class VideoOutMetrics:
                        self.publish_packets):
             with contextlib.suppress(KeyError):
                 metric.remove(stream)
-        for stage in ("encoder", "publish", "viewer"):
+        for stage in DROP_STAGES:
             with contextlib.suppress(KeyError):
                 self.dropped.remove(stream, stage)
 
@@ -299,6 +303,8 @@ class VideoOut:
         if self.metrics:
             self.metrics.viewers.labels(stream.name).set(0)
             self.metrics.encoders.labels(stream.name).set(0)
+            for stage in ("encoder", "viewer"):  # at 0 from the start; "publish" from the publisher that attaches
+                self.metrics.dropped.labels(stream.name, stage)
         with self._lock:
             self._encoders[stream.name] = encoder
         return encoder

@@ -60,6 +60,10 @@ class Publisher:
 
     def attach(self, encoder: AnnotatedEncoder) -> Publisher:
         self._encoder = encoder
+        if self.metrics:  # its counters exist at 0 from the start, not from the first packet or failure
+            self.metrics.publish_packets.labels(self.stream)
+            self.metrics.publish_reconnects.labels(self.stream)
+            self.metrics.dropped.labels(self.stream, "publish")
         self._set_state("connecting")
         encoder.publisher = self
         self._thread.start()

@@ -47,7 +47,8 @@ WARMUP_BATCH = 8
 
 
 class SwapError(SightlineError):
-    """The swap did not happen; the old model keeps serving. ``status``: the HTTP status that fits."""
+    """The swap did not happen; the old model keeps serving. ``status``: the HTTP status that fits;
+    ``result``: the ``sightline_model_swaps_total`` label, and the word the log uses (``SWAP_RESULTS``)."""
 
     status = 500
     result = "failed"
@@ -107,15 +108,16 @@ def swap_model(pipeline: Pipeline, spec: ModelSpec, loader: Loader | None = None
 
     Blocking (seconds): call it from a worker thread. Raises ``SwapError`` (old model still serving).
     """
-    refused: SwapError | None = None
+    error: SwapError | None = None
     try:
         outcome = _swap(pipeline, spec, loader)
     except SwapError as exc:
+        # the log says what the counter counts: "refused" (busy, does not fit) or "failed" (did not load or warm up)
         count_swap(pipeline.models, exc.result)
-        log.error("model swap to %s refused, the old model keeps serving: %s", spec.source, exc)
-        refused = type(exc)(str(exc))
-    if refused is not None:  # raised afresh, out here: the first one's traceback holds the serving model
-        raise refused
+        log.error("model swap to %s %s, the old model keeps serving: %s", spec.source, exc.result, exc)
+        error = type(exc)(str(exc))
+    if error is not None:  # raised afresh, out here: the first one's traceback holds the serving model
+        raise error
     count_swap(pipeline.models, "swapped" if outcome.swapped else "unchanged")
     return outcome
 
@@ -321,7 +323,8 @@ class SighupReloader:
             model = self.read_model()
         except SightlineError as exc:
             self.refused(pipeline)
-            log.error("SIGHUP: the config file cannot be read, the old model keeps serving: %s", exc)
+            log.error("SIGHUP: model swap refused, the config file cannot be read; the old model keeps serving: %s",
+                      exc)
             return None
         if model.device != pipeline.config.model.device:
             log.warning("SIGHUP: model.device changed to %s; the device changes only with a restart", model.device)

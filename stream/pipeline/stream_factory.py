@@ -94,6 +94,8 @@ class StreamFactory:
             recorder = VideoRecorder(out_dir / f"{name}.mp4", name)  # its frame rate comes with the frames
             recording = RecordingWriter(recorder, output, stats, config.live, stop, clock=self.clock)
             source.recording = recording
+        names = [sink.name for sink in sinks] + ([VideoRecorder.name] if recording is not None else [])
+        stats.declare_sinks(names, [JsonlSink.name] if self.config.log_predictions else [])
         return StreamRuntime(config, stats, source, output, stop, recording, preview=preview)
 
     def working_size(self, height: int, width: int) -> tuple[int, int]:

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from sightline.stream.service.status import Readiness
 
-__all__ = ["Prediction", "Readiness", "SessionDescription", "SmoothedLabel", "StreamList", "StreamStatus"]
+__all__ = ["Prediction", "Readiness", "SessionDescription", "SmoothedLabel", "Smoothing", "StreamList", "StreamStatus"]
 
 
 class Prediction(BaseModel):
@@ -17,8 +17,18 @@ class Prediction(BaseModel):
 
 
 class SmoothedLabel(BaseModel):
+    """The label shown on the video: the EMA of the class probabilities, kept until another class leads."""
+
     label: str
-    prob: float
+    prob: float = Field(description="the label's smoothed (EMA) probability, not this frame's")
+
+
+class Smoothing(BaseModel):
+    """How ``smoothed`` follows the frames (``smoothing`` in the config; docs/classifying.md)."""
+
+    ema: float = Field(description="weight of the past in the probability EMA (0 = none)")
+    hysteresis: float = Field(description="relative margin: another class replaces the shown one when its "
+                                          "smoothed probability exceeds (1 + hysteresis) x the shown one's")
 
 
 class StreamStatus(BaseModel):
@@ -36,6 +46,8 @@ class StreamStatus(BaseModel):
     p99_ms: float | None
     frames_decoded: int
     frames_inferred: int
+    active_s: float = Field(0.0, description="seconds from the first decoded frame to now, or to the last frame once "
+                                             "the stream is over: its own rate is frames_inferred / active_s")
     dropped: dict[str, int]
     reconnects: int
     sink_errors: dict[str, int]
@@ -45,8 +57,10 @@ class StreamStatus(BaseModel):
                                                     "by its timestamps), recorder_behind (not recorded)")
     records_lost: dict[str, int] = Field(default_factory=dict,
                                          description="output records not written (disk full), by sink")
-    prediction: list[Prediction] | None
-    smoothed: SmoothedLabel | None
+    prediction: list[Prediction] | None = Field(description="the latest classified frame's raw top-k")
+    smoothed: SmoothedLabel | None = Field(description="the label shown on the video (EMA + hysteresis); it may lag "
+                                                       "or differ from prediction[0], the frame's raw top-1")
+    smoothing: Smoothing | None = None
     snapshot: str
     mjpeg: str
 

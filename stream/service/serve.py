@@ -124,16 +124,20 @@ async def run_service(config: RunConfig, duration: float | None = None, outputs_
 
 
 def summary(statuses: list[dict[str, Any]], seconds: float, outputs: Path) -> str:
-    """What a run did, per stream: frames, classified frames per second, recent latency, drops, outputs."""
+    """What a run did, per stream: frames, classified frames per second while the stream was at work, recent
+    latency, drops, outputs."""
     lines = [f"summary after {seconds:.1f} s:"]
     width = max([len(str(s["name"])) for s in statuses] + [6])
     for s in statuses:
         classified = int(s["frames_inferred"])
+        # the stream's own rate, over the time it was at work (stats.StreamStats.active_s), not over the whole run
+        active = float(s.get("active_s", seconds))
+        rate = f"{classified / active:.1f}/s over {active:.1f} s" if classified > 1 and active > 0 else "rate n/a"
         dropped = sum(s["dropped"].values())
         latency = (f"latency p50 {s['p50_ms']:.0f} ms, p99 {s['p99_ms']:.0f} ms (last 30 s)" if s["p50_ms"] is not None
                    else "latency n/a")
         lines.append(f"  {str(s['name']):<{width}}  {str(s['state']):<12} {s['frames_decoded']} frames decoded, "
-                     f"{classified} classified ({classified / max(seconds, 1e-9):.1f}/s), {latency}, "
+                     f"{classified} classified ({rate}), {latency}, "
                      f"{dropped} dropped" + (f"; {s['error']}" if s["error"] else ""))
     lines.append(f"outputs: {outputs}")
     return "\n".join(lines)

@@ -22,6 +22,9 @@ def links(name: str) -> dict[str, str]:
 def stream_status(runtime: StreamRuntime) -> dict[str, object]:
     """One stream as the API reports it: config (URL redacted), statistics, latest labels, preview links.
 
+    ``prediction`` is the latest frame's raw top-k; ``smoothed`` the label shown on the video, which
+    ``smoothing`` (EMA weight, relative hysteresis margin) makes lag or differ from ``prediction[0]``.
+
     A stream that reports itself (one on a Ray worker, ``cluster.controller.RemoteStream``) gives its
     worker's JSON, built there by this same function."""
     own = getattr(runtime, "status", None)
@@ -34,8 +37,10 @@ def stream_status(runtime: StreamRuntime) -> dict[str, object]:
         if latest.smoothed is not None:
             smoothed = {"label": latest.smoothed.label, "prob": round(latest.smoothed.prob, 5)}
     name = runtime.config.name
+    smoother = runtime.output.smoother
     return {"name": name, "url": redact_url(runtime.config.url), "mode": runtime.config.mode,
             **runtime.stats.snapshot(), "prediction": raw, "smoothed": smoothed,
+            "smoothing": {"ema": smoother.ema, "hysteresis": smoother.hysteresis},
             "model": runtime.output.model_id, **links(name)}
 
 

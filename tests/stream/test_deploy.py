@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sightline.stream.config import RunConfig, StreamConfig, load_run_config
 from sightline.stream.events.notifiers.metrics import OutputMetrics
 from sightline.stream.metrics import DROP_REASONS, LOSS_REASONS, STAGES, STATES, SWAP_RESULTS, Metrics
-from sightline.stream.outputs.annotated_video import video_out_metrics
+from sightline.stream.outputs.annotated_video import DROP_STAGES, video_out_metrics
 from sightline.stream.pipeline.pipeline import Pipeline
 from sightline.stream.stats import StageStats, StreamStats
 from sightline.synthetic_media import make_test_clip
@@ -165,8 +165,8 @@ def test_metric_labels_come_from_finite_sets_in_a_real_run(tmp_path: Path) -> No
         pipeline.shutdown()
     for secret in ("admin", "hunter2", "127.0.0.1", "stream1", "token", "abc", "rtsp"):
         assert secret not in text, secret
-    allowed = {"stream": {"file-cam", "door"}, "state": set(STATES), "stage": set(STAGES),
-               "reason": set(DROP_REASONS) | set(LOSS_REASONS), "sink": {"jsonl", "recorder"},
+    allowed = {"stream": {"file-cam", "door"}, "state": set(STATES), "stage": set(STAGES) | set(DROP_STAGES),
+               "reason": set(DROP_REASONS) | set(LOSS_REASONS), "sink": {"jsonl", "recorder", "annotated_video"},
                "arch": {"resnet18"}, "classes": {"4"},
                "device": {"cpu"}, "precision": {"fp32"},
                "model": {pipeline.models.current.id}, "result": set(SWAP_RESULTS)}  # the served model's id (hash)

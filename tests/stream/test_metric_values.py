@@ -170,3 +170,38 @@ def test_inference_error_drops_are_counted_and_the_stream_goes_on(tmp_path: Path
     assert len((tmp_path / "out" / "c.jsonl").read_text().splitlines()) == 24 - errors
     assert metrics.registry.get_sample_value("sightline_frames_dropped_total",
                                              {"stream": "c", "reason": "inference_error"}) == errors
+
+
+def test_a_fresh_pipelines_counters_are_exported_at_zero(tmp_path: Path) -> None:
+    """Every counter the docs list exists from the first scrape, before anything happened: a series that
+    appears only with its first count makes rate()/increase() miss that count and dashboards say "no data"."""
+    from sightline.stream.metrics import SWAP_RESULTS
+
+    clip = media.make_test_clip(tmp_path / "clip.mp4", frames=30, fps=10, size=(96, 64))
+    config = RunConfig(output_dir=tmp_path / "out", media_root=tmp_path, log_predictions=True,
+                       annotated_video={"reconnect": {"initial_s": 5.0, "max_s": 5.0}},
+                       streams=[StreamConfig(name="cam", url=str(clip), loop=True, record=True,
+                                             publish="rtmp://127.0.0.1:9/live")])  # port 9 refuses: loopback only
+    pipeline = Pipeline(tiny_classifier(), config, Metrics())
+    pipeline.start()
+    try:
+        samples = asyncio.run(scrape(pipeline))
+    finally:
+        pipeline.shutdown()
+    missing = []
+    for sink in ("jsonl", "recorder", "annotated_video"):
+        if value(samples, "sightline_sink_errors_total", stream="cam", sink=sink) != 0:
+            missing.append(f"sink_errors {sink}")
+    if value(samples, "sightline_records_lost_total", stream="cam", sink="jsonl") != 0:
+        missing.append("records_lost jsonl")
+    for result in SWAP_RESULTS:
+        if value(samples, "sightline_model_swaps_total", result=result) != 0:
+            missing.append(f"model_swaps {result}")
+    if value(samples, "sightline_publish_packets_total", stream="cam") != 0:
+        missing.append("publish_packets")
+    if value(samples, "sightline_publish_reconnects_total", stream="cam") is None:  # the refused connect may count
+        missing.append("publish_reconnects")
+    for stage in ("encoder", "viewer", "publish"):
+        if value(samples, "sightline_annotated_frames_dropped_total", stream="cam", stage=stage) is None:
+            missing.append(f"annotated_frames_dropped {stage}")
+    assert not missing, (missing, sorted(k for k in samples if k[0].endswith("_total")))

@@ -6,8 +6,8 @@ colours, scaled so its probabilities are one-hot: its predictions are known exac
 red 0-1 s, green 1-2 s and (wrongly) red 2-2.5 s, and nothing for 2.5-3 s, so:
 
 - raw: frames 0-19 right, 20-24 wrong (blue shown, red labelled), 25-29 not scored -> 20/25;
-- smoothed (EMA 0.6, hysteresis 0.05): on one-hot input the shown label switches on the second frame
-  of a new colour, so frames 10 and 20 lag as well -> 19/25.
+- smoothed (EMA 0.6, relative hysteresis 0.1): on one-hot input the shown label switches on the second
+  frame of a new colour (0.64 > 1.1 x 0.36), so frames 10 and 20 lag as well -> 19/25.
 """
 
 from __future__ import annotations
@@ -142,6 +142,9 @@ def test_writes_predictions_report_and_pictures(fast_report: tuple[Path, dict]) 
     assert frame["correct_raw"] is False and lines[27]["truth"] is None
     markdown = (out / "report.md").read_text(encoding="utf-8")
     assert "| frame accuracy | 80.0% | 76.0% |" in markdown
+    # the smoothed column says what it is: the shown label, and the settings that make it lag
+    assert "*Smoothed* is the label the service shows" in markdown
+    assert "more than 1.1 x its averaged probability (relative hysteresis 0.1)" in markdown
     for png in ("confusion.png", report["videos"][0]["timeline"]):
         with Image.open(out / png) as image:
             assert image.format == "PNG" and image.size[0] > 300
@@ -256,13 +259,13 @@ def labels_file(tmp_path: Path, media: Path, body: str) -> Path:
 def test_error_labels_not_in_the_model(media: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     labels = labels_file(tmp_path, media, "clip.mp4,0,1,red\nclip.mp4,1,2,purple\nclip.mp4,2,3,Blue\n")
     line = fails(capsys, run_eval(media, tmp_path / "out", labels=labels))
-    assert "labels not in the model's classes: 'Blue', 'purple'" in line
+    assert "labels not in the model's classes (2): 'Blue', 'purple'" in line
     assert not (tmp_path / "out").exists()
 
 
 def test_error_background_not_in_the_model(media: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     line = fails(capsys, run_eval(media, tmp_path, "--background", "Green"))
-    assert "--background 'Green' is not one of the model's classes" in line
+    assert "--background not in the model's classes: 'Green' is not one of them" in line
     assert "did you mean 'Green' -> 'green'" in line
 
 
@@ -293,6 +296,20 @@ def test_error_given_video_not_in_labels(media: Path, tmp_path: Path, capsys: py
 
 
 
+def test_every_kind_of_problem_is_reported_at_once_with_counts(media: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "notes.mp4").write_text("not a video at all", encoding="utf-8")
+    labels = labels_file(tmp_path, media, "clip.mp4,0,1,red\nclip.mp4,1,2,purple\nclip.mp4,2,3,Blue\n"
+                                          "gone.mp4,0,1,red\nlost.mp4,0,1,red\nnotes.mp4,0,1,teal\n")
+    line = fails(capsys, run_eval(media, tmp_path / "out", labels=labels))
+    assert "6 problems of 3 kinds, nothing was replayed: " in line, line
+    assert f"videos not found (2): gone.mp4 (looked for {tmp_path / 'gone.mp4'}); lost.mp4 (looked for" in line
+    assert f"unreadable videos: {tmp_path / 'notes.mp4'}: not a readable video (" in line
+    # the labels of every video are checked, also those that cannot be replayed
+    assert "labels not in the model's classes (3): 'Blue', 'purple', 'teal'" in line
+    assert not (tmp_path / "out").exists()  # stopped before any video was decoded
+
+
 def test_error_unreadable_video(media: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "notes.mp4").write_text("not a video at all", encoding="utf-8")
     labels = labels_file(tmp_path, media, "clip.mp4,0,1,red\nnotes.mp4,0,1,red\n")
@@ -319,19 +336,19 @@ def test_video_failing_mid_replay_is_a_warning_and_exit_1(media: Path, tmp_path:
 @pytest.mark.parametrize("options, smoothed, changes", [
     # EMA off: the shown label follows the one-hot raw label at once -> smoothed == raw (20/25)
     (["--smoothing-ema", "0"], 0.8, "raw"),
-    # a margin green never reaches: after its 10 frames its EMA leads red by 1 - 2 * 0.6^10 = 0.988 < 0.99, so red
-    # stays shown, right on the 10 red and the 5 (blue, labelled) red frames -> 15/25; blue leads by 0.994 only
-    # at its 10th frame (unscored): one label change in the 3 s clip = 20 per minute
-    (["--hysteresis", "0.99"], 0.6, 20.0),
+    # the widest margin: a new colour must score 1.99 x the shown one. Its EMA after k frames is 1 - 0.6^k against
+    # 0.6^k, past 1.99 x only at k = 3 (0.784 > 0.43), so frames 10 and 11 show red (wrong) as well as 20 -> 18/25;
+    # the shown label still changes twice (at frames 12 and 22), as the raw one does
+    (["--hysteresis", "0.99"], 0.72, "raw"),
 ])
 def test_smoothing_options_change_the_smoothed_scores(media: Path, tmp_path: Path, fast_report: tuple[Path, dict],
                                                       options: list[str], smoothed: float, changes) -> None:
     assert run_eval(media, tmp_path, *options) == 0
     report = load_report(tmp_path)
     assert report["accuracy"]["raw"] == fast_report[1]["accuracy"]["raw"] == 0.8
-    assert fast_report[1]["accuracy"]["smoothed"] == 0.76  # the defaults (0.6, 0.05): 19/25
+    assert fast_report[1]["accuracy"]["smoothed"] == 0.76  # the defaults (0.6, 0.1): 19/25
     assert report["accuracy"]["smoothed"] == pytest.approx(smoothed, abs=1e-4)
     assert report["settings"]["ema"] == (0.0 if "--smoothing-ema" in options else 0.6)
-    assert report["settings"]["hysteresis"] == (0.99 if "--hysteresis" in options else 0.05)
+    assert report["settings"]["hysteresis"] == (0.99 if "--hysteresis" in options else 0.1)
     flips = report["changes_per_min"]
     assert flips["smoothed"] == (flips["raw"] if changes == "raw" else changes), flips

@@ -154,7 +154,7 @@ def test_check_classes_lists_unknown_labels_with_hints(tmp_path: Path) -> None:
                                                           "a,1,2,zebra\na,2,3,purple\n"))
     with pytest.raises(LabelsError) as err:
         check_classes(segments, ["tabby cat", "zebra", "dog"], "m.pt")
-    assert "labels not in the model's classes: 'purple', 'tabbycat'" in str(err.value)
+    assert "labels not in the model's classes (2): 'purple', 'tabbycat'" in str(err.value)
     assert "'tabbycat' -> 'tabby cat'" in str(err.value)
 
 

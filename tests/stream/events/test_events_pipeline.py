@@ -131,8 +131,12 @@ def test_event_starts_and_ends_when_the_label_held_and_went(run) -> None:
     metric = pipeline.metrics.registry.get_sample_value(
         "sightline_events_total", {"stream": "cam", "rule": "bright", "label": "class_b"})
     assert metric == 1.0
+    # a rule that never fired: its counter is there at 0 from the start (rate() sees its first event)
     assert pipeline.metrics.registry.get_sample_value(
-        "sightline_events_total", {"stream": "cam", "rule": "patient", "label": "class_b"}) is None
+        "sightline_events_total", {"stream": "cam", "rule": "patient", "label": "class_b"}) == 0.0
+    # and only where the rule applies: "elsewhere" is for another stream ("*" labels are known when they happen)
+    assert pipeline.metrics.registry.get_sample_value(
+        "sightline_events_total", {"stream": "cam", "rule": "elsewhere", "label": "class_b"}) is None
 
 
 def test_clip_starts_a_preroll_before_the_event_and_ends_a_postroll_after(run) -> None:
@@ -238,6 +242,11 @@ async def test_api_lists_filters_pages_and_serves_snapshot_and_clip(run) -> None
         bright = rules.list()[0]
         assert (await client.delete("/api/events/rules/bright", headers=AUTH)).status_code == 200
         assert 'rule="bright"' not in (await client.get("/metrics")).text  # no series of a removed rule stays
+        patient = next(r for r in rules.list() if r.name == "patient")
+        assert 'rule="patient"' in (await client.get("/metrics")).text  # never fired: there at 0
+        assert (await client.delete("/api/events/rules/patient", headers=AUTH)).status_code == 200
+        assert 'rule="patient"' not in (await client.get("/metrics")).text  # and gone with its rule
+        rules.add(patient)
         rules.max_rules = 256
         rules.add(bright)
 

@@ -21,7 +21,7 @@ from sightline.stream.config import RunConfig, StreamConfig
 from sightline.stream.inference.cuda_feeder import FeederWorker
 from sightline.stream.inference.model_holder import MODEL_ID_LENGTH, ModelSpec
 from sightline.stream.metrics import Metrics
-from sightline.stream.pipeline.model_swap import SwapIncompatibleError, load_classifier, swap_model
+from sightline.stream.pipeline.model_swap import SwapError, SwapIncompatibleError, load_classifier, swap_model
 from sightline.stream.pipeline.pipeline import Pipeline
 from sightline.stream.service.app import create_app
 from sightline.stream.service.status import stream_status
@@ -240,6 +240,33 @@ def test_a_worker_without_a_holder_refuses_the_swap(tmp_path: Path) -> None:
         with pytest.raises(SwapIncompatibleError, match="does not serve the model holder"):
             swap_model(pipeline, ModelSpec(str(tmp_path / "a.pt")))
         assert pipeline.models.current.id == model_id(a)
+    finally:
+        pipeline.shutdown(5.0)
+
+
+def test_the_log_says_what_the_swap_counter_counts(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A model that does not load is counted result="failed" and logged "failed"; a swap while another runs is
+    counted and logged "refused" (the log said "refused" for both)."""
+    a = tiny_bundle(4, seed=0)
+    a.save(tmp_path / "a.pt")
+    pipeline = start_pipeline(tmp_path, a, "realtime")
+    try:
+        with caplog.at_level("ERROR", logger="sightline.stream.pipeline.model_swap"):
+            with pytest.raises(SwapError):
+                swap_model(pipeline, ModelSpec(str(tmp_path / "missing.pt")))
+            assert pipeline.swap_counts == {"failed": 1}
+            assert [r.getMessage().split(",")[0] for r in caplog.records] == [
+                f"model swap to {tmp_path / 'missing.pt'} failed"]
+            caplog.clear()
+            assert pipeline.models.swapping.acquire(blocking=False)  # another swap in progress
+            try:
+                with pytest.raises(SwapError, match="another model swap is in progress"):
+                    swap_model(pipeline, ModelSpec(str(tmp_path / "a.pt")))
+            finally:
+                pipeline.models.swapping.release()
+            assert pipeline.swap_counts == {"failed": 1, "refused": 1}
+            assert [r.getMessage().split(",")[0] for r in caplog.records] == [
+                f"model swap to {tmp_path / 'a.pt'} refused"]
     finally:
         pipeline.shutdown(5.0)
 

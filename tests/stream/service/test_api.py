@@ -32,7 +32,7 @@ TOKEN = "test-token-1234"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 STATUS_KEYS = {"name", "url", "mode", "state", "error", "fps", "p50_ms", "p99_ms", "frames_decoded",
                "frames_inferred", "dropped", "reconnects", "sink_errors", "prediction", "smoothed", "snapshot", "mjpeg",
-               "corrupt_packets", "frames_lost", "records_lost", "model"}
+               "corrupt_packets", "frames_lost", "records_lost", "model", "smoothing", "active_s"}
 UNREACHABLE = "rtsp://user:secret@127.0.0.1:9/x"  # port 9 (discard) refuses: the stream keeps reconnecting
 
 
@@ -92,6 +92,9 @@ async def test_list_reports_both_streams_with_their_figures(client: httpx.AsyncC
     assert a["state"] == "live" and a["mode"] == "realtime"
     assert a["p50_ms"] is not None and a["p99_ms"] >= a["p50_ms"]
     assert a["prediction"][0]["label"].startswith("class_")
+    # the shown label is the smoothed one, and the status says how it was smoothed (config defaults here)
+    assert a["smoothed"]["label"].startswith("class_")
+    assert a["smoothing"] == {"ema": 0.6, "hysteresis": 0.1}
     assert a["snapshot"] == "/api/streams/cam-a/snapshot.jpg" and a["mjpeg"] == "/api/streams/cam-a/mjpeg"
 
 

@@ -61,3 +61,10 @@ def test_the_page_takes_each_cards_labels_from_its_own_snapshot() -> None:
     page = resources.files("sightline.stream.service").joinpath("static/index.html").read_text()
     assert 'r.headers.get("X-Sightline-Labels")' in page and LABELS_HEADER == "X-Sightline-Labels"
     assert not re.search(r"\bs\.(smoothed|prediction)\b", page)  # no card label from the (later) status poll
+
+
+def test_the_page_marks_the_big_label_as_smoothed_and_the_list_as_raw() -> None:
+    page = resources.files("sightline.stream.service").joinpath("static/index.html").read_text()
+    assert 'kind.textContent = labels.smoothed ? "smoothed" : "raw top-1"' in page
+    assert '"this frame, raw top-k:"' in page
+    assert "li.smoothing = s.smoothing" in page  # the settings for the label's explanation, from the status
