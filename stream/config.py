@@ -249,6 +249,9 @@ class AnnotatedVideoConfig(StrictModel):
     publish_queue: int = Field(64, ge=1, le=10_000, description="packets waiting for the media server; beyond, "
                                                                "dropped and counted until the next keyframe")
     max_viewers: int = Field(4, ge=0, le=1000, description="WebRTC viewers per stream at most (429 beyond)")
+    connect_timeout_s: float = Field(30.0, ge=1, le=600,
+                                     description="a WebRTC viewer not connected this long after its answer is dropped "
+                                                 "(an offer without usable ICE candidates would hold a slot)")
     reconnect: ReconnectConfig = ReconnectConfig()
 
 

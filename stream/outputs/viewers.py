@@ -94,11 +94,13 @@ class Viewer:
 class WatchHub:
     """The WebRTC viewers of every stream; at most ``max_viewers`` per stream."""
 
-    def __init__(self, video_out: VideoOut, ice: IcePolicy, max_viewers: int) -> None:
+    def __init__(self, video_out: VideoOut, ice: IcePolicy, max_viewers: int, connect_timeout_s: float = 30.0) -> None:
         self.video_out = video_out
         self.ice = ice
         self.max_viewers = max_viewers
+        self.connect_timeout_s = connect_timeout_s
         self.viewers: dict[str, list[Viewer]] = {}
+        self._deadlines: set[asyncio.Task[None]] = set()
 
     def count(self, stream: str) -> int:
         return len(self.viewers.get(stream, []))
@@ -158,7 +160,19 @@ class WatchHub:
             await self._leave(stream, viewer)
             raise UnknownStreamError(str(exc)) from None
         log.info("stream %s: WebRTC viewer joined (%d watching)", stream, self.count(stream))
+        deadline = asyncio.create_task(self._connect_deadline(stream, viewer), name=f"viewer-deadline-{stream}")
+        self._deadlines.add(deadline)
+        deadline.add_done_callback(self._deadlines.discard)
         return peer.localDescription
+
+    async def _connect_deadline(self, stream: str, viewer: Viewer) -> None:
+        """A viewer that has not connected in ``connect_timeout_s`` is dropped: an offer with no usable ICE
+        candidate never connects, and would hold one of ``max_viewers`` slots for good."""
+        await asyncio.sleep(self.connect_timeout_s)
+        if viewer.peer.connectionState != "connected" and viewer in self.viewers.get(stream, []):
+            log.info("stream %s: WebRTC viewer not connected after %g s (annotated_video.connect_timeout_s), "
+                     "dropped", stream, self.connect_timeout_s)
+            await self._leave(stream, viewer)
 
     async def _leave(self, stream: str, viewer: Viewer) -> None:
         viewers = self.viewers.get(stream, [])
@@ -173,6 +187,8 @@ class WatchHub:
         await viewer.peer.close()
 
     async def close(self) -> None:
+        for task in list(self._deadlines):
+            task.cancel()
         for stream, viewers in list(self.viewers.items()):
             for viewer in list(viewers):
                 await self._leave(stream, viewer)

@@ -18,7 +18,9 @@ from sightline.stream.service.deps import not_found
 
 def watch_hub(pipeline: Pipeline) -> WatchHub:
     config = pipeline.config
-    return WatchHub(pipeline.video_out, IcePolicy.from_server(config.server), config.annotated_video.max_viewers)
+    video = config.annotated_video
+    return WatchHub(pipeline.video_out, IcePolicy.from_server(config.server), video.max_viewers,
+                    video.connect_timeout_s)
 
 
 class LocalViewing:

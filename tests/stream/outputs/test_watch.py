@@ -205,3 +205,50 @@ async def test_chromium_watches_annotated_video_and_two_viewers_share_one_encode
         await server.stop()
         await asyncio.to_thread(pipeline.shutdown)
     assert "cam" not in app.state.viewing.hub.viewers  # the stream ended: its viewers were closed
+
+
+async def test_a_viewer_that_never_connects_frees_its_slot_at_the_deadline(tmp_path: Path) -> None:
+    """An offer with no usable ICE candidate never connects: before, it held one of max_viewers slots for good
+    (real viewers got 429); now it is dropped after annotated_video.connect_timeout_s."""
+    clip = grey_clip(tmp_path / "grey.mp4", seconds=2.0)
+    config = RunConfig(output_dir=tmp_path / "out", media_root=tmp_path, log_predictions=False,
+                       server={"token": TOKEN}, annotated_video={"height": 240, "max_viewers": 1,
+                                                                "connect_timeout_s": 1},
+                       streams=[StreamConfig(name="cam", url=str(clip), loop=True)])
+    pipeline = Pipeline(tiny_classifier(), config, Metrics())
+    await asyncio.to_thread(pipeline.start)
+    app = create_app(pipeline, config, pipeline.metrics)
+    peers = []
+
+    async def offer_without_candidates() -> int:
+        peer = loopback_peer()
+        peers.append(peer)
+        peer.addTransceiver("video", direction="recvonly")
+        await make_offer(peer)
+        sdp = "\r\n".join(line for line in peer.localDescription.sdp.split("\r\n") if "candidate" not in line)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1",
+                                     headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10) as client:
+            return (await client.post("/api/streams/cam/watch", json={"sdp": sdp, "type": "offer"})).status_code
+
+    try:
+        await wait_for_encoder(pipeline)
+        assert await offer_without_candidates() == 200
+        assert await offer_without_candidates() == 429  # the one slot is held
+        hub = app.state.viewing.hub
+        deadline = time.monotonic() + 10
+        while hub.count("cam"):
+            assert time.monotonic() < deadline, "the unconnected viewer kept its slot"
+            await asyncio.sleep(0.1)
+        assert await offer_without_candidates() == 200  # the slot is free again
+    finally:
+        for peer in peers:
+            await peer.close()
+        await app.state.viewing.hub.close()
+        await asyncio.to_thread(pipeline.shutdown)
+
+
+async def wait_for_encoder(pipeline: Pipeline, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while pipeline.video_out.get("cam") is None:
+        assert time.monotonic() < deadline, "no annotated encoder for the stream"
+        await asyncio.sleep(0.1)
