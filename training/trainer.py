@@ -20,7 +20,7 @@ from sightline.model.classifier import Classifier
 from sightline.model.device import autocast_dtype, precision_name
 from sightline.model.errors import ConfigError
 from sightline.model.preprocess import Preprocessor
-from sightline.training.config import TrainConfig, load_config
+from sightline.training.config import TrainConfig, load_config, with_scratch_recipe
 from sightline.training.data import (
     DatasetSplit,
     EvalImages,
@@ -123,6 +123,8 @@ class Trainer:
             raise ConfigError("data: missing; pass --data ROOT or set data: in the config")
         if cfg.out is None:
             raise ConfigError("out: missing; pass --out RUN_DIR or set out: in the config")
+        # a new run from scratch fills the settings it was not given; a resumed one keeps its stored config
+        cfg, self.recipe_note = (cfg, None) if state is not None else with_scratch_recipe(cfg)
         self.cfg = cfg
         self.dist = dist or DistContext()
         self.hooks = hooks or TrainHooks()
@@ -176,6 +178,8 @@ class Trainer:
             arch, init_desc = state["arch"], state["init_description"]
             spec = PreprocessSpec.from_dict(state["preprocess"])
         else:
+            if self.recipe_note:
+                self._info("%s", self.recipe_note)
             init = initial_model(cfg.init, names, cfg.arch)
             net, arch, init_desc = init.net, init.arch, init.description
             spec = preprocess_spec(cfg, init.preprocess)
@@ -409,7 +413,6 @@ class Trainer:
         if self.skips.count:
             log.warning("%d unreadable image(s) were skipped (listed in report.json)", self.skips.count)
         return report
-
 
 @dataclass
 class RunProgress:

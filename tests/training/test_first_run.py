@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import time
 import urllib.error
 
 import pytest
 from sightline.cli import main
 from sightline.model.offline import OFFLINE_ENV
 from sightline.model.weights import imagenet_cache_path
+from sightline.training.config import load_config
+
+from .conftest import make_dataset
 
 
 @pytest.fixture
@@ -48,3 +53,41 @@ def test_failed_download_is_one_line_naming_the_offline_starts(dataset_factory, 
     line = _one_error_line(capsys)
     assert "the download failed" in line and "no route to host" in line
     assert "--init scratch" in line and "--init PATH" in line and "--model" not in line
+
+
+def test_scratch_fills_only_the_settings_not_given():
+    from sightline.training.config import with_scratch_recipe
+
+    cfg, note = with_scratch_recipe(load_config(None, {"init": "scratch"}))
+    assert (cfg.mode, cfg.optimizer, cfg.lr, cfg.resize, cfg.crop) == ("full", "adamw", 0.003, 64, 56)
+    assert note.startswith("init scratch: chose --mode full, --optimizer adamw, --lr 0.003")
+    cfg, note = with_scratch_recipe(load_config(None, {"init": "scratch", "mode": "head-then-full", "resize": 96,
+                                                       "optimizer": "sgd"}))
+    assert (cfg.mode, cfg.optimizer, cfg.lr, cfg.resize, cfg.crop) == ("head-then-full", "sgd", 0.001, 96, None)
+    assert "kept your --mode head-then-full, --optimizer sgd" in note and "--lr" not in note.split("kept")[0]
+    assert with_scratch_recipe(load_config(None, {"init": "imagenet"})) == (load_config(None, {}), None)
+
+
+def test_scratch_recipe_from_a_config_file_keeps_the_files_keys(tmp_path):
+    from sightline.training.config import with_scratch_recipe
+
+    path = tmp_path / "train.yaml"
+    path.write_text("init: scratch\nlr: 0.01\naugment:\n  hflip: false\n")
+    cfg, note = with_scratch_recipe(load_config(path))
+    assert cfg.lr == 0.01 and cfg.augment.scale == (0.08, 1.0) and cfg.mode == "full"
+    assert "kept your --lr 0.01, augment.scale [0.08, 1.0]" in note
+
+
+def test_training_from_scratch_with_the_defaults_learns(tmp_path, caplog):
+    """The acceptance run in small: `sightline train --data ROOT --out RUN --init scratch`, nothing else
+    that changes the training (no workers and no bars only keep the test light)."""
+    root = make_dataset(tmp_path / "data", n_train=16, n_val=6, size=(72, 64))
+    caplog.set_level("INFO")
+    started = time.perf_counter()
+    assert main(["train", "--data", str(root), "--out", str(tmp_path / "run"), "--init", "scratch",
+                 "--num-workers", "0", "--no-progress"]) == 0
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert "init scratch: chose --mode full" in caplog.text
+    assert report["config"]["mode"] == "full" and report["model"]["preprocess"]["crop"] == 56
+    assert report["val"]["acc1"] >= 0.75, report["val"]["acc1"]  # chance is 0.25
+    assert time.perf_counter() - started < 240
