@@ -406,13 +406,32 @@ class Trainer:
             "config": cfg.to_plain(),
             "val": result.to_dict(),
         }
+        warning = near_chance_warning(cfg, progress.best_acc1, bundle.num_classes)
+        report["warnings"] = [warning] if warning else []
         write_evaluation(self.out, result, report, title=f"{self.out.name} best epoch {progress.best_epoch}, val")
         write_json(self.out / "report.json", report)
         log.info("best epoch %d, bundle %s evaluated as served:\n%s", progress.best_epoch, self.out / "bundle.pt",
                  format_table(result))
         if self.skips.count:
             log.warning("%d unreadable image(s) were skipped (listed in report.json)", self.skips.count)
+        if warning:
+            log.warning("%s", warning)
         return report
+
+def near_chance_warning(cfg: TrainConfig, best_acc1: float, num_classes: int) -> str | None:
+    """One line when the best val top-1 stays under 1.5x chance: the run has learned (almost) nothing."""
+    chance = 1 / num_classes
+    if best_acc1 >= 1.5 * chance:
+        return None
+    tips = [f"more epochs (--epochs {cfg.epochs * 2})"]
+    if cfg.mode != "full":
+        tips.append("--mode full")
+    tips.append("--init PATH (start from a trained bundle or .pth)" if cfg.init == "scratch"
+                else "another --lr")
+    tips.append("check the data (one folder per class, the right images in each)")
+    return (f"near chance: best val top-1 {best_acc1:.3f} is under 1.5x chance ({chance:.3f} for {num_classes} "
+            f"classes), so the model has barely learned; try {', '.join(tips)}")
+
 
 @dataclass
 class RunProgress:

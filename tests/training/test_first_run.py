@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 import urllib.error
 
@@ -90,4 +91,28 @@ def test_training_from_scratch_with_the_defaults_learns(tmp_path, caplog):
     assert "init scratch: chose --mode full" in caplog.text
     assert report["config"]["mode"] == "full" and report["model"]["preprocess"]["crop"] == 56
     assert report["val"]["acc1"] >= 0.75, report["val"]["acc1"]  # chance is 0.25
+    assert report["warnings"] == []
     assert time.perf_counter() - started < 240
+
+
+def _same_photo_classes(root, classes=("a", "b", "c", "d")):
+    """Four classes that are all crops of one photo: nothing to learn, so val top-1 stays at chance."""
+    make_dataset(root, n_train=4, n_val=2, classes=("chelsea",), size=(40, 36))
+    for split in ("train", "val"):
+        for name in classes:
+            shutil.copytree(root / split / "chelsea", root / split / name)
+        shutil.rmtree(root / split / "chelsea")
+    return root
+
+
+def test_a_run_near_chance_says_so_and_what_to_try(tmp_path, caplog):
+    root = _same_photo_classes(tmp_path / "data")
+    caplog.set_level("INFO")
+    assert main(["train", "--data", str(root), "--out", str(tmp_path / "run"), "--init", "scratch", "--epochs", "1",
+                 "--lr", "1e-9", "--resize", "36", "--crop", "32", "--num-workers", "0", "--no-progress"]) == 0
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["val"]["acc1"] < 1.5 / 4
+    [warning] = report["warnings"]
+    assert warning.startswith("near chance: best val top-1") and "(0.250 for 4 classes)" in warning
+    assert "--epochs 2" in warning and "--init PATH" in warning and "check the data" in warning
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [warning]
