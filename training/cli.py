@@ -97,7 +97,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         trainer = Trainer.resume(args.resume, _overrides(args), dist)
     else:
         trainer = Trainer(load_config(args.config, _overrides(args)), dist)
-    result = trainer.run()
+    try:
+        result = trainer.run()
+    except KeyboardInterrupt:  # Ctrl-C: say how to continue; the command then exits with 130
+        if dist.is_main:
+            print(f"\n{trainer.interrupted_message()}", file=sys.stderr, flush=True)
+        raise
     if dist.is_main:
         bundle = result.out / "bundle.pt"
         print(f"best val top-1 {result.best_acc1:.4f} at epoch {result.best_epoch} of {result.epochs_run}"

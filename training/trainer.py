@@ -6,6 +6,7 @@ import contextlib
 import logging
 import math
 import os
+import shlex
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -131,6 +132,8 @@ class Trainer:
         self.state = state
         self.out = Path(cfg.out)
         self.skips = SkipLog(log.warning)
+        # epochs held by out/last.pt (None: no last.pt of this run yet), for the message of an interrupted run
+        self.saved_epochs: int | None = len(state["progress"]["history"]) if state is not None else None
 
     @classmethod
     def resume(cls, path: str | os.PathLike[str], overrides: dict[str, Any], dist: DistContext | None = None,
@@ -283,6 +286,7 @@ class Trainer:
                     "skipped": dict(self.skips.files),
                     "oom_events": [vars(e) for e in step.oom_events],
                 })
+                self.saved_epochs = progress.epoch
             self._info("epoch %d/%d %s: train loss %.4f acc %.3f | val loss %.4f top-1 %.3f top-%d %.3f | lr %.3g | "
                        "%.1f img/s%s", epoch + 1, cfg.epochs, phase, row["train_loss"], row["train_acc1"],
                        row["val_loss"], row["val_acc1"], result.k, row["val_acc5"], row["lr"], row["images_per_s"],
@@ -417,6 +421,16 @@ class Trainer:
         if warning:
             log.warning("%s", warning)
         return report
+
+    def interrupted_message(self) -> str:
+        """What to do after Ctrl-C: where last.pt is and the exact command that continues the run."""
+        last = self.out / "last.pt"
+        if self.saved_epochs is None or not last.exists():
+            return (f"interrupted before the first epoch finished: no last.pt in {self.out} to resume from; "
+                    f"run the same command again to start over")
+        return (f"interrupted: {last} holds the run after epoch {self.saved_epochs} of {self.cfg.epochs}\n"
+                f"continue it with: sightline train --resume {shlex.quote(str(last))}")
+
 
 def near_chance_warning(cfg: TrainConfig, best_acc1: float, num_classes: int) -> str | None:
     """One line when the best val top-1 stays under 1.5x chance: the run has learned (almost) nothing."""

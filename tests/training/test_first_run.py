@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import shutil
+import signal
+import subprocess
+import sys
 import time
 import urllib.error
 
 import pytest
+import torch
 from sightline.cli import main
 from sightline.model.offline import OFFLINE_ENV
 from sightline.model.weights import imagenet_cache_path
+from sightline.training.cli import train_main
 from sightline.training.config import load_config
 
 from .conftest import make_dataset
@@ -116,3 +123,46 @@ def test_a_run_near_chance_says_so_and_what_to_try(tmp_path, caplog):
     assert warning.startswith("near chance: best val top-1") and "(0.250 for 4 classes)" in warning
     assert "--epochs 2" in warning and "--init PATH" in warning and "check the data" in warning
     assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [warning]
+
+
+def test_ctrl_c_says_where_last_pt_is_and_how_to_resume(tmp_path):
+    root = make_dataset(tmp_path / "data", n_train=4, n_val=2, size=(40, 36))
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop(OFFLINE_ENV, None)
+    proc = subprocess.Popen([sys.executable, "-m", "sightline", "train", "--data", str(root), "--out", str(out),
+                             "--init", "scratch", "--epochs", "1000", "--resize", "36", "--crop", "32",
+                             "--num-workers", "0", "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "last.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (out / "last.pt").exists(), "no epoch finished in time"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert "Traceback" not in err
+    saved = len(torch.load(out / "last.pt", weights_only=True)["progress"]["history"])
+    assert f"interrupted: {out / 'last.pt'} holds the run after epoch {saved} of 1000" in err
+    line = err.splitlines()[-1]
+    assert line == f"continue it with: sightline train --resume {shlex.quote(str(out / 'last.pt'))}"
+    command = shlex.split(line.split(": ", 1)[1])
+    assert command[:2] == ["sightline", "train"]
+    assert main([*command[1:], "--epochs", str(saved + 1)]) == 0  # the printed line continues the run
+    assert len(json.loads((out / "report.json").read_text())["val"]["per_class"]) == 4
+
+
+def test_ctrl_c_in_the_first_epoch_says_there_is_nothing_to_resume(tmp_path, monkeypatch, capsys):
+    from sightline.training.trainer import Trainer
+
+    def interrupted(self, *args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "_train_epoch", interrupted)
+    root = make_dataset(tmp_path / "data", n_train=2, n_val=1, size=(40, 36))
+    assert train_main(["--data", str(root), "--out", str(tmp_path / "run"), "--init", "scratch",
+                       "--num-workers", "0", "--no-progress"]) == 130
+    assert "interrupted before the first epoch finished: no last.pt" in capsys.readouterr().err
