@@ -166,3 +166,14 @@ def test_ctrl_c_in_the_first_epoch_says_there_is_nothing_to_resume(tmp_path, mon
     assert train_main(["--data", str(root), "--out", str(tmp_path / "run"), "--init", "scratch",
                        "--num-workers", "0", "--no-progress"]) == 130
     assert "interrupted before the first epoch finished: no last.pt" in capsys.readouterr().err
+
+
+def test_every_train_flag_has_help():
+    import argparse
+
+    from sightline.training.cli import add_train_arguments
+
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    missing = [a.option_strings[0] for a in parser._actions if not a.help]
+    assert missing == []
