@@ -86,6 +86,7 @@ def test_scratch_recipe_from_a_config_file_keeps_the_files_keys(tmp_path):
     assert "kept your --lr 0.01, augment.scale [0.08, 1.0]" in note
 
 
+@pytest.mark.slow  # ~20 s on 2 shared cores
 def test_training_from_scratch_with_the_defaults_learns(tmp_path, caplog):
     """The acceptance run in small: `sightline train --data ROOT --out RUN --init scratch`, nothing else
     that changes the training (no workers and no bars only keep the test light)."""
