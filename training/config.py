@@ -123,8 +123,8 @@ class TrainConfig(StrictModel):
 # init: scratch, for the keys the user did not set (flags or the config file): a random backbone has to train
 # with its head (mode full; head-then-full would fit fc to random features first), and a randomly initialised
 # ResNet18 learns from small inputs with AdamW in minutes on a CPU (docs/training.md has the measured run).
-# resize and crop are one choice: either given keeps both out of the recipe.
-# augment is one choice too (its crop scale: a random crop of 8% of a 64-pixel image leaves too little to learn).
+# resize and crop are one choice: either given (not null: null asks for the initial model's) keeps both out of
+# the recipe. augment.scale, because a random crop of 8% of a 64-pixel image leaves too little to learn.
 SCRATCH_RECIPE: dict[str, Any] = {"mode": "full", "optimizer": "adamw", "lr": 0.003, "batch_size": 16,
                                   "warmup_epochs": 0.5, "resize": 64, "crop": 56, "augment": {"scale": (0.3, 1.0)}}
 SCRATCH_WHY = "a random backbone has to train too, and small inputs learn in minutes on a CPU"
@@ -135,7 +135,9 @@ def with_scratch_recipe(cfg: TrainConfig) -> tuple[TrainConfig, str | None]:
     saying which were chosen (``None``: nothing chosen)."""
     if cfg.init != "scratch":
         return cfg, None
-    given = cfg.model_fields_set
+    given = {k for k in cfg.model_fields_set if k not in ("resize", "crop", "augment") or getattr(cfg, k) is not None}
+    if "scale" not in cfg.augment.model_fields_set:  # the recipe's only augment key; the others stay as given
+        given.discard("augment")
     chosen = {k: v for k, v in SCRATCH_RECIPE.items() if k not in given}
     if "resize" in given or "crop" in given:
         chosen.pop("resize", None)

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,6 +22,8 @@ from sightline.training.cli import train_main
 from sightline.training.config import load_config
 
 from .conftest import make_dataset
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -82,8 +85,22 @@ def test_scratch_recipe_from_a_config_file_keeps_the_files_keys(tmp_path):
     path = tmp_path / "train.yaml"
     path.write_text("init: scratch\nlr: 0.01\naugment:\n  hflip: false\n")
     cfg, note = with_scratch_recipe(load_config(path))
-    assert cfg.lr == 0.01 and cfg.augment.scale == (0.08, 1.0) and cfg.mode == "full"
-    assert "kept your --lr 0.01, augment.scale [0.08, 1.0]" in note
+    assert cfg.lr == 0.01 and cfg.mode == "full"
+    assert cfg.augment.scale == (0.3, 1.0) and cfg.augment.hflip is False  # the file's other augment key stays
+    assert note.endswith("; kept your --lr 0.01; set any of them to override")
+    path.write_text("init: scratch\naugment:\n  scale: [0.08, 1.0]\n")
+    cfg, note = with_scratch_recipe(load_config(path))
+    assert cfg.augment.scale == (0.08, 1.0) and "kept your augment.scale [0.08, 1.0]" in note
+
+
+def test_the_example_config_from_scratch_gets_the_whole_recipe():
+    from sightline.training.config import SCRATCH_RECIPE, with_scratch_recipe
+
+    cfg, note = with_scratch_recipe(load_config(REPO / "configs" / "train.yaml", {"init": "scratch"}))
+    assert "kept your" not in note  # its resize: null and crop: null ask for the recipe's sizes too
+    assert {k: getattr(cfg, k) for k in SCRATCH_RECIPE if k != "augment"} == {
+        k: v for k, v in SCRATCH_RECIPE.items() if k != "augment"}
+    assert cfg.augment.scale == (0.3, 1.0) and cfg.augment.hflip is True
 
 
 @pytest.mark.slow  # ~20 s on 2 shared cores
