@@ -54,30 +54,42 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", metavar="ROOT", help="dataset root with train/<class>/ (and val/<class>/)")
     p.add_argument("--out", metavar="RUN_DIR", help="run directory for the outputs")
     p.add_argument("--config", metavar="YAML", help="training config (see configs/train.yaml); flags override it")
-    p.add_argument("--epochs", type=int)
+    p.add_argument("--epochs", type=int, help="epochs to train (default 10); on --resume, the new total")
     p.add_argument("--mode", choices=["head", "full", "head-then-full"],
-                   help="head: train fc on a frozen backbone; full: all layers; head-then-full: head_epochs "
-                        "of head, then all layers with a lower backbone lr")
-    p.add_argument("--init", metavar="imagenet|scratch|BUNDLE",
-                   help="starting weights: imagenet (default), scratch, or a bundle / .pth to continue from")
-    p.add_argument("--batch-size", type=int, help="images per loader batch (the micro-batch)")
+                   help="head: train fc on a frozen backbone; full: all layers; head-then-full (default; full "
+                        "from scratch): head_epochs of head, then all layers with a lower backbone lr")
+    p.add_argument("--init", metavar="imagenet|scratch|PATH",
+                   help="starting weights: imagenet (default; downloaded once, refused offline), scratch "
+                        "(picks a from-scratch recipe for the settings not given), or a local bundle / .pth "
+                        "to fine-tune (a new fc when its classes differ)")
+    p.add_argument("--batch-size", type=int,
+                   help="images per loader batch, the micro-batch (default 32; 16 from scratch)")
     p.add_argument("--accumulate", type=int, help="loader batches per optimizer step (effective batch = product)")
-    p.add_argument("--lr", type=float, help="learning rate of the head (and of the backbone in mode full)")
-    p.add_argument("--optimizer", choices=["sgd", "adamw"])
+    p.add_argument("--lr", type=float, help="peak learning rate of the head, and of the backbone in mode full "
+                                            "(default 0.001; 0.003 with AdamW from scratch)")
+    p.add_argument("--optimizer", choices=["sgd", "adamw"],
+                   help="sgd with momentum (default) or adamw (default from scratch)")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="mixed precision (fp16 + GradScaler on CUDA; on the CPU with --precision bf16)")
     p.add_argument("--precision", choices=["auto", "fp16", "bf16"], help="autocast dtype when --amp")
-    p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto (default: CUDA when available), cpu, cuda or cuda:N")
+    p.add_argument("--seed", type=int, help="seed of every random stream: same seed and data, same run (default 0)")
     p.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None,
                    help="deterministic algorithms (slower on CUDA)")
-    p.add_argument("--num-workers", type=int, help="DataLoader worker processes")
-    p.add_argument("--val-split", type=float, help="fraction of train/ held out when there is no val/")
-    p.add_argument("--resize", type=int, help="serving resize (shorter side); default from the initial model")
-    p.add_argument("--crop", type=int, help="serving centre crop and training crop size")
-    p.add_argument("--class-weighting", choices=["none", "balanced"])
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="tqdm progress bars")
-    p.add_argument("--resume", metavar="RUN_DIR/last.pt", help="continue a run exactly where it stopped")
+    p.add_argument("--num-workers", type=int,
+                   help="DataLoader worker processes (default: one per usable core, at most 4; 0: none)")
+    p.add_argument("--val-split", type=float, help="fraction of train/ held out when there is no val/ (default 0.2)")
+    p.add_argument("--resize", type=int, help="serving resize (shorter side); default from the initial model "
+                                              "(256 for ImageNet, 64 from scratch)")
+    p.add_argument("--crop", type=int, help="serving centre crop and training crop size (default: the initial "
+                                            "model's, or resize * 224/256 with --resize alone; 56 from scratch)")
+    p.add_argument("--class-weighting", choices=["none", "balanced"],
+                   help="none (default) or balanced: loss weighted by inverse class frequency")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="tqdm progress bars (default on)")
+    p.add_argument("--resume", metavar="RUN_DIR/last.pt",
+                   help="continue a run exactly where it stopped (after Ctrl-C the command prints this line); "
+                        "its stored settings stay, flags given now override them")
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -97,7 +109,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         trainer = Trainer.resume(args.resume, _overrides(args), dist)
     else:
         trainer = Trainer(load_config(args.config, _overrides(args)), dist)
-    result = trainer.run()
+    try:
+        result = trainer.run()
+    except KeyboardInterrupt:  # Ctrl-C: say how to continue; the command then exits with 130
+        if dist.is_main:
+            print(f"\n{trainer.interrupted_message()}", file=sys.stderr, flush=True)
+        raise
     if dist.is_main:
         bundle = result.out / "bundle.pt"
         print(f"best val top-1 {result.best_acc1:.4f} at epoch {result.best_epoch} of {result.epochs_run}"

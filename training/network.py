@@ -9,7 +9,8 @@ import torch
 from sightline.model.architectures import build_network
 from sightline.model.bundle import PreprocessSpec
 from sightline.model.errors import ConfigError, ModelLoadError
-from sightline.model.weights import load_model_source
+from sightline.model.offline import offline
+from sightline.model.weights import IMAGENET, imagenet_cache_path, load_model_source
 from torch import nn
 
 Phase = Literal["head", "full"]
@@ -32,6 +33,8 @@ def initial_model(init: str, class_names: list[str], arch: str | None = None) ->
     try:
         source = load_model_source(init)
     except ModelLoadError as exc:
+        if init == IMAGENET:
+            raise ModelLoadError(imagenet_unavailable(exc)) from exc
         raise ModelLoadError(f"{exc} [for sightline train: --init PATH, or --init scratch]") from exc
     if arch is not None and arch != source.arch:
         raise ConfigError(f"arch: {arch!r} does not match init {init!r}, which is a {source.arch}")
@@ -43,6 +46,26 @@ def initial_model(init: str, class_names: list[str], arch: str | None = None) ->
         net.fc = nn.Linear(fc.in_features, len(class_names))  # type: ignore[union-attr]
         how = f"new {len(class_names)}-class fc replaces its {source.num_classes}-class one"
     return InitialModel(net, source.arch, source.preprocess, f"{init}: {how}")
+
+
+OFFLINE_STARTS = ("start without them: --init scratch (a from-scratch recipe is chosen), or --init PATH to "
+                  "fine-tune any local Sightline bundle or .pth, e.g. the demo classifier that `sightline demo` "
+                  "trains offline into ~/.cache/sightline/")
+
+
+def imagenet_unavailable(exc: ModelLoadError) -> str:
+    """One line for the default ``--init imagenet`` when its weights cannot be had: why, and the offline starts."""
+    path = imagenet_cache_path()
+    if path.exists():  # cached but unreadable: the loader's message names the file
+        why = str(exc).splitlines()[0]
+    elif offline():
+        why = f"they are not in torch's cache ({path}) and offline mode forbids the download"
+    else:
+        cause = exc.__cause__
+        detail = (str(cause).splitlines() or [""])[0] if cause is not None else ""
+        why = (f"they are not in torch's cache ({path}) and the download failed"
+               f"{f' ({detail})' if detail else ''}")
+    return f"--init imagenet needs the ImageNet ResNet18 weights, but {why}; {OFFLINE_STARTS}"
 
 
 def phase_of_epoch(mode: str, head_epochs: int, epoch: int) -> Phase:

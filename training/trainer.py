@@ -6,6 +6,7 @@ import contextlib
 import logging
 import math
 import os
+import shlex
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from sightline.model.classifier import Classifier
 from sightline.model.device import autocast_dtype, precision_name
 from sightline.model.errors import ConfigError
 from sightline.model.preprocess import Preprocessor
-from sightline.training.config import TrainConfig, load_config
+from sightline.training.config import TrainConfig, load_config, with_scratch_recipe
 from sightline.training.data import (
     DatasetSplit,
     EvalImages,
@@ -123,12 +124,16 @@ class Trainer:
             raise ConfigError("data: missing; pass --data ROOT or set data: in the config")
         if cfg.out is None:
             raise ConfigError("out: missing; pass --out RUN_DIR or set out: in the config")
+        # a new run from scratch fills the settings it was not given; a resumed one keeps its stored config
+        cfg, self.recipe_note = (cfg, None) if state is not None else with_scratch_recipe(cfg)
         self.cfg = cfg
         self.dist = dist or DistContext()
         self.hooks = hooks or TrainHooks()
         self.state = state
         self.out = Path(cfg.out)
         self.skips = SkipLog(log.warning)
+        # epochs held by out/last.pt (None: no last.pt of this run yet), for the message of an interrupted run
+        self.saved_epochs: int | None = len(state["progress"]["history"]) if state is not None else None
 
     @classmethod
     def resume(cls, path: str | os.PathLike[str], overrides: dict[str, Any], dist: DistContext | None = None,
@@ -176,6 +181,8 @@ class Trainer:
             arch, init_desc = state["arch"], state["init_description"]
             spec = PreprocessSpec.from_dict(state["preprocess"])
         else:
+            if self.recipe_note:
+                self._info("%s", self.recipe_note)
             init = initial_model(cfg.init, names, cfg.arch)
             net, arch, init_desc = init.net, init.arch, init.description
             spec = preprocess_spec(cfg, init.preprocess)
@@ -279,6 +286,7 @@ class Trainer:
                     "skipped": dict(self.skips.files),
                     "oom_events": [vars(e) for e in step.oom_events],
                 })
+                self.saved_epochs = progress.epoch
             self._info("epoch %d/%d %s: train loss %.4f acc %.3f | val loss %.4f top-1 %.3f top-%d %.3f | lr %.3g | "
                        "%.1f img/s%s", epoch + 1, cfg.epochs, phase, row["train_loss"], row["train_acc1"],
                        row["val_loss"], row["val_acc1"], result.k, row["val_acc5"], row["lr"], row["images_per_s"],
@@ -402,13 +410,41 @@ class Trainer:
             "config": cfg.to_plain(),
             "val": result.to_dict(),
         }
+        warning = near_chance_warning(cfg, progress.best_acc1, bundle.num_classes)
+        report["warnings"] = [warning] if warning else []
         write_evaluation(self.out, result, report, title=f"{self.out.name} best epoch {progress.best_epoch}, val")
         write_json(self.out / "report.json", report)
         log.info("best epoch %d, bundle %s evaluated as served:\n%s", progress.best_epoch, self.out / "bundle.pt",
                  format_table(result))
         if self.skips.count:
             log.warning("%d unreadable image(s) were skipped (listed in report.json)", self.skips.count)
+        if warning:
+            log.warning("%s", warning)
         return report
+
+    def interrupted_message(self) -> str:
+        """What to do after Ctrl-C: where last.pt is and the exact command that continues the run."""
+        last = self.out / "last.pt"
+        if self.saved_epochs is None or not last.exists():
+            return (f"interrupted before the first epoch finished: no last.pt in {self.out} to resume from; "
+                    f"run the same command again to start over")
+        return (f"interrupted: {last} holds the run after epoch {self.saved_epochs} of {self.cfg.epochs}\n"
+                f"continue it with: sightline train --resume {shlex.quote(str(last))}")
+
+
+def near_chance_warning(cfg: TrainConfig, best_acc1: float, num_classes: int) -> str | None:
+    """One line when the best val top-1 stays under 1.5x chance: the run has learned (almost) nothing."""
+    chance = 1 / num_classes
+    if best_acc1 >= 1.5 * chance:
+        return None
+    tips = [f"more epochs (--epochs {cfg.epochs * 2})"]
+    if cfg.mode != "full":
+        tips.append("--mode full")
+    tips.append("--init PATH (start from a trained bundle or .pth)" if cfg.init == "scratch"
+                else "another --lr")
+    tips.append("check the data (one folder per class, the right images in each)")
+    return (f"near chance: best val top-1 {best_acc1:.3f} is under 1.5x chance ({chance:.3f} for {num_classes} "
+            f"classes), so the model has barely learned; try {', '.join(tips)}")
 
 
 @dataclass

@@ -74,5 +74,11 @@ def test_unusable_imagenet_weights_name_the_training_options(tmp_path, monkeypat
     path = imagenet_cache_path()
     path.parent.mkdir(parents=True)
     path.write_bytes(b"a truncated download")
-    with pytest.raises(ModelLoadError, match=r"--init PATH, or --init scratch"):
+    with pytest.raises(ModelLoadError, match=r"delete it to download it again; .*--init scratch .*--init PATH"):
         initial_model("imagenet", NAMES)
+
+
+def test_an_unusable_init_file_names_the_training_options(tmp_path):
+    (tmp_path / "b.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelLoadError, match=r"--init PATH, or --init scratch"):
+        initial_model(str(tmp_path / "b.pt"), NAMES)
