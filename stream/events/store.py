@@ -93,6 +93,7 @@ class EventStore:
         self._events: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._newest_first: list[dict[str, Any]] | None = None  # by start; rebuilt on the first query after a change
         self._lock = threading.Lock()
+        self._querying = threading.Lock()
 
     def on_message(self, msg: dict[str, Any]) -> None:
         event = msg["event"]
@@ -136,7 +137,13 @@ class EventStore:
         """Events newest first (by start) that match every filter given; (total matching, the page).
 
         Seconds over a long history: the API runs it in a worker thread, never on the event loop. The history
-        is sorted once per change (nearly sorted already: a linear pass), not once per query."""
+        is sorted once per change (nearly sorted already: a linear pass), not once per query. One query runs at
+        a time: the others wait on a lock, without the GIL, so 20 at once do not starve the event loop of it."""
+        with self._querying:
+            return self._query(stream, label, rule, since, until, limit, offset)
+
+    def _query(self, stream: str | None, label: str | None, rule: str | None, since: float | None,
+               until: float | None, limit: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
         with self._lock:
             if self._newest_first is None:
                 self._newest_first = sorted(self._events.values(), key=lambda e: e["start"], reverse=True)
