@@ -7,6 +7,7 @@ reported back to the main process, so one corrupt JPEG never stops an epoch.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from collections.abc import Callable, Sequence
@@ -23,7 +24,12 @@ from sightline.training.errors import DatasetError
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+log = logging.getLogger(__name__)
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
+
+
+FileId = tuple[int, int]  # (st_dev, st_ino): one real file or folder, whatever links lead to it
 
 
 class Sample(NamedTuple):
@@ -38,6 +44,7 @@ class ImageFolder:
     root: Path
     class_names: list[str]
     samples: list[Sample]
+    ids: dict[str, FileId] = field(default_factory=dict)  # path -> the real file (for the leakage check)
 
     def counts(self) -> list[int]:
         return class_counts(self.samples, len(self.class_names))
@@ -64,17 +71,67 @@ def class_counts(samples: Sequence[Sample], num_classes: int) -> list[int]:
     return counts
 
 
-def _image_files(folder: Path) -> list[str]:
-    found = []
+def _file_id(path: str) -> FileId | None:
+    try:
+        st = os.stat(path)  # follows links: the file a link points to
+    except OSError:
+        return None  # a dangling link or a link loop: listed, then skipped as unreadable when loaded
+    return (st.st_dev, st.st_ino)
+
+
+def _image_files(folder: Path) -> list[tuple[str, FileId | None]]:
+    """Images under ``folder``, each real file once: ``(path, id)`` in sorted walk order.
+
+    Directory links are followed (linking folders of images kept elsewhere is a usual way to assemble a
+    dataset), but a link to the folder it is in or to one above it (a loop) is not: it is skipped with a
+    warning instead of listing the same images again and again, or walking forever. Each real folder is
+    walked once, and a real file reached by several paths (symlinks, hard links) is listed once, by the
+    first path in sorted order.
+    """
+    found: list[tuple[str, FileId | None]] = []
+    seen_files: set[FileId] = set()
+    top = _file_id(str(folder))
+    seen_dirs: set[FileId] = {top} if top is not None else set()
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found.extend(os.path.join(dirpath, f) for f in sorted(filenames)
-                     if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS))
+        keep = []
+        for d in sorted(dirnames):
+            if d.startswith("."):
+                continue
+            path = os.path.join(dirpath, d)
+            if os.path.islink(path):
+                target, here = os.path.realpath(path), os.path.realpath(dirpath)
+                if here == target or here.startswith(target.rstrip(os.sep) + os.sep):
+                    log.warning("dataset: not following %s -> %s: a link to a folder above it (a loop)",
+                                path, os.readlink(path))
+                    continue
+            ident = _file_id(path)
+            if ident is None or ident in seen_dirs:
+                continue  # already walked (through another link), or unreadable
+            seen_dirs.add(ident)
+            keep.append(d)
+        dirnames[:] = keep
+        for f in sorted(filenames):
+            if f.startswith(".") or not f.lower().endswith(IMAGE_EXTENSIONS):
+                continue
+            path = os.path.join(dirpath, f)
+            ident = _file_id(path)
+            if ident is not None:
+                if ident in seen_files:
+                    continue
+                seen_files.add(ident)
+            found.append((path, ident))
     return found
 
 
+def _same_files(pairs: Sequence[tuple[str, str]], shown: int = 3) -> str:
+    listed = ", ".join(f"{a} = {b}" for a, b in pairs[:shown])
+    more = f" and {len(pairs) - shown} more" if len(pairs) > shown else ""
+    return f"{listed}{more}"
+
+
 def read_image_folder(folder: str | os.PathLike[str], min_classes: int = 1) -> ImageFolder:
-    """List ``folder/<class>/**/<image>``; every empty class folder is named in one error."""
+    """List ``folder/<class>/**/<image>``; every empty class folder is named in one error. Each real image
+    counts once; one that two classes share (through links) is refused: it has no single label."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DatasetError(f"{folder}: no such folder")
@@ -84,16 +141,29 @@ def read_image_folder(folder: str | os.PathLike[str], min_classes: int = 1) -> I
         raise DatasetError(f"{folder}: found {len(names)} class folder(s){found}; need at least {min_classes} "
                            f"(one sub-folder of images per class)")
     samples: list[Sample] = []
+    ids: dict[str, FileId] = {}
+    first: dict[FileId, str] = {}
+    shared: list[tuple[str, str]] = []
     empty = []
     for label, name in enumerate(names):
         files = _image_files(folder / name)
         if not files:
             empty.append(name)
-        samples.extend(Sample(f, label) for f in files)
+        for path, ident in files:
+            if ident is not None:
+                if ident in first:
+                    shared.append((first[ident], path))
+                    continue
+                first[ident] = path
+                ids[path] = ident
+            samples.append(Sample(path, label))
     if empty:
         raise DatasetError(f"{folder}: class folder(s) with no images ({', '.join(IMAGE_EXTENSIONS)}): "
                            f"{', '.join(empty)}")
-    return ImageFolder(folder, names, samples)
+    if shared:
+        raise DatasetError(f"{folder}: {len(shared)} image(s) are in two classes (the same file through a link): "
+                           f"{_same_files(shared)}; keep each image in one class folder")
+    return ImageFolder(folder, names, samples, ids)
 
 
 def scan_dataset(root: str | os.PathLike[str], val_split: float, seed: int) -> DatasetSplit:
@@ -114,6 +184,11 @@ def scan_dataset(root: str | os.PathLike[str], val_split: float, seed: int) -> D
                 f"{root}: train/ and val/ have different classes: only in train/: "
                 f"{', '.join(only_train) or '(none)'}; only in val/: {', '.join(only_val) or '(none)'}"
             )
+        in_train = {ident: path for path, ident in train.ids.items()}
+        leaked = [(in_train[ident], path) for path, ident in val.ids.items() if ident in in_train]
+        if leaked:
+            raise DatasetError(f"{root}: {len(leaked)} image(s) are in both train/ and val/ (the same file through "
+                               f"a link), validation would score training data: {_same_files(leaked)}")
         return DatasetSplit(train.class_names, train.samples, val.samples, str(root / "val"))
     tr, va = stratified_split(train, val_split, seed)
     return DatasetSplit(train.class_names, tr, va, f"stratified {val_split:.0%} of {root / 'train'}")

@@ -5,7 +5,10 @@ API's recent list) subscribe. A message is a plain dict::
 
     {"type": "start" | "update" | "end",
      "event": {"id", "stream", "rule", "label", "start", "end" (None until "end"), "peak",
-               "snapshot_url", "clip_url" (None until the clip is written)}}
+               "snapshot_url", "clip_url" (None until the clip is written),
+               optionally "clip_error" (the clip is incomplete: a write error cut it short)}}
+
+An ``update`` can follow an ``end``: the event's clip failed after its end message (post-roll).
 
 Contract: ``publish`` never blocks and never raises because of a subscriber. A subscriber is called
 synchronously on the publisher's thread/loop and must return at once (outputs put the message on

@@ -10,6 +10,10 @@ A ``ClipWriter`` encodes on its own thread (H.264 in fragmented MP4, as recordin
 fragment reaches the file when muxed, so a clip cut short by a kill still plays up to there; a
 SIGTERM closes it properly). Frames reach it through a bounded queue; a live stream never waits
 more than a moment on it (a frame it cannot take is counted in ``dropped``).
+
+A frame that cannot be written (a full disk: ``OSError`` ENOSPC from the muxer) or a file that cannot be
+finalized makes the clip **incomplete**: ``error`` keeps the first failure, and ``on_failed`` is called
+once, on the writer's thread, when it happens (the hub counts it and the event says so: ``clip_error``).
 """
 
 from __future__ import annotations
@@ -79,12 +83,15 @@ class ClipWriter(QueuedWriter[ClipFrame]):
     """One event's clip: frames in, an MP4 out, on a thread of its own."""
 
     def __init__(self, path: Path, stream: str, fps: Callable[[], float], live: bool,
-                 on_done: Callable[[ClipWriter], None] | None = None, capacity: int = CLIP_QUEUE) -> None:
+                 on_done: Callable[[ClipWriter], None] | None = None, capacity: int = CLIP_QUEUE,
+                 on_failed: Callable[[ClipWriter], None] | None = None) -> None:
         super().__init__(VideoRecorder(path, stream, fps=fps()), capacity, f"clip-{stream}")
         self.path = path
         self.stream = stream
         self.live = live
         self.on_done = on_done
+        self.on_failed = on_failed
+        self.error: str | None = None  # the first write/finalize failure: the clip is incomplete
         self.dropped = 0
         self.first_t: float | None = None
         self.last_t: float | None = None
@@ -120,6 +127,14 @@ class ClipWriter(QueuedWriter[ClipFrame]):
 
     def _failed(self, exc: BaseException, what: str) -> None:
         self.errors += 1
+        if self.error is None:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else (str(exc) or type(exc).__name__)
+            self.error = f"{what} failed: {reason}"
+            if self.on_failed is not None:
+                try:
+                    self.on_failed(self)
+                except Exception:  # a bad callback must not stop the clip's thread
+                    log.exception("stream %s: clip %s: reporting its failure failed", self.stream, self.path.name)
         if what == "finalizing":
             log.error("stream %s: finalizing clip %s failed: %s", self.stream, self.path.name, exc)
         elif self.errors in (1, 10, 100):

@@ -1,10 +1,14 @@
 """The event hub: one per pipeline. Gives each stream an ``EventSink`` and owns the bus, rules,
-store, events.jsonl and the ``sightline_events_total`` counter.
+store, events.jsonl and the ``sightline_events_total`` and ``sightline_event_clip_errors_total`` counters.
 
 Each stream's ``EventSink`` runs on the stream's output thread (it is one of its sinks): it feeds the
 rule engine with the smoothed label of every frame, keeps the pre-roll ring, writes the snapshot when
 an event starts, hands frames to the event's clip writer and publishes start/update/end on the bus.
 Files go to ``output_dir/events/<id>.jpg`` and ``<id>.mp4``.
+
+A clip that a write error cut short (a full disk) is counted once in ``sightline_event_clip_errors_total``
+and its event carries ``clip_error``: at once in the API (the hub keeps it), and on the bus with the event's
+next message, or an ``update`` after its end when the clip failed after the end was published.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import os
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,15 +64,21 @@ class EventHub:
         self.log_path = Path(config.output_dir) / "events.jsonl"
         self.log: EventLog | None = None
         self._writing: set[str] = set()
+        self._clip_errors: OrderedDict[str, str] = OrderedDict()  # event id -> first failure (the last `history`)
         self._counted: set[tuple[str, str, str]] = set()  # (stream, rule, label) series of sightline_events_total
         self._lock = threading.Lock()
         self.counter = None
         self.registry = metrics.registry if metrics is not None else None
         self.outputs: EventOutputs | None = None  # MQTT, webhooks: started with the service (docs/events-outputs.md)
         self._output_metrics: OutputMetrics | None = None
+        self.clip_errors: Counter | None = None
         if metrics is not None:
             self.counter = Counter("sightline_events_total", "Events started, by stream, rule and label",
                                    ["stream", "rule", "label"], registry=metrics.registry)
+            self.clip_errors = Counter("sightline_event_clip_errors_total",
+                                       "Event clips cut short by a write error (disk full, I/O error) or not "
+                                       "finalized, by stream; each clip counted once", ["stream"],
+                                       registry=metrics.registry)
         if self.config.log:
             loaded, skipped = self.store.load(self.log_path)
             if loaded:
@@ -104,6 +115,8 @@ class EventHub:
     def sinks_for(self, stream: StreamConfig) -> list[EventSink]:
         self.start()
         self.declare(stream.name, self.rules.snapshot()[1])
+        if self.clip_errors is not None:
+            self.clip_errors.labels(stream.name)  # there at 0 from the start
         return [EventSink(self, stream.name, stream.live)]
 
     def flush(self, timeout: float = CLOSE_TIMEOUT_S) -> None:
@@ -139,6 +152,21 @@ class EventHub:
     def _clip_done(self, event_id: str) -> None:
         with self._lock:
             self._writing.discard(event_id)
+
+    def clip_error(self, event_id: str) -> str | None:
+        """Why the event's clip is incomplete (its first write/finalize failure), None if it is not (yet)."""
+        with self._lock:
+            return self._clip_errors.get(event_id)
+
+    def _clip_failed(self, event_id: str, stream: str, error: str) -> None:
+        """Called once per clip, on its writer's thread, at its first failure."""
+        with self._lock:
+            self._clip_errors[event_id] = error
+            while len(self._clip_errors) > max(1, self.config.history):
+                self._clip_errors.popitem(last=False)
+        if self.clip_errors is not None:
+            self.clip_errors.labels(stream).inc()
+        log.error("stream %s: event %s: its clip is incomplete: %s", stream, event_id, error)
 
     def declare(self, stream: str, rules: Iterable[EventRule]) -> None:
         """The event counters ``stream`` can have under ``rules`` exist at 0 from now on (labels a rule names;
@@ -197,6 +225,7 @@ class EventSink:
         self._rules: tuple[EventRule, ...] = ()
         self._clips: list[ClipWriter] = []  # open clip writers, also those of ended events (post-roll)
         self._closing: list[ClipWriter] = []  # closed, still encoding what they were given
+        self._ended: dict[ClipWriter, dict[str, Any]] = {}  # clips of ended events still being written: their event
         self._dt: float | None = None  # frame interval (EMA): the clips' nominal frame rate
         self._last_t: float | None = None
 
@@ -206,6 +235,8 @@ class EventSink:
         frame = item.result.frame
         t = frame.time_s if (not self.live and frame.time_s is not None) else frame.captured_at
         wall = self.service.wall() - max(0.0, self.service.clock() - frame.captured_at)
+        if self._ended:
+            self._report_finished_clips()
         self._track_rate(t)
         changes = self._refresh_rules()
         rules = [r for r in self._rules if r.matches_stream(self.stream)]
@@ -234,6 +265,7 @@ class EventSink:
             if not clip.join(CLOSE_TIMEOUT_S):
                 log.warning("stream %s: clip %s not finalized within %.0fs", self.stream, clip.path.name,
                             CLOSE_TIMEOUT_S)
+        self._report_finished_clips()
         self.service.flush()
 
     # -- internals ---------------------------------------------------------------------------------
@@ -295,6 +327,7 @@ class EventSink:
             if (track.peak > open_event.published_peak
                     and t - open_event.published_at >= self.config.update_every_s):
                 open_event.published_peak, open_event.published_at = track.peak, t
+                _note_clip_error(event, open_event.clip)
                 self._publish("update", event)
             return
         # end
@@ -311,6 +344,9 @@ class EventSink:
                 if open_event.clip in self._clips:
                     self._clips.remove(open_event.clip)
                     self._closing.append(open_event.clip)
+            _note_clip_error(event, open_event.clip)
+            if not open_event.clip.done.is_set():
+                self._ended[open_event.clip] = event  # a failure after this end message: an update follows
         self._publish("end", event)
 
     def _start(self, track: Track, t: float, wall: float, item: Labelled | None) -> None:
@@ -358,10 +394,11 @@ class EventSink:
             return None
         path = self.service.clip_path(event_id)
         path.parent.mkdir(parents=True, exist_ok=True)
-        service = self.service
+        service, stream = self.service, self.stream
         clip = ClipWriter(path, self.stream, self._fps, self.live,
                           on_done=lambda _clip: service._clip_done(event_id),
-                          capacity=max(64, len(frames) + 64))
+                          capacity=max(64, len(frames) + 64),
+                          on_failed=lambda failed: service._clip_failed(event_id, stream, failed.error or "failed"))
         service._clip_started(event_id)
         clip.start()
         for f in frames:
@@ -369,5 +406,20 @@ class EventSink:
         self._clips.append(clip)
         return clip
 
+    def _report_finished_clips(self) -> None:
+        """Clips of ended events that are done now: one that failed after the end message gets an ``update``."""
+        for clip in [c for c in self._ended if c.done.is_set()]:
+            event = self._ended.pop(clip)
+            if _note_clip_error(event, clip):
+                self._publish("update", event)
+
     def _publish(self, kind: str, event: dict[str, Any]) -> None:
         self.service.bus.publish({"type": kind, "event": dict(event)})
+
+
+def _note_clip_error(event: dict[str, Any], clip: ClipWriter | None) -> bool:
+    """Put the clip's failure into the event (``clip_error``); True when that is news for the event."""
+    if clip is None or clip.error is None or event.get("clip_error") == clip.error:
+        return False
+    event["clip_error"] = clip.error
+    return True

@@ -40,7 +40,8 @@ def valid_event(event: object) -> bool:
     return (all(isinstance(event.get(k), str) for k in ("stream", "rule", "label"))
             and _number(event.get("start")) and _number(event.get("peak"))
             and (event.get("end") is None or _number(event.get("end")))
-            and all(event.get(k) is None or isinstance(event.get(k), str) for k in ("snapshot_url", "clip_url")))
+            and all(event.get(k) is None or isinstance(event.get(k), str)
+                    for k in ("snapshot_url", "clip_url", "clip_error")))
 
 
 class DuplicateRuleError(ValueError):

@@ -1,4 +1,5 @@
 import logging
+import os
 import shutil
 
 import pytest
@@ -108,3 +109,104 @@ def test_trivial_augment_keeps_uint8_crops():
     torch.manual_seed(0)
     out = [aug(torch.randint(0, 256, (3, 40, 50), dtype=torch.uint8)) for _ in range(8)]
     assert all(o.shape == (3, 24, 24) and o.dtype == torch.uint8 for o in out)
+
+
+# -- links (issue #23 item 12): loops, the same real image twice, train/val leakage --------------------------
+
+
+def _pngs(folder, n, start=0):
+    """n tiny PNGs of different colours (the content does not matter to the scan, only the files)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(start, start + n):
+        Image.new("RGB", (4, 4), (i * 7 % 256, 0, 0)).save(folder / f"{i:03d}.png")
+
+
+def _real(samples):
+    return {os.path.realpath(s.path) for s in samples}
+
+
+@pytest.fixture
+def walk_budget(monkeypatch):
+    """Fail (not hang) a scan that opens more folders than a small dataset has: old code walked loops on."""
+    calls = {"n": 0}
+    real_scandir = os.scandir
+
+    def counted(path="."):
+        calls["n"] += 1
+        if calls["n"] > 200:
+            pytest.fail("the scan opened more than 200 folders: it follows a link loop")
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", counted)
+    return calls
+
+
+def test_a_link_loop_is_skipped_and_each_image_counts_once(tmp_path, walk_budget, caplog):
+    _pngs(tmp_path / "train" / "cat", 4)
+    _pngs(tmp_path / "train" / "dog", 4)
+    (tmp_path / "train" / "cat" / "again").symlink_to(".", target_is_directory=True)  # cat/again/again/...
+    with caplog.at_level(logging.WARNING, logger="sightline.training.data"):
+        split = scan_dataset(tmp_path, val_split=0.25, seed=0)
+    assert split.train_counts() == [3, 3] and split.val_counts() == [1, 1]  # not 41 copies of each
+    assert not _real(split.train) & _real(split.val)
+    assert "again" in caplog.text and "loop" in caplog.text
+
+
+def test_two_link_loops_do_not_hang_the_scan(tmp_path, walk_budget):
+    _pngs(tmp_path / "train" / "cat", 3)
+    _pngs(tmp_path / "train" / "dog", 3)
+    cat = tmp_path / "train" / "cat"
+    (cat / "sub").mkdir()
+    (cat / "sub" / "up").symlink_to("..", target_is_directory=True)  # to cat/
+    (cat / "root").symlink_to("../..", target_is_directory=True)  # to the dataset root
+    split = scan_dataset(tmp_path, val_split=0.34, seed=0)
+    assert [a + b for a, b in zip(split.train_counts(), split.val_counts(), strict=True)] == [3, 3]
+    assert walk_budget["n"] < 20
+
+
+def test_the_same_real_image_through_several_links_counts_once(tmp_path, walk_budget):
+    store = tmp_path / "store"
+    _pngs(store / "cats", 5)
+    _pngs(tmp_path / "data" / "train" / "dog", 5)
+    cat = tmp_path / "data" / "train" / "cat"
+    cat.mkdir()
+    (cat / "a").symlink_to(store / "cats", target_is_directory=True)
+    (cat / "b").symlink_to(store / "cats", target_is_directory=True)  # the same folder twice
+    (cat / "c.png").symlink_to(store / "cats" / "000.png")  # a linked file
+    os.link(store / "cats" / "001.png", cat / "d.png")  # a hard link
+    split = scan_dataset(tmp_path / "data", val_split=0.2, seed=0)
+    assert [a + b for a, b in zip(split.train_counts(), split.val_counts(), strict=True)] == [5, 5]
+    assert not _real(split.train) & _real(split.val)  # the split cannot put one image on both sides
+
+
+def test_an_image_linked_into_both_train_and_val_is_refused(tmp_path):
+    _pngs(tmp_path / "train" / "cat", 3)
+    _pngs(tmp_path / "train" / "dog", 3)
+    _pngs(tmp_path / "val" / "cat", 1, start=10)
+    _pngs(tmp_path / "val" / "dog", 1, start=10)
+    (tmp_path / "val" / "cat" / "more").symlink_to(tmp_path / "train" / "cat", target_is_directory=True)
+    with pytest.raises(DatasetError) as info:
+        scan_dataset(tmp_path, 0.2, 0)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "3 image(s) are in both train/ and val/" in message
+    assert f"{tmp_path}/train/cat/000.png = {tmp_path}/val/cat/more/000.png" in message
+
+
+def test_val_as_a_link_to_train_is_refused(tmp_path):
+    _pngs(tmp_path / "train" / "cat", 2)
+    _pngs(tmp_path / "train" / "dog", 2)
+    (tmp_path / "val").symlink_to("train", target_is_directory=True)
+    with pytest.raises(DatasetError, match=r"4 image\(s\) are in both train/ and val/"):
+        scan_dataset(tmp_path, 0.2, 0)
+
+
+def test_an_image_linked_into_two_classes_is_refused(tmp_path):
+    _pngs(tmp_path / "train" / "cat", 3)
+    _pngs(tmp_path / "train" / "dog", 3)
+    (tmp_path / "train" / "dog" / "odd.png").symlink_to(tmp_path / "train" / "cat" / "001.png")
+    with pytest.raises(DatasetError, match=r"1 image\(s\) are in two classes .*: "
+                                           r".*train/cat/001\.png = .*train/dog/odd\.png; keep each"):
+        scan_dataset(tmp_path, 0.2, 0)

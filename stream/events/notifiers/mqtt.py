@@ -124,7 +124,8 @@ class MqttDelivery:
         out = []
         if msg["type"] in self.config.types:
             out.append((f"{self.prefix}/events", json.dumps(msg, separators=(",", ":")).encode(), False))
-        if self.config.retain_state:
+        if self.config.retain_state and not (msg["type"] == "update" and event.get("end") is not None):
+            # an update after the end (its clip failed late) must not turn a state back on, nor off over a newer event
             topic = f"{self.prefix}/{topic_part(event.get('stream'))}/{topic_part(event.get('label'))}"
             out.append((topic, json.dumps(state_payload(msg), separators=(",", ":")).encode(), True))
         return out

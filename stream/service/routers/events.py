@@ -39,7 +39,8 @@ class Event(BaseModel):
     end_reason: str | None = None
     stream_time_start: float | None = None
     stream_time_end: float | None = None
-    clip_ready: bool | None = None
+    clip_ready: bool | None = None  # None: no clip; False: still being written, or incomplete (clip_error)
+    clip_error: str | None = None  # why the clip is incomplete (a write error cut it short: disk full), or None
 
 
 class EventPage(BaseModel):
@@ -91,8 +92,13 @@ def find_event(service: EventHub, event_id: str) -> dict[str, Any]:
 
 
 def described(service: EventHub, event: dict[str, Any]) -> dict[str, Any]:
-    return {**event, "clip_ready": None if event.get("clip_url") is None
-            else not service.clip_writing(event["id"]) and service.clip_path(event["id"]).exists()}
+    """The event with ``clip_ready`` (finished and whole) and ``clip_error`` (why it is not whole), as of now: the
+    hub knows a clip's failure at once, the bus with the event's next message."""
+    if event.get("clip_url") is None:
+        return {**event, "clip_ready": None, "clip_error": event.get("clip_error")}
+    error = event.get("clip_error") or service.clip_error(event["id"])
+    ready = error is None and not service.clip_writing(event["id"]) and service.clip_path(event["id"]).exists()
+    return {**event, "clip_ready": ready, "clip_error": error}
 
 
 router = APIRouter(tags=["events"])

@@ -167,3 +167,23 @@ def test_broker_killed_mid_run_delivers_after_it_returns_or_counts_drops(tmp_pat
         outputs.close()
         watcher.close()
         broker.stop()
+
+
+def test_an_update_after_the_end_leaves_the_retained_state_alone() -> None:
+    """A clip that failed after its event's end is reported by an `update` of the ended event (issue #23 item 6):
+    it goes to <prefix>/events, but must not turn the state topic back on, nor off over a newer event there."""
+    from sightline.stream.event_config import MqttOutputConfig
+    from sightline.stream.events.notifiers.metrics import OutputMetrics
+    from sightline.stream.events.notifiers.mqtt import MqttDelivery
+
+    delivery = MqttDelivery(MqttOutputConfig(host="127.0.0.1", topic_prefix="site1"),
+                            OutputMetrics(CollectorRegistry()).bind("mqtt"))  # never started: no connection
+    late = message("update", "20261201T201500Z-1a2b3c4d", end=1005.0)
+    late["event"]["clip_error"] = "writing failed: No space left on device"
+    assert [(topic, retain) for topic, _, retain in delivery.messages(late)] == [("site1/events", False)]
+    assert json.loads(delivery.messages(late)[0][1])["event"]["clip_error"] == late["event"]["clip_error"]
+    ongoing = message("update", "20261201T201500Z-1a2b3c4d")
+    assert [(topic, retain) for topic, _, retain in delivery.messages(ongoing)] == [
+        ("site1/events", False), ("site1/door/golden_retriever", True)]
+    ended = message("end", "20261201T201500Z-1a2b3c4d", end=1005.0)
+    assert json.loads(delivery.messages(ended)[1][1])["state"] == "off"
