@@ -39,6 +39,18 @@ def config_for(tmp_path: Path, port: int, model: str) -> RunConfig:
                      streams=[{"name": "cam", "url": str(clip), "loop": True}])
 
 
+def spawn_service(tmp_path: Path, config: dict) -> tuple[subprocess.Popen[str], Path]:
+    """`sightline run` on ``config`` in a child process; its output goes to a file, not a pipe: nobody reads it
+    until the end, and a full pipe would block the service's logging."""
+    path = tmp_path / "service.yaml"
+    path.write_text(yaml.safe_dump(config))
+    log = tmp_path / "service.log"
+    with log.open("w") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "sightline", "run", str(path)], cwd=tmp_path, text=True,
+                                stdout=sink, stderr=subprocess.STDOUT)
+    return proc, log
+
+
 async def test_serves_the_api_until_sigterm_then_drains(tmp_path: Path) -> None:
     """A real `sightline run` process: the API answers once the configured stream exists, a stream can be added,
     and SIGTERM drains the pipeline before the server stops (exit 0, the log written, the port closed).
@@ -48,12 +60,7 @@ async def test_serves_the_api_until_sigterm_then_drains(tmp_path: Path) -> None:
     while the same SIGTERM to a fresh service process, as users send it, is handled."""
     port = free_port()
     config = config_for(tmp_path, port, str(tiny_bundle().save(tmp_path / "model.pt")))
-    path = tmp_path / "service.yaml"
-    path.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude_defaults=True)))
-    log = tmp_path / "service.log"  # a file, not a pipe: nobody reads the output until the end, and a full pipe
-    with log.open("w") as sink:    # would block the service's logging
-        proc = subprocess.Popen([sys.executable, "-m", "sightline", "run", str(path)], cwd=tmp_path, text=True,
-                                stdout=sink, stderr=subprocess.STDOUT)
+    proc, log = spawn_service(tmp_path, config.model_dump(mode="json", exclude_defaults=True))
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
             deadline = time.monotonic() + 60
@@ -107,13 +114,8 @@ async def test_every_state_change_is_refused_from_the_stop_signal_on(tmp_path: P
     config["events"] = {"rules": [{"name": "any", "labels": ["*"], "min_prob": 0.0, "min_duration_s": 0.0}],
                         "outputs": {"webhooks": [{"name": "stalled", "timeout_s": 30, "retries": 0,
                                                   "url": f"http://127.0.0.1:{stall.getsockname()[1]}/hook"}]}}
-    path = tmp_path / "service.yaml"
-    path.write_text(yaml.safe_dump(config))
     auth = {"Authorization": f"Bearer {TOKEN}"}
-    log = tmp_path / "service.log"
-    with log.open("w") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "sightline", "run", str(path)], cwd=tmp_path, text=True,
-                                stdout=sink, stderr=subprocess.STDOUT)
+    proc, log = spawn_service(tmp_path, config)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
             deadline = time.monotonic() + 60
