@@ -45,6 +45,8 @@ async def watch_page() -> HTMLResponse:
              summary="Watch the annotated video over WebRTC: post a recvonly SDP offer, get the answer",
              responses={**TOKEN_RESPONSES,
                         404: {"description": "no such stream"},
+                        409: {"description": "the stream has ended (nothing left to watch), or on a cluster it has "
+                                             "no worker now (being placed or moved)"},
                         422: {"description": "not a usable offer (no video, no H.264)"},
                         429: {"description": "annotated_video.max_viewers viewers are watching"},
                         503: {"description": "shutting down"}})
