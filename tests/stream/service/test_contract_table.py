@@ -3,8 +3,10 @@ operation at least once, on a real pipeline (looping file, webrtc:// stream, eve
 answer's body matches the schema documented for its code; the table holds nothing the document does not say.
 
 Where a state is not cheap to make for real, the table says how it gets there: a fake ClusterAdmin (deps.py's
-protocol, as ``sightline run --ray`` hands one in), ``app.state.closing`` set (the stop signal), and a stream
-claimed for removal (a DELETE in flight). ServiceGuard's refusals (400, 403, 413) are made for every operation.
+protocol, as ``sightline run --ray`` hands one in); a fake controller behind the cluster's own model control and
+viewing (no worker ready, a stream without a worker, a worker that does not answer); ``app.state.closing`` set
+(the stop signal); a stream claimed for removal (a DELETE in flight). ServiceGuard's refusals (400, 403, 413)
+are made for every operation.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import jsonschema
@@ -24,7 +27,10 @@ import torch
 from sightline import synthetic_media as media
 from sightline.model.bundle import PreprocessSpec
 from sightline.model.classifier import Classifier
+from sightline.stream.cluster.model_control import ClusterModelControl, ClusterModelService
+from sightline.stream.cluster.viewing import ClusterViewing
 from sightline.stream.config import RunConfig
+from sightline.stream.errors import UnknownStreamError
 from sightline.stream.events.hub import EventHub
 from sightline.stream.metrics import Metrics
 from sightline.stream.pipeline.pipeline import Pipeline
@@ -55,6 +61,34 @@ class FakeCluster:
         return []
 
     resume = drain
+
+
+class FakeController:
+    """What ``sightline run --ray`` hands the app, minus Ray: no worker is ready; stream 'moving' has no worker,
+    stream 'stuck' has one that does not answer. The cluster's own ClusterModelControl and ClusterViewing answer."""
+
+    ray = None
+
+    def __init__(self, spec: Any) -> None:
+        self.model_service = ClusterModelService(self, spec)
+
+    def worker_handles(self) -> list[Any]:
+        return []
+
+    def get(self, name: str) -> Any:
+        if name not in ("moving", "stuck"):
+            raise UnknownStreamError(name)
+        return SimpleNamespace(placement=SimpleNamespace(state="moving" if name == "moving" else "running",
+                                                         stream=name))
+
+    def owner(self, placement: Any) -> Any:
+        if placement.stream == "moving":
+            return None
+
+        def gone(*args: Any) -> Any:
+            raise RuntimeError("the worker died")
+
+        return SimpleNamespace(worker_id="w1", actor=SimpleNamespace(video_status=SimpleNamespace(remote=gone)))
 
 
 @dataclass
@@ -97,8 +131,11 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     bare.state.events = None
     closing = create_app(pipeline, config, metrics)
     closing.state.closing.set()
+    ray = FakeController(pipeline.models.current.spec)
     apps = {"main": create_app(pipeline, config, metrics), "bare": bare, "closing": closing,
-            "cluster": create_app(pipeline, config, metrics, cluster=FakeCluster())}
+            "cluster": create_app(pipeline, config, metrics, cluster=FakeCluster()),
+            "ray": create_app(pipeline, config, metrics, model_control=ClusterModelControl(ray),
+                              viewing=ClusterViewing(ray))}
     try:
         yield Service(tmp, pipeline, apps, apps["main"].openapi())
     finally:
@@ -225,6 +262,9 @@ async def reached(service: Service) -> AsyncIterator[dict[tuple[str, str, str], 
     await row("closing", "GET", f"{n}/mjpeg", 503, f"{s}/cam/mjpeg")
     await row("main", "GET", f"{n}/video", 200, f"{s}/cam/video")
     await row("main", "GET", f"{n}/video", 404, f"{s}/nope/video")
+    await row("ray", "GET", f"{n}/video", 409, f"{s}/moving/video")
+    await row("ray", "GET", f"{n}/video", 503, f"{s}/stuck/video")
+    await row("ray", "GET", "/api/model", 503)
 
     publisher, sdp = await offer(publisher=True)
     peers.append(publisher)
@@ -247,9 +287,9 @@ async def reached(service: Service) -> AsyncIterator[dict[tuple[str, str, str], 
     await row("main", "POST", f"{n}/watch", 422, f"{s}/short/watch", json_body={"sdp": "x", "type": "answer"})
     await row("closing", "POST", f"{n}/watch", 503, f"{s}/cam/watch", json_body={"sdp": sdp2, "type": "offer"})
 
-    async def short_ended() -> bool:
+    async def short_ended() -> bool:  # its file is over and its annotated video closed; GET still lists it
         _, _, body = await call(main, "GET", f"{s}/short")
-        return json.loads(body)["state"] not in ("starting", "live", "connecting")
+        return json.loads(body)["state"] == "ended" and pipeline.video_out.get("short") is None
 
     await wait_for(short_ended, "the short clip's end")
     # registered, its video over: 409, not 404 (before: "no stream named 'short'" for a stream GET lists)
