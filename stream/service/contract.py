@@ -64,8 +64,8 @@ def can_fail_validation(operation: dict[str, Any]) -> bool:
 
 
 def _merge(response: dict[str, Any], description: str) -> None:
-    own = response.get("description", "")
-    response["description"] = description if not own or own == "Successful Response" else f"{own}; or {description}"
+    own = response.get("description")
+    response["description"] = f"{own}; or {description}" if own else description
 
 
 def openapi_document(app: FastAPI) -> dict[str, Any]:
@@ -91,10 +91,9 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
                 if not json_schema or json_schema.get("$ref") == FASTAPI_VALIDATION:
                     response["content"] = {"application/json": {"schema": ERROR_REF}}
             operation["responses"] = dict(sorted(responses.items()))
-    text = repr(schema["paths"])
-    for name in ("HTTPValidationError", "ValidationError"):
-        if f"#/components/schemas/{name}'" not in text:
-            components.pop(name, None)
+    if f"'{FASTAPI_VALIDATION}'" not in repr(schema["paths"]):
+        components.pop("HTTPValidationError", None)
+        components.pop("ValidationError", None)  # only HTTPValidationError's items
     return schema
 
 
