@@ -21,6 +21,7 @@ from sightline.model.yamlconfig import dotted
 from sightline.stream.config import RunConfig
 from sightline.stream.metrics import Metrics
 from sightline.stream.pipeline.pipeline import Pipeline
+from sightline.stream.service import contract
 from sightline.stream.service.deps import ClusterAdmin, ModelControl, Viewing
 from sightline.stream.service.guard import HostPolicy, ServiceGuard
 from sightline.stream.service.model_control import LocalModelControl
@@ -30,7 +31,9 @@ from sightline.stream.service.routers import events, health, model, previews, st
 from sightline.stream.service.viewing import LocalViewing
 from sightline.stream.urls import scrub_urls
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
+METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 DETAIL_LIMIT = 1000  # characters of an error detail (values inside it are bounded to 200 where they are quoted)
 
 
@@ -58,11 +61,21 @@ async def _invalid(request: Request, exc: RequestValidationError) -> JSONRespons
                         status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
 
+def allowed_methods(request: Request) -> str:
+    """Every method some route serves at the request's path: Starlette's 405 names only the first route's."""
+    routes = request.app.router.routes
+    return ", ".join(m for m in METHODS if any(r.matches({**request.scope, "method": m})[0] == Match.FULL
+                                               for r in routes))
+
+
 async def _bounded_detail(request: Request, exc: StarletteHTTPException) -> Response:
-    """Every error detail, whoever raised it, is bounded and has its URLs redacted before it leaves."""
-    if isinstance(exc.detail, str):
-        exc = StarletteHTTPException(exc.status_code, bounded(scrub_urls(exc.detail), DETAIL_LIMIT), exc.headers)
-    return await http_exception_handler(request, exc)
+    """Every error detail, whoever raised it, is bounded and has its URLs redacted before it leaves; a 405's
+    ``Allow`` lists every method of the path (RFC 9110), not those of the first route that matched it."""
+    headers = exc.headers
+    if exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
+        headers = {**(headers or {}), "Allow": allowed_methods(request)}
+    detail = bounded(scrub_urls(exc.detail), DETAIL_LIMIT) if isinstance(exc.detail, str) else exc.detail
+    return await http_exception_handler(request, StarletteHTTPException(exc.status_code, detail, headers))
 
 
 def create_app(pipeline: Pipeline, config: RunConfig, metrics: Metrics | None, *,
@@ -97,4 +110,5 @@ def create_app(pipeline: Pipeline, config: RunConfig, metrics: Metrics | None, *
     for router in (health.router, streams.router, previews.router, webrtc.router, model.router, watch.router,
                    events.router, cluster_routes.router):
         app.include_router(router)
+    contract.install(app)  # /openapi.json says what the service answers (contract.py)
     return app

@@ -9,11 +9,12 @@ same status codes.
 from __future__ import annotations
 
 from fastapi import HTTPException, status
+from sightline.model.echo import bounded
 from sightline.stream.errors import UnknownStreamError
 from sightline.stream.ice import IcePolicy
 from sightline.stream.outputs.viewers import TooManyViewersError, WatchHub, WatchOfferError
 from sightline.stream.pipeline.pipeline import Pipeline
-from sightline.stream.service.deps import not_found
+from sightline.stream.service.deps import NAME_ECHO, not_found
 
 
 def watch_hub(pipeline: Pipeline) -> WatchHub:
@@ -40,6 +41,9 @@ class LocalViewing:
         try:
             answer = await self.hub.watch(name, sdp)
         except UnknownStreamError:
+            if name in self.pipeline.names():  # registered, but its source is over: nothing left to watch
+                raise HTTPException(status.HTTP_409_CONFLICT, f"stream {bounded(name, NAME_ECHO)!r} has ended: its "
+                                    "annotated video is over (the recording or the event clips keep it)") from None
             raise not_found(name) from None
         except TooManyViewersError as exc:
             raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, str(exc), headers={"Retry-After": "5"}) from None

@@ -15,17 +15,19 @@ from sightline.model.echo import bounded
 from sightline.stream.service.deps import CHANGE_RESPONSES, ClusterAdmin, get_cluster, not_closing, require_token
 
 router = APIRouter(tags=["cluster"])
+NO_CLUSTER = "this service does not run on a cluster (sightline run --ray)"
 CHANGES: dict[str, Any] = {"dependencies": [Depends(require_token), Depends(not_closing)],
-                           "responses": CHANGE_RESPONSES}
+                           "responses": {**CHANGE_RESPONSES, 404: {"description": f"no such worker, or {NO_CLUSTER}"}}}
 
 
 async def controller(cluster: ClusterAdmin | None = Depends(get_cluster)) -> ClusterAdmin:
     if cluster is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "this service does not run on a cluster (sightline run --ray)")
+        raise HTTPException(status.HTTP_404_NOT_FOUND, NO_CLUSTER)
     return cluster
 
 
-@router.get("/api/workers", summary="Pipeline workers: node, capacity and asked frames/s, streams, draining")
+@router.get("/api/workers", summary="Pipeline workers: node, capacity and asked frames/s, streams, draining",
+            responses={404: {"description": NO_CLUSTER}})
 async def list_workers(cluster: ClusterAdmin = Depends(controller)) -> dict[str, Any]:
     return {"workers": cluster.workers()}
 

@@ -58,7 +58,7 @@ class RuleList(BaseModel):
 def events_of(request: Request) -> EventHub:
     service = getattr(request.app.state, "events", None)
     if service is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "the event engine is off (events.enabled or events.rules)")
+        raise HTTPException(status.HTTP_404_NOT_FOUND, ENGINE_OFF)
     return service
 
 
@@ -101,9 +101,11 @@ def described(service: EventHub, event: dict[str, Any]) -> dict[str, Any]:
     return {**event, "clip_ready": ready, "clip_error": error}
 
 
-router = APIRouter(tags=["events"])
+ENGINE_OFF = "the event engine is off (events.enabled or events.rules)"
+OFF: dict[int | str, dict[str, Any]] = {404: {"description": ENGINE_OFF}}
+router = APIRouter(tags=["events"], responses=OFF)
 changes = APIRouter(tags=["events"], dependencies=[Depends(require_token), Depends(not_closing)],
-                    responses=CHANGE_RESPONSES)
+                    responses={**CHANGE_RESPONSES, **OFF})
 
 
 @router.get("/api/events/rules", response_model=RuleList, summary="The event rules in force")
@@ -133,7 +135,7 @@ async def add_rule(rule: EventRule, request: Request, service: EventHub = Depend
 
 @changes.delete("/api/events/rules/{name}", response_model=EventRule,
                 summary="Remove an event rule; its open events end now (end_reason 'rule_removed')",
-                responses={404: {"description": "no such rule"}})
+                responses={404: {"description": f"no such rule, or {ENGINE_OFF}"}})
 async def remove_rule(name: str, service: EventHub = Depends(events_of)) -> dict[str, Any]:
     try:
         return service.remove_rule(name).model_dump()
@@ -160,14 +162,16 @@ async def list_events(request: Request, stream: str | None = None, label: str | 
     return JSONResponse(EventPage.model_validate(body).model_dump(), headers=NO_STORE)
 
 
-@router.get("/api/events/{event_id}", response_model=Event, responses={404: {"description": "no such event"}})
+@router.get("/api/events/{event_id}", response_model=Event,
+            responses={404: {"description": f"no such event, or {ENGINE_OFF}"}})
 async def get_event(event_id: str, service: EventHub = Depends(events_of)) -> dict[str, Any]:
     return described(service, find_event(service, event_id))
 
 
 @router.get("/api/events/{event_id}/snapshot.jpg", response_class=FileResponse,
             summary="The annotated frame that started the event",
-            responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "no such event or snapshot"}})
+            responses={200: {"content": {"image/jpeg": {}}},
+                       404: {"description": f"no such event or snapshot, or {ENGINE_OFF}"}})
 async def event_snapshot(event_id: str, service: EventHub = Depends(events_of)) -> FileResponse:
     find_event(service, event_id)
     path = service.snapshot_path(event_id)
@@ -178,7 +182,8 @@ async def event_snapshot(event_id: str, service: EventHub = Depends(events_of)) 
 
 @router.get("/api/events/{event_id}/clip.mp4", response_class=FileResponse,
             summary="The event's clip (pre-roll, event, post-roll); byte ranges supported",
-            responses={200: {"content": {"video/mp4": {}}}, 404: {"description": "no such event or clip"},
+            responses={200: {"content": {"video/mp4": {}}},
+                       404: {"description": f"no such event or clip, or {ENGINE_OFF}"},
                        503: {"description": "the clip is still being written (post-roll)"}})
 async def event_clip(event_id: str, service: EventHub = Depends(events_of)) -> FileResponse:
     event = find_event(service, event_id)

@@ -34,7 +34,8 @@ async def readyz(states: list[str] = Depends(stream_states), model: dict[str, An
 
 
 @router.get("/metrics", summary="Prometheus text exposition (computed from the statistics at scrape time)",
-            response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+            response_class=Response,
+            responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}, 404: {"description": "metrics are disabled"}})
 async def metrics_endpoint(metrics: Metrics | None = Depends(get_metrics)) -> Response:
     if metrics is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "metrics are disabled")

@@ -89,7 +89,8 @@ def outside_swap_dir(source: str, model: ModelConfig) -> str | None:
 router = APIRouter(tags=["model"])
 
 
-@router.get("/api/model", response_model=ServedModelInfo, summary="The model in service")
+@router.get("/api/model", response_model=ServedModelInfo, summary="The model in service",
+            responses={503: {"description": "with --ray: no pipeline worker is ready yet"}})
 async def get_model(control: ModelControl = Depends(get_model_control)) -> Any:
     return await control.describe()
 

@@ -45,9 +45,11 @@ async def watch_page() -> HTMLResponse:
              summary="Watch the annotated video over WebRTC: post a recvonly SDP offer, get the answer",
              responses={**TOKEN_RESPONSES,
                         404: {"description": "no such stream"},
+                        409: {"description": "the stream has ended (nothing left to watch), or on a cluster it has "
+                                             "no worker now (being placed or moved)"},
                         422: {"description": "not a usable offer (no video, no H.264)"},
                         429: {"description": "annotated_video.max_viewers viewers are watching"},
-                        503: {"description": "shutting down"}})
+                        503: {"description": "shutting down, or with --ray the stream's worker did not answer"}})
 async def watch_offer(name: str, offer: WatchOffer, viewing: Viewing = Depends(get_viewing),
                       closing: asyncio.Event = Depends(get_closing)) -> dict[str, str]:
     refuse_when_closing(closing)  # after the body is validated: a bad offer is 422 whenever it comes
@@ -56,6 +58,8 @@ async def watch_offer(name: str, offer: WatchOffer, viewing: Viewing = Depends(g
 
 @router.get("/api/streams/{name}/video", tags=["previews"],
             summary="The stream's annotated video: encoder, WebRTC viewers and publish state (URL redacted)",
-            responses={404: {"description": "no such stream"}})
+            responses={404: {"description": "no such stream"},
+                       409: {"description": "with --ray: the stream has no worker now (being placed or moved)"},
+                       503: {"description": "with --ray: the stream's worker did not answer"}})
 async def video_status(name: str, viewing: Viewing = Depends(get_viewing)) -> dict[str, object]:
     return await viewing.video_status(name)
