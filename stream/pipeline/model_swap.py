@@ -142,20 +142,21 @@ def _swap(pipeline: Pipeline, spec: ModelSpec, loader: Loader | None) -> SwapOut
             raise SwapBusyError("the model retired by the previous swap is still in use; try again")
         serving = _Serving.of(holder.current)
         started = time.perf_counter()
+        error: SwapError | None = None
         try:
             new = _load_within(loader or _default_loader(pipeline.config.model), spec, serving.device,
                                pipeline.config.model.load_timeout_s, holder.closing)
         except (SightlineError, OSError, RuntimeError, ValueError, KeyError, MemoryError) as exc:
-            problem = f"cannot load {spec.source!r} ({spec.backend}, {spec.precision}): {exc or type(exc).__name__}"
             new = None
+            error = SwapLoadError(f"cannot load {spec.source!r} ({spec.backend}, {spec.precision}): "
+                                  f"{exc or type(exc).__name__}")
         else:
             loaded = time.perf_counter()
-            max_resize = pipeline.config.model.max_resize
-            problem = (_misfit(new, serving, max_resize) or _prepare(worker, new)
-                       or _warm(new, min(pipeline.batcher.max_batch, WARMUP_BATCH)))
-        if problem is not None:
-            error = SwapLoadError(problem) if new is None else (
-                SwapIncompatibleError(problem) if _misfit(new, serving, max_resize) else SwapWarmupError(problem))
+            if (misfit := _misfit(new, serving, pipeline.config.model.max_resize)) is not None:
+                error = SwapIncompatibleError(misfit)
+            elif (problem := _prepare(worker, new) or _warm(new, min(pipeline.batcher.max_batch, WARMUP_BATCH))):
+                error = SwapWarmupError(problem)
+        if error is not None:
             worker.unprepare()
             del new
             gc.collect()
