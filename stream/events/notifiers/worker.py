@@ -135,7 +135,6 @@ class OutputWorker:
             log.warning("event output %s: a delivery still in flight at shutdown is abandoned", self.name)
         self.delivery.close()
 
-
     def _run(self) -> None:
         while True:
             try:
