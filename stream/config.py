@@ -130,6 +130,11 @@ class StreamConfig(StrictModel):
     loop: bool = False
     record: bool = Field(False, description="write the annotated video to output_dir/<name>.mp4")
     infer_fps: float | None = Field(None, gt=0, le=1000, description="classify at most this many frames per second")
+    decode: Literal["auto", "all", "keyframes"] = Field(
+        "auto", description="auto: decode only keyframes while infer_fps is at most the stream's keyframe rate and "
+                            "nothing attached needs every frame (a recording, publishing, a video viewer, an event "
+                            "clip being written), all frames otherwise; all: every frame; keyframes: only keyframes "
+                            "(classifies at most one frame per GOP). docs/density.md")
     buffer: int | None = Field(None, ge=1, le=10_000,
                                description="frames held between decode and batching; default 2 for realtime "
                                            "(latency), 32 for fast (batching)")
@@ -160,6 +165,11 @@ class StreamConfig(StrictModel):
     def _mode(self) -> StreamConfig:
         if not self.is_file and self.mode == "fast":
             raise ValueError("mode 'fast' needs a file; live network sources are always realtime")
+        if self.decode == "keyframes" and (self.record or self.publish is not None):
+            raise ValueError("decode: keyframes cannot feed a recording or publishing (they need every frame); "
+                             "use decode: auto, which decodes every frame while they are on")
+        if self.decode == "keyframes" and self.is_webrtc:
+            raise ValueError("decode: keyframes does not apply to webrtc:// (the peer connection decodes every frame)")
         return self
 
     @property

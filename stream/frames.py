@@ -71,20 +71,40 @@ class Smoothed:
     index: int
 
 
-class PreviewDemand:
-    """Someone is watching a stream's preview: its source keeps full-size pictures for a few seconds.
+class FrameDemand:
+    """What a stream's consumers ask of its source beyond the model's frames, each for a few seconds after
+    they last asked (a consumer that goes away simply stops asking).
 
-    Without a visual sink a stream converts only the small working-size image; previews ask for more
-    on demand instead of every stream paying for full-size conversion all the time.
+    * full-size pictures (``touch``/``wanted``): a preview is watched. Without a visual sink a stream
+      converts only the small working-size image; previews ask for more on demand instead of every
+      stream paying for full-size conversion all the time.
+    * every frame (``need_every_frame``/``every_frame``): a WebRTC viewer, an event clip being written.
+      A stream that decodes only keyframes (``decode: auto``) switches to all frames at its next
+      keyframe while someone asks, and back when nobody has for ``linger_s``.
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic, linger_s: float = 3.0) -> None:
         self.clock = clock
         self.linger_s = linger_s
         self._until = -float("inf")
+        self._every: dict[str, float] = {}  # who wants every frame -> until when
 
     def touch(self) -> None:
         self._until = self.clock() + self.linger_s
 
     def wanted(self) -> bool:
         return self.clock() < self._until
+
+    def need_every_frame(self, who: str) -> None:
+        """``who`` (a short phrase: "a WebRTC viewer") wants every frame, full size, for the next seconds."""
+        until = self.clock() + self.linger_s
+        self._every[who] = until
+        self._until = max(self._until, until)
+
+    def every_frame(self) -> str | None:
+        """Who wants every frame now, or None."""
+        now = self.clock()
+        for who, until in list(self._every.items()):
+            if now < until:
+                return who
+        return None

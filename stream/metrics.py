@@ -145,6 +145,7 @@ def _stream_families(streams: list[StreamStats]) -> Iterator[Metric]:
         fps.add_metric([s.name], s.fps())
     yield up
     yield state
+    yield from _decode_families(streams)
     yield counter("sightline_reconnects_total", "Reconnect attempts after a source failed", lambda s: s.reconnects)
     yield by("sightline_sink_errors_total", "Sink writes that failed", "sink",
              lambda s: sorted(set(s.sinks) | set(s.sink_errors)), lambda s: s.sink_errors)
@@ -157,6 +158,25 @@ def _stream_families(streams: list[StreamStats]) -> Iterator[Metric]:
     yield by("sightline_records_lost_total",
              "Output records (JSONL lines) not written because the write failed (disk full)", "sink",
              lambda s: sorted(set(s.record_sinks) | set(s.records_lost)), lambda s: s.records_lost)
+
+
+def _decode_families(streams: list[StreamStats]) -> Iterator[Metric]:
+    """Which frames each stream decodes (``streams[].decode``): the mode in force and the keyframe interval."""
+    keyframes = GaugeMetricFamily("sightline_stream_decode_keyframes_only",
+                                  "1 while the stream decodes only its keyframes, 0 while every frame",
+                                  labels=["stream"])
+    interval = GaugeMetricFamily("sightline_stream_keyframe_interval_seconds",
+                                 "Measured keyframe interval (median of the last GOPs); absent until measured",
+                                 labels=["stream"])
+    for s in streams:
+        decode = s.decode
+        if decode is None:
+            continue
+        keyframes.add_metric([s.name], 1 if decode.mode == "keyframes" else 0)
+        if decode.keyframe_interval_s is not None:
+            interval.add_metric([s.name], decode.keyframe_interval_s)
+    yield keyframes
+    yield interval
 
 
 def _histogram(name: str, doc: str, labels: list[str],

@@ -61,6 +61,24 @@ class Histogram:
 
 
 @dataclass(frozen=True, slots=True)
+class DecodeStatus:
+    """Which frames a stream's source decodes now, and why (``sources/decode_policy.py`` decides)."""
+
+    setting: str  # streams[].decode: auto | all | keyframes
+    mode: str  # in force: all | keyframes
+    reason: str  # one line: why this mode
+    keyframe_interval_s: float | None  # measured (median of the last few GOPs); None until two keyframes
+    classify_fps_max: float | None  # the most this stream can be classified per second in this mode (None: no cap)
+
+    def as_dict(self) -> dict[str, object]:
+        interval = self.keyframe_interval_s
+        ceiling = self.classify_fps_max
+        return {"setting": self.setting, "mode": self.mode, "reason": self.reason,
+                "keyframe_interval_s": None if interval is None else round(interval, 3),
+                "classify_fps_max": None if ceiling is None else round(ceiling, 3)}
+
+
+@dataclass(frozen=True, slots=True)
 class BatchStats:
     """What one inference step measured (returned by the step, recorded by the worker)."""
 
@@ -112,7 +130,11 @@ class StreamStats:
         self.sinks: tuple[str, ...] = ()
         self.record_sinks: tuple[str, ...] = ()
         self.latency = Histogram(LATENCY_BUCKETS)  # capture -> result, every classified frame
-        self.last_frame_at: float | None = None  # clock() of the last decoded frame (the capture watchdog reads it)
+        self.last_frame_at: float | None = None  # clock() of the last decoded frame
+        # clock() of the last packet read: the capture watchdog's liveness (a keyframes-only stream with a long
+        # GOP decodes a frame every few seconds but reads packets all the time)
+        self.last_packet_at: float | None = None
+        self.decode: DecodeStatus | None = None  # None: the source decodes no compressed video (WebRTC)
         self.first_frame_at: float | None = None  # clock() of the first decoded frame: where active_s starts
         self.last_inferred_at: float | None = None
         self._inferred_at: deque[float] = deque()
@@ -151,6 +173,12 @@ class StreamStats:
         self.last_frame_at = self.clock()
         if self.first_frame_at is None:
             self.first_frame_at = self.last_frame_at
+
+    def on_packet(self) -> None:
+        self.last_packet_at = self.clock()
+
+    def set_decode(self, status: DecodeStatus) -> None:
+        self.decode = status
 
     def on_decode_stage(self, seconds: float) -> None:
         self.stages.stages["decode"].observe(seconds)
@@ -252,4 +280,5 @@ class StreamStats:
             "corrupt_packets": self.corrupt_packets,
             "frames_lost": dict(self.frames_lost),
             "records_lost": dict(self.records_lost),
+            "decode": None if self.decode is None else self.decode.as_dict(),
         }

@@ -32,6 +32,7 @@ from sightline.stream.events.bus import EventBus
 from sightline.stream.events.clips import ClipFrame, ClipWriter, PrerollRing
 from sightline.stream.events.engine import Change, RuleEngine, Track
 from sightline.stream.events.store import EventLog, EventStore, RuleSet
+from sightline.stream.frames import FrameDemand
 from sightline.stream.outputs.overlay import draw_overlay, encode_jpeg
 from sightline.stream.outputs.sinks import Labelled
 
@@ -228,6 +229,8 @@ class EventSink:
         self._ended: dict[ClipWriter, dict[str, Any]] = {}  # clips of ended events still being written: their event
         self._dt: float | None = None  # frame interval (EMA): the clips' nominal frame rate
         self._last_t: float | None = None
+        # set by the stream's factory: while a clip is written the source decodes every frame (decode: auto)
+        self.demand: FrameDemand | None = None
 
     # -- the sink ----------------------------------------------------------------------------------
 
@@ -246,6 +249,8 @@ class EventSink:
                                    item.result.frame.rate or self._fps())
             self.ring.add(clip_frame)
             self._feed_clips(clip_frame)
+            if self._clips and self.demand is not None:
+                self.demand.need_every_frame("an event clip")
         smoothed = item.smoothed
         changes += self.engine.observe(t, rules, smoothed.label if smoothed else None,
                                        smoothed.prob if smoothed else 0.0)

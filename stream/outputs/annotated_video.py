@@ -32,7 +32,7 @@ import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
 from sightline.stream.buffers import BoundedQueue, drain
 from sightline.stream.config import AnnotatedVideoConfig, StreamConfig
-from sightline.stream.frames import PreviewDemand
+from sightline.stream.frames import FrameDemand
 from sightline.stream.metrics import Metrics
 from sightline.stream.outputs.sinks import Labelled, fit
 
@@ -109,7 +109,7 @@ class AnnotatedEncoder:
 
     name = "annotated_video"
 
-    def __init__(self, stream: str, config: AnnotatedVideoConfig, preview: PreviewDemand | None = None,
+    def __init__(self, stream: str, config: AnnotatedVideoConfig, preview: FrameDemand | None = None,
                  metrics: VideoOutMetrics | None = None,
                  on_closed: Callable[[AnnotatedEncoder], None] | None = None) -> None:
         self.stream = stream
@@ -184,8 +184,8 @@ class AnnotatedEncoder:
     # -- encoder thread ---------------------------------------------------------------------------------
 
     def _touch(self) -> None:
-        if self.preview is not None:  # full-size pictures while someone consumes the video
-            self.preview.touch()
+        if self.preview is not None:  # every frame, full size, while someone consumes the video
+            self.preview.need_every_frame("an annotated-video viewer")
 
     def _dropped(self) -> None:
         self.frames_dropped += 1
@@ -296,7 +296,7 @@ class VideoOut:
         self._encoders: dict[str, AnnotatedEncoder] = {}
         self._lock = threading.Lock()
 
-    def sink(self, stream: StreamConfig, preview: PreviewDemand | None) -> AnnotatedEncoder:
+    def sink(self, stream: StreamConfig, preview: FrameDemand | None) -> AnnotatedEncoder:
         """The stream's encoder (a sink for its output). A publisher (``streams[].publish``) is attached by the
         stream factory: this module does not know the publisher."""
         encoder = AnnotatedEncoder(stream.name, self.config, preview, self.metrics, self._closed)

@@ -4,7 +4,7 @@ Every ``interval_s`` it looks at each registered stream that is not finished and
 
 * its source thread died without saying why (a crash ``FrameSource._run`` could not catch): the
   stream is marked failed, so readiness and metrics tell the truth;
-* a live network or device stream produced no frame for ``stall_limit(config)`` seconds (three times its
+* a live network or device stream read no packet for ``stall_limit(config)`` seconds (three times its
   ``stall_timeout_s``: FFmpeg's read timeout, which can take twice that, should have fired and did not, e.g. a read
   blocked inside FFmpeg): the stream goes to reconnecting, a reconnect is counted, the stalled thread is
   cut loose (``FrameSource.detach``) and a fresh source takes over the same queue and recording.
@@ -85,12 +85,14 @@ class CaptureWatchdog:
             stats.set_state(StreamState.FAILED, "the capture thread stopped unexpectedly")
             return "source thread died"
         limit = stall_limit(config)
-        if limit is None or stats.state not in WATCHED_STATES or stats.last_frame_at is None:
+        # packets, not decoded frames: a keyframes-only stream with a long GOP decodes one frame in many seconds
+        last = stats.last_packet_at if stats.last_packet_at is not None else stats.last_frame_at
+        if limit is None or stats.state not in WATCHED_STATES or last is None:
             return None
-        idle = self.clock() - stats.last_frame_at
+        idle = self.clock() - last
         if idle <= limit:
             return None
-        reason = f"no frame for {idle:.0f}s (capture watchdog); restarting the source"
+        reason = f"no packet for {idle:.0f}s (capture watchdog); restarting the source"
         log.warning("stream %s: %s", config.name, reason)
         self.restarts += 1
         self.restart(runtime, reason)

@@ -14,7 +14,7 @@ from sightline.model.classifier import Classifier
 from sightline.stream.buffers import BoundedQueue
 from sightline.stream.config import RunConfig, StreamConfig
 from sightline.stream.errors import DuplicateStreamError
-from sightline.stream.frames import Frame, PreviewDemand
+from sightline.stream.frames import Frame, FrameDemand
 from sightline.stream.inference.batcher import Batcher
 from sightline.stream.outputs.annotated_video import VideoOut
 from sightline.stream.outputs.publish import Publisher
@@ -71,8 +71,11 @@ class StreamFactory:
     def _parts(self, config: StreamConfig, stats: StreamStats, queue: BoundedQueue[Frame]) -> StreamRuntime:
         name = config.name
         stop = threading.Event()
-        preview = PreviewDemand(self.clock)
+        preview = FrameDemand(self.clock)
         extra = self.extra_sinks(config) if self.extra_sinks is not None else []
+        for sink in extra:
+            if hasattr(sink, "demand"):  # a sink that asks for every frame at times (an event clip)
+                sink.demand = preview
         # every frame full size for the visual outputs: recordings, publishing, event clips
         display = keeps_display(config) or any(getattr(s, "needs_display", False) for s in extra)
         source = self.source(config, queue, stats, stop, preview, display)
@@ -103,7 +106,7 @@ class StreamFactory:
         return self.classifier.preprocessor.working_size(height, width)
 
     def source(self, config: StreamConfig, queue: BoundedQueue[Frame], stats: StreamStats, stop: threading.Event,
-               preview: PreviewDemand | None, keep_display: bool | None = None) -> FrameSource:
+               preview: FrameDemand | None, keep_display: bool | None = None) -> FrameSource:
         """The source thread for ``config`` (not started); the capture watchdog asks for a fresh one too.
 
         ``keep_display``: every decoded frame also kept full size (default: ``keeps_display(config)``)."""

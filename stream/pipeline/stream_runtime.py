@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from sightline.stream.buffers import BoundedQueue, Consumer
 from sightline.stream.config import StreamConfig
-from sightline.stream.frames import PreviewDemand, Result, Smoothed
+from sightline.stream.frames import FrameDemand, Result, Smoothed
 from sightline.stream.lifecycle import StreamState
 from sightline.stream.outputs.recording import RecordingWriter
 from sightline.stream.outputs.sinks import Labelled, Sink
@@ -124,7 +124,7 @@ class StreamRuntime:
     stop: threading.Event = field(default_factory=threading.Event)
     recording: RecordingWriter | None = None
     removing: bool = False  # set once, under the registry's lock, by the one remove_stream that stops it
-    preview: PreviewDemand | None = None
+    preview: FrameDemand | None = None
 
     @property
     def finished(self) -> bool:

@@ -6,11 +6,16 @@ frame (what ``VideoFrame.to_ndarray(width=, height=)`` does) costs ~1.5 ms of a 
 8-bit YUV video is scaled in two steps (``working_image``): half the scaler's time for the same picture.
 Network sources reconnect with exponential backoff, jitter and a cap; PyAV's read timeout catches
 most stalls, and the pipeline's capture watchdog (stream/pipeline/capture_watchdog.py) the ones it does not.
+
+Which packets are decoded at all is ``DecodePolicy``'s call (``streams[].decode``): a stream classified at
+most once per GOP decodes only its keyframes. Source threads run at a lower CPU priority (``SOURCE_NICE``)
+than the model's, so past capacity decoding yields before the model starves.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
@@ -26,8 +31,9 @@ from av.video.reformatter import VideoReformatter
 from sightline.stream.buffers import BoundedQueue
 from sightline.stream.config import StreamConfig, redact_url
 from sightline.stream.errors import SourceOpenError, SourceReadError, describe_av_error
-from sightline.stream.frames import Frame, PreviewDemand
+from sightline.stream.frames import Frame, FrameDemand
 from sightline.stream.lifecycle import StreamState
+from sightline.stream.sources.decode_policy import DecodePolicy
 from sightline.stream.sources.hwdecode import HwDecode
 from sightline.stream.stats import StreamStats
 
@@ -47,6 +53,10 @@ MAX_NOMINAL_FPS = 240.0
 # MPEG-TS packet sizes (plain, M2TS with a timecode, with Reed-Solomon): a file whose size is a multiple
 # of none of them ends inside a packet, i.e. it was cut.
 TS_PACKET_SIZES = (188, 192, 204)
+
+# Source threads (and the FFmpeg threads they start) run this much nicer than the model's: on a box past
+# capacity the kernel gives the model its CPU first, and every camera's decode shares what is left.
+SOURCE_NICE = 5
 
 WorkingSize = Callable[[int, int], tuple[int, int]]
 
@@ -107,10 +117,12 @@ class Throttle:
         self.period = 1.0 / fps if fps else 0.0
         self._next = -float("inf")
 
-    def take(self, t: float) -> bool:
+    def take(self, t: float, early: float = 0.0) -> bool:
+        """``early``: a share of the period a frame may come before its slot (keyframes only: the next
+        keyframe may be a little early, and the one after it would be a whole GOP late)."""
         if not self.period:
             return True
-        if t + 1e-6 < self._next:
+        if t + 1e-6 + early * self.period < self._next:
             return False
         # Stay on the period grid; after a gap (start, seek, reconnect) restart the grid from now.
         self._next = self._next + self.period if t - self._next < self.period else t + self.period
@@ -129,7 +141,7 @@ class FrameSource(ABC):
 
     def __init__(self, config: StreamConfig, queue: BoundedQueue[Frame], stats: StreamStats,
                  working_size: WorkingSize, keep_display: bool, stop: threading.Event,
-                 clock: Callable[[], float] = time.monotonic, preview: PreviewDemand | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, preview: FrameDemand | None = None) -> None:
         self.config = config
         self.queue = queue
         self.stats = stats
@@ -141,6 +153,7 @@ class FrameSource(ABC):
         self.throttle = Throttle(config.infer_fps)
         self.fps_hint = 25.0
         self.recording: RecordingTap | None = None  # set by the pipeline for streams with record: true
+        self.keyframes_only = False  # only keyframes are decoded now (VideoSource's DecodePolicy decides)
         self._seq = 0
         self._to_working = VideoReformatter()  # each keeps its FFmpeg scaler context from frame to frame
         self._to_rgb = VideoReformatter()  # the second step of ``working_image``
@@ -183,6 +196,10 @@ class FrameSource(ABC):
 
     def _run(self) -> None:
         try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), SOURCE_NICE)  # this thread only (Linux)
+        except (OSError, AttributeError):
+            pass  # not Linux, or not allowed: decoding competes with the model on equal terms
+        try:
             self._produce()
         except Exception as exc:  # the last line of defence: a bug in one stream must not kill the process
             log.exception("stream %s: source crashed", self.config.name)
@@ -209,14 +226,15 @@ class FrameSource(ABC):
         self.stats.on_decoded()
         if self.stats.state != StreamState.LIVE:
             self.stats.set_state(StreamState.LIVE)
-        infer = self.throttle.take(t_stream)
-        if not infer and not self.keep_display:
-            return
+        infer = self.throttle.take(t_stream, early=0.5 if self.keyframes_only else 0.0)
+        every = self.keep_display or (self.preview is not None and self.preview.every_frame() is not None)
+        if not infer and not every:
+            return  # nobody consumes this picture: it is neither converted nor scaled
         # asked per frame: a camera may change resolution mid-stream, a model swap may change the working size
         height, width = self.working_size(frame.height, frame.width)
         started = time.perf_counter()
         image = working_image(frame, width, height, self._to_working, self._to_rgb)
-        wanted = self.keep_display or (self.preview is not None and self.preview.wanted())
+        wanted = every or (self.preview is not None and self.preview.wanted())
         display = self._display(frame) if wanted else None
         self.stats.on_decode_stage(decode_s + time.perf_counter() - started)
         item = Frame(self.config.name, self._seq, frame.pts, _time_base(frame), captured, self.clock(), image,
@@ -246,13 +264,19 @@ class VideoSource(FrameSource):
 
     def __init__(self, config: StreamConfig, queue: BoundedQueue[Frame], stats: StreamStats,
                  working_size: WorkingSize, keep_display: bool, stop: threading.Event,
-                 clock: Callable[[], float] = time.monotonic, preview: PreviewDemand | None = None,
+                 clock: Callable[[], float] = time.monotonic, preview: FrameDemand | None = None,
                  seed: int | None = None, hwdecode: HwDecode | None = None) -> None:
         super().__init__(config, queue, stats, working_size, keep_display, stop, clock, preview)
         self.bad_packets = 0
         self._rng = random.Random(seed)
         self.hwdecode = hwdecode if hwdecode is not None and hwdecode.enabled and config.hwaccel == "auto" else None
         self.hw_used: bool | None = None  # after an open: whether the decoder runs on NVDEC
+        self.policy = DecodePolicy(config, stats, preview)
+        self._last_packet_t: float | None = None  # the latest packet time of this session (a file's end check)
+
+    def detach(self) -> None:
+        super().detach()
+        self.policy.stats = self.stats  # the throwaway stats: a cut-loose thread reports nothing
 
     def _produce(self) -> None:
         if self.config.is_file:
@@ -369,7 +393,12 @@ class VideoSource(FrameSource):
             if not container.streams.video:
                 raise SourceOpenError(f"{self.safe_url} has no video stream")
             stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
+            if self.config.decode == "all":
+                stream.thread_type = "AUTO"  # FFmpeg's frame threads: every frame, at the lowest latency per frame
+            else:
+                # one decoder thread (this one): a keyframe at a time needs no more, and frame threads would hold
+                # each keyframe back until the next ones arrive; ~3 fewer threads and their buffers per camera
+                stream.thread_count = 1
             rate = stream.average_rate or stream.guessed_rate
             if rate:
                 self.fps_hint = float(rate)
@@ -386,14 +415,18 @@ class VideoSource(FrameSource):
         t_stream = 0.0
         # a nominal rate outside 1-240 fps is a guess (FFmpeg's tbr of a timestamp-only stream): count no gaps
         gaps = GapCounter(1.0 / self.fps_hint if 1.0 <= self.fps_hint <= MAX_NOMINAL_FPS else 0.0)
+        self._last_packet_t = None
         for frame, decode_s in self._frames(container, stream):
             if self.stop.is_set():
                 return
             t_stream = float(frame.time) if frame.time is not None else decoded_here / self.fps_hint
             resets = gaps.resets
-            missing = gaps.see(t_stream)
-            if missing:
-                self.stats.on_lost("source_gap", missing)
+            if self.keyframes_only:
+                gaps.last = None  # one picture per GOP: the frames between keyframes are skipped, not lost
+            else:
+                missing = gaps.see(t_stream)
+                if missing:
+                    self.stats.on_lost("source_gap", missing)
             if gaps.resets > resets:
                 start_wall = None  # the clock restarted or jumped: pace the rest from this frame
                 self.throttle.reset()  # and classify on the new clock's grid
@@ -411,26 +444,48 @@ class VideoSource(FrameSource):
             # files throttle on their own clock (so fast replays classify the same frames); live on arrival
             self._emit(frame, t_stream if cfg.is_file else captured, captured, decode_s)
         if cfg.is_file:
-            self._check_complete(container, stream, t_stream if decoded_here else None, clock_reset=gaps.resets > 0)
+            # the last packet's time, not the last decoded frame's: keyframes only decodes one frame per GOP
+            last_t = self._last_packet_t if self._last_packet_t is not None else t_stream
+            self._check_complete(container, stream, last_t if decoded_here else None, clock_reset=gaps.resets > 0)
 
     def _frames(self, container: av.container.InputContainer,
                 stream: av.VideoStream) -> Iterator[tuple[av.VideoFrame, float]]:
         """Decoded frames, each with its share of the decoder's time.
 
+        Every packet read counts for liveness (``StreamStats.on_packet``); the policy picks the ones decoded.
         A packet the decoder rejects is skipped and counted (FFmpeg resyncs at the next keyframe); too
-        many in a row, or a demuxer/network failure, ends the session with a reason."""
+        many in a row, a decoder fed for ``stall_timeout_s`` without a picture, or a demuxer/network
+        failure ends the session with a reason."""
         in_a_row = 0
-        last_frame = self.clock()
+        fed_since: float | None = None  # when the decoder was first fed after its last picture
         stall = self.config.stall_timeout_s
+        network = self.config.is_network  # parsed once, not per packet
+        policy = self.policy
         try:
             for packet in container.demux(stream):
-                if self.config.is_network and self.clock() - last_frame > stall:
+                self.stats.on_packet()
+                t = _packet_time(packet)
+                if t is not None and packet.size:
+                    self._last_packet_t = t if self._last_packet_t is None else max(self._last_packet_t, t)
+                was_keyframes_only = policy.keyframes_only
+                if packet.size and not policy.decode(packet.is_keyframe, t):
+                    continue  # between keyframes: read and counted, never decoded
+                self.keyframes_only = policy.keyframes_only
+                if policy.keyframes_only and not was_keyframes_only:
+                    # the GOP decoded whole ends here: out with the frames the decoder still holds
+                    yield from ((f, 0.0) for f in _drain(stream))
+                now = self.clock()
+                if network and fed_since is not None and now - fed_since > stall:
                     # packets keep coming (the read timeout never fires) but no picture: treat as stalled
                     raise SourceReadError(f"{self.safe_url}: no frame for {stall:.0f}s")
                 flagged = packet.is_corrupt  # by the demuxer (e.g. a continuity error); the decoder may cope
                 started = time.perf_counter()
                 try:
                     frames = packet.decode()
+                    if not frames and policy.keyframes_only and packet.size:
+                        # a decoder that reorders (B-frames) holds a picture until later ones come, and none
+                        # will: take the keyframe's picture now and start clean for the next one
+                        frames = _drain(stream, packet)
                 except av.InvalidDataError as exc:
                     in_a_row += 1
                     self.bad_packets += 1
@@ -445,10 +500,12 @@ class VideoSource(FrameSource):
                 if flagged:
                     self.stats.on_corrupt_packet()
                 if frames:
-                    last_frame = self.clock()
+                    fed_since = None
                     share = (time.perf_counter() - started) / len(frames)
                     for frame in frames:
                         yield frame, share
+                elif fed_since is None:
+                    fed_since = now
         except (av.FFmpegError, OSError) as exc:
             what = "corrupt or truncated data" if self.config.is_file else "read failed"
             raise SourceReadError(f"{what} in {self.safe_url}: {describe_av_error(exc)}") from exc
@@ -513,6 +570,29 @@ def ts_ends_inside_a_packet(path: Path) -> bool:
         if all(0 <= i < len(tail) and tail[i] == 0x47 for i in starts):
             return False
     return len(tail) >= min(TS_PACKET_SIZES)
+
+
+def _packet_time(packet: av.Packet) -> float | None:
+    """A packet's presentation time in seconds on its stream's clock (pts, else dts), or None."""
+    ts = packet.pts if packet.pts is not None else packet.dts
+    if ts is None or packet.time_base is None:
+        return None
+    return float(ts * packet.time_base)
+
+
+def _drain(stream: av.VideoStream, packet: av.Packet | None = None) -> list[av.VideoFrame]:
+    """The pictures the decoder still holds, and the decoder reset for the next packet (what a seek does).
+
+    A picture drained for ``packet`` (a keyframe decoded alone) gets its timestamp back."""
+    ctx = stream.codec_context
+    frames = ctx.decode(None)
+    ctx.flush_buffers()
+    for frame in frames:
+        if frame.time_base is None:
+            frame.time_base = stream.time_base
+        if packet is not None and len(frames) == 1:
+            frame.pts = packet.pts
+    return frames
 
 
 def _time_base(frame: av.VideoFrame) -> Fraction | None:

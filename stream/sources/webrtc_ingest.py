@@ -26,7 +26,7 @@ from aiortc.mediastreams import MediaStreamError
 from sightline.stream.buffers import BoundedQueue
 from sightline.stream.config import StreamConfig
 from sightline.stream.errors import StreamError
-from sightline.stream.frames import Frame, PreviewDemand
+from sightline.stream.frames import Frame, FrameDemand
 from sightline.stream.ice import IcePolicy, host_candidates, keep_reachable_candidates
 from sightline.stream.lifecycle import StreamState
 from sightline.stream.sources.video_source import FrameSource, WorkingSize
@@ -45,7 +45,7 @@ class PublisherConnectedError(StreamError):
 class WebRtcSource(FrameSource):
     def __init__(self, config: StreamConfig, queue: BoundedQueue[Frame], stats: StreamStats,
                  working_size: WorkingSize, keep_display: bool, stop: threading.Event,
-                 clock: Callable[[], float] = time.monotonic, preview: PreviewDemand | None = None,
+                 clock: Callable[[], float] = time.monotonic, preview: FrameDemand | None = None,
                  ice: IcePolicy | None = None) -> None:
         super().__init__(config, queue, stats, working_size, keep_display, stop, clock, preview)
         self.ice = ice or IcePolicy()

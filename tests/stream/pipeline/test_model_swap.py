@@ -443,6 +443,9 @@ def test_a_load_that_blocks_gives_up_at_its_deadline_and_frees_the_swap(tmp_path
         with pytest.raises(SwapLoadError, match=r"not loaded within model.load_timeout_s \(1 s\)"):
             swap_model(pipeline, ModelSpec(str(tmp_path / "b.pt")), loader=stalled_mount)
         assert time.monotonic() - started < 10
+        # a real load gets room (a loaded 2-core machine once took over 1 s for it)
+        roomy = pipeline.config.model.model_copy(update={"load_timeout_s": 30})
+        pipeline.config = pipeline.config.model_copy(update={"model": roomy})
         assert swap_model(pipeline, ModelSpec(str(tmp_path / "b.pt"))).swapped  # the lock was released
         pipeline.models.closing.set()  # shutdown: a stuck load is given up at once, not at its deadline
         started = time.monotonic()

@@ -29,6 +29,9 @@ INVALID = 1094995529  # AVERROR_INVALIDDATA
 
 class Packet:
     is_corrupt = False  # what the demuxer flags; these packets are refused by the decoder instead
+    is_keyframe = True  # every packet a picture of its own (the decode policy feeds it in any mode)
+    size = 1
+    pts = dts = time_base = None  # untimed
 
     def __init__(self, kind: str, delay: float = 0.0) -> None:
         self.kind, self.delay = kind, delay
