@@ -117,12 +117,12 @@ class Throttle:
         self.period = 1.0 / fps if fps else 0.0
         self._next = -float("inf")
 
-    def take(self, t: float, early: float = 0.0) -> bool:
-        """``early``: a share of the period a frame may come before its slot (keyframes only: the next
-        keyframe may be a little early, and the one after it would be a whole GOP late)."""
+    def take(self, t: float, early_s: float = 0.0) -> bool:
+        """``early_s``: how long before its slot a frame may come and still be taken (keyframes only: a
+        keyframe that arrives a little early would otherwise wait a whole GOP for the next one)."""
         if not self.period:
             return True
-        if t + 1e-6 + early * self.period < self._next:
+        if t + 1e-6 + early_s < self._next:
             return False
         # Stay on the period grid; after a gap (start, seek, reconnect) restart the grid from now.
         self._next = self._next + self.period if t - self._next < self.period else t + self.period
@@ -226,7 +226,7 @@ class FrameSource(ABC):
         self.stats.on_decoded()
         if self.stats.state != StreamState.LIVE:
             self.stats.set_state(StreamState.LIVE)
-        infer = self.throttle.take(t_stream, early=0.5 if self.keyframes_only else 0.0)
+        infer = self.throttle.take(t_stream, self._keyframe_slack())
         every = self.keep_display or (self.preview is not None and self.preview.every_frame() is not None)
         if not infer and not every:
             return  # nobody consumes this picture: it is neither converted nor scaled
@@ -243,6 +243,10 @@ class FrameSource(ABC):
         if self.recording is not None:  # every decoded frame, whatever the live policy does to the model's copy
             self.recording.submit(item)
         self._put(item)
+
+    def _keyframe_slack(self) -> float:
+        """Keyframes only: a quarter of a GOP (arrival jitter), never enough to take two keyframes for one slot."""
+        return 0.0
 
     def _display(self, frame: av.VideoFrame) -> np.ndarray:
         if frame.height <= DISPLAY_MAX_HEIGHT:
@@ -277,6 +281,12 @@ class VideoSource(FrameSource):
     def detach(self) -> None:
         super().detach()
         self.policy.stats = self.stats  # the throwaway stats: a cut-loose thread reports nothing
+
+    def _keyframe_slack(self) -> float:
+        interval = self.policy.clock.interval
+        if not self.keyframes_only or interval is None:
+            return 0.0
+        return min(0.25 * interval, 0.5 * self.throttle.period)
 
     def _produce(self) -> None:
         if self.config.is_file:
@@ -470,10 +480,10 @@ class VideoSource(FrameSource):
                 was_keyframes_only = policy.keyframes_only
                 if packet.size and not policy.decode(packet.is_keyframe, t):
                     continue  # between keyframes: read and counted, never decoded
-                self.keyframes_only = policy.keyframes_only
                 if policy.keyframes_only and not was_keyframes_only:
                     # the GOP decoded whole ends here: out with the frames the decoder still holds
                     yield from ((f, 0.0) for f in _drain(stream))
+                self.keyframes_only = policy.keyframes_only
                 now = self.clock()
                 if network and fed_since is not None and now - fed_since > stall:
                     # packets keep coming (the read timeout never fires) but no picture: treat as stalled

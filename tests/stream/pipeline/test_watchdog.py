@@ -125,3 +125,29 @@ def test_files_and_webrtc_are_not_watched(tmp_path: Path) -> None:
     assert stall_limit(StreamConfig(name="f", url=str(tmp_path / "x.mp4"))) is None
     assert stall_limit(StreamConfig(name="w", url="webrtc://w")) is None
     assert stall_limit(StreamConfig(name="n", url="rtsp://127.0.0.1/x", stall_timeout_s=10)) == 30.0
+
+
+def test_liveness_counts_packets_not_frames() -> None:
+    """A keyframes-only camera with a long GOP decodes a frame every few seconds but reads packets all the
+    time: it is not stalled. One that reads no packet is."""
+    from types import SimpleNamespace
+
+    from sightline.stream.pipeline.capture_watchdog import CaptureWatchdog
+    from sightline.stream.stats import StreamStats
+
+    now = [100.0]
+    stats = StreamStats("cam", clock=lambda: now[0])
+    stats.set_state(StreamState.LIVE)
+    runtime = SimpleNamespace(stats=stats, source=SimpleNamespace(alive=True), removing=False,
+                              stop=threading.Event(),
+                              config=StreamConfig(name="cam", url="rtsp://127.0.0.1:8554/cam", stall_timeout_s=1.0))
+    restarted: list[str] = []
+    watchdog = CaptureWatchdog(lambda: [runtime], lambda rt, why: restarted.append(why), clock=lambda: now[0])
+    stats.on_decoded()  # one keyframe at t=100
+    for _ in range(20):  # 10 s of packets, no picture
+        now[0] += 0.5
+        stats.on_packet()
+        assert watchdog.check() == []
+    now[0] += 3.5  # then nothing at all for longer than 3 x stall_timeout_s
+    assert watchdog.check() == ["cam: stalled source restarted"]
+    assert restarted == ["no packet for 4s (capture watchdog); restarting the source"]
