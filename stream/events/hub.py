@@ -249,13 +249,13 @@ class EventSink:
                                    item.result.frame.rate or self._fps())
             self.ring.add(clip_frame)
             self._feed_clips(clip_frame)
-            if self._clips and self.demand is not None:
-                self.demand.need_every_frame("an event clip")
         smoothed = item.smoothed
         changes += self.engine.observe(t, rules, smoothed.label if smoothed else None,
                                        smoothed.prob if smoothed else 0.0)
         for change in changes:
             self._apply(change, t, wall, item)
+        if self._clips and self.demand is not None:  # from the event's start to the end of its post-roll
+            self.demand.need_every_frame("an event clip")
 
     def close(self) -> None:
         now_t = self._last_t if self._last_t is not None else 0.0

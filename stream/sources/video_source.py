@@ -132,6 +132,36 @@ class Throttle:
         self._next = -float("inf")
 
 
+class Pacer:
+    """Plays a file like a camera: stream time ``t`` is due ``t - t0`` seconds after the first (``t0``).
+
+    A step back in time, or forward by more than ``MAX_GAP_S`` (a looped or spliced file), starts over."""
+
+    def __init__(self, clock: Callable[[], float], stop: threading.Event) -> None:
+        self.clock = clock
+        self.stop = stop
+        self._anchor: tuple[float, float] | None = None  # (wall, stream time) of the first frame
+        self._last = 0.0
+
+    def due(self, t: float) -> float:
+        if self._anchor is None or t < self._last - 1.0 or t - self._last > MAX_GAP_S:
+            self._anchor = (self.clock(), t)
+        self._last = t
+        wall, t0 = self._anchor
+        return wall + (t - t0)
+
+    def wait(self, t: float) -> float | None:
+        """Wait until ``t`` is due; its due time, or None when ``stop`` was set meanwhile."""
+        due = self.due(t)
+        now = self.clock()
+        if due > now and self.stop.wait(due - now):
+            return None
+        return due
+
+    def reset(self) -> None:
+        self._anchor = None
+
+
 class FrameSource(ABC):
     """One stream's producer thread: turns decoded pictures into Frames in the stream's queue.
 
@@ -277,6 +307,7 @@ class VideoSource(FrameSource):
         self.hw_used: bool | None = None  # after an open: whether the decoder runs on NVDEC
         self.policy = DecodePolicy(config, stats, preview)
         self._last_packet_t: float | None = None  # the latest packet time of this session (a file's end check)
+        self._pacer: Pacer | None = None  # a realtime file's clock, for this session
 
     def detach(self) -> None:
         super().detach()
@@ -418,9 +449,7 @@ class VideoSource(FrameSource):
 
     def _decode(self, container: av.container.InputContainer, stream: av.VideoStream) -> None:
         cfg = self.config
-        paced = cfg.is_file and cfg.live
-        start_wall: float | None = None
-        start_t = 0.0
+        self._pacer = pacer = Pacer(self.clock, self.stop) if cfg.is_file and cfg.live else None
         decoded_here = 0
         t_stream = 0.0
         # a nominal rate outside 1-240 fps is a guess (FFmpeg's tbr of a timestamp-only stream): count no gaps
@@ -438,18 +467,16 @@ class VideoSource(FrameSource):
                 if missing:
                     self.stats.on_lost("source_gap", missing)
             if gaps.resets > resets:
-                start_wall = None  # the clock restarted or jumped: pace the rest from this frame
+                if pacer is not None:
+                    pacer.reset()  # the clock restarted or jumped: pace the rest from this frame
                 self.throttle.reset()  # and classify on the new clock's grid
-            now = self.clock()
-            if paced:
-                if start_wall is None:
-                    start_wall, start_t = now, t_stream
-                due = start_wall + (t_stream - start_t)
-                if due > now and self.stop.wait(due - now):
+            if pacer is not None:
+                due = pacer.wait(t_stream)
+                if due is None:
                     return
                 captured = due
             else:
-                captured = now
+                captured = self.clock()
             decoded_here += 1
             # files throttle on their own clock (so fast replays classify the same frames); live on arrival
             self._emit(frame, t_stream if cfg.is_file else captured, captured, decode_s)
@@ -478,6 +505,11 @@ class VideoSource(FrameSource):
                 if t is not None and packet.size:
                     self._last_packet_t = t if self._last_packet_t is None else max(self._last_packet_t, t)
                 was_keyframes_only = policy.keyframes_only
+                if was_keyframes_only and packet.is_keyframe and t is not None and self._pacer is not None:
+                    # a paced file reads between keyframes at once: wait here, as a camera's keyframe would
+                    # arrive, so the decision below sees what is asked now (a clip opened a second ago)
+                    if self._pacer.wait(t) is None:
+                        return
                 if packet.size and not policy.decode(packet.is_keyframe, t):
                     continue  # between keyframes: read and counted, never decoded
                 if policy.keyframes_only and not was_keyframes_only:

@@ -279,3 +279,34 @@ async def test_page_lists_events_with_thumbnails_and_plays_a_clip(run, tmp_path:
     assert "class_b · cam · 100%" in card.group(0) or "class_b · cam · 99%" in card.group(0)
     assert re.search(r'<div id="player" data-state="playing"', dom), re.search(r'<div id="player".*?</div>', dom,
                                                                                 re.S)
+
+
+def test_a_keyframes_stream_clip_holds_its_keyframes_then_every_frame(tmp_path: Path) -> None:
+    """``decode: auto`` at infer_fps 1 (a 1 s GOP): the stream decodes only keyframes, so the pre-roll holds
+    the keyframes it classified; the open clip asks for every frame, and from the next keyframe the source
+    decodes all of them until the clip is done (docs/density.md says what a clip holds)."""
+    clip = labelled_clip(tmp_path / "clip.mp4")
+    config = RunConfig.model_validate({
+        "output_dir": tmp_path / "out", "media_root": tmp_path,
+        "events": {"preroll_s": 2.0, "postroll_s": POSTROLL, "rules": [
+            {"name": "bright", "labels": ["class_b"], "min_prob": 0.7, "min_duration_s": 0,
+             "end_after_s": 0.5, "cooldown_s": 0}]},  # smoothed at 1/s: class_b passes 0.7 at 4.0 s
+        "streams": [{"name": "cam", "url": str(clip), "infer_fps": 1}]})  # realtime: paced like a camera
+    metrics = Metrics()
+    events = EventHub.build(config, metrics)
+    pipeline = Pipeline(brightness_classifier(), config, metrics, extra_sinks=events.sinks_for)
+    pipeline.events = events
+    seen: list[dict] = []
+    events.bus.subscribe(seen.append)
+    assert asyncio.run(pipeline.run(duration=60)) == 0
+    starts = [m["event"] for m in seen if m["type"] == "start"]
+    assert len(starts) == 1, (seen, pipeline.statuses())
+    counters = clip_counters(tmp_path / "out" / "events" / f"{starts[0]['id']}.mp4")
+    # keyframes only (frames 0, 25, 50, ...) up to a keyframe, then every frame from there to the clip's end
+    switch = next(i for i, c in enumerate(counters) if i + 1 < len(counters) and counters[i + 1] == c + 1)
+    assert counters[:switch + 1] == list(range(counters[0], counters[switch] + 1, FPS)) and counters[0] % FPS == 0
+    assert counters[switch:] == list(range(counters[switch], counters[-1] + 1))
+    assert len(counters) - switch >= FPS, "at least a second of every frame"
+    assert switch >= 2, "the pre-roll is the keyframes classified before the event"
+    (status,) = pipeline.statuses()  # (the file ends before the clip's demand lingers out: still all frames)
+    assert status["decode"]["reason"] == "an event clip needs every frame"
