@@ -16,12 +16,14 @@ Labels come from finite sets only: ``stream`` (names from the config), ``stage``
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 from sightline.stream.lifecycle import StreamState
 from sightline.stream.stats import (  # noqa: F401  (re-exported: the metric vocabulary lives with the stats)
@@ -162,13 +164,22 @@ def _stream_families(streams: list[StreamStats]) -> Iterator[Metric]:
 def _histogram(name: str, doc: str, labels: list[str],
                series: Iterable[tuple[str | tuple[()], Histogram]]) -> HistogramMetricFamily:
     family = HistogramMetricFamily(name, doc, labels=labels)
+    # the samples HistogramMetricFamily.add_metric makes, without its per-bucket list and dict building
+    # (200 streams' latency histograms are ~3,800 samples a scrape)
+    add, bucket, count, summed = family.samples.append, f"{name}_bucket", f"{name}_count", f"{name}_sum"
+    bounds: dict[tuple[float, ...], tuple[str, ...]] = {}
     for label, hist in series:
         counts, total = hist.read()
-        buckets, running = [], 0
-        for bound, n in zip((*hist.buckets, float("inf")), counts, strict=True):
+        les = bounds.get(hist.buckets)
+        if les is None:
+            les = bounds[hist.buckets] = tuple(_bound(b) for b in (*hist.buckets, float("inf")))
+        base = {} if label == () else {labels[0]: str(label)}
+        running = 0
+        for le, n in zip(les, counts, strict=True):
             running += n
-            buckets.append((_bound(bound), running))
-        family.add_metric([] if label == () else [str(label)], buckets, total)
+            add(Sample(bucket, {**base, "le": le}, running))
+        add(Sample(count, base, running))
+        add(Sample(summed, dict(base), total))
     return family
 
 
@@ -183,3 +194,73 @@ def _cuda_memory_reader(classifier: Any) -> Callable[[], tuple[int, int]] | None
     import torch
 
     return lambda: (torch.cuda.memory_allocated(device), torch.cuda.memory_reserved(device))
+
+
+# -- the text exposition ---------------------------------------------------------------------------------------------
+
+_LEGACY_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+_LEGACY_LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_TYPES = {"counter": "counter", "gauge": "gauge", "histogram": "histogram", "summary": "summary",
+          "unknown": "untyped"}  # what this path writes (the others are renamed or split by generate_latest)
+_OM_SUFFIXES = ("_created", "_gsum", "_gcount")
+
+
+def exposition(registry: Collector) -> bytes:
+    """The Prometheus text format of ``registry``: byte for byte what ``prometheus_client.generate_latest`` writes.
+
+    Its writer validates and escapes every label name of every sample (~4 us a sample): with 200 streams a
+    scrape is ~7,500 samples, ~30 ms of the event loop's time on an idle 2-core box and several times that
+    beside 400 busy threads. Here names are checked once per family and label values escaped once per value;
+    a family with anything this path does not write (timestamps, exemplars, names outside the legacy set,
+    OpenMetrics-only samples) is written by ``generate_latest`` itself."""
+    out: list[str] = []
+    escaped: dict[str, str] = {}  # label value -> escaped
+    numbers: dict[int, str] = {}  # count -> Go's spelling (counts repeat a lot)
+    for metric in registry.collect():
+        if not _plain(metric):
+            out.append(generate_latest(_Single(metric)).decode("utf-8"))
+            continue
+        name = metric.name + "_total" if metric.type == "counter" else metric.name
+        doc = metric.documentation.replace("\\", r"\\").replace("\n", r"\n")
+        out.append(f"# HELP {name} {doc}\n# TYPE {name} {_TYPES[metric.type]}\n")
+        for sample in metric.samples:
+            value = numbers.get(sample.value) if type(sample.value) is int else None
+            if value is None:
+                value = floatToGoString(sample.value)
+                if type(sample.value) is int:  # not floats: 0.0 and -0.0 are one key but two spellings
+                    numbers[sample.value] = value
+            labels = sample.labels
+            if not labels:
+                out.append(f"{sample.name} {value}\n")
+                continue
+            parts = []
+            for key in sorted(labels):
+                raw = labels[key]
+                text = escaped.get(raw)
+                if text is None:
+                    text = escaped[raw] = raw.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+                parts.append(f'{key}="{text}"')
+            out.append(f"{sample.name}{{{','.join(parts)}}} {value}\n")
+    return "".join(out).encode("utf-8")
+
+
+def _plain(metric: Metric) -> bool:
+    """Every name legacy-valid, no timestamps, exemplars or OpenMetrics-only samples (what ``exposition`` writes)."""
+    if metric.type not in _TYPES or not _LEGACY_NAME.match(metric.name):
+        return False
+    labels: set[str] = set()
+    om = {metric.name + suffix for suffix in _OM_SUFFIXES}
+    for sample in metric.samples:
+        if (sample.timestamp is not None or sample.exemplar is not None or sample.native_histogram is not None
+                or sample.name in om or not _LEGACY_NAME.match(sample.name)):
+            return False
+        labels.update(sample.labels)
+    return all(_LEGACY_LABEL.match(label) for label in labels)
+
+
+class _Single:
+    def __init__(self, metric: Metric) -> None:
+        self._metric = metric
+
+    def collect(self) -> Iterator[Metric]:
+        yield self._metric

@@ -7,9 +7,9 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, status
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from sightline.stream.config import ServerConfig
-from sightline.stream.metrics import Metrics
+from sightline.stream.metrics import Metrics, exposition
 from sightline.stream.service.deps import get_closing, get_metrics, get_server, model_info, stream_states
 from sightline.stream.service.models import Readiness
 from sightline.stream.service.status import readiness
@@ -39,4 +39,4 @@ async def readyz(states: list[str] = Depends(stream_states), model: dict[str, An
 async def metrics_endpoint(metrics: Metrics | None = Depends(get_metrics)) -> Response:
     if metrics is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "metrics are disabled")
-    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(exposition(metrics.registry), media_type=CONTENT_TYPE_LATEST)
