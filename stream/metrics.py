@@ -25,6 +25,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
+from sightline.stream.capacity import CapacityStats
 from sightline.stream.lifecycle import StreamState
 from sightline.stream.stats import (  # noqa: F401  (re-exported: the metric vocabulary lives with the stats)
     BATCH_BUCKETS,
@@ -95,6 +96,7 @@ class Metrics:
         for result in SWAP_RESULTS:
             swaps.add_metric([result], counts.get(result, 0))
         yield swaps
+        yield from _capacity_families(getattr(views[0], "capacity", None) if views else None)
         read = self._gpu_memory or _cuda_memory_reader(classifier)
         if read is not None:
             allocated, reserved = read()
@@ -194,6 +196,27 @@ def _cuda_memory_reader(classifier: Any) -> Callable[[], tuple[int, int]] | None
     import torch
 
     return lambda: (torch.cuda.memory_allocated(device), torch.cuda.memory_reserved(device))
+
+
+def _capacity_families(capacity: CapacityStats | None) -> Iterator[Metric]:
+    """The box's capacity (capacity.py), over its window; nothing where it is not measured (a cluster's controller:
+    each worker's own /metrics has them)."""
+    if capacity is None:
+        return
+    rates = capacity.box()
+    window = f" over the last {capacity.window_s} s"
+    for name, doc, value in (
+            ("sightline_capacity_demand_per_second",
+             "Frames to classify per second the streams asked for (served + dropped because the model was behind)"
+             + window, rates.demand_per_s),
+            ("sightline_capacity_served_per_second", "Frames per second handed to the model" + window,
+             rates.served_per_s),
+            ("sightline_capacity_overload_ratio",
+             "Demand / served: 1 while every frame asked for is classified, 1.5 when the streams ask for half as "
+             "much again as the model classifies (0: nothing asked)" + window, rates.ratio),
+            ("sightline_capacity_over", "1 while the box is over capacity (from a ratio of 1.1 until back under 1.02)",
+             1.0 if capacity.over_capacity() else 0.0)):
+        yield GaugeMetricFamily(name, doc, value=value)
 
 
 # -- the text exposition ---------------------------------------------------------------------------------------------

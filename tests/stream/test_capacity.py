@@ -169,3 +169,13 @@ def test_fair_shares_with_a_slow_model_in_real_time() -> None:
     figures = batcher.capacity.figures()
     assert figures["over_capacity"] is True, figures
     assert figures["served_share_min"] >= 0.8 * figures["served_share_median"], figures
+
+
+def test_readiness_without_capacity_figures_says_not_measured() -> None:
+    """A cluster's controller has no box-level figure (its workers count their own): null, not false."""
+    from sightline.stream.service.status import readiness
+
+    ready = readiness(["live"], {"arch": "resnet18"}, 0.5, capacity=None)
+    assert ready.ready and ready.over_capacity is None and ready.capacity is None and ready.detail is None
+    keeping_up = readiness(["live"], {}, 0.5, capacity=CapacityStats(clock=FakeClock()))
+    assert keeping_up.over_capacity is False and keeping_up.detail is None
