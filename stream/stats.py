@@ -16,7 +16,6 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-import numpy as np
 from sightline.model.echo import bounded
 from sightline.stream.lifecycle import CLEAR_ERROR_STATES, TERMINAL_STATES, StreamState, allowed
 from sightline.stream.urls import scrub_urls
@@ -262,8 +261,8 @@ class StreamStats:
         recent = self.recent_latencies()
         if not recent:
             return {"p50_ms": None, "p99_ms": None}
-        p50, p99 = np.percentile(np.asarray(recent), [50, 99])
-        return {"p50_ms": round(float(p50) * 1000, 2), "p99_ms": round(float(p99) * 1000, 2)}
+        recent.sort()  # plain Python: numpy's percentile cost ~0.4 ms a stream, 200 streams in every GET /api/streams
+        return {"p50_ms": round(quantile(recent, 0.50) * 1000, 2), "p99_ms": round(quantile(recent, 0.99) * 1000, 2)}
 
     def snapshot(self) -> dict[str, object]:
         return {
@@ -282,3 +281,11 @@ class StreamStats:
             "records_lost": dict(self.records_lost),
             "decode": None if self.decode is None else self.decode.as_dict(),
         }
+
+
+def quantile(ordered: list[float], q: float) -> float:
+    """The ``q`` quantile of sorted values, interpolated linearly between the two nearest (numpy's default)."""
+    at = q * (len(ordered) - 1)
+    low = int(at)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (at - low)

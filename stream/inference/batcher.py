@@ -2,7 +2,12 @@
 
 A batch closes when it holds ``max_batch`` frames to classify or when its oldest frame has waited
 ``max_wait_s`` since decode, whichever comes first. Frames are taken round-robin, one per stream per
-round, starting at a different stream each batch, so a flooding stream cannot starve a slow one.
+round, and each batch starts with the stream after the last one the previous batch took from, so a
+flooding stream cannot starve a slow one and, when the model is the bottleneck (more streams with
+frames waiting than a batch holds), every stream gets its turn in the same number of batches.
+
+Each frame to classify is counted in ``capacity`` (capacity.py): served when a batch takes it, shed when
+its live queue drops it for a newer one; the service reports the box over capacity from those counts.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sightline.stream.buffers import BoundedQueue, Policy
+from sightline.stream.capacity import CapacityStats
 from sightline.stream.frames import Frame
 
 # Frames that skip inference (infer_fps) ride along for the overlay; cap them per batch.
@@ -26,21 +32,32 @@ class Batch:
 
 
 class Batcher:
-    def __init__(self, max_batch: int, max_wait_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, max_batch: int, max_wait_s: float, clock: Callable[[], float] = time.monotonic,
+                 capacity: CapacityStats | None = None) -> None:
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.clock = clock
+        self.capacity = capacity if capacity is not None else CapacityStats(clock=clock)
         self.bell = threading.Condition()
         self._queues: dict[str, BoundedQueue[Frame]] = {}
-        self._start = 0
+        self._next = ""  # the stream the next batch starts with (the one after the last stream taken from)
 
     def add_stream(self, name: str, capacity: int, policy: Policy,
                    on_drop: Callable[[Frame], None] | None = None) -> BoundedQueue[Frame]:
-        queue: BoundedQueue[Frame] = BoundedQueue(capacity, policy, bell=self.bell, on_drop=on_drop)
+        shed = self.capacity.on_shed
+
+        def dropped(frame: Frame) -> None:
+            if frame.infer:
+                shed(name)
+            if on_drop is not None:
+                on_drop(frame)
+
+        queue: BoundedQueue[Frame] = BoundedQueue(capacity, policy, bell=self.bell, on_drop=dropped)
         with self.bell:
             if name in self._queues:
                 raise ValueError(f"stream {name!r} is already batched")
             self._queues[name] = queue
+            self.capacity.add_stream(name)
         return queue
 
     def close_stream(self, name: str) -> None:
@@ -85,27 +102,33 @@ class Batcher:
         names = list(self._queues)
         if not names:
             return []
-        self._start = (self._start + 1) % len(names)
-        order = names[self._start:] + names[:self._start]
+        start = names.index(self._next) if self._next in self._queues else 0
+        order = names[start:] + names[:start]
         frames: list[Frame] = []
         infer = 0
         limit = self.max_batch * PASSENGERS_PER_SLOT
+        last = len(order) - 1
         progress = True
         while progress and infer < self.max_batch and len(frames) < limit:
             progress = False
-            for name in order:
+            for i, name in enumerate(order):
                 frame = self._queues[name].get_nowait()
                 if frame is None:
                     continue
                 frames.append(frame)
-                infer += frame.infer
+                if frame.infer:
+                    infer += 1
+                    self.capacity.on_served(name)
                 progress = True
+                last = i
                 if infer >= self.max_batch or len(frames) >= limit:
                     break
+        self._next = order[(last + 1) % len(order)]
         return frames
 
     def _take_ended(self) -> list[str]:
         ended = [name for name, q in self._queues.items() if q.exhausted]
         for name in ended:
             del self._queues[name]
+            self.capacity.remove_stream(name)
         return ended

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sightline.model.classifier import Classifier
 from sightline.model.errors import ConfigError
+from sightline.stream.capacity import CapacityStats
 from sightline.stream.config import RunConfig, StreamConfig, check_source, redact_url
 from sightline.stream.errors import (
     DuplicateStreamError,
@@ -65,8 +66,9 @@ class Pipeline:
         # stop, not until its streams have finished (an operator replacing a camera must not end it).
         self.streams_changed_by_api = False
         self.stage_stats = StageStats()
+        self.capacity = CapacityStats(clock=clock)  # frames to classify asked for vs served (status, /readyz, metrics)
         self.batcher = Batcher(config.batching.batch_size(classifier.device.type), config.batching.max_wait_ms / 1000,
-                               clock)
+                               clock, self.capacity)
         self.routes = Routes()
         self.worker = create_worker(classifier, self.batcher, config.model.topk, self.routes, self.stage_stats,
                                     clock, lanes=config.model.workers,
@@ -141,7 +143,9 @@ class Pipeline:
                 if problem:
                     raise ConfigError(f"streams.{name}.url: {problem}")
             try:
-                return self.factory.build(config)
+                runtime = self.factory.build(config)
+                runtime.capacity = self.capacity
+                return runtime
             except OSError as exc:  # an output file cannot be opened: build undid its queue
                 raise StreamOutputError(f"stream {name!r}: cannot open its outputs in the output directory "
                                         f"({exc.strerror or type(exc).__name__})") from None

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 
 from sightline.stream.buffers import BoundedQueue, Consumer
+from sightline.stream.capacity import CapacityStats
 from sightline.stream.config import StreamConfig
 from sightline.stream.frames import FrameDemand, Result, Smoothed
 from sightline.stream.lifecycle import StreamState
@@ -125,6 +126,7 @@ class StreamRuntime:
     recording: RecordingWriter | None = None
     removing: bool = False  # set once, under the registry's lock, by the one remove_stream that stops it
     preview: FrameDemand | None = None
+    capacity: CapacityStats | None = None  # the box's, where this stream's share of the model is counted
 
     @property
     def finished(self) -> bool:

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from fastapi import Depends, HTTPException, Request, status
 from sightline.model.echo import bounded
+from sightline.stream.capacity import CapacityStats
 from sightline.stream.config import RunConfig, ServerConfig
 from sightline.stream.errors import UnknownStreamError
 from sightline.stream.metrics import Metrics
@@ -97,6 +98,11 @@ async def get_cluster(request: Request) -> ClusterAdmin | None:
 async def stream_states(pipeline: Pipeline = Depends(get_pipeline)) -> list[str]:
     """Every registered stream's state (what /readyz counts)."""
     return [r.stats.state for r in pipeline.runtimes()]
+
+
+async def get_capacity(pipeline: Pipeline = Depends(get_pipeline)) -> CapacityStats | None:
+    """The box's capacity counts; None for a cluster's controller (its workers count their own)."""
+    return getattr(pipeline, "capacity", None)
 
 
 async def model_info(pipeline: Pipeline = Depends(get_pipeline)) -> dict[str, Any]:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from sightline.stream.service.status import Readiness
+from sightline.stream.service.status import CapacityFigures, Readiness, StreamCapacity
 
-__all__ = ["Prediction", "Readiness", "SessionDescription", "SmoothedLabel", "Smoothing", "StreamList", "StreamStatus"]
+__all__ = ["CapacityFigures", "Prediction", "Readiness", "SessionDescription", "SmoothedLabel", "Smoothing",
+           "StreamCapacity", "StreamList", "StreamStatus"]
 
 
 class Prediction(BaseModel):
@@ -61,6 +62,8 @@ class StreamStatus(BaseModel):
     smoothed: SmoothedLabel | None = Field(description="the label shown on the video (EMA + hysteresis); it may lag "
                                                        "or differ from prediction[0], the frame's raw top-1")
     smoothing: Smoothing | None = None
+    capacity: StreamCapacity | None = Field(None, description="this stream's share of the model over the capacity "
+                                                              "window; null once its input has ended")
     snapshot: str
     mjpeg: str
 
@@ -74,3 +77,5 @@ class SessionDescription(BaseModel):
 
 class StreamList(BaseModel):
     streams: list[StreamStatus]
+    capacity: CapacityFigures | None = Field(None, description="the box's capacity (also in /readyz); null where "
+                                                               "it is not measured here (a cluster's workers)")

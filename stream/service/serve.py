@@ -10,6 +10,7 @@ here, a cluster controller in stream/cluster/launch.py), the app over it, the ba
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 from collections.abc import Callable
@@ -73,6 +74,7 @@ async def serve(config: RunConfig, kind: ServedKind = ONE_PROCESS, duration: flo
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     server: HttpServer | None = None
+    frozen = False
 
     def on_stop_signal() -> None:
         stop.set()
@@ -88,6 +90,7 @@ async def serve(config: RunConfig, kind: ServedKind = ONE_PROCESS, duration: flo
         if config.server.enabled:
             server = HttpServer(config.server.host, config.server.port, write_timeout_s=config.server.write_timeout_s)
             server.bind()  # a busy port fails now, not after the model has loaded
+        frozen = freeze_imports()
         served = await asyncio.to_thread(kind.open, config)
         if reloader is not None:
             reloader.attach(served)  # type: ignore[arg-type]
@@ -108,6 +111,8 @@ async def serve(config: RunConfig, kind: ServedKind = ONE_PROCESS, duration: flo
             await asyncio.to_thread(kind.finish, served)
         print(summary(served.statuses(), loop.time() - started, outputs_of or config.output_dir), flush=True)
     finally:
+        if frozen:
+            gc.unfreeze()
         if server is not None:
             await server.stop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -115,6 +120,17 @@ async def serve(config: RunConfig, kind: ServedKind = ONE_PROCESS, duration: flo
         if reloader is not None:
             reloader.remove()
     return code
+
+
+def freeze_imports() -> bool:
+    """Leave what is imported by now (torch, numpy, FastAPI: ~400k objects) out of the cyclic collector.
+
+    A full collection walks every tracked object with the GIL held: beside 200 streams' threads on 2 cores
+    the longest took 0.6 s (every request in flight waited); with these frozen, 0.23 s in the same run. Frozen before
+    the model loads, so a model retired by a hot swap is still collected (model_swap.py waits for it)."""
+    gc.collect()
+    gc.freeze()
+    return True
 
 
 async def run_service(config: RunConfig, duration: float | None = None, outputs_of: Path | None = None,

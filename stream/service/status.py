@@ -2,6 +2,7 @@
 
 ``stream_status`` is the JSON of one stream (``GET /api/streams/{name}``); ``readiness`` the rule
 behind ``/readyz``. Both read states through ``lifecycle.py``'s sets, nowhere else spelled out.
+``capacity_status`` is the box's capacity figure (capacity.py): ``/readyz`` and ``GET /api/streams`` carry it.
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+from sightline.stream.capacity import CapacityStats, describe, stream_figures
 from sightline.stream.config import redact_url
 from sightline.stream.lifecycle import DOWN_STATES, RUNNING_STATES
 from sightline.stream.pipeline.stream_runtime import StreamRuntime
@@ -38,10 +40,41 @@ def stream_status(runtime: StreamRuntime) -> dict[str, object]:
             smoothed = {"label": latest.smoothed.label, "prob": round(latest.smoothed.prob, 5)}
     name = runtime.config.name
     smoother = runtime.output.smoother
+    capacity = runtime.capacity
     return {"name": name, "url": redact_url(runtime.config.url), "mode": runtime.config.mode,
             **runtime.stats.snapshot(), "prediction": raw, "smoothed": smoothed,
             "smoothing": {"ema": smoother.ema, "hysteresis": smoother.hysteresis},
-            "model": runtime.output.model_id, **links(name)}
+            "model": runtime.output.model_id,
+            "capacity": None if capacity is None else stream_figures(capacity.stream(name)), **links(name)}
+
+
+class StreamCapacity(BaseModel):
+    """One stream's share of the model over the capacity window (capacity.py)."""
+
+    demand_per_s: float = Field(description="frames to classify per second this stream asked for (its infer_fps, "
+                                            "or its frame rate)")
+    served_per_s: float = Field(description="of those, frames per second handed to the model")
+    shed_per_s: float = Field(description="frames to classify per second dropped because the model was behind")
+    served_share: float = Field(description="served / demand: 1.0 while the model keeps up; over capacity, every "
+                                            "stream's share stays near the others'")
+
+
+class CapacityFigures(BaseModel):
+    """The box's capacity over a sliding window: what the streams ask the model for, what it classifies."""
+
+    over_capacity: bool = Field(description="the streams ask for more classifications than the model serves "
+                                            "(from overload_ratio 1.1 until it is back under 1.02)")
+    demand_per_s: float = Field(description="frames to classify per second, all streams (served + shed)")
+    served_per_s: float = Field(description="frames per second handed to the model")
+    shed_per_s: float = Field(description="frames to classify per second dropped because the model was behind")
+    overload_ratio: float | None = Field(description="demand / served: 1.0 keeping up, 1.5 asked for half as much "
+                                                     "again as served; 0 when nothing is asked, null when nothing "
+                                                     "was served")
+    window_s: int = Field(description="seconds the figures are over")
+    streams_shedding: int = Field(description="streams that lost frames to classify in the window")
+    served_share_min: float | None = Field(description="the lowest per-stream served / demand (fair share: near "
+                                                       "the median)")
+    served_share_median: float | None
 
 
 class Readiness(BaseModel):
@@ -52,15 +85,27 @@ class Readiness(BaseModel):
     streams_down: int
     down_share: float
     max_down_share: float
+    over_capacity: bool | None = Field(None, description="the box is over capacity (it stays ready: out of a "
+                                                         "load balancer its streams would go elsewhere and worse); "
+                                                         "null where it is not measured here (a cluster's workers)")
+    capacity: CapacityFigures | None = None
+    detail: str | None = Field(None, description="over capacity, by how much: 'asked for 120 classifications/s, "
+                                                 "served 80/s (1.5x over capacity)'")
+
+
+def capacity_status(capacity: CapacityStats | None) -> dict[str, Any] | None:
+    """The box's figures (``CapacityFigures``), or None where it has none (a cluster's controller)."""
+    return None if capacity is None else capacity.figures()
 
 
 def readiness(states: Iterable[str], model: dict[str, Any], max_down_share: float,
-              closing: bool = False) -> Readiness:
+              closing: bool = False, capacity: CapacityStats | None = None) -> Readiness:
     """Ready unless closing, or more than ``max_down_share`` of the running streams is down.
 
     ``run_service`` starts the HTTP server only after the model is loaded and warmed up and the
     pipeline (inference worker, configured streams) has started, so a service that answers has its
-    model. Running streams are those not ended/stopped; down means reconnecting or failed.
+    model. Running streams are those not ended/stopped; down means reconnecting or failed. Over capacity the
+    service stays ready (the status code does not change) and says so: ``over_capacity``, ``detail``.
     """
     running = [s for s in states if s in RUNNING_STATES]
     down = sum(s in DOWN_STATES for s in running)
@@ -70,5 +115,9 @@ def readiness(states: Iterable[str], model: dict[str, Any], max_down_share: floa
         reason = "shutting down"
     elif share > max_down_share:
         reason = f"{down} of {len(running)} running streams are down (more than {max_down_share:.0%})"
+    figures = capacity_status(capacity)
+    over = None if figures is None else bool(figures["over_capacity"])
+    detail = describe(capacity.box()) if over and capacity is not None else None
     return Readiness(ready=reason is None, reason=reason, model=model, streams_running=len(running),
-                     streams_down=down, down_share=round(share, 4), max_down_share=max_down_share)
+                     streams_down=down, down_share=round(share, 4), max_down_share=max_down_share,
+                     over_capacity=over, capacity=figures, detail=detail)

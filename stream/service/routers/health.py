@@ -7,10 +7,11 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, status
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
+from sightline.stream.capacity import CapacityStats
 from sightline.stream.config import ServerConfig
-from sightline.stream.metrics import Metrics
-from sightline.stream.service.deps import get_closing, get_metrics, get_server, model_info, stream_states
+from sightline.stream.metrics import Metrics, exposition
+from sightline.stream.service.deps import get_capacity, get_closing, get_metrics, get_server, model_info, stream_states
 from sightline.stream.service.models import Readiness
 from sightline.stream.service.status import readiness
 
@@ -24,12 +25,14 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", response_model=Readiness,
-            summary="Ready: model warmed, and at most server.ready_max_down_share of the running streams down",
+            summary="Ready: model warmed, and at most server.ready_max_down_share of the running streams down; "
+                    "over capacity it stays ready and says so (over_capacity, capacity, detail)",
             responses={503: {"model": Readiness, "description": "not ready"}})
 async def readyz(states: list[str] = Depends(stream_states), model: dict[str, Any] = Depends(model_info),
                  server: ServerConfig = Depends(get_server),
-                 closing: asyncio.Event = Depends(get_closing)) -> JSONResponse:
-    ready = readiness(states, model, server.ready_max_down_share, closing.is_set())
+                 closing: asyncio.Event = Depends(get_closing),
+                 capacity: CapacityStats | None = Depends(get_capacity)) -> JSONResponse:
+    ready = readiness(states, model, server.ready_max_down_share, closing.is_set(), capacity)
     return JSONResponse(ready.model_dump(), status_code=200 if ready.ready else 503, headers=NO_STORE)
 
 
@@ -39,4 +42,4 @@ async def readyz(states: list[str] = Depends(stream_states), model: dict[str, An
 async def metrics_endpoint(metrics: Metrics | None = Depends(get_metrics)) -> Response:
     if metrics is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "metrics are disabled")
-    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(exposition(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -8,6 +8,7 @@ import logging
 from fastapi import APIRouter, Depends, HTTPException, status
 from fastapi.responses import JSONResponse
 from sightline.model.errors import ConfigError
+from sightline.stream.capacity import CapacityStats
 from sightline.stream.config import RunConfig, StreamConfig, outside_media_root, redact_url
 from sightline.stream.errors import (
     DuplicateStreamError,
@@ -19,6 +20,7 @@ from sightline.stream.errors import (
 from sightline.stream.pipeline.pipeline import Pipeline, StreamRuntime
 from sightline.stream.service.deps import (
     CHANGE_RESPONSES,
+    get_capacity,
     get_config,
     get_pipeline,
     get_previews,
@@ -29,7 +31,7 @@ from sightline.stream.service.deps import (
 )
 from sightline.stream.service.models import StreamList, StreamStatus
 from sightline.stream.service.previews import PreviewRenderer
-from sightline.stream.service.status import stream_status
+from sightline.stream.service.status import capacity_status, stream_status
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +55,9 @@ def add_stream_checked(pipeline: Pipeline, stream: StreamConfig, config: RunConf
 
 
 @router.get("/api/streams", response_model=StreamList)
-async def list_streams(pipeline: Pipeline = Depends(get_pipeline)) -> dict[str, object]:
-    return {"streams": [stream_status(r) for r in pipeline.runtimes()]}
+async def list_streams(pipeline: Pipeline = Depends(get_pipeline),
+                       capacity: CapacityStats | None = Depends(get_capacity)) -> dict[str, object]:
+    return {"streams": [stream_status(r) for r in pipeline.runtimes()], "capacity": capacity_status(capacity)}
 
 
 @router.get("/api/streams/{name}", response_model=StreamStatus, responses={404: {"description": "no such stream"}})
