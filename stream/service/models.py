@@ -32,6 +32,19 @@ class Smoothing(BaseModel):
                                           "smoothed probability exceeds (1 + hysteresis) x the shown one's")
 
 
+class DecodeInfo(BaseModel):
+    """Which frames a stream's source decodes now, and why (docs/density.md)."""
+
+    setting: Literal["auto", "all", "keyframes"]
+    mode: Literal["all", "keyframes"] = Field(description="in force now")
+    reason: str = Field(description="why, in one line")
+    keyframe_interval_s: float | None = Field(description="measured: the median of the last GOPs; null until two "
+                                                          "keyframes were seen")
+    classify_fps_max: float | None = Field(description="the most this stream can be classified per second in this "
+                                                       "mode (infer_fps, or the keyframe rate when lower); null: "
+                                                       "every frame")
+
+
 class StreamStatus(BaseModel):
     """One stream, as `GET /api/streams/{name}` reports it (latencies over the last 30 s, fps over 5 s)."""
 
@@ -64,6 +77,8 @@ class StreamStatus(BaseModel):
     smoothing: Smoothing | None = None
     capacity: StreamCapacity | None = Field(None, description="this stream's share of the model over the capacity "
                                                               "window; null once its input has ended")
+    decode: DecodeInfo | None = Field(None, description="which frames the source decodes (streams[].decode); null "
+                                                         "for a WebRTC ingest (its peer connection decodes every frame)")
     snapshot: str
     mjpeg: str
 

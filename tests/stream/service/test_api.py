@@ -32,7 +32,7 @@ TOKEN = "test-token-1234"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 STATUS_KEYS = {"name", "url", "mode", "state", "error", "fps", "p50_ms", "p99_ms", "frames_decoded",
                "frames_inferred", "dropped", "reconnects", "sink_errors", "prediction", "smoothed", "snapshot", "mjpeg",
-               "corrupt_packets", "frames_lost", "records_lost", "model", "smoothing", "active_s", "capacity"}
+               "corrupt_packets", "frames_lost", "records_lost", "model", "smoothing", "active_s", "capacity", "decode"}
 UNREACHABLE = "rtsp://user:secret@127.0.0.1:9/x"  # port 9 (discard) refuses: the stream keeps reconnecting
 
 
@@ -93,6 +93,7 @@ async def test_list_reports_both_streams_with_their_figures(client: httpx.AsyncC
     assert a["p50_ms"] is not None and a["p99_ms"] >= a["p50_ms"]
     assert a["capacity"]["demand_per_s"] >= a["capacity"]["served_per_s"] > 0  # its share of the model
     assert r.json()["capacity"]["window_s"] > 0  # and the box's figure
+    assert a["decode"]["setting"] == "auto" and a["decode"]["mode"] in ("all", "keyframes") and a["decode"]["reason"]
     assert a["prediction"][0]["label"].startswith("class_")
     # the shown label is the smoothed one, and the status says how it was smoothed (config defaults here)
     assert a["smoothed"]["label"].startswith("class_")
