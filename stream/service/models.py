@@ -77,8 +77,9 @@ class StreamStatus(BaseModel):
     smoothing: Smoothing | None = None
     capacity: StreamCapacity | None = Field(None, description="this stream's share of the model over the capacity "
                                                               "window; null once its input has ended")
-    decode: DecodeInfo | None = Field(None, description="which frames the source decodes (streams[].decode); null "
-                                                         "for a WebRTC ingest (its peer connection decodes every frame)")
+    decode: DecodeInfo | None = Field(None, description="which frames the source decodes (streams[].decode); "
+                                                         "null for a WebRTC ingest (its peer connection decodes "
+                                                         "every frame)")
     snapshot: str
     mjpeg: str
 

@@ -14,6 +14,7 @@ than the model's, so past capacity decoding yields before the model starves.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -225,10 +226,9 @@ class FrameSource(ABC):
         self.preview = None
 
     def _run(self) -> None:
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), SOURCE_NICE)  # this thread only (Linux)
-        except (OSError, AttributeError):
-            pass  # not Linux, or not allowed: decoding competes with the model on equal terms
+        # this thread only (Linux); elsewhere, or not allowed, decoding competes with the model on equal terms
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), SOURCE_NICE)
         try:
             self._produce()
         except Exception as exc:  # the last line of defence: a bug in one stream must not kill the process
@@ -505,11 +505,11 @@ class VideoSource(FrameSource):
                 if t is not None and packet.size:
                     self._last_packet_t = t if self._last_packet_t is None else max(self._last_packet_t, t)
                 was_keyframes_only = policy.keyframes_only
-                if was_keyframes_only and packet.is_keyframe and t is not None and self._pacer is not None:
-                    # a paced file reads between keyframes at once: wait here, as a camera's keyframe would
-                    # arrive, so the decision below sees what is asked now (a clip opened a second ago)
-                    if self._pacer.wait(t) is None:
-                        return
+                # a paced file reads between keyframes at once: wait here, as a camera's keyframe would arrive,
+                # so the decision below sees what is asked now (a clip opened a second ago)
+                if was_keyframes_only and packet.is_keyframe and t is not None and self._pacer is not None \
+                        and self._pacer.wait(t) is None:
+                    return
                 if packet.size and not policy.decode(packet.is_keyframe, t):
                     continue  # between keyframes: read and counted, never decoded
                 if policy.keyframes_only and not was_keyframes_only:

@@ -19,10 +19,9 @@ from sightline.stream.events import clips
 from sightline.stream.events.hub import EventHub
 from sightline.stream.metrics import Metrics
 from sightline.stream.outputs.sinks import VideoRecorder
-from sightline.stream.pipeline.pipeline import Pipeline
 from sightline.stream.service.app import create_app
 
-from tests.stream.events.test_events_pipeline import brightness_classifier, labelled_clip
+from tests.stream.events.test_events_pipeline import labelled_clip, replay_with_events
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -55,14 +54,7 @@ def replay(tmp, monkeypatch, write_frames: int | None):
             {"name": "bright", "streams": ["cam"], "labels": ["class_b"], "min_prob": 0.8, "min_duration_s": 0.5,
              "end_after_s": 0.5, "cooldown_s": 0}]},
         "streams": [{"name": "cam", "url": str(labelled_clip(tmp / "clip.mp4")), "mode": "fast"}]})
-    metrics = Metrics()
-    events = EventHub.build(config, metrics)
-    pipeline = Pipeline(brightness_classifier(), config, metrics, extra_sinks=events.sinks_for)
-    pipeline.events = events
-    seen: list[dict] = []
-    events.bus.subscribe(seen.append)
-    assert asyncio.run(pipeline.run(duration=60)) == 0
-    return pipeline, seen
+    return replay_with_events(config)
 
 
 async def api_event(pipeline, event_id: str) -> tuple[dict, dict, str]:

@@ -89,6 +89,19 @@ def ffprobe_frame_times(path: Path) -> list[float]:
     return [float(f["pts_time"]) for f in json.loads(out.stdout)["frames"]]
 
 
+def replay_with_events(config: RunConfig) -> tuple[Pipeline, list[dict]]:
+    """Run ``config`` to its end with the brightness classifier and an event hub wired as `sightline run` does
+    (stream/pipeline/build.py); the pipeline and every message its bus carried, in order."""
+    metrics = Metrics()
+    events = EventHub.build(config, metrics)
+    pipeline = Pipeline(brightness_classifier(), config, metrics, extra_sinks=events.sinks_for)
+    pipeline.events = events
+    seen: list[dict] = []
+    events.bus.subscribe(seen.append)
+    assert asyncio.run(pipeline.run(duration=60)) == 0
+    return pipeline, seen
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """One fast replay of the labelled clip with three rules; what the bus saw, in order."""
@@ -103,13 +116,7 @@ def run(tmp_path_factory):
             {"name": "elsewhere", "streams": ["other"], "labels": ["*"], "min_prob": 0.0, "min_duration_s": 0},
         ]},
         "streams": [{"name": "cam", "url": str(clip), "mode": "fast"}]})
-    metrics = Metrics()
-    events = EventHub.build(config, metrics)  # wired as `sightline run` does (stream/pipeline/build.py)
-    pipeline = Pipeline(brightness_classifier(), config, metrics, extra_sinks=events.sinks_for)
-    pipeline.events = events
-    seen: list[dict] = []
-    pipeline.events.bus.subscribe(seen.append)
-    assert asyncio.run(pipeline.run(duration=60)) == 0
+    pipeline, seen = replay_with_events(config)
     return tmp, pipeline, seen
 
 
@@ -292,13 +299,7 @@ def test_a_keyframes_stream_clip_holds_its_keyframes_then_every_frame(tmp_path: 
             {"name": "bright", "labels": ["class_b"], "min_prob": 0.7, "min_duration_s": 0,
              "end_after_s": 0.5, "cooldown_s": 0}]},  # smoothed at 1/s: class_b passes 0.7 at 4.0 s
         "streams": [{"name": "cam", "url": str(clip), "infer_fps": 1}]})  # realtime: paced like a camera
-    metrics = Metrics()
-    events = EventHub.build(config, metrics)
-    pipeline = Pipeline(brightness_classifier(), config, metrics, extra_sinks=events.sinks_for)
-    pipeline.events = events
-    seen: list[dict] = []
-    events.bus.subscribe(seen.append)
-    assert asyncio.run(pipeline.run(duration=60)) == 0
+    pipeline, seen = replay_with_events(config)
     starts = [m["event"] for m in seen if m["type"] == "start"]
     assert len(starts) == 1, (seen, pipeline.statuses())
     counters = clip_counters(tmp_path / "out" / "events" / f"{starts[0]['id']}.mp4")
