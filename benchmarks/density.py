@@ -451,12 +451,14 @@ def measure_costs(clip: Path, classifier, batches: Sequence[int], model_seconds:
             batch = [images[i % len(images)] for i in range(b)]
             for _ in range(3):
                 classifier.probabilities(batch)
-            done, cpu0, wall0 = 0, time.process_time(), time.perf_counter()
-            while time.perf_counter() - wall0 < model_seconds or done < 2:
-                classifier.probabilities(batch)
-                done += 1
-            model_s[b] = (time.process_time() - cpu0) / (done * b)
-            model_wall[b] = (time.perf_counter() - wall0) / (done * b)
+            rounds = []
+            for _ in range(3):  # the least of three: other work on a shared machine only ever adds
+                done, cpu0, wall0 = 0, time.process_time(), time.perf_counter()
+                while time.perf_counter() - wall0 < model_seconds / 3 or done < 2:
+                    classifier.probabilities(batch)
+                    done += 1
+                rounds.append(((time.process_time() - cpu0) / (done * b), (time.perf_counter() - wall0) / (done * b)))
+            model_s[b], model_wall[b] = min(rounds)
     return Costs(fps=fps, keyframe_rate=keyframes / video_s, keyframe_decode_s=keyframe_decode,
                  frame_decode_s=frame_decode, scale_s=scale, demux_s=demux / video_s, model_s=model_s,
                  model_wall_s=model_wall)
@@ -503,6 +505,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def die_with_parent() -> None:
+    """In a child, before exec: SIGKILL when this script dies (a killed run leaves no service or server behind)."""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def stop(proc: subprocess.Popen | None, sig: int = signal.SIGINT, wait_s: float = 30.0) -> None:
     if proc is None or proc.poll() is not None:
         return
@@ -522,7 +531,8 @@ class RtspServer:
         self.log = log
         self.proc = subprocess.Popen([SYSTEM_PYTHON, str(SERVER_SCRIPT), "--port", str(self.port), "--mounts",
                                       str(mounts), "--file", str(file)], stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
+                                     stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL,
+                                     preexec_fn=die_with_parent)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if not line.startswith("ready "):
@@ -657,7 +667,7 @@ def run_step(source: str, n: int, args: argparse.Namespace, work: Path, bundle: 
         with log.open("wb") as out:
             service = subprocess.Popen([sys.executable, "-m", "sightline", "run", str(config), "--port", str(port)],
                                        cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL)
+                                       stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
         api = Api(port)
 
         def alive() -> None:
@@ -794,7 +804,8 @@ def markdown(report: dict) -> str:
     for source, ladder in report["ladders"].items():
         lim = ladder["limit"]
         lines += [f"## {source}", "", TABLE_HEAD, *ladder["rows_md"], "",
-                  f"- last passing N: **{fmt(ladder['passed'], 'd')}**, first failing N: {fmt(ladder['failed'], 'd')}",
+                  f"- last passing N: **{fmt(ladder['passed'], 'd')}**, first failing N: "
+                  f"{fmt(ladder['failed'], 'd', 'none (the ladder ended first: the reached N is a lower bound)')}",
                   f"- computed limit ({lim['mode']} decode, model at batch {lim['batch']}): "
                   f"**{lim['cameras']:.0f} cameras** ({1000 * lim['camera_cost_s']:.1f} ms CPU per camera-second); "
                   f"the other mode: {lim['other_mode']} {lim['other_cameras']:.0f} cameras",
