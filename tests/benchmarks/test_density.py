@@ -71,7 +71,7 @@ def step(density, rates, p99_s=0.2, **kw):
 
 def test_a_step_fails_on_a_slow_camera_a_slow_p99_or_a_camera_not_live(density) -> None:
     assert density.judge(step(density, [1.0, 0.95, 1.0]), 1.0) == []
-    assert density.judge(step(density, [1.0, 0.85]), 1.0)[0].startswith("slowest camera 0.85/s")
+    assert density.judge(step(density, [1.0, 0.85]), 1.0)[0].startswith("slowest camera 0.850/s")
     assert density.judge(step(density, [5.0, 5.0], p99_s=1.2), 5.0) == ["p99 1200 ms > 1000 ms"]
     assert density.judge(step(density, [1.0], p99_s=None), 1.0) == ["no result in the window"]
     assert density.judge(step(density, [1.0], not_live=1), 1.0) == ["1 camera(s) not live"]
