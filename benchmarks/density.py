@@ -909,6 +909,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     load_start = os.getloadavg()
+    commit = git_commit()  # now: the script may be edited while it runs
     cleanup = None
     if args.work is None:
         cleanup = tempfile.TemporaryDirectory(prefix="sightline-density-")
@@ -982,7 +983,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "meta": {"started": started, "command": "python " + " ".join([Path(sys.argv[0]).as_posix(),
                                                                            *sys.argv[1:]]),
                      "cpu": cpu_name(), "cores": os.cpu_count(), "load_avg_start": load_start,
-                     "load_avg_end": os.getloadavg(), "commit": git_commit(), "torch": torch.__version__,
+                     "load_avg_end": os.getloadavg(), "commit": commit, "torch": torch.__version__,
                      "backend": args.backend, "served_by": served_line, "infer_fps": args.infer_fps,
                      "decode": args.decode, "seconds": args.seconds, "warmup": args.warmup,
                      "clip": f"{args.size} 30 fps H.264 (libx264 veryfast, 1 s GOP, no B-frames), "
@@ -1013,8 +1014,11 @@ def bundle_note(args: argparse.Namespace, bundle: Path) -> str:
 
 def git_commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                               check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return head + (" (with uncommitted changes)" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
