@@ -862,7 +862,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--infer-fps", type=float, default=1.0)
     p.add_argument("--decode", choices=["auto", "all", "keyframes"], default=None,
                    help="streams[].decode; left out of the config when not given (the service's default)")
-    p.add_argument("--ladder", default=None, help="camera counts (default 10,20,40,60,80,100,120; --quick: 5,10)")
+    p.add_argument("--ladder", default=None, help="camera counts (default 10,20,30,40,60,80,100,120; --quick: 5,10)")
     p.add_argument("--seconds", type=float, default=None, help="measurement window per step (default 20; quick 8)")
     p.add_argument("--warmup", type=float, default=None, help="seconds after all live (default 8; quick 3)")
     p.add_argument("--backend", default="auto", help="model.backend (default auto: the fastest installed for the CPU)")
@@ -884,7 +884,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tag", default=None, help="for the default --out (default: <source>-fps<infer_fps>-<decode>)")
     args = p.parse_args(argv)
     q = args.quick
-    args.ladder = [int(v) for v in (args.ladder or ("5,10" if q else "10,20,40,60,80,100,120")).split(",") if v]
+    args.ladder = [int(v) for v in (args.ladder or ("5,10" if q else "10,20,30,40,60,80,100,120")).split(",") if v]
     args.seconds = args.seconds if args.seconds is not None else (8.0 if q else 20.0)
     args.warmup = args.warmup if args.warmup is not None else (3.0 if q else 8.0)
     args.clip_seconds = args.clip_seconds if args.clip_seconds is not None else (10.0 if q else 20.0)
