@@ -492,6 +492,18 @@ class Api:
             status, body = exc.code, exc.read()
         return status, body, time.perf_counter() - started
 
+    def post(self, path: str, payload: dict, timeout: float = 30.0) -> tuple[int, bytes, float]:
+        request = urllib.request.Request(self.base + path, data=json.dumps(payload).encode(), method="POST",
+                                         headers={"Authorization": f"Bearer {TOKEN}",
+                                                  "Content-Type": "application/json"})
+        started = time.perf_counter()
+        try:
+            with self._open(request, timeout=timeout) as reply:
+                status, body = reply.status, reply.read()
+        except urllib.error.HTTPError as exc:
+            status, body = exc.code, exc.read()
+        return status, body, time.perf_counter() - started
+
     def streams(self) -> dict[str, dict]:
         status, body, _ = self.get("/api/streams")
         if status != 200:
@@ -581,8 +593,10 @@ def missing_rtsp() -> str | None:
     return None
 
 
-def write_config(path: Path, *, bundle: Path, backend: str, media_root: Path, out_dir: Path, urls: list[str],
-                 infer_fps: float, decode: str | None, port: int) -> Path:
+def write_config(path: Path, *, bundle: Path, backend: str, device: str, media_root: Path, out_dir: Path,
+                 urls: list[str], infer_fps: float, decode: str | None, port: int,
+                 add_later: bool = False) -> tuple[Path, list[dict]]:
+    """The service's config; with ``add_later`` its streams are left out (returned, to be added through the API)."""
     import yaml
 
     streams = []
@@ -595,12 +609,12 @@ def write_config(path: Path, *, bundle: Path, backend: str, media_root: Path, ou
         if decode is not None:
             s["decode"] = decode
         streams.append(s)
-    config = {"model": {"source": str(bundle), "device": "cpu", "backend": backend},
+    config = {"model": {"source": str(bundle), "device": device, "backend": backend},
               "output_dir": str(out_dir), "media_root": str(media_root),
               "server": {"host": "127.0.0.1", "port": port, "max_streams": max(64, len(urls))},
-              "streams": streams}
+              "streams": [] if add_later else streams}
     path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
+    return path, streams
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str, step: float = 0.25) -> None:
@@ -667,9 +681,10 @@ def run_step(source: str, n: int, args: argparse.Namespace, work: Path, bundle: 
         else:
             urls = [str(clip)] * n
         port = free_port()
-        config = write_config(step_dir / "config.yaml", bundle=bundle, backend=args.backend, media_root=clip.parent,
-                              out_dir=step_dir / "out", urls=urls, infer_fps=args.infer_fps, decode=args.decode,
-                              port=port)
+        config, cameras = write_config(
+            step_dir / "config.yaml", bundle=bundle, backend=args.backend, device=args.device,
+            media_root=clip.parent, out_dir=step_dir / "out", urls=urls, infer_fps=args.infer_fps,
+            decode=args.decode, port=port, add_later=args.stagger_s > 0)
         env = {**os.environ, "SIGHTLINE_TOKEN": TOKEN}
         started = time.monotonic()
         with log.open("wb") as out:
@@ -691,6 +706,15 @@ def run_step(source: str, n: int, args: argparse.Namespace, work: Path, bundle: 
                 return False
 
         wait_until(answering, args.start_timeout, "the service did not answer /readyz")
+        if args.stagger_s > 0:
+            # real cameras' GOPs are out of phase; N copies of one clip started together are not (every
+            # keyframe of every camera in the same instant): add them through the API spread over a GOP
+            adding = time.monotonic()
+            for i, camera in enumerate(cameras):
+                status, body, _ = api.post("/api/streams", camera)
+                if status != 201:
+                    raise RuntimeError(f"POST /api/streams answered {status}: {body[:300]!r}")
+                time.sleep(max(0.0, adding + (i + 1) * args.stagger_s / n - time.monotonic()))
         live_by = args.start_timeout + 0.5 * n
 
         def all_live() -> bool:
@@ -846,7 +870,7 @@ def limit_for(costs: Costs, args: argparse.Namespace, steps: Sequence[Step], pas
     batch, model = model_cost_at(costs, at.mean_batch if at else None)
     mode = expected_mode(args.decode, args.infer_fps, costs.keyframe_rate)
     if at is not None and at.decode:  # what the service says is in force, where it says it
-        said = Counter(k.split(":", 1)[0].split("->")[-1] for k in at.decode.elements())
+        said = Counter(k.split(":", 1)[0].split("->")[-1] for k in Counter(at.decode).elements())
         mode = said.most_common(1)[0][0] if said.most_common(1)[0][0] in ("all", "keyframes") else mode
     other = "keyframes" if mode == "all" else "all"
     cores = os.cpu_count() or 1
@@ -865,6 +889,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ladder", default=None, help="camera counts (default 10,20,30,40,60,80,100,120; --quick: 5,10)")
     p.add_argument("--seconds", type=float, default=None, help="measurement window per step (default 20; quick 8)")
     p.add_argument("--warmup", type=float, default=None, help="seconds after all live (default 8; quick 3)")
+    p.add_argument("--device", default="cpu", help="model.device of the service and of the cost measurement "
+                                                   "(cuda on a GPU machine: NVDEC decodes where FFmpeg opens it)")
     p.add_argument("--backend", default="auto", help="model.backend (default auto: the fastest installed for the CPU)")
     p.add_argument("--model", choices=["trained", "random"], default="trained",
                    help="trained: the 3-class bundle (cached); random: the tests' tiny random-init one (self-test)")
@@ -876,6 +902,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="GET /api/streams and GET /metrics, each this many times a second during the window (their "
                         "p99 is reported; answering them is part of the service's CPU)")
     p.add_argument("--start-timeout", type=float, default=90.0, help="seconds for the service to answer")
+    p.add_argument("--stagger-s", type=float, default=1.0,
+                   help="add the cameras through the API spread over this many seconds (one GOP: their keyframes "
+                        "out of phase, as real cameras' are); 0: all in the config, started together")
     p.add_argument("--keep-going", action="store_true", help="measure every N even after one fails")
     p.add_argument("--quick", action="store_true", help="ladder 5,10, short windows: a smoke run")
     p.add_argument("--work", type=Path, default=None, help="folder for the clip, configs and logs (default: temporary)")
@@ -934,7 +963,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         served.parent.mkdir(exist_ok=True)
         if not served.exists():
             shutil.copy2(bundle, served)
-        classifier = open_classifier(str(served), device="cpu", precision="auto", backend=args.backend)
+        classifier = open_classifier(str(served), device=args.device, precision="auto", backend=args.backend)
         batches = [1, 2, 4, 8]
         print(f"CPU: {cpu_name()} ({os.cpu_count()} logical cores); load average "
               f"{'/'.join(f'{x:.2f}' for x in load_start)}; {describe_device(classifier.device)}; "

@@ -11,7 +11,9 @@
 #   pytest-gpu.txt     pytest -m gpu: fp16/bf16 vs fp32 on photo crops, GradScaler step, real OOM recovery,
 #                      CUDA runner/feeder, pipeline on CUDA end to end, NVDEC decode (figures printed, -rP)
 #   model-only.txt     images/s for fp16/bf16/fp32 x eager/channels_last/torch.compile/CUDA graphs, batch 1..256
-#   model-only.json
+#                      (its JSON stays on the machine: /tmp/gpu-suite-model-only.json)
+#   density.txt        camera density (benchmarks/density.py): 720p30 realtime file cameras at infer_fps 1,
+#                      decode auto (keyframes only, on NVDEC where FFmpeg opens it), a ladder of N cameras
 #   pipeline-720p.txt  fast 720p streams: (a) model only, (b) end to end, (d) decode only, same run; then the
 #   pipeline-720p.json realtime 720p30 ladder: p50/p99 capture-to-result, drops, GPU memory
 #   pipeline-1080p.txt fast 1080p streams: (a), (b), (d)
@@ -73,18 +75,20 @@ export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 
 # --- sizes: the real run, or a dry run that only proves every step works ------------------------------------
 if (( QUICK )); then
-    T_PYTEST=300 T_MODEL=300 T_720=300 T_1080=200
+    T_PYTEST=300 T_MODEL=300 T_720=300 T_1080=200 T_DENSITY=200
+    DENSITY=(--model random --size 320x180 --clip-seconds 4 --ladder 2 --seconds 2 --warmup 1 --model-seconds 0.2)
     MODEL_ARGS=(--batches 1,2 --seconds 0.05 --warmup 1 --precisions fp16,fp32 --compile-batches 1 --budget-s 120)
     P720=(--size 640x360 --seconds 1 --streams 2 --rounds 1 --seed-frames 5 --realtime 1,2 --realtime-seconds 2)
     P1080=(--size 960x540 --seconds 1 --streams 2 --rounds 1 --skip-seed --realtime "")
 else
-    # on the GPU: 90 + 170 + 140 + 50 s of step limits, plus set-up, stays under 8 minutes. Model only: 81
-    # eager/channels_last/CUDA-graph cells (~1 s each with cuDNN autotuning), then compiles while budget lasts
-    T_PYTEST=90 T_MODEL=170 T_720=140 T_1080=50
+    # on the GPU: 80 + 140 + 120 + 50 + 110 s of step limits, plus set-up, stays under 9 minutes. Model only:
+    # 81 eager/channels_last/CUDA-graph cells (~1 s each with cuDNN autotuning), then compiles while budget lasts
+    T_PYTEST=80 T_MODEL=140 T_720=120 T_1080=50 T_DENSITY=110
     MODEL_ARGS=(--batches 1,2,4,8,16,32,64,128,256 --seconds 0.2 --warmup 2 --compile-batches 64,256
-                --budget-s 150)
+                --budget-s 120)
     P720=(--size 1280x720 --seconds 4 --streams 32 --rounds 2 --seed-frames 60
-          --realtime 16,32,64,128,200,256 --realtime-seconds 5)
+          --realtime 32,128,256 --realtime-seconds 5)
+    DENSITY=(--model random --ladder 100,300 --seconds 10 --warmup 4 --clip-seconds 10 --keep-going)
     P1080=(--size 1920x1080 --seconds 3 --streams 16 --rounds 2 --skip-seed --realtime "")
 fi
 
@@ -150,11 +154,13 @@ step pytest-gpu "$T_PYTEST" "$RESULTS/pytest-gpu.txt" \
     "$PY" -m pytest -m gpu -rP -q -p no:cacheprovider "${GPU_TESTS[@]}"
 step model-only "$T_MODEL" "$RESULTS/model-only.txt" \
     "$PY" benchmarks/model_throughput.py --model-only --device "$DEVICE" "${MODEL_ARGS[@]}" \
-    --json "$RESULTS/model-only.json"
+    --json /tmp/gpu-suite-model-only.json
 step pipeline-720p "$T_720" "$RESULTS/pipeline-720p.txt" \
     "$PY" benchmarks/pipeline.py --device "$DEVICE" "${P720[@]}" --json "$RESULTS/pipeline-720p.json"
 step pipeline-1080p "$T_1080" "$RESULTS/pipeline-1080p.txt" \
     "$PY" benchmarks/pipeline.py --device "$DEVICE" "${P1080[@]}"
+step density "$T_DENSITY" "$RESULTS/density.txt" \
+    "$PY" benchmarks/density.py --source file --infer-fps 1 "${DENSITY[@]}" --out /tmp/gpu-suite-density.json
 
 # --- headlines -------------------------------------------------------------------------------------------
 {
@@ -167,6 +173,8 @@ step pipeline-1080p "$T_1080" "$RESULTS/pipeline-1080p.txt" \
         echo "== pipeline $size"
         grep -E "^device|^median|realtime|^ +[0-9]+ +[0-9]+ " "$RESULTS/pipeline-$size.txt"
     done
+    echo "== density"
+    grep -E "^costs|^computed|^\| file|last passing|reached" "$RESULTS/density.txt"
     echo
     echo "total $(( $(date +%s) - SUITE_START )) s"
 } 2>&1 | tee -a "$SUMMARY"
