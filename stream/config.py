@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from functools import partial
+from functools import lru_cache, partial
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Annotated, Literal
@@ -118,6 +118,11 @@ class ReconnectConfig(BackoffConfig):
     jitter: float = Field(0.25, ge=0, le=1, description="random share taken off each delay")
 
 
+@lru_cache(maxsize=4096)
+def _parsed_url(url: str) -> StreamUrl:
+    return parse_stream_url(url)  # a frozen dataclass: safe to share
+
+
 class StreamConfig(StrictModel):
     name: str = Field(pattern=NAME_PATTERN)
     url: str = Field(min_length=1, description="file path, rtsp://, rtmp://, http(s)://, srt://, udp://, tcp://, "
@@ -174,8 +179,8 @@ class StreamConfig(StrictModel):
 
     @property
     def location(self) -> StreamUrl:
-        """The parsed URL (parsed again on each use: cheap, and never stale)."""
-        return parse_stream_url(self.url)
+        """The parsed URL (cached per URL string: the watchdog and the sources ask every second, per stream)."""
+        return _parsed_url(self.url)
 
     @property
     def is_network(self) -> bool:

@@ -57,7 +57,9 @@ TS_PACKET_SIZES = (188, 192, 204)
 
 # Source threads (and the FFmpeg threads they start) run this much nicer than the model's: on a box past
 # capacity the kernel gives the model its CPU first, and every camera's decode shares what is left.
-SOURCE_NICE = 5
+# Measured (benchmarks/density.py, 160 keyframes-only cameras, 2-vCPU AMD EPYC): nice 0 failed (p99 2.0 s,
+# slowest camera 0.86/s), nice 10 passed (p99 0.26 s), with CPU to spare: the cost was waiting, not work.
+SOURCE_NICE = 10
 
 WorkingSize = Callable[[int, int], tuple[int, int]]
 
@@ -498,10 +500,13 @@ class VideoSource(FrameSource):
         stall = self.config.stall_timeout_s
         network = self.config.is_network  # parsed once, not per packet
         policy = self.policy
+        base = getattr(stream, "time_base", None)
+        seconds = float(base) if base else None  # one float per packet, not a Fraction product
         try:
             for packet in container.demux(stream):
                 self.stats.on_packet()
-                t = _packet_time(packet)
+                ts = packet.pts if packet.pts is not None else packet.dts
+                t = ts * seconds if ts is not None and seconds is not None else None  # presentation time, s
                 if t is not None and packet.size:
                     self._last_packet_t = t if self._last_packet_t is None else max(self._last_packet_t, t)
                 was_keyframes_only = policy.keyframes_only
@@ -612,14 +617,6 @@ def ts_ends_inside_a_packet(path: Path) -> bool:
         if all(0 <= i < len(tail) and tail[i] == 0x47 for i in starts):
             return False
     return len(tail) >= min(TS_PACKET_SIZES)
-
-
-def _packet_time(packet: av.Packet) -> float | None:
-    """A packet's presentation time in seconds on its stream's clock (pts, else dts), or None."""
-    ts = packet.pts if packet.pts is not None else packet.dts
-    if ts is None or packet.time_base is None:
-        return None
-    return float(ts * packet.time_base)
 
 
 def _drain(stream: av.VideoStream, packet: av.Packet | None = None) -> list[av.VideoFrame]:
