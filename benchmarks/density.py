@@ -11,13 +11,15 @@ separate process) serves N cameras:
   (benchmarks/density_rtsp_server.py, run by /usr/bin/python3), one mount per camera, each a shared
   media that only repackets the file (its CPU is measured and reported beside the service's).
 
+The cameras are added through the API spread over ``--stagger-s`` (one GOP): real cameras' keyframes are
+out of phase, while N copies of one clip started together would put every keyframe in the same instant.
 Each camera is classified at ``--infer-fps``; ``--decode`` sets ``streams[].decode`` (left out of the
 config when not given: the service's own default). After every stream is live and ``--warmup`` seconds
 more, a ``--seconds`` window measures: per-camera classified rate (``frames_inferred`` deltas from
 ``GET /api/streams``; min/median), p99 capture->result (the deltas of the
 ``sightline_end_to_end_latency_seconds`` histogram on ``/metrics``, all cameras together; and the worst
 camera's), the service's CPU (utime+stime deltas of its process tree, in cores), RSS, threads, mean batch,
-and the p99 response time of ``GET /api/streams`` and ``GET /metrics`` polled ``--poll-per-s`` (2) times a
+and the p99 response time of ``GET /api/streams`` and ``GET /metrics`` polled ``--poll-per-s`` (0.5) times a
 second each under that load. The ladder stops at the first N where a camera falls below 0.9 x ``infer_fps`` or the
 p99 exceeds 1 s (the last passing N and the first failing one are reported).
 

@@ -482,6 +482,8 @@ class VideoSource(FrameSource):
             decoded_here += 1
             # files throttle on their own clock (so fast replays classify the same frames); live on arrival
             self._emit(frame, t_stream if cfg.is_file else captured, captured, decode_s)
+        if pacer is not None and self._last_packet_t is not None and pacer.wait(self._last_packet_t) is None:
+            return  # a paced file ends when its last packet is due (keyframes only: not at its last keyframe)
         if cfg.is_file:
             # the last packet's time, not the last decoded frame's: keyframes only decodes one frame per GOP
             last_t = self._last_packet_t if self._last_packet_t is not None else t_stream

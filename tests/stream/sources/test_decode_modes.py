@@ -171,3 +171,20 @@ def test_auto_without_keyframes_falls_back_to_every_frame() -> None:
     assert not policy.decode(False, 5.0)
     assert policy.decode(False, 10.5) and not policy.keyframes_only
     assert stats.decode is not None and "no keyframe for 10s" in stats.decode.reason
+
+
+def test_a_paced_file_in_keyframes_mode_plays_to_its_end(tmp_path: Path) -> None:
+    """Realtime files play like a camera also when only keyframes are decoded: a 2 s clip with keyframes at
+    0 and 1 s takes its 2 s (ending at its last keyframe would loop it every second and classify too often)."""
+    import time
+
+    path = clip(tmp_path, gop=30, seconds=2.0)
+    cfg = StreamConfig(name="cam", url=str(path), decode="keyframes")  # realtime
+    queue: BoundedQueue[Frame] = BoundedQueue(10, "latest")
+    source = VideoSource(cfg, queue, StreamStats("cam"), lambda h, w: (32, 32), keep_display=False,
+                         stop=threading.Event())
+    started = time.monotonic()
+    source.start()
+    assert source.join(10)
+    assert 1.9 <= time.monotonic() - started < 4.0
+    assert source.stats.frames_decoded == 2
