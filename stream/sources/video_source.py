@@ -34,7 +34,7 @@ from sightline.stream.config import StreamConfig, redact_url
 from sightline.stream.errors import SourceOpenError, SourceReadError, describe_av_error
 from sightline.stream.frames import Frame, FrameDemand
 from sightline.stream.lifecycle import StreamState
-from sightline.stream.sources.decode_policy import DecodePolicy
+from sightline.stream.sources.decode_policy import RATE_SLACK, DecodePolicy
 from sightline.stream.sources.hwdecode import HwDecode
 from sightline.stream.stats import StreamStats
 
@@ -277,7 +277,8 @@ class FrameSource(ABC):
         self._put(item)
 
     def _keyframe_slack(self) -> float:
-        """Keyframes only: a quarter of a GOP (arrival jitter), never enough to take two keyframes for one slot."""
+        """Keyframes only: how early a keyframe may come for its slot (arrival jitter), never enough to take two
+        keyframes for one slot."""
         return 0.0
 
     def _display(self, frame: av.VideoFrame) -> np.ndarray:
@@ -319,6 +320,10 @@ class VideoSource(FrameSource):
         interval = self.policy.clock.interval
         if not self.keyframes_only or interval is None:
             return 0.0
+        if interval * RATE_SLACK >= self.throttle.period:
+            # one keyframe per slot at most: take each one however early it arrives (a live camera's keyframes
+            # jitter by hundreds of ms on a busy box; the grid still holds a faster camera to infer_fps)
+            return self.throttle.period
         return min(0.25 * interval, 0.5 * self.throttle.period)
 
     def _produce(self) -> None:

@@ -188,3 +188,25 @@ def test_a_paced_file_in_keyframes_mode_plays_to_its_end(tmp_path: Path) -> None
     assert source.join(10)
     assert 1.9 <= time.monotonic() - started < 4.0
     assert source.stats.frames_decoded == 2
+
+
+def test_a_live_keyframe_that_arrives_early_is_still_classified() -> None:
+    """A camera's keyframes at its infer_fps arrive with jitter on a busy box: none of them costs a
+    classification. A camera with a shorter GOP is still held to infer_fps."""
+    source = VideoSource(StreamConfig(name="cam", url="rtsp://127.0.0.1:8554/cam", infer_fps=1),
+                         BoundedQueue(2, "latest"), StreamStats("cam"), lambda h, w: (32, 32), keep_display=False,
+                         stop=threading.Event())
+    for t in (0.0, 1.0, 2.0):
+        source.policy.decode(True, t)  # a 1 s GOP, measured
+    source.keyframes_only = source.policy.keyframes_only
+    assert source.keyframes_only
+    arrivals = [10.0, 10.7, 12.2, 12.9, 14.0, 14.6, 16.1]  # one a second on average, +-0.4 s
+    assert all(source.throttle.take(t, source._keyframe_slack()) for t in arrivals)
+    fast = VideoSource(StreamConfig(name="fast", url="rtsp://127.0.0.1:8554/fast", infer_fps=1, decode="keyframes"),
+                       BoundedQueue(2, "latest"), StreamStats("fast"), lambda h, w: (32, 32), keep_display=False,
+                       stop=threading.Event())
+    for t in (0.0, 0.5, 1.0):
+        fast.policy.decode(True, t)  # a 0.5 s GOP
+    fast.keyframes_only = True
+    taken = [t for t in (10.0, 10.5, 11.0, 11.5, 12.0, 12.5, 13.0) if fast.throttle.take(t, fast._keyframe_slack())]
+    assert taken == [10.0, 11.0, 12.0, 13.0]
