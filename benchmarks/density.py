@@ -8,7 +8,7 @@ separate process) serves N cameras:
 
 - ``file``: N realtime file streams (``mode: realtime``, ``loop: true``: paced like a camera);
 - ``rtsp``: N RTSP streams (TCP interleaved) from Debian's GStreamer RTSP server
-  (benchmarks/density_rtsp_server.py, run by /usr/bin/python3), one mount per camera, each a shared
+  (tests/support/gst_rtsp_server.py --mounts N, run by /usr/bin/python3), one mount per camera, each a shared
   media that only repackets the file (its CPU is measured and reported beside the service's).
 
 The cameras are added through the API spread over ``--stagger-s`` (one GOP): real cameras' keyframes are
@@ -48,7 +48,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import shutil
 import signal
 import statistics
@@ -64,8 +63,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from common import cpu_name  # benchmarks/ is on sys.path when this script runs
+
 ROOT = Path(__file__).resolve().parents[1]
-SERVER_SCRIPT = Path(__file__).with_name("density_rtsp_server.py")
+# shared with the tests (one mount there, one shared mount per camera here)
+SERVER_SCRIPT = Path(__file__).resolve().parents[1] / "tests" / "support" / "gst_rtsp_server.py"
 SYSTEM_PYTHON = "/usr/bin/python3"
 TOKEN = "density-token"  # loopback only, one run: not a secret worth hiding
 LATENCY_METRIC = "sightline_end_to_end_latency_seconds"
@@ -330,16 +332,6 @@ def rss_threads(pid: int) -> tuple[float, int]:
     return rss / 2**20, threads
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 # -- inputs: clip and bundle ---------------------------------------------------------------------------
 
 
@@ -485,19 +477,17 @@ class Api:
         self._open = urllib.request.build_opener(urllib.request.ProxyHandler({})).open
 
     def get(self, path: str, timeout: float = 30.0) -> tuple[int, bytes, float]:
-        request = urllib.request.Request(self.base + path, headers={"Authorization": f"Bearer {TOKEN}"})
-        started = time.perf_counter()
-        try:
-            with self._open(request, timeout=timeout) as reply:
-                status, body = reply.status, reply.read()
-        except urllib.error.HTTPError as exc:
-            status, body = exc.code, exc.read()
-        return status, body, time.perf_counter() - started
+        """(status, body, seconds) of GET ``path``."""
+        return self._send(urllib.request.Request(self.base + path, headers={"Authorization": f"Bearer {TOKEN}"}),
+                          timeout)
 
     def post(self, path: str, payload: dict, timeout: float = 30.0) -> tuple[int, bytes, float]:
-        request = urllib.request.Request(self.base + path, data=json.dumps(payload).encode(), method="POST",
-                                         headers={"Authorization": f"Bearer {TOKEN}",
-                                                  "Content-Type": "application/json"})
+        """(status, body, seconds) of POST ``path`` with ``payload`` as JSON."""
+        return self._send(urllib.request.Request(self.base + path, data=json.dumps(payload).encode(), method="POST",
+                                                 headers={"Authorization": f"Bearer {TOKEN}",
+                                                          "Content-Type": "application/json"}), timeout)
+
+    def _send(self, request: urllib.request.Request, timeout: float) -> tuple[int, bytes, float]:
         started = time.perf_counter()
         try:
             with self._open(request, timeout=timeout) as reply:
@@ -546,7 +536,7 @@ def stop(proc: subprocess.Popen | None, sig: int = signal.SIGINT, wait_s: float 
 
 
 class RtspServer:
-    """benchmarks/density_rtsp_server.py under the system Python: N mounts, one per camera."""
+    """tests/support/gst_rtsp_server.py under the system Python: N shared mounts, one per camera."""
 
     def __init__(self, file: Path, mounts: int, log: Path) -> None:
         self.port = free_port()

@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import gc
 import json
-import platform
 import statistics
 import tempfile
 import time
@@ -24,10 +23,8 @@ from pathlib import Path
 
 import httpx
 import torch
+from common import cpu_name, tiny_classifier  # benchmarks/ is on sys.path when this script runs
 from sightline import synthetic_media as media
-from sightline.model.architectures import build_network
-from sightline.model.bundle import ModelBundle, PreprocessSpec
-from sightline.model.classifier import Classifier
 from sightline.stream.config import RunConfig, StreamConfig
 from sightline.stream.lifecycle import StreamState
 from sightline.stream.metrics import Metrics
@@ -49,24 +46,6 @@ class Density:
     streams_bytes: int
     metrics_bytes: int
     threads: int
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def tiny_classifier() -> Classifier:
-    torch.manual_seed(0)
-    net = build_network("resnet18", 4)
-    bundle = ModelBundle("resnet18", ["a", "b", "c", "d"], net.state_dict(), PreprocessSpec(resize=64, crop=56),
-                         {"source": "benchmark"})
-    return Classifier(bundle, device="cpu")
 
 
 def quantile(values: list[float], q: float) -> float:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import signal
 import statistics
 import subprocess
@@ -41,6 +40,8 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from common import cpu_name  # benchmarks/ is on sys.path when this script runs
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "soak-token"  # loopback only, one run: not a secret worth hiding
@@ -366,16 +367,6 @@ def format_row(row: dict) -> str:
 
     return (f"{row['minute']:>6} {row['rss_mb']:>8} {row['threads']:>8} {row['fds']:>6} {show(row['p99_ms']):>8} "
             f"{show(row['api_ms']):>8}")
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def env_pair(text: str) -> tuple[str, str]:

@@ -18,21 +18,11 @@ import time
 from pathlib import Path
 
 import torch
+from common import tiny_classifier  # benchmarks/ is on sys.path when this script runs
 from sightline import synthetic_media as media
-from sightline.model.architectures import build_network
-from sightline.model.bundle import ModelBundle, PreprocessSpec
-from sightline.model.classifier import Classifier
 from sightline.stream.config import RunConfig, StreamConfig
 from sightline.stream.metrics import Metrics
 from sightline.stream.pipeline.pipeline import Pipeline
-
-
-def tiny_classifier() -> Classifier:
-    torch.manual_seed(0)
-    net = build_network("resnet18", 4)
-    bundle = ModelBundle("resnet18", ["a", "b", "c", "d"], net.state_dict(), PreprocessSpec(resize=64, crop=56),
-                         {"source": "benchmark"})
-    return Classifier(bundle, device="cpu")
 
 
 def main() -> None:

@@ -209,6 +209,8 @@ def _load_within(loader: Loader, spec: ModelSpec, device: torch.device, timeout_
     """``loader`` on a daemon thread, waited for at most ``timeout_s`` (or until shutdown): a file that blocks on
     read (a stalled network mount) must not hold the swap lock, nor the process at exit. A load given up on
     finishes (or not) on its own thread, and its model is dropped."""
+    if closing.is_set():
+        raise _LoadTimeout("the service is shutting down")
     result: dict[str, Any] = {}
     done = threading.Event()
 

@@ -7,7 +7,6 @@ together, not any figure.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import subprocess
@@ -16,20 +15,13 @@ from pathlib import Path
 
 import pytest
 
-DENSITY = Path(__file__).resolve().parents[2] / "benchmarks" / "density.py"
+from tests.support.scripts import BENCHMARKS, benchmark_script
 
 
 @pytest.fixture(scope="module")
 def density():
-    spec = importlib.util.spec_from_file_location("density_under_test", DENSITY)
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    try:
-        spec.loader.exec_module(module)
+    with benchmark_script("density") as module:
         yield module
-    finally:
-        sys.modules.pop(spec.name, None)
 
 
 METRICS = """\
@@ -110,9 +102,10 @@ def test_the_smallest_run_end_to_end(density, tmp_path: Path) -> None:
     """One camera per source for 2 s; RTSP too where the GStreamer RTSP server is installed (.ci/run has it)."""
     missing = density.missing_rtsp()
     out = tmp_path / "density.json"
-    cmd = [sys.executable, str(DENSITY), "--source", "file" if missing else "both", "--ladder", "1",
+    cmd = [sys.executable, str(BENCHMARKS / "density.py"), "--source", "file" if missing else "both", "--ladder", "1",
            "--seconds", "2", "--warmup", "0.5", "--model", "random", "--backend", "torch", "--size", "320x180",
-           "--clip-seconds", "3", "--model-seconds", "0.1", "--start-timeout", "60", "--work", str(tmp_path / "work"),
+           "--clip-seconds", "3", "--model-seconds", "0.1", "--start-timeout", "60", "--poll-per-s", "2",
+           "--work", str(tmp_path / "work"),
            "--out", str(out)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -130,7 +123,9 @@ def test_the_smallest_run_end_to_end(density, tmp_path: Path) -> None:
         assert one["cameras"] == 1 and one["not_live"] == 0, one
         assert one["rss_mb"] > 100 and one["threads"] > 5 and one["cpu_cores"] > 0
         assert one["api_streams_p99_ms"] is not None and one["metrics_p99_ms"] is not None
-        assert ladder["limit"]["cameras"] > 0 and ladder["limit"]["mode"] == "all"
+        # the service's default (decode: auto) at infer_fps 1 and a 1 s GOP: keyframes only, as it said
+        assert ladder["limit"]["cameras"] > 0 and ladder["limit"]["mode"] == "keyframes"
+        assert any("auto->keyframes" in line for line in one["decode"]), one["decode"]
     if source == "rtsp":
         assert one["server_cpu_cores"] is not None
     md = out.with_suffix(".md").read_text()

@@ -6,27 +6,19 @@ purpose: the real figures, on a named CPU, are in benchmarks/results/density-api
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
-DENSITY = Path(__file__).resolve().parents[2] / "benchmarks" / "density_api.py"
+from tests.support.scripts import benchmark_script
+
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture(scope="module")
 def density():
-    spec = importlib.util.spec_from_file_location("density_api_under_test", DENSITY)
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    try:
-        spec.loader.exec_module(module)
+    with benchmark_script("density_api") as module:
         yield module
-    finally:
-        sys.modules.pop(spec.name, None)
 
 
 def test_two_hundred_streams_start_and_the_api_answers_in_time(density, tmp_path: Path) -> None:

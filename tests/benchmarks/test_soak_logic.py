@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
-SOAK = Path(__file__).resolve().parents[2] / "benchmarks" / "soak.py"
+from tests.support.scripts import benchmark_script
 
 
 @pytest.fixture(scope="module")
 def soak():
-    spec = importlib.util.spec_from_file_location("soak_under_test", SOAK)
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    try:
-        spec.loader.exec_module(module)
+    with benchmark_script("soak") as module:
         yield module
-    finally:
-        sys.modules.pop(spec.name, None)
 
 
 def series(soak, minutes: int, rss_mb, threads: int = 40, fds: int = 30, every_s: float = 5.0):

@@ -451,7 +451,7 @@ def test_a_load_that_blocks_gives_up_at_its_deadline_and_frees_the_swap(tmp_path
         started = time.monotonic()
         with pytest.raises(SwapLoadError, match="shutting down"):
             swap_model(pipeline, ModelSpec(str(tmp_path / "a.pt")), loader=stalled_mount)
-        assert time.monotonic() - started < 0.9
+        assert time.monotonic() - started < 5.0  # not at its 30 s deadline (0.9 s once on a loaded 2-core box)
     finally:
         stalled.set()
         pipeline.shutdown(5.0)
