@@ -210,3 +210,30 @@ def test_a_live_keyframe_that_arrives_early_is_still_classified() -> None:
     fast.keyframes_only = True
     taken = [t for t in (10.0, 10.5, 11.0, 11.5, 12.0, 12.5, 13.0) if fast.throttle.take(t, fast._keyframe_slack())]
     assert taken == [10.0, 11.0, 12.0, 13.0]
+
+
+def test_an_annotated_video_viewer_asks_for_every_frame_while_it_watches() -> None:
+    """The encoder behind WebRTC viewers and publishing: a subscriber makes the stream's demand ask for every
+    frame (decode: auto switches at the next keyframe); after it leaves, the demand lingers out."""
+    from sightline.stream.config import AnnotatedVideoConfig
+    from sightline.stream.outputs.annotated_video import AnnotatedEncoder
+
+    now = [0.0]
+    demand = FrameDemand(clock=lambda: now[0])
+    encoder = AnnotatedEncoder("cam", AnnotatedVideoConfig(), demand)
+
+    class Viewer:
+        def deliver(self, packet: object) -> None: ...
+
+        def end(self) -> None: ...
+
+    viewer = Viewer()
+    assert demand.every_frame() is None
+    encoder.subscribe(viewer)
+    try:
+        assert demand.every_frame() == "an annotated-video viewer"
+        encoder.unsubscribe(viewer)
+        now[0] += demand.linger_s + 0.1
+        assert demand.every_frame() is None
+    finally:
+        encoder.close()
