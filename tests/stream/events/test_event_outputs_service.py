@@ -4,23 +4,19 @@ same messages the bus carried, at the times the rules say."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
 import pytest
 from sightline.stream.config import RunConfig
-from sightline.stream.events.hub import EventHub
-from sightline.stream.metrics import Metrics
-from sightline.stream.pipeline.pipeline import Pipeline
 
 from tests.stream.events.test_event_outputs_mqtt import Subscriber
 from tests.stream.events.test_events_pipeline import (
     BRIGHT_FROM,
     BRIGHT_UNTIL,
     FPS,
-    brightness_classifier,
     labelled_clip,
+    replay_with_events,
 )
 from tests.support.mosquitto import Mosquitto
 from tests.support.webhook_receiver import WebhookReceiver
@@ -42,16 +38,7 @@ def test_start_and_end_reach_the_broker_and_the_webhook(tmp_path: Path) -> None:
                                    "webhooks": [{"name": "ops", "url": f"http://127.0.0.1:{receiver.port}/hook",
                                                  "secret": SECRET, "types": ["start", "end"]}]}},
             "streams": [{"name": "cam", "url": str(clip), "mode": "fast"}]})
-        metrics = Metrics()
-        events = EventHub.build(config, metrics)
-        pipeline = Pipeline(brightness_classifier(), config, metrics, extra_sinks=events.sinks_for)
-        pipeline.events = events
-        seen: list[dict] = []
-        events.bus.subscribe(seen.append)
-        try:
-            assert asyncio.run(pipeline.run(duration=60)) == 0
-        finally:
-            events.close()  # as `sightline run` does after the pipeline: drains the outputs
+        pipeline, seen = replay_with_events(config, close_outputs=True)
         watcher.wait_for(lambda: watcher.on("cams/cam/class_b") and
                          watcher.on("cams/cam/class_b")[-1][0]["state"] == "off")
         watcher.close()
@@ -65,6 +52,6 @@ def test_start_and_end_reach_the_broker_and_the_webhook(tmp_path: Path) -> None:
     assert [p["state"] for p, _ in watcher.on("cams/cam/class_b")][-1] == "off"
     hooks = receiver.requests()
     assert [json.loads(r.body) for r in hooks] == on_bus and all(r.signature_ok for r in hooks)
-    registry = metrics.registry
+    registry = pipeline.metrics.registry
     assert registry.get_sample_value("sightline_event_output_delivered_total", {"output": "ops"}) == 2
     assert registry.get_sample_value("sightline_event_output_delivered_total", {"output": "mqtt"}) == len(seen)

@@ -89,16 +89,21 @@ def ffprobe_frame_times(path: Path) -> list[float]:
     return [float(f["pts_time"]) for f in json.loads(out.stdout)["frames"]]
 
 
-def replay_with_events(config: RunConfig) -> tuple[Pipeline, list[dict]]:
+def replay_with_events(config: RunConfig, close_outputs: bool = False) -> tuple[Pipeline, list[dict]]:
     """Run ``config`` to its end with the brightness classifier and an event hub wired as `sightline run` does
-    (stream/pipeline/build.py); the pipeline and every message its bus carried, in order."""
+    (stream/pipeline/build.py); the pipeline and every message its bus carried, in order. ``close_outputs``:
+    then close the hub, as `sightline run` does after the pipeline (its MQTT/webhook outputs drain)."""
     metrics = Metrics()
     events = EventHub.build(config, metrics)
     pipeline = Pipeline(brightness_classifier(), config, metrics, extra_sinks=events.sinks_for)
     pipeline.events = events
     seen: list[dict] = []
     events.bus.subscribe(seen.append)
-    assert asyncio.run(pipeline.run(duration=60)) == 0
+    try:
+        assert asyncio.run(pipeline.run(duration=60)) == 0
+    finally:
+        if close_outputs:
+            events.close()
     return pipeline, seen
 
 
