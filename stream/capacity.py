@@ -148,9 +148,11 @@ class CapacityStats:
             return None if window is None else window.rates(self.clock())
 
     def over_capacity(self) -> bool:
+        return self._over_now(self.box())
+
+    def _over_now(self, box: Rates) -> bool:
         """The state in force, unless nothing was shed for a whole window (no frame came to re-evaluate it)."""
-        rates = self.box()
-        return self.over and rates.shed_per_s > 0
+        return self.over and box.shed_per_s > 0
 
     def figures(self) -> dict[str, object]:
         """The box's figures as the service shows them (status, /readyz)."""
@@ -158,7 +160,7 @@ class CapacityStats:
         with self._lock:
             box = self._box.rates(now)
             streams = [w.rates(now) for w in self._streams.values()]
-            over = self.over and box.shed_per_s > 0
+            over = self._over_now(box)
         shares = sorted(s.served_per_s / s.demand_per_s for s in streams if s.demand_per_s > 0)
         return {"over_capacity": over, "demand_per_s": round(box.demand_per_s, 2),
                 "served_per_s": round(box.served_per_s, 2), "shed_per_s": round(box.shed_per_s, 2),

@@ -170,7 +170,7 @@ class StreamConfig(StrictModel):
     def _mode(self) -> StreamConfig:
         if not self.is_file and self.mode == "fast":
             raise ValueError("mode 'fast' needs a file; live network sources are always realtime")
-        if self.decode == "keyframes" and (self.record or self.publish is not None):
+        if self.decode == "keyframes" and self.every_frame_output is not None:
             raise ValueError("decode: keyframes cannot feed a recording or publishing (they need every frame); "
                              "use decode: auto, which decodes every frame while they are on")
         if self.decode == "keyframes" and self.is_webrtc:
@@ -205,6 +205,12 @@ class StreamConfig(StrictModel):
         if self.buffer is not None:
             return self.buffer
         return LIVE_BUFFER if self.live else FAST_BUFFER
+
+    @property
+    def every_frame_output(self) -> str | None:
+        """The output of this stream's own config that takes every decoded frame, full size, for as long as the
+        stream runs ("the recording", "publishing"), or None."""
+        return "the recording" if self.record else "publishing" if self.publish is not None else None
 
     @property
     def live(self) -> bool:

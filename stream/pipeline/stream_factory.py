@@ -29,7 +29,7 @@ from sightline.stream.stats import StageStats, StreamStats
 
 def keeps_display(config: StreamConfig) -> bool:
     """Whether the stream's own config needs every frame full size (a recording, publishing)."""
-    return config.record or config.publish is not None
+    return config.every_frame_output is not None
 
 
 SourceBuilder = Callable[..., FrameSource]

@@ -55,8 +55,7 @@ class DecodePolicy:
         self.infer_fps = config.infer_fps
         self.stats = stats
         self.demand = demand
-        # outputs in the stream's own config that take every frame for as long as the stream runs
-        self.always = "the recording" if config.record else "publishing" if config.publish is not None else None
+        self.always = config.every_frame_output
         self.clock = KeyframeClock()
         self.keyframes_only = False
         self._logged: bool | None = None  # the mode the log last announced

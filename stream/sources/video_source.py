@@ -186,7 +186,6 @@ class FrameSource(ABC):
         self.throttle = Throttle(config.infer_fps)
         self.fps_hint = 25.0
         self.recording: RecordingTap | None = None  # set by the pipeline for streams with record: true
-        self.keyframes_only = False  # only keyframes are decoded now (VideoSource's DecodePolicy decides)
         self._seq = 0
         self._to_working = VideoReformatter()  # each keeps its FFmpeg scaler context from frame to frame
         self._to_rgb = VideoReformatter()  # the second step of ``working_image``
@@ -309,6 +308,9 @@ class VideoSource(FrameSource):
         self.hwdecode = hwdecode if hwdecode is not None and hwdecode.enabled and config.hwaccel == "auto" else None
         self.hw_used: bool | None = None  # after an open: whether the decoder runs on NVDEC
         self.policy = DecodePolicy(config, stats, preview)
+        # the policy's mode as the frames coming out of the decoder see it: it turns with them, after the frames
+        # the previous GOP left in the decoder (those were decoded whole, and are not keyframes-only pictures)
+        self.keyframes_only = False
         self._last_packet_t: float | None = None  # the latest packet time of this session (a file's end check)
         self._pacer: Pacer | None = None  # a realtime file's clock, for this session
 

@@ -7,18 +7,16 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import av
 import httpx
 import pytest
-import yaml
 from sightline import synthetic_media as media
 
 from tests.support.models import tiny_bundle
+from tests.support.service import spawn_service
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 TOKEN = "shutdown-bound-token"
@@ -43,12 +41,7 @@ def test_sigterm_with_stalled_outputs_and_a_fifo_swap_exits_within_25_s(tmp_path
                        "mqtt": {"host": "127.0.0.1", "port": stalls[32].getsockname()[1],
                                 "publish_timeout_s": 60}}},
     }
-    path = tmp_path / "service.yaml"
-    path.write_text(yaml.safe_dump(config))
-    log = tmp_path / "service.log"
-    with log.open("w") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "sightline", "run", str(path)], cwd=tmp_path, text=True,
-                                stdout=sink, stderr=subprocess.STDOUT)
+    proc, log = spawn_service(tmp_path, config)
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
             deadline = time.monotonic() + 60

@@ -1,10 +1,14 @@
-"""A pipeline plus the HTTP app for API tests: tiny model, webrtc:// streams (they decode nothing), no network."""
+"""Services for tests: a pipeline plus the HTTP app for API tests (tiny model, webrtc:// streams: they decode
+nothing, no network), and a real `sightline run` child process."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
 from fastapi import FastAPI
 from sightline.stream.config import RunConfig, StreamConfig
 from sightline.stream.metrics import Metrics
@@ -22,3 +26,15 @@ def make_service(tmp_path: Path, streams: tuple[str, ...] = (), **server: Any) -
     pipeline = Pipeline(tiny_classifier(), config, Metrics())
     pipeline.start()
     return pipeline, create_app(pipeline, config, pipeline.metrics)
+
+
+def spawn_service(tmp_path: Path, config: dict) -> tuple[subprocess.Popen[str], Path]:
+    """`sightline run` on ``config`` in a child process; its output goes to a file, not a pipe: nobody reads it
+    until the end, and a full pipe would block the service's logging."""
+    path = tmp_path / "service.yaml"
+    path.write_text(yaml.safe_dump(config))
+    log = tmp_path / "service.log"
+    with log.open("w") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "sightline", "run", str(path)], cwd=tmp_path, text=True,
+                                stdout=sink, stderr=subprocess.STDOUT)
+    return proc, log

@@ -6,20 +6,18 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 from sightline import synthetic_media as media
 from sightline.stream.config import RunConfig
 from sightline.stream.service.serve import run_service
 from sightline.stream.service.server import ServerBindError
 
 from tests.support.models import tiny_bundle
+from tests.support.service import spawn_service
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -38,17 +36,6 @@ def config_for(tmp_path: Path, port: int, model: str) -> RunConfig:
                      server={"port": port, "token": TOKEN},
                      streams=[{"name": "cam", "url": str(clip), "loop": True}])
 
-
-def spawn_service(tmp_path: Path, config: dict) -> tuple[subprocess.Popen[str], Path]:
-    """`sightline run` on ``config`` in a child process; its output goes to a file, not a pipe: nobody reads it
-    until the end, and a full pipe would block the service's logging."""
-    path = tmp_path / "service.yaml"
-    path.write_text(yaml.safe_dump(config))
-    log = tmp_path / "service.log"
-    with log.open("w") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "sightline", "run", str(path)], cwd=tmp_path, text=True,
-                                stdout=sink, stderr=subprocess.STDOUT)
-    return proc, log
 
 
 async def test_serves_the_api_until_sigterm_then_drains(tmp_path: Path) -> None:
