@@ -34,16 +34,14 @@ class KeyframeClock:
 
     def __init__(self) -> None:
         self.last: float | None = None
+        self.interval: float | None = None  # seconds; None until two keyframes were seen
         self._gops: deque[float] = deque(maxlen=GOPS_KEPT)
 
     def see(self, t: float) -> None:
         if self.last is not None and 0.0 < t - self.last <= MAX_GOP_S:
             self._gops.append(t - self.last)
+            self.interval = statistics.median(self._gops)  # once a keyframe, not each time a frame asks
         self.last = t
-
-    @property
-    def interval(self) -> float | None:
-        return statistics.median(self._gops) if self._gops else None
 
 
 class DecodePolicy:

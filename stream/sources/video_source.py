@@ -319,8 +319,10 @@ class VideoSource(FrameSource):
         self.policy.stats = self.stats  # the throwaway stats: a cut-loose thread reports nothing
 
     def _keyframe_slack(self) -> float:
+        if not self.keyframes_only:
+            return 0.0
         interval = self.policy.clock.interval
-        if not self.keyframes_only or interval is None:
+        if interval is None:
             return 0.0
         if interval * RATE_SLACK >= self.throttle.period:
             # one keyframe per slot at most: take each one however early it arrives (a live camera's keyframes
