@@ -133,7 +133,11 @@ class StreamConfig(StrictModel):
                                 "model goes. Network sources are always realtime.")
     transport: Literal["tcp", "udp"] = Field("tcp", description="RTSP transport")
     loop: bool = False
-    record: bool = Field(False, description="write the annotated video to output_dir/<name>.mp4")
+    record: bool | Literal["passthrough", "annotated"] = Field(
+        False, description="record the stream: passthrough (true) remuxes the camera's own packets (no decode or "
+                           "encode); annotated re-encodes every frame with the labels drawn. A stream that runs until "
+                           "stopped records in segments (storage.recordings.segment_s), a file without loop to "
+                           "output_dir/<name>.mp4. docs/recordings.md")
     infer_fps: float | None = Field(None, gt=0, le=1000, description="classify at most this many frames per second")
     decode: Literal["auto", "all", "keyframes"] = Field(
         "auto", description="auto: decode only keyframes while infer_fps is at most the stream's keyframe rate and "
@@ -171,8 +175,12 @@ class StreamConfig(StrictModel):
         if not self.is_file and self.mode == "fast":
             raise ValueError("mode 'fast' needs a file; live network sources are always realtime")
         if self.decode == "keyframes" and self.every_frame_output is not None:
-            raise ValueError("decode: keyframes cannot feed a recording or publishing (they need every frame); "
-                             "use decode: auto, which decodes every frame while they are on")
+            raise ValueError("decode: keyframes cannot feed an annotated recording or publishing (they need every "
+                             "frame); use decode: auto, which decodes every frame while they are on, or record: "
+                             "passthrough")
+        if self.record_mode == "passthrough" and self.is_webrtc:
+            raise ValueError("record: passthrough needs the camera's packets, and a webrtc:// peer's are decoded by "
+                             "the peer connection; use record: annotated")
         if self.decode == "keyframes" and self.is_webrtc:
             raise ValueError("decode: keyframes does not apply to webrtc:// (the peer connection decodes every frame)")
         return self
@@ -207,10 +215,25 @@ class StreamConfig(StrictModel):
         return LIVE_BUFFER if self.live else FAST_BUFFER
 
     @property
+    def record_mode(self) -> Literal["passthrough", "annotated"] | None:
+        """How the stream is recorded: ``record: true`` is passthrough (the camera's packets, nothing decoded)."""
+        if self.record is False:
+            return None
+        return "passthrough" if self.record is True else self.record
+
+    @property
+    def runs_until_stopped(self) -> bool:
+        """A camera, a WebRTC peer or a looping file: its outputs are segmented and rotated (docs/recordings.md);
+        a file without loop ends by itself and writes one file per run at the plain names."""
+        return not self.is_file or self.loop
+
+    @property
     def every_frame_output(self) -> str | None:
         """The output of this stream's own config that takes every decoded frame, full size, for as long as the
-        stream runs ("the recording", "publishing"), or None."""
-        return "the recording" if self.record else "publishing" if self.publish is not None else None
+        stream runs ("the recording", "publishing"), or None. A passthrough recording takes packets, not frames."""
+        if self.record_mode == "annotated":
+            return "the recording"
+        return "publishing" if self.publish is not None else None
 
     @property
     def live(self) -> bool:
@@ -355,18 +378,67 @@ class ClusterConfig(StrictModel):
     metrics_port: int = Field(0, ge=0, le=65535, description="port of each worker's Prometheus endpoint (0: any)")
 
 
+class RecordingsConfig(StrictModel):
+    segment_s: float = Field(60.0, ge=1, le=3600,
+                             description="a recording of a stream that runs until stopped is cut into segments of "
+                                         "about this long, each closed at the first keyframe after it")
+
+
+class RotationConfig(StrictModel):
+    max_mb: float = Field(64.0, gt=0, le=1_000_000, description="a prediction log or events.jsonl is rotated at "
+                                                                "this size")
+    max_s: float = Field(3600.0, ge=10, le=7 * 86400, description="... or when it is this old")
+
+
+class KindRetention(StrictModel):
+    max_age_days: float | None = Field(None, gt=0, le=36500, description="files older than this are deleted "
+                                                                         "(by their last write)")
+    max_gb: float | None = Field(None, gt=0, le=1_000_000, description="over this total, the oldest go first")
+
+
+class RetentionConfig(StrictModel):
+    recordings: KindRetention = Field(KindRetention(max_age_days=7), description="recording segments (footage "
+                                      "that overlaps an event is kept as long as the events' retention says)")
+    events: KindRetention = Field(KindRetention(max_age_days=30), description="event clips and snapshots")
+    predictions: KindRetention = Field(KindRetention(max_age_days=7), description="prediction logs")
+    event_history: KindRetention = Field(KindRetention(max_age_days=90), description="events.jsonl and its "
+                                         "rotated files")
+    min_free_gb: float = Field(1.0, ge=0, le=1_000_000,
+                               description="below this much free space on output_dir's volume, the oldest files "
+                                           "of any kind go first (recordings before events)")
+    interval_s: float = Field(60.0, ge=1, le=86400, description="how often a retention pass runs")
+
+
+class StorageConfig(StrictModel):
+    """What Sightline keeps on disk and for how long (docs/storage.md)."""
+
+    recordings: RecordingsConfig = RecordingsConfig()
+    rotate: RotationConfig = RotationConfig()
+    retention: RetentionConfig = RetentionConfig()
+
+
 class RunConfig(StrictModel):
     model: ModelConfig = ModelConfig()
     batching: BatchingConfig = BatchingConfig()
     smoothing: SmoothingConfig = SmoothingConfig()
     output_dir: Path = Path("runs/live")
     media_root: Path = Field(Path("."), description="file sources must lie under this directory")
-    log_predictions: bool = Field(True, description="write output_dir/<stream>.jsonl")
+    log_predictions: bool | Literal["all", "changes", "off"] = Field(
+        True, description="the prediction log (output_dir/<stream>.jsonl, or rotated files under "
+                          "output_dir/predictions/ for a stream that runs until stopped): all (true) a line per "
+                          "classified frame, changes a line when the shown label changes, off (false) none")
+    storage: StorageConfig = StorageConfig()  # segments, rotation, retention: docs/storage.md
     server: ServerConfig = ServerConfig()
     annotated_video: AnnotatedVideoConfig = AnnotatedVideoConfig()
     events: EventsConfig = EventsConfig()  # rules, clips, events.jsonl: docs/events.md
     streams: list[StreamConfig] = Field(default_factory=list)
     cluster: ClusterConfig = ClusterConfig()
+
+    @property
+    def prediction_level(self) -> Literal["all", "changes", "off"]:
+        """``log_predictions`` as a level: true is all, false is off."""
+        level = self.log_predictions
+        return "all" if level is True else "off" if level is False else level
 
     @model_validator(mode="after")
     def _stream_cap(self) -> RunConfig:

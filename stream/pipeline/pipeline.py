@@ -22,6 +22,7 @@ import numpy as np
 from sightline.model.classifier import Classifier
 from sightline.model.errors import ConfigError
 from sightline.stream.capacity import CapacityStats
+from sightline.stream.storage.stats import StorageStats
 from sightline.stream.config import RunConfig, StreamConfig, check_source, redact_url
 from sightline.stream.errors import (
     DuplicateStreamError,
@@ -67,6 +68,7 @@ class Pipeline:
         self.streams_changed_by_api = False
         self.stage_stats = StageStats()
         self.capacity = CapacityStats(clock=clock)  # frames to classify asked for vs served (status, /readyz, metrics)
+        self.storage = StorageStats()  # output_dir: sizes, free space, retention, write failures (status, metrics)
         self.batcher = Batcher(config.batching.batch_size(classifier.device.type), config.batching.max_wait_ms / 1000,
                                clock, self.capacity)
         self.routes = Routes()
