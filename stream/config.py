@@ -389,6 +389,10 @@ class RotationConfig(StrictModel):
                                                                 "this size")
     max_s: float = Field(3600.0, ge=10, le=7 * 86400, description="... or when it is this old")
 
+    @property
+    def max_bytes(self) -> float:
+        return self.max_mb * 1024 * 1024
+
 
 class KindRetention(StrictModel):
     max_age_days: float | None = Field(None, gt=0, le=36500, description="files older than this are deleted "

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import errno
-import io
-import json
 import logging
-import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -71,122 +66,6 @@ class Sink(Protocol):
 # Recorder timestamps are milliseconds. The MP4 muxer rewrites the stream's time base when it writes its
 # header, so frames carry this constant rather than reading the stream's.
 MS = Fraction(1, 1000)
-
-
-class JsonlSink:
-    """One JSON line per classified frame; lines reach the file whole or not at all.
-
-    Lines collect in memory and go out at least once a second (and on close) as one write of complete
-    lines. A write that fails part-way (ENOSPC, EIO) keeps the whole lines that reached the file and
-    cuts the torn one off: the file is truncated back to the end of the last complete line, the lines
-    that did not fit are counted as lost (``on_lost``) and the error is raised for the caller to count
-    and log. The next flush tries again with new lines, so a disk
-    that frees up resumes the log without a torn line in between. An earlier file of the same name is
-    moved aside first (``outputs.fresh_output``), never truncated.
-    """
-
-    name = "jsonl"
-
-    def __init__(self, path: Path, stream: str, on_lost: Callable[[int], None] | None = None,
-                 opener: Callable[[Path], RawFile] | None = None, flush_s: float = 1.0,
-                 max_buffer: int = 256 * 1024) -> None:
-        self.path = fresh_output(path)
-        self.stream = stream
-        self.on_lost = on_lost
-        self.flush_s = flush_s
-        self.max_buffer = max_buffer
-        self.lost_lines = 0
-        self._file: RawFile = (opener or _create_exclusive)(self.path)
-        self._good = 0  # file size up to the end of the last complete line written
-        self._pending = bytearray()
-        self._flushed_at = time.monotonic()
-
-    def write(self, item: Labelled) -> None:
-        result = item.result
-        if result.probs is None:
-            return
-        frame = result.frame
-        record = {
-            "stream": self.stream,
-            "seq": frame.seq,
-            "pts": frame.pts,
-            "time": None if frame.time_s is None else round(frame.time_s, 4),
-            "top": [{"label": p.label, "prob": round(p.prob, 5)} for p in result.top],
-            "smoothed": None if item.smoothed is None else {"label": item.smoothed.label,
-                                                             "prob": round(item.smoothed.prob, 5)},
-            "latency_ms": None if result.timings is None else round(result.timings.latency_s * 1000, 2),
-            "model": None if result.model is None else result.model.id,
-        }
-        self._pending += (json.dumps(record) + "\n").encode("utf-8")
-        now = time.monotonic()
-        if now - self._flushed_at >= self.flush_s or len(self._pending) >= self.max_buffer:
-            self._flushed_at = now
-            self.flush()
-
-    def flush(self) -> None:
-        """Write the pending lines with one write (looping only on a short count); undo it on failure."""
-        if not self._pending:
-            return
-        chunk = bytes(self._pending)
-        self._pending.clear()
-        view = memoryview(chunk)
-        done = 0
-        try:
-            while done < len(chunk):
-                n = self._file.write(view[done:])
-                if not n:
-                    raise OSError(errno.EIO, "short write")
-                done += n
-        except OSError as exc:
-            kept = chunk.rfind(b"\n", 0, done) + 1  # the whole lines that reached the file stay
-            self._good += kept
-            lines = chunk.count(b"\n", kept)
-            self._undo()
-            self.lost_lines += lines
-            if self.on_lost is not None:
-                self.on_lost(lines)
-            raise OSError(exc.errno, f"{self.path.name}: {lines} line(s) not written: "
-                                     f"{exc.strerror or type(exc).__name__}") from exc
-        self._good += done
-
-    def _undo(self) -> None:
-        """Cut the file back to its last complete line (a torn line would poison every reader)."""
-        try:
-            self._file.truncate(self._good)
-            self._file.seek(self._good)
-        except OSError as exc:
-            log.error("stream %s: cannot cut %s back to its last complete line: %s", self.stream, self.path.name,
-                      exc.strerror or exc)
-
-    def close(self) -> None:
-        if self._file.closed:
-            return
-        try:
-            self.flush()
-            os.fsync(self._file.fileno())
-        finally:
-            self._file.close()
-
-
-class RawFile(Protocol):
-    """What JsonlSink needs of a file: ``io.FileIO`` (unbuffered, so a write is one system call)."""
-
-    closed: bool
-
-    def write(self, data: bytes | memoryview, /) -> int | None: ...
-
-    def truncate(self, size: int | None = None, /) -> int: ...
-
-    def seek(self, offset: int, whence: int = 0, /) -> int: ...
-
-    def fileno(self) -> int: ...
-
-    def close(self) -> None: ...
-
-
-def _create_exclusive(path: Path) -> RawFile:
-    """A new file, never an existing one (``x``: O_EXCL), unbuffered."""
-    return io.FileIO(path, "x")
 
 
 class VideoRecorder:

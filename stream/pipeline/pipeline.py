@@ -59,7 +59,8 @@ __all__ = ["OUTPUT_QUEUE", "DuplicateStreamError", "Pipeline", "StreamBusyError"
 class Pipeline:
     def __init__(self, classifier: Classifier, config: RunConfig, metrics: Metrics | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 extra_sinks: Callable[[StreamConfig], list[Sink]] | None = None) -> None:
+                 extra_sinks: Callable[[StreamConfig], list[Sink]] | None = None,
+                 storage: StorageStats | None = None) -> None:
         self.config = config
         self.metrics = metrics
         self.clock = clock
@@ -68,7 +69,8 @@ class Pipeline:
         self.streams_changed_by_api = False
         self.stage_stats = StageStats()
         self.capacity = CapacityStats(clock=clock)  # frames to classify asked for vs served (status, /readyz, metrics)
-        self.storage = StorageStats()  # output_dir: sizes, free space, retention, write failures (status, metrics)
+        # output_dir: sizes, free space, retention, write failures (status, metrics); shared with the event hub
+        self.storage = storage if storage is not None else StorageStats()
         self.batcher = Batcher(config.batching.batch_size(classifier.device.type), config.batching.max_wait_ms / 1000,
                                clock, self.capacity)
         self.routes = Routes()
@@ -83,7 +85,7 @@ class Pipeline:
         self.video_out = VideoOut(config.annotated_video, metrics)  # annotated video: WebRTC viewers, publish
         self.events: Any = None  # the event service (stream/events) whoever builds the service attaches
         self.factory = StreamFactory(classifier, config, self.batcher, self.stage_stats, self.hwdecode, clock,
-                                     extra_sinks, self.video_out)
+                                     extra_sinks, self.video_out, storage=self.storage)
         self.registry = StreamRegistry(config.server.max_streams)
         self.runner = StreamRunner(self.worker, self.routes, self.factory, self.registry.runtimes, clock)
         self._started = False

@@ -17,14 +17,16 @@ from sightline.stream.errors import DuplicateStreamError
 from sightline.stream.frames import Frame, FrameDemand
 from sightline.stream.inference.batcher import Batcher
 from sightline.stream.outputs.annotated_video import VideoOut
+from sightline.stream.outputs.prediction_log import JsonlSink
 from sightline.stream.outputs.publish import Publisher
 from sightline.stream.outputs.recording import RecordingWriter
-from sightline.stream.outputs.sinks import JsonlSink, Sink, VideoRecorder
+from sightline.stream.outputs.sinks import Sink, VideoRecorder
 from sightline.stream.outputs.smoothing import Smoother
 from sightline.stream.pipeline.stream_runtime import StreamOutput, StreamRuntime
 from sightline.stream.sources.hwdecode import HwDecode
 from sightline.stream.sources.video_source import FrameSource, VideoSource
 from sightline.stream.stats import StageStats, StreamStats
+from sightline.stream.storage.stats import StorageStats
 
 
 def keeps_display(config: StreamConfig) -> bool:
@@ -39,7 +41,7 @@ class StreamFactory:
     def __init__(self, classifier: Classifier, config: RunConfig, batcher: Batcher, stages: StageStats,
                  hwdecode: HwDecode, clock: Callable[[], float] = time.monotonic,
                  extra_sinks: Callable[[StreamConfig], list[Sink]] | None = None,
-                 video_out: VideoOut | None = None) -> None:
+                 video_out: VideoOut | None = None, *, storage: StorageStats) -> None:
         self.classifier = classifier  # for new streams: working size and class names
         self.config = config
         self.batcher = batcher
@@ -48,6 +50,7 @@ class StreamFactory:
         self.clock = clock
         self.extra_sinks = extra_sinks
         self.video_out = video_out  # the annotated-video encoders (WebRTC viewers, publishing)
+        self.storage = storage  # the output_dir's figures: write failures, files open
 
     def build(self, config: StreamConfig) -> StreamRuntime:
         """Every part of a stream, not started. OSError: an output cannot be opened (the queue is undone)."""
@@ -81,9 +84,10 @@ class StreamFactory:
         source = self.source(config, queue, stats, stop, preview, display)
         sinks: list[Sink] = []
         out_dir = self.config.output_dir
-        if self.config.log_predictions:
-            sinks.append(JsonlSink(out_dir / f"{name}.jsonl", name,
-                                   on_lost=lambda n: stats.on_records_lost("jsonl", n)))
+        logs = self.config.prediction_level != "off"
+        if logs:
+            sinks.append(JsonlSink.open(self.config, config, self.storage,
+                                        on_lost=lambda n: stats.on_records_lost(JsonlSink.name, n)))
         sinks.extend(extra)
         if self.video_out is not None:
             encoder = self.video_out.sink(config, preview)
@@ -98,7 +102,7 @@ class StreamFactory:
             recording = RecordingWriter(recorder, output, stats, config.live, stop, clock=self.clock)
             source.recording = recording
         names = [sink.name for sink in sinks] + ([VideoRecorder.name] if recording is not None else [])
-        stats.declare_sinks(names, [JsonlSink.name] if self.config.log_predictions else [])
+        stats.declare_sinks(names, [JsonlSink.name] if logs else [])
         return StreamRuntime(config, stats, source, output, stop, recording, preview=preview)
 
     def working_size(self, height: int, width: int) -> tuple[int, int]:

@@ -14,10 +14,14 @@ import numpy as np
 import pytest
 from prometheus_client import generate_latest
 from sightline import synthetic_media as media
+from sightline.stream.config import RunConfig, StreamConfig
 from sightline.stream.frames import Frame, Result
-from sightline.stream.outputs.sinks import JsonlSink, Labelled
+from sightline.stream.outputs.prediction_log import JsonlSink
+from sightline.stream.outputs.sinks import Labelled
 from sightline.stream.service.status import stream_status
 from sightline.stream.sources.video_source import GapCounter
+from sightline.stream.storage.line_log import LineLog
+from sightline.stream.storage.stats import StorageStats
 
 from tests.faults.support import jsonl, run
 from tests.support.models import tiny_classifier
@@ -157,7 +161,9 @@ def test_a_jsonl_write_that_fails_part_way_is_cut_back_to_the_last_whole_line(tm
         files.append(DiskFillsUp(path, room=500))
         return files[0]
 
-    sink = JsonlSink(tmp_path / "cam.jsonl", "cam", on_lost=lost.append, opener=opener, flush_s=0.0)
+    storage = StorageStats()
+    sink = JsonlSink(LineLog("predictions", lambda _: tmp_path / "cam.jsonl", storage=storage, on_lost=lost.append,
+                             opener=opener, flush_s=0.0), "cam")
     written = failures = 0
     for seq in range(12):
         try:
@@ -172,8 +178,10 @@ def test_a_jsonl_write_that_fails_part_way_is_cut_back_to_the_last_whole_line(tm
     text = (tmp_path / "cam.jsonl").read_text()
     assert text.endswith("\n")
     seqs = [json.loads(line)["seq"] for line in text.splitlines()]  # every line parses: none torn
-    assert failures >= 1 and sink.lost_lines == sum(lost) == failures
-    assert len(seqs) + sink.lost_lines == 12
+    assert failures >= 1 and sink.lines.lost_lines == sum(lost) == failures
+    assert storage.kinds["predictions"].write_errors == failures
+    assert storage.kinds["predictions"].failing is None  # cleared by the writes after the space was freed
+    assert len(seqs) + sink.lines.lost_lines == 12
     assert seqs == sorted(seqs) and seqs[-1] == 11
 
 
@@ -185,7 +193,8 @@ def test_a_many_line_write_that_fails_part_way_keeps_the_lines_that_fitted(tmp_p
         files.append(DiskFillsUp(path, room=700))
         return files[0]
 
-    sink = JsonlSink(tmp_path / "cam.jsonl", "cam", on_lost=lost.append, opener=opener, flush_s=3600.0)
+    sink = JsonlSink(LineLog("predictions", lambda _: tmp_path / "cam.jsonl", on_lost=lost.append, opener=opener,
+                             flush_s=3600.0), "cam")
     for seq in range(12):
         sink.write(item(seq))  # all pending: one write at close
     with pytest.raises(OSError, match="line\\(s\\) not written"):
@@ -194,12 +203,13 @@ def test_a_many_line_write_that_fails_part_way_keeps_the_lines_that_fitted(tmp_p
     seqs = [json.loads(line)["seq"] for line in text.splitlines()]  # none torn
     assert text.endswith("\n") and len(text) <= 700
     assert seqs == list(range(len(seqs))) and len(seqs) >= 1  # the lines that fitted stayed
-    assert sink.lost_lines == sum(lost) == 12 - len(seqs)
+    assert sink.lines.lost_lines == sum(lost) == 12 - len(seqs)
 
 
 def test_jsonl_never_overwrites_an_existing_file(tmp_path: Path) -> None:
     (tmp_path / "cam.jsonl").write_text("earlier\n")
-    sink = JsonlSink(tmp_path / "cam.jsonl", "cam")
+    config = RunConfig(output_dir=tmp_path, media_root=tmp_path)
+    sink = JsonlSink.open(config, StreamConfig(name="cam", url=str(tmp_path / "cam.mp4")), StorageStats())
     sink.write(item(0))
     sink.close()
     assert [p.read_text() for p in tmp_path.glob("cam.*.jsonl")] == ["earlier\n"]
