@@ -31,10 +31,11 @@ from sightline.stream.event_config import EventRule, EventsConfig
 from sightline.stream.events.bus import EventBus
 from sightline.stream.events.clips import ClipFrame, ClipWriter, PrerollRing
 from sightline.stream.events.engine import Change, RuleEngine, Track
-from sightline.stream.events.store import EventLog, EventStore, RuleSet
+from sightline.stream.events.store import EventLog, EventStore, RuleSet, history_files
 from sightline.stream.frames import FrameDemand
 from sightline.stream.outputs.overlay import draw_overlay, encode_jpeg
 from sightline.stream.outputs.sinks import Labelled
+from sightline.stream.storage.stats import StorageStats
 
 if TYPE_CHECKING:
     from sightline.stream.config import RunConfig, StreamConfig
@@ -54,15 +55,18 @@ def new_event_id(wall: float) -> str:
 
 class EventHub:
     def __init__(self, config: RunConfig, metrics: Metrics | None = None,
-                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
+                 storage: StorageStats | None = None) -> None:
         self.config: EventsConfig = config.events
+        self.output_dir = Path(config.output_dir)
+        self.rotate = config.storage.rotate
+        self.storage = storage  # write failures of the event history (the pipeline's; None: not reported)
         self.dir = Path(config.output_dir) / "events"
         self.clock = clock
         self.wall = wall
         self.bus = EventBus()
         self.rules = RuleSet(self.config.rules, self.config.max_rules)
         self.store = EventStore(self.config.history)
-        self.log_path = Path(config.output_dir) / "events.jsonl"
         self.log: EventLog | None = None
         self._writing: set[str] = set()
         self._clip_errors: OrderedDict[str, str] = OrderedDict()  # event id -> first failure (the last `history`)
@@ -81,21 +85,22 @@ class EventHub:
                                        "finalized, by stream; each clip counted once", ["stream"],
                                        registry=metrics.registry)
         if self.config.log:
-            loaded, skipped = self.store.load(self.log_path)
+            loaded, skipped = self.store.load(history_files(self.output_dir))
             if loaded:
-                log.info("events: read %d event message(s) of earlier runs from %s", loaded, self.log_path)
+                log.info("events: read %d event message(s) of earlier runs from the event history", loaded)
             if skipped:
-                log.warning("events: skipped %d line(s) of %s that are not event messages (hand-edited, another "
-                            "program's, or torn by a crash)", skipped, self.log_path)
+                log.warning("events: skipped %d line(s) of the event history that are not event messages "
+                            "(hand-edited, another program's, or torn by a crash)", skipped)
             if metrics is not None:
                 Gauge("sightline_events_log_skipped_lines", "Lines of events.jsonl skipped at start: not event "
                       "messages", registry=metrics.registry).set(skipped)
         self.bus.subscribe(self.store.on_message)
 
     @classmethod
-    def build(cls, config: RunConfig, metrics: Metrics | None = None) -> EventHub | None:
+    def build(cls, config: RunConfig, metrics: Metrics | None = None,
+              storage: StorageStats | None = None) -> EventHub | None:
         """The service when the config turns events on (``events.enabled``, or rules configured), else None."""
-        return cls(config, metrics) if config.events.active else None
+        return cls(config, metrics, storage=storage) if config.events.active else None
 
     def start(self) -> None:
         """Open events.jsonl (lazily, so a pipeline that never starts creates no files), start the outputs."""
@@ -110,7 +115,7 @@ class EventHub:
                 self.outputs = EventOutputs.start(outputs, self.bus, registry, self._output_metrics)
                 self._output_metrics = self.outputs.metrics
         if self.config.log and self.log is None:
-            self.log = EventLog(self.log_path)
+            self.log = EventLog(self.output_dir, self.rotate, self.storage)
             self.bus.subscribe(self.log.on_message)
 
     def sinks_for(self, stream: StreamConfig) -> list[EventSink]:

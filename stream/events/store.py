@@ -1,8 +1,8 @@
-"""Where events are kept: the rules in force, the recent events (for the API) and events.jsonl."""
+"""Where events are kept: the rules in force, the recent events (for the API) and the event history on disk
+(events.jsonl and its rotated files)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -11,12 +11,16 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from sightline.stream.buffers import BoundedQueue, Consumer
+from sightline.stream.config import RotationConfig
 from sightline.stream.event_config import EventRule
+from sightline.stream.storage.layout import event_history_dir, events_log, free_stamped_path, parse_stamped
+from sightline.stream.storage.line_log import LineLog
+from sightline.stream.storage.stats import StorageStats
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +46,36 @@ def valid_event(event: object) -> bool:
             and (event.get("end") is None or _number(event.get("end")))
             and all(event.get(k) is None or isinstance(event.get(k), str)
                     for k in ("snapshot_url", "clip_url", "clip_error")))
+
+
+def history_files(output_dir: Path) -> list[Path]:
+    """The event history in the order it was written: the rotated files by their start, then events.jsonl."""
+    folder = event_history_dir(output_dir)
+    rotated = []
+    for path in folder.glob("events.*.jsonl") if folder.is_dir() else ():
+        stamped = parse_stamped(path.name)
+        if stamped is not None and stamped[0] == "events":
+            rotated.append((stamped[1], stamped[2], path))
+    return [path for _, _, path in sorted(rotated)] + [events_log(output_dir)]
+
+
+def _read_messages(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """The event messages of one history file, and how many lines were not one (a torn or foreign line)."""
+    messages, skipped = [], 0
+    try:
+        with path.open("rb") as f:
+            for raw in f:
+                try:
+                    msg = json.loads(raw)
+                except ValueError:
+                    msg = None
+                if isinstance(msg, dict) and valid_event(msg.get("event")):
+                    messages.append(msg)
+                elif raw.strip():
+                    skipped += 1
+    except FileNotFoundError:  # no events.jsonl yet, or retention took a rotated file meanwhile
+        pass
+    return messages, skipped
 
 
 class DuplicateRuleError(ValueError):
@@ -105,22 +139,27 @@ class EventStore:
             while len(self._events) > self.history:
                 self._events.popitem(last=False)
 
-    def load(self, path: Path) -> tuple[int, int]:
-        """Read the events of earlier runs back from events.jsonl (the last ``history``): (loaded, skipped lines)."""
-        if not path.exists():
-            return 0, 0
-        loaded = skipped = 0
-        with path.open("rb") as f:
-            for raw in f:
-                try:
-                    msg = json.loads(raw)
-                except ValueError:
-                    msg = None  # a torn last line (killed mid-write) or a foreign line
-                if isinstance(msg, dict) and valid_event(msg.get("event")):
-                    self.on_message(msg)
-                    loaded += 1
-                elif raw.strip():
-                    skipped += 1
+    def load(self, files: Sequence[Path]) -> tuple[int, int]:
+        """Read the events of earlier runs back, the last ``history``: (messages loaded, lines skipped).
+
+        ``files`` are the history oldest first (``history_files``). The newest are read until they name
+        ``history`` events, then replayed in order, so each event ends at its newest version; every message
+        carries the whole event, so an event whose start and end lie in different files is whole too."""
+        batches: list[list[dict[str, Any]]] = []
+        ids: set[str] = set()
+        skipped = 0
+        for path in reversed(files):
+            if len(ids) >= self.history:
+                break
+            messages, bad = _read_messages(path)
+            skipped += bad
+            ids.update(msg["event"]["id"] for msg in messages)
+            batches.append(messages)
+        loaded = 0
+        for messages in reversed(batches):
+            for msg in messages:
+                self.on_message(msg)
+            loaded += len(messages)
         with self._lock:
             for event in self._events.values():  # an event left open by a killed process is not ongoing now
                 if event.get("end") is None:
@@ -158,23 +197,35 @@ class EventStore:
 
 
 class EventLog:
-    """Appends each event message as one JSON line to events.jsonl, on its own thread.
+    """Appends each event message as one JSON line to events.jsonl, on its own thread, and rotates it.
 
-    The file is appended to (events are a history; GET /api/events reads it back at start). A line
-    is written with one ``write`` on an O_APPEND descriptor. A disk that stalls fills the bounded
+    events.jsonl is the file being appended to. When it passes ``storage.rotate``'s size or age it moves to
+    ``event_history/events.<start>.jsonl`` and the next message starts a new one; a file an earlier run left
+    there moves at start (named by its last write: its start is not known). GET /api/events reads them all
+    back at start (``history_files``). Lines reach the file whole (storage/line_log.py); a failed write is
+    reported under ``event_history`` and its lines counted (``lost``). A disk that stalls fills the bounded
     queue; messages beyond are dropped and counted (``dropped``), never waited for.
     """
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    def __init__(self, output_dir: Path, rotate: RotationConfig, storage: StorageStats | None = None,
+                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
+        self.path = events_log(output_dir)
+        self.history_dir = event_history_dir(output_dir)
+        if self.path.exists():
+            self._retire(self.path, self.path.stat().st_mtime)
+        path = self.path
+        self.lines = LineLog("event_history", lambda _wall: path, rotate.max_bytes, rotate.max_s, retire=self._retire,
+                             storage=storage, flush_s=0.0, clock=clock, wall=wall)
         self.queue: BoundedQueue[bytes] = BoundedQueue(LOG_QUEUE, "block")
         self.dropped = 0
-        self.errors = 0
         self._writing = False
         self._consumer = Consumer(self.queue, "events-log", self._write, lambda: None)
         self._consumer.start()
+
+    @property
+    def lost(self) -> int:
+        """Event messages a failed write lost."""
+        return self.lines.lost_lines
 
     def on_message(self, msg: dict[str, Any]) -> None:
         line = (json.dumps(msg, separators=(",", ":"), ensure_ascii=False) + "\n").encode("utf-8")
@@ -183,14 +234,16 @@ class EventLog:
             if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
                 log.error("events.jsonl: %d event message(s) dropped (the disk is not keeping up)", self.dropped)
 
+    def _retire(self, path: Path, start: float) -> None:
+        os.rename(path, free_stamped_path(self.history_dir, "events", start, ".jsonl"))
+
     def _write(self, line: bytes) -> None:
         self._writing = True
         try:
-            os.write(self._fd, line)
+            self.lines.append(line)  # flush_s 0: written at once
         except OSError as exc:
-            self.errors += 1
-            if self.errors in (1, 10, 100) or self.errors % 1000 == 0:
-                log.error("events.jsonl: write failed (%d so far): %s", self.errors, exc.strerror or exc)
+            if self.lost in (1, 10, 100) or self.lost % 1000 == 0:
+                log.error("events.jsonl: %d event message(s) not written so far: %s", self.lost, exc.strerror or exc)
         finally:
             self._writing = False
 
@@ -206,6 +259,7 @@ class EventLog:
     def close(self, timeout: float = 10.0) -> None:
         self.queue.close()
         self._consumer.join(timeout)
-        with contextlib.suppress(OSError):
-            os.fsync(self._fd)
-        os.close(self._fd)
+        try:
+            self.lines.close()
+        except OSError as exc:
+            log.error("events.jsonl: closing failed: %s", exc.strerror or exc)

@@ -13,6 +13,7 @@ from sightline.stream.event_config import label_problem
 from sightline.stream.events.hub import EventHub
 from sightline.stream.metrics import Metrics
 from sightline.stream.pipeline.pipeline import Pipeline
+from sightline.stream.storage.stats import StorageStats
 
 log = logging.getLogger("sightline")
 
@@ -28,8 +29,10 @@ def build_pipeline(config: RunConfig, metrics: Metrics | None = None) -> Pipelin
     classifier.warmup(batch_size=min(config.batching.batch_size(classifier.device.type), 8))
     log.info("model %s", classifier.describe())
     metrics = metrics if metrics is not None else Metrics()
-    events = EventHub.build(config, metrics)  # None unless events are on (docs/events.md)
-    pipeline = Pipeline(classifier, config, metrics, extra_sinks=events.sinks_for if events else None)
+    storage = StorageStats()  # one for the pipeline's writers and the event history
+    events = EventHub.build(config, metrics, storage)  # None unless events are on (docs/events.md)
+    pipeline = Pipeline(classifier, config, metrics, extra_sinks=events.sinks_for if events else None,
+                        storage=storage)
     pipeline.events = events
     return pipeline
 

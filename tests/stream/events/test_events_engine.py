@@ -138,7 +138,7 @@ def test_history_is_read_back_from_events_jsonl_and_a_torn_line_is_skipped(tmp_p
     lines = [msg("start", 1, None), msg("end", 1, 105.0), msg("start", 2, None), msg("start", 3, None)]
     (tmp_path / "events.jsonl").write_text("\n".join(lines) + '\n{"type":"start","ev')  # killed mid-line
     store = EventStore(history=2)
-    assert store.load(tmp_path / "events.jsonl") == (4, 1)
+    assert store.load([tmp_path / "events.jsonl"]) == (4, 1)
     total, page = store.query()
     assert total == 2 and [e["id"][-1] for e in page] == ["3", "2"]  # the oldest fell out of the history
     assert page[0]["end"] is None and "stopped" in page[0]["end_reason"]
@@ -157,7 +157,7 @@ def test_malformed_lines_of_events_jsonl_are_skipped_and_counted_never_served(tm
     lines = [json.dumps({"type": "start", "event": e}) for e in [good, *bad_events]] + ["[1, 2]", "", "null"]
     (tmp_path / "events.jsonl").write_text("\n".join(lines) + "\n")
     store = EventStore(history=100)
-    assert store.load(tmp_path / "events.jsonl") == (1, len(bad_events) + 2)  # the blank line is not counted
+    assert store.load([tmp_path / "events.jsonl"]) == (1, len(bad_events) + 2)  # the blank line is not counted
     assert store.query(since=0.0) == (1, [good])
 
 
