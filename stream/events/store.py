@@ -18,7 +18,7 @@ from typing import Any
 from sightline.stream.buffers import BoundedQueue, Consumer
 from sightline.stream.config import RotationConfig
 from sightline.stream.event_config import EventRule
-from sightline.stream.storage.layout import event_history_dir, events_log, free_stamped_path, parse_stamped
+from sightline.stream.storage.layout import event_history_dir, events_log, free_stamped_path, stamped_files
 from sightline.stream.storage.line_log import LineLog
 from sightline.stream.storage.stats import StorageStats
 
@@ -50,13 +50,7 @@ def valid_event(event: object) -> bool:
 
 def history_files(output_dir: Path) -> list[Path]:
     """The event history in the order it was written: the rotated files by their start, then events.jsonl."""
-    folder = event_history_dir(output_dir)
-    rotated = []
-    for path in folder.glob("events.*.jsonl") if folder.is_dir() else ():
-        stamped = parse_stamped(path.name)
-        if stamped is not None and stamped[0] == "events":
-            rotated.append((stamped[1], stamped[2], path))
-    return [path for _, _, path in sorted(rotated)] + [events_log(output_dir)]
+    return [*stamped_files(event_history_dir(output_dir), "events", ".jsonl"), events_log(output_dir)]
 
 
 def _read_messages(path: Path) -> tuple[list[dict[str, Any]], int]:

@@ -18,6 +18,7 @@ footage of a time range from the names alone.
 from __future__ import annotations
 
 import calendar
+import glob
 import re
 import time
 from pathlib import Path
@@ -70,6 +71,16 @@ def free_stamped_path(folder: Path, stem: str, wall: float, suffix: str) -> Path
         if not path.exists():
             return path
     raise FileExistsError(f"{folder}: {MAX_SUFFIX_TRIES} files named {stem}.{stamp(wall)}*{suffix} already exist")
+
+
+def stamped_files(folder: Path, stem: str, suffix: str) -> list[Path]:
+    """The ``stem.<start>[-n]suffix`` files in ``folder``, oldest first (by start, then n): the order written."""
+    found = []
+    for path in folder.glob(f"{glob.escape(stem)}.*{suffix}") if folder.is_dir() else ():
+        parsed = parse_stamped(path.name)
+        if parsed is not None and parsed[0] == stem and path.name.endswith(suffix):
+            found.append((parsed[1], parsed[2], path))
+    return [path for _, _, path in sorted(found)]
 
 
 def recordings_dir(output_dir: Path, stream: str) -> Path:

@@ -18,6 +18,7 @@ import yaml
 from sightline import synthetic_media as media
 
 from tests.support.models import tiny_bundle
+from tests.support.predictions import prediction_lines, predictions
 
 pytestmark = pytest.mark.timeout(120)
 REPO = Path(__file__).resolve().parents[2]
@@ -45,14 +46,13 @@ def test_sigterm_drains_and_leaves_a_playable_recording(tmp_path: Path) -> None:
     clip = media.make_test_clip(tmp_path / "loop.mp4", frames=25, fps=25, size=(160, 120))
     cfg = config(tmp_path, [{"name": "cam", "url": str(clip), "mode": "realtime", "loop": True, "record": True}])
     proc = sightline("run", str(cfg))
-    log = tmp_path / "out" / "cam.jsonl"
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and (not log.exists() or log.stat().st_size < 2000):
+    while time.monotonic() < deadline and len(prediction_lines(tmp_path / "out", "cam")) < 20:
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
-    lines = [json.loads(line) for line in log.read_text().splitlines()]  # every line complete
+    lines = predictions(tmp_path / "out", "cam")  # every line complete
     assert len(lines) > 10
     with av.open(str(tmp_path / "out" / "cam.mp4")) as recording:
         decoded = sum(1 for _ in recording.decode(video=0))
@@ -195,10 +195,9 @@ def test_pid_file_holds_the_pid_for_the_documented_sighup_and_goes_at_exit(tmp_p
     err: list[str] = []
     reader = threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
     reader.start()
-    log = tmp_path / "out" / "cam.jsonl"
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and len(log.read_text().splitlines() if log.exists() else []) < 3:
+        while time.monotonic() < deadline and len(prediction_lines(tmp_path / "out", "cam")) < 3:
             time.sleep(0.2)
         assert pid_path.read_text() == f"{proc.pid}\n"  # the process itself (python -m sightline), not a wrapper
         assert [p.name for p in pid_path.parent.iterdir()] == ["sightline.pid"]  # no partial file left

@@ -16,6 +16,7 @@ import pytest
 from sightline import synthetic_media as media
 
 from tests.support.models import tiny_bundle
+from tests.support.predictions import prediction_lines
 from tests.support.service import spawn_service
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
@@ -72,7 +73,7 @@ def test_sigterm_with_stalled_outputs_and_a_fifo_swap_exits_within_25_s(tmp_path
     assert proc.returncode == 0, out[-3000:]
     assert took <= 25, f"SIGTERM took {took:.1f} s"
     assert "summary after" in out
-    assert (tmp_path / "out" / "cam.jsonl").stat().st_size > 0
+    assert prediction_lines(tmp_path / "out", "cam")
     assert (tmp_path / "out" / "events.jsonl").stat().st_size > 0
     with av.open(str(tmp_path / "out" / "cam.mp4")) as recording:  # finalized: it opens and decodes
         assert sum(1 for _ in recording.decode(video=0)) > 0

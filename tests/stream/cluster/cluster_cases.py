@@ -27,6 +27,7 @@ from sightline.stream.cluster.launch import cluster_app
 from sightline.stream.config import RunConfig
 
 from tests.support.models import tiny_bundle
+from tests.support.predictions import prediction_lines
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(240)]
 
@@ -153,13 +154,6 @@ def all_live(svc: Service, names: tuple[str, ...] = NAMES, min_frames: int = 1, 
     return check
 
 
-def jsonl_lines(out: Path, name: str) -> list[str]:
-    lines = []
-    for path in sorted(out.glob(f"{name}*.jsonl")):
-        lines.extend(path.read_text(encoding="utf-8").splitlines())
-    return lines
-
-
 async def test_streams_spread_over_workers(service: Service) -> None:
     await wait_for(all_live(service), 60, "4 streams classified")
     s = await streams(service)
@@ -279,7 +273,7 @@ async def test_put_model_swaps_every_worker_at_one_seq_boundary_and_a_bad_model_
     for name in EXACT:
         r = await service.client.delete(f"/api/streams/{name}", headers=AUTH)
         assert r.status_code == 200 and not r.json()["dropped"], r.json()
-        lines = [json.loads(line) for line in jsonl_lines(config.output_dir, name)]
+        lines = [json.loads(line) for line in prediction_lines(config.output_dir, name)]
         assert [r["seq"] for r in lines] == list(range(len(lines)))  # every frame classified once, in order
         ids = [r["model"] for r in lines]
         assert [m for i, m in enumerate(ids) if i == 0 or ids[i - 1] != m] == [old, new]  # one seq boundary
@@ -335,7 +329,7 @@ async def test_a_removed_node_moves_its_streams_and_loses_no_written_line(servic
     moved = tuple(n for n in NAMES if s[n]["worker"] == victim)
     stayed = tuple(n for n in NAMES if n not in moved)
     await asyncio.sleep(1.5)  # the JSONL sinks flush once a second
-    written = {n: jsonl_lines(config.output_dir, n) for n in moved}
+    written = {n: prediction_lines(config.output_dir, n) for n in moved}
     assert all(len(v) > 0 for v in written.values())
     node = next(n for n in ray_cluster.list_all_nodes() if n.node_id == node_id)
     before = {n: s[n]["frames_decoded"] for n in stayed}
@@ -363,8 +357,8 @@ async def test_a_removed_node_moves_its_streams_and_loses_no_written_line(servic
     assert all(after[n]["frames_decoded"] > before[n] for n in stayed)
     assert all(after[n]["moves"] == 1 for n in moved) and all(after[n]["moves"] == 0 for n in stayed)
     await asyncio.sleep(1.5)
-    for n in moved:  # every line on disk before the node went is still there (the old file is kept aside)
-        now = jsonl_lines(config.output_dir, n)
+    for n in moved:  # every line on disk before the node went is still there (a new file beside the old ones)
+        now = prediction_lines(config.output_dir, n)
         missing = set(written[n]) - set(now)
         assert not missing, f"{n}: {len(missing)} written lines lost"
         assert len(now) > len(written[n])

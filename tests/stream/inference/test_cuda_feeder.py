@@ -24,6 +24,7 @@ from sightline.stream.pipeline.pipeline import Pipeline
 
 from tests.stream.inference.test_inference import Collector
 from tests.support.models import tiny_bundle, tiny_classifier
+from tests.support.predictions import predictions
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -148,7 +149,6 @@ def test_pipeline_on_cuda_end_to_end_through_the_feeder(tmp_path: Path) -> None:
 @pytest.mark.timeout(180)
 def test_a_hot_swap_on_cuda_captures_the_new_models_graphs_beside_the_live_feeder(tmp_path: Path) -> None:
     """Issue #15 on a GPU: the swap thread warms and captures the new model's runner while the feeder serves."""
-    import json
 
     from sightline.model.bundle import PreprocessSpec
     from sightline.stream.inference.model_holder import MODEL_ID_LENGTH, ModelSpec
@@ -183,7 +183,7 @@ def test_a_hot_swap_on_cuda_captures_the_new_models_graphs_beside_the_live_feede
         assert pipeline.worker.errors == 0
     finally:
         pipeline.shutdown(10.0)
-    lines = [json.loads(line) for line in (tmp_path / "out" / "cam.jsonl").read_text().splitlines()]
+    lines = predictions(tmp_path / "out", "cam")
     assert [r["seq"] for r in lines] == list(range(len(lines)))
     ids = [r["model"] for r in lines]
     first = ids.index(big.content_hash()[:MODEL_ID_LENGTH])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import json
 import time
 import weakref
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from sightline.stream.service.app import create_app
 from sightline.stream.service.status import stream_status
 
 from tests.support.models import TINY, tiny_bundle
+from tests.support.predictions import predictions
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -36,10 +36,6 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 def model_id(bundle: ModelBundle) -> str:
     return bundle.content_hash()[:MODEL_ID_LENGTH]
-
-
-def jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -121,7 +117,7 @@ def test_swaps_between_batches_classify_every_frame_once_and_release_the_old_mod
     finally:
         pipeline.shutdown(5.0)
 
-    lines = jsonl(tmp_path / "out" / "cam.jsonl")
+    lines = predictions(tmp_path / "out", "cam")
     assert [r["seq"] for r in lines] == list(range(len(lines)))  # every frame classified, exactly once, in order
     ids = [r["model"] for r in lines]
     assert runs(ids) == [model_id(a), model_id(b), model_id(c)]  # each swap lands at one seq boundary
@@ -227,7 +223,7 @@ async def test_put_model_refuses_bad_models_and_keeps_serving_then_swaps_to_open
             assert pipeline.worker.errors == 0  # building the OpenVINO model beside the serving one broke no batch
     finally:
         await asyncio.to_thread(pipeline.shutdown, 5.0)
-    ids = [r["model"] for r in jsonl(tmp_path / "out" / "cam.jsonl")]
+    ids = [r["model"] for r in predictions(tmp_path / "out", "cam")]
     assert runs(ids) == [model_id(a), model_id(good)]
 
 
@@ -324,7 +320,7 @@ def test_a_model_with_another_resize_swaps_and_the_decoders_follow_it(
     # the new model was given the old size only for frames decoded before the swap (those still queued)
     seen = {shape for shape in spies[0].shapes if shape[0] != shape[1]}  # the warm-up's square frames left out
     assert seen <= {(64, 85, 3), (96, 128, 3)}
-    lines = jsonl(tmp_path / "out" / "cam.jsonl")
+    lines = predictions(tmp_path / "out", "cam")
     assert [r["seq"] for r in lines] == list(range(len(lines)))
     assert runs([r["model"] for r in lines]) == [model_id(a), model_id(big)]
 
@@ -358,10 +354,9 @@ def test_sighup_reloads_the_model_from_the_config_file_of_a_running_service(tmp_
     err: list[str] = []
     reader = threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
     reader.start()
-    log = tmp_path / "out" / "cam.jsonl"
 
     def ids() -> list[str]:
-        return [r["model"] for r in jsonl(log)] if log.exists() else []
+        return [r["model"] for r in predictions(tmp_path / "out", "cam")]
 
     try:
         wait_until(lambda: len(ids()) >= 3, 60, "the first model's results")
@@ -385,7 +380,7 @@ def test_sighup_reloads_the_model_from_the_config_file_of_a_running_service(tmp_
     text = "".join(err)
     assert "no such model file" in text and f"model swap: model {model_id(a)} -> {model_id(b)}" in text
     assert "Traceback" not in text
-    lines = jsonl(log)
+    lines = predictions(tmp_path / "out", "cam")
     assert runs([r["model"] for r in lines]) == [model_id(a), model_id(b)]
     seqs = [r["seq"] for r in lines]
     assert seqs == sorted(set(seqs))  # in order, none twice (a live stream may drop a stale frame)

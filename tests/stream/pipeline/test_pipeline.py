@@ -18,6 +18,7 @@ from sightline.stream.pipeline.pipeline import Pipeline
 from sightline.stream.service.status import stream_status
 
 from tests.support.models import tiny_classifier
+from tests.support.predictions import predictions
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -198,7 +199,7 @@ def test_loop_stream_runs_until_duration_then_stops(classifier, tmp_path: Path) 
     status = stream_status(p.get("c"))
     assert status["frames_decoded"] > 10
     assert status["state"] == "stopped"
-    seqs = [r["seq"] for r in jsonl(tmp_path / "out" / "c.jsonl")]
+    seqs = [r["seq"] for r in predictions(tmp_path / "out", "c")]  # under predictions/c/: it runs until stopped
     assert seqs == list(range(len(seqs)))
 
 

@@ -20,6 +20,7 @@ import yaml
 from sightline import synthetic_media as media
 
 from tests.support.models import tiny_bundle
+from tests.support.predictions import prediction_lines
 from tests.support.processes import stop_process
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]  # a real `sightline run` process per test
@@ -107,7 +108,7 @@ def test_signal_finalizes_the_recording_and_log_and_ends_previews(tmp_path: Path
     assert not watcher.is_alive(), "the open preview did not end at shutdown"
     assert watcher.ended_cleanly, f"the preview ended with {watcher.error!r}"
     assert "Traceback" not in log
-    lines = (tmp_path / "out" / "cam.jsonl").read_text().splitlines()
+    lines = prediction_lines(tmp_path / "out", "cam")
     records = [json.loads(line) for line in lines]
     assert len(lines) >= 20 and all(r["stream"] == "cam" for r in records)  # flushed, whole lines
     # finalized: the encoder was flushed, so the recording holds every frame up to the last classified one (a live

@@ -17,6 +17,7 @@ from sightline.stream.service.serve import run_service
 from sightline.stream.service.server import ServerBindError
 
 from tests.support.models import tiny_bundle
+from tests.support.predictions import prediction_lines
 from tests.support.service import spawn_service
 
 pytestmark = pytest.mark.timeout(60)
@@ -76,7 +77,7 @@ async def test_serves_the_api_until_sigterm_then_drains(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert (tmp_path / "out" / "cam.jsonl").stat().st_size > 0
+    assert prediction_lines(tmp_path / "out", "cam")
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
 

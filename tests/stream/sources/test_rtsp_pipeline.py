@@ -13,6 +13,7 @@ from sightline.stream.metrics import Metrics
 from sightline.stream.pipeline.pipeline import Pipeline
 
 from tests.support.models import tiny_classifier
+from tests.support.predictions import prediction_lines
 from tests.support.rtsp import RtspPublisher, RtspServer, missing_tools
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.skipif(missing_tools() is not None, reason=str(missing_tools()))]
@@ -56,5 +57,5 @@ def test_rtsp_stream_survives_publisher_restart_beside_a_file_stream(tmp_path: P
         finally:
             publisher.stop()
             pipeline.shutdown()
-    lines = (tmp_path / "out" / "lobby.jsonl").read_text().splitlines()
+    lines = prediction_lines(tmp_path / "out", "lobby")
     assert len(lines) >= 40

@@ -15,6 +15,7 @@ from sightline.stream.pipeline.pipeline import Pipeline
 
 from tests.support.gst_rtsp import GstRtspServer, missing_gst
 from tests.support.models import tiny_classifier
+from tests.support.predictions import prediction_lines
 
 MISSING = missing_gst()
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow, pytest.mark.skipif(MISSING is not None, reason=MISSING or "")]
@@ -57,5 +58,5 @@ def test_rtsp_over_tcp_flows_reconnects_when_the_server_dies_and_resumes(tmp_pat
     finally:
         pipeline.shutdown()
         server.stop()
-    lines = (tmp_path / "out" / "gate.jsonl").read_text().splitlines()
+    lines = prediction_lines(tmp_path / "out", "gate")
     assert len(lines) >= 30

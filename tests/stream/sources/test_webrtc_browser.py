@@ -20,6 +20,7 @@ from sightline.stream.service.app import create_app
 from sightline.stream.service.server import HttpServer
 
 from tests.support.models import tiny_classifier
+from tests.support.predictions import prediction_lines
 from tests.support.processes import stop_process
 
 CHROMIUM = shutil.which("chromium")
@@ -62,4 +63,4 @@ async def test_chromium_fake_camera_is_classified(tmp_path: Path) -> None:
         stop_process(browser)
         await server.stop()
         await asyncio.to_thread(pipeline.shutdown)
-    assert len((tmp_path / "out" / "browser.jsonl").read_text().splitlines()) >= 10
+    assert len(prediction_lines(tmp_path / "out", "browser")) >= 10
