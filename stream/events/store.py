@@ -205,6 +205,7 @@ class EventLog:
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
         self.path = events_log(output_dir)
         self.history_dir = event_history_dir(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
             self._retire(self.path, self.path.stat().st_mtime)
         path = self.path
