@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Literal
 
 from sightline.stream.config import RunConfig, StreamConfig
@@ -48,11 +47,6 @@ class JsonlSink:
             lines = LineLog("predictions", lambda _wall: path, storage=storage, on_lost=on_lost)
         level = config.prediction_level
         return cls(lines, name, "changes" if level == "changes" else "all")
-
-    @property
-    def path(self) -> Path | None:
-        """The file being written (None before the first line)."""
-        return self.lines.path
 
     def write(self, item: Labelled) -> None:
         result = item.result

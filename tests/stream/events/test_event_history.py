@@ -17,23 +17,11 @@ from sightline.stream.service.app import create_app
 from sightline.stream.storage.layout import event_history_dir, events_log, parse_stamped
 from sightline.stream.storage.stats import StorageStats
 
+from tests.stream.storage.test_line_log import T0, Clock
 from tests.support.api_client import BASE_URL
 from tests.support.models import tiny_bundle
 
 pytestmark = pytest.mark.timeout(120)
-
-T0 = 1_796_000_000.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def wall(self) -> float:
-        return T0 + self.now
 
 
 def event(n: int, end: float | None = None) -> dict:
