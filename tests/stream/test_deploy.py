@@ -21,6 +21,8 @@ from sightline.stream.metrics import DROP_REASONS, LOSS_REASONS, STAGES, STATES,
 from sightline.stream.outputs.annotated_video import DROP_STAGES, video_out_metrics
 from sightline.stream.pipeline.pipeline import Pipeline
 from sightline.stream.stats import StageStats, StreamStats
+from sightline.stream.storage.layout import KINDS
+from sightline.stream.storage.stats import StorageStats
 from sightline.synthetic_media import make_test_clip
 
 from tests.support.models import tiny_classifier
@@ -72,6 +74,7 @@ class Exported:
     def __init__(self) -> None:
         self.stage_stats = StageStats()
         self.stats = StreamStats("cam", self.stage_stats)
+        self.storage = StorageStats()  # output_dir's disk: every series there at 0
         self.classifier = SimpleNamespace(describe=lambda: {"arch": "resnet18", "classes": 1000, "device": "cuda:0",
                                                             "precision": "fp16"}, device=SimpleNamespace(type="cpu"))
 
@@ -169,7 +172,8 @@ def test_metric_labels_come_from_finite_sets_in_a_real_run(tmp_path: Path) -> No
                "reason": set(DROP_REASONS) | set(LOSS_REASONS), "sink": {"jsonl", "recorder", "annotated_video"},
                "arch": {"resnet18"}, "classes": {"4"},
                "device": {"cpu"}, "precision": {"fp32"},
-               "model": {pipeline.models.current.id}, "result": set(SWAP_RESULTS)}  # the served model's id (hash)
+               "model": {pipeline.models.current.id}, "result": set(SWAP_RESULTS),  # the served model's id (hash)
+               "kind": set(KINDS)}  # output_dir's kinds of file (stream/storage/layout.py)
     seen: dict[str, set[str]] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
