@@ -140,7 +140,9 @@ def test_dashboard_covers_the_promised_views() -> None:
     for name in ("sightline_frames_inferred_total", "sightline_end_to_end_latency_seconds_bucket",
                  "sightline_frames_dropped_total", "sightline_reconnects_total", "sightline_batch_size_bucket",
                  "sightline_stage_latency_seconds_bucket", "sightline_gpu_memory_bytes", "sightline_events_total",
-                 "ALERTS", "sightline_event_output_dropped_total", "sightline_event_output_queue_depth"):
+                 "ALERTS", "sightline_event_output_dropped_total", "sightline_event_output_queue_depth",
+                 "sightline_storage_free_bytes", "sightline_storage_bytes", "sightline_retention_deleted_files_total",
+                 "sightline_storage_write_errors_total"):
         assert name in used, name
     text = DASHBOARD.read_text()
     assert "histogram_quantile(0.5," in text and "histogram_quantile(0.99," in text
