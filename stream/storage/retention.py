@@ -203,7 +203,7 @@ class Retention:
     def _pass(self, now: float, stop: threading.Event | None, started: float) -> None:
         found = scan(self.root, stop)
         self._mark_event_footage(found["recordings"], now)
-        deletions = _Deletions(self, stop)
+        deletions = _Deletions(self.stats, self._events_log, stop)
         for kind in KINDS:
             files = sorted(found[kind], key=lambda f: (f.event, f.mtime))  # oldest first, event footage last
             limits = getattr(self.config, kind)
@@ -226,7 +226,7 @@ class Retention:
         self.stats.on_pass({k: (sum(f.size for f in files), len(files)) for k, files in found.items()},
                            deletions.deleted, deletions.errors, self._disk(), duration, behind)
         deletions.report(duration)
-        if behind is not None and behind != was_behind:
+        if behind is not None and was_behind is None:  # once a spell: the status says it while it lasts
             log.warning("retention behind: %s", behind)
         elif behind is None and was_behind is not None:
             log.info("retention keeps up again")
@@ -267,8 +267,9 @@ class Retention:
 class _Deletions:
     """What one pass deletes, and the counts of it."""
 
-    def __init__(self, retention: Retention, stop: threading.Event | None) -> None:
-        self.retention = retention
+    def __init__(self, stats: StorageStats, events_log: str, stop: threading.Event | None) -> None:
+        self.stats = stats
+        self.events_log = events_log
         self.stop = stop
         self.deleted: dict[Kind, tuple[int, int]] = {kind: (0, 0) for kind in KINDS}
         self.freed_total = 0
@@ -279,7 +280,7 @@ class _Deletions:
         """True when ``f`` is gone; False when it is in use or could not be deleted (counted)."""
         if self.stop is not None and self.stop.is_set():
             raise Stopped
-        if f.path == self.retention._events_log or self.retention.stats.is_open(Path(f.path)):
+        if f.path == self.events_log or self.stats.is_open(Path(f.path)):
             return False
         try:
             os.unlink(f.path)

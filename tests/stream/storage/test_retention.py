@@ -134,6 +134,10 @@ def test_free_space_floor_out_of_reach_is_behind(tmp_path: Path, caplog: pytest.
     assert run.stats.problems() == [f"retention behind: {run.stats.last_pass.behind}"]
     assert [r.levelname for r in caplog.records] == ["INFO", "WARNING"]  # what it deleted; that it is behind
     assert "recordings 1" in caplog.records[0].getMessage()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="sightline.stream.storage.retention"):
+        run.run_pass()
+    assert caplog.records == [] and run.stats.last_pass.behind is not None  # said once a spell; status keeps it
 
 
 def test_open_files_and_the_active_event_log_are_never_deleted(tmp_path: Path) -> None:
