@@ -27,6 +27,8 @@ from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 from sightline.stream.capacity import CapacityStats
 from sightline.stream.lifecycle import StreamState
+from sightline.stream.storage.layout import KINDS
+from sightline.stream.storage.stats import StorageStats
 from sightline.stream.stats import (  # noqa: F401  (re-exported: the metric vocabulary lives with the stats)
     BATCH_BUCKETS,
     DROP_REASONS,
@@ -97,6 +99,7 @@ class Metrics:
             swaps.add_metric([result], counts.get(result, 0))
         yield swaps
         yield from _capacity_families(getattr(views[0], "capacity", None) if views else None)
+        yield from _storage_families(getattr(views[0], "storage", None) if views else None)
         read = self._gpu_memory or _cuda_memory_reader(classifier)
         if read is not None:
             allocated, reserved = read()
@@ -237,6 +240,50 @@ def _capacity_families(capacity: CapacityStats | None) -> Iterator[Metric]:
             ("sightline_capacity_over", "1 while the box is over capacity (from a ratio of 1.1 until back under 1.02)",
              1.0 if capacity.over_capacity() else 0.0)):
         yield GaugeMetricFamily(name, doc, value=value)
+
+
+def _storage_families(storage: StorageStats | None) -> Iterator[Metric]:
+    """output_dir's disk (storage/stats.py), every series at 0 until the first retention pass; nothing where there is
+    no output_dir here (a cluster's controller: each worker's own /metrics has them)."""
+    if storage is None:
+        return
+    figures = storage.figures()
+    kinds: dict[str, dict[str, Any]] = figures["kinds"]  # type: ignore[assignment]
+    last: dict[str, Any] = figures["retention"]  # type: ignore[assignment]
+
+    def per_kind(family: type[GaugeMetricFamily] | type[CounterMetricFamily], name: str, doc: str,
+                 value: Callable[[dict[str, Any]], float]) -> Metric:
+        metric = family(name, doc, labels=["kind"])
+        for kind in KINDS:
+            metric.add_metric([kind], value(kinds[kind]))
+        return metric
+
+    yield per_kind(GaugeMetricFamily, "sightline_storage_bytes", "Bytes of output_dir by kind of file, as of the "
+                   "last retention pass", lambda k: k["bytes"])
+    yield per_kind(GaugeMetricFamily, "sightline_storage_files", "Files in output_dir by kind, as of the last "
+                   "retention pass", lambda k: k["files"])
+    yield per_kind(CounterMetricFamily, "sightline_retention_deleted_files", "Files deleted by retention, by kind",
+                   lambda k: k["deleted_files"])
+    yield per_kind(CounterMetricFamily, "sightline_retention_freed_bytes", "Bytes freed by retention, by kind",
+                   lambda k: k["freed_bytes"])
+    yield per_kind(CounterMetricFamily, "sightline_storage_write_errors", "Writes to output_dir that failed (disk "
+                   "full, I/O error), by kind", lambda k: k["write_errors"])
+    yield per_kind(GaugeMetricFamily, "sightline_storage_writes_failing", "1 from a kind's failed write until its "
+                   "next good one", lambda k: 0 if k["failing"] is None else 1)
+    for name, doc, value in (
+            ("sightline_storage_free_bytes", "Free bytes on output_dir's volume, as of the last retention pass",
+             figures["free_bytes"] or 0),
+            ("sightline_storage_volume_bytes", "Size of output_dir's volume", figures["volume_bytes"] or 0),
+            ("sightline_storage_min_free_bytes", "The free space retention keeps (storage.retention.min_free_gb)",
+             figures["min_free_bytes"]),
+            ("sightline_retention_behind", "1 while the last retention pass left a kind over its size budget or the "
+             "free space under the floor", 0 if last["behind"] is None else 1),
+            ("sightline_retention_last_pass_seconds", "How long the last retention pass took", last["duration_s"]),
+            ("sightline_retention_last_pass_timestamp_seconds", "When the last retention pass finished (Unix time; "
+             "0 before the first)", last["finished_at"] or 0)):
+        yield GaugeMetricFamily(name, doc, value=value)
+    yield CounterMetricFamily("sightline_retention_errors", "Files retention could not delete (vanished, EACCES)",
+                              value=last["errors"])
 
 
 # -- the text exposition ---------------------------------------------------------------------------------------------

@@ -139,6 +139,16 @@ class EventHub:
             self.bus.unsubscribe(self.log.on_message)
             self.log = None
 
+    def footage(self) -> list[tuple[str, float, float]]:
+        """(stream, from, to), wall seconds, of each event the store keeps, pre- and post-roll included: retention
+        keeps the recording segments they overlap for the events' retention (stream/storage/retention.py). An
+        event still going runs to now; one a killed process left open ends at its start."""
+        _, events = self.store.query(limit=self.store.history)
+        pre, post, now = self.config.preroll_s, self.config.postroll_s, self.wall()
+        return [(e["stream"], e["start"] - pre,
+                 (e["end"] if e["end"] is not None else e["start"] if e.get("end_reason") else now) + post)
+                for e in events]
+
     # -- files -------------------------------------------------------------------------------------
 
     def snapshot_path(self, event_id: str) -> Path:

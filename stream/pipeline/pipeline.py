@@ -43,6 +43,7 @@ from sightline.stream.pipeline.stream_factory import StreamFactory
 from sightline.stream.pipeline.stream_runtime import OUTPUT_QUEUE, StreamOutput, StreamRuntime
 from sightline.stream.sources.hwdecode import probe_nvdec, software_decode
 from sightline.stream.stats import StageStats, StreamStats
+from sightline.stream.storage.retention import Retention, RetentionThread
 from sightline.stream.storage.stats import StorageStats
 
 if TYPE_CHECKING:
@@ -71,6 +72,9 @@ class Pipeline:
         self.capacity = CapacityStats(clock=clock)  # frames to classify asked for vs served (status, /readyz, metrics)
         # output_dir: sizes, free space, retention, write failures (status, metrics); shared with the event hub
         self.storage = storage if storage is not None else StorageStats()
+        # retention runs wherever a pipeline runs (one process, or each cluster worker over its own output_dir)
+        self.retention = RetentionThread(Retention(config.output_dir, config.storage.retention, self.storage,
+                                                   self._event_footage), config.storage.retention.interval_s)
         self.batcher = Batcher(config.batching.batch_size(classifier.device.type), config.batching.max_wait_ms / 1000,
                                clock, self.capacity)
         self.routes = Routes()
@@ -134,6 +138,7 @@ class Pipeline:
             return
         self._started = True
         self.runner.start()
+        self.retention.start()
         for stream in self.config.streams:
             self.add_stream(stream, check=False)  # load_run_config already checked the files
 
@@ -175,6 +180,11 @@ class Pipeline:
         for runtime in runtimes:
             self.runner.stop_stream(runtime, timeout)
         self.runner.stop(timeout)
+        self.retention.stop(timeout)
+
+    def _event_footage(self) -> list[tuple[str, float, float]]:
+        """The events' footage retention keeps (on the retention thread): none without events."""
+        return [] if self.events is None else self.events.footage()
 
     # -- queries -----------------------------------------------------------------------------------
 

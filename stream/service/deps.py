@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from fastapi import Depends, HTTPException, Request, status
 from sightline.model.echo import bounded
 from sightline.stream.capacity import CapacityStats
+from sightline.stream.storage.stats import StorageStats
 from sightline.stream.config import RunConfig, ServerConfig
 from sightline.stream.errors import UnknownStreamError
 from sightline.stream.metrics import Metrics
@@ -103,6 +104,11 @@ async def stream_states(pipeline: Pipeline = Depends(get_pipeline)) -> list[str]
 async def get_capacity(pipeline: Pipeline = Depends(get_pipeline)) -> CapacityStats | None:
     """The box's capacity counts; None for a cluster's controller (its workers count their own)."""
     return getattr(pipeline, "capacity", None)
+
+
+async def get_storage(pipeline: Pipeline = Depends(get_pipeline)) -> StorageStats | None:
+    """output_dir's disk figures; None for a cluster's controller (its workers keep their own)."""
+    return getattr(pipeline, "storage", None)
 
 
 async def model_info(pipeline: Pipeline = Depends(get_pipeline)) -> dict[str, Any]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from sightline.stream.service.status import CapacityFigures, Readiness, StreamCapacity
+from sightline.stream.service.status import CapacityFigures, Readiness, StorageFigures, StreamCapacity
 
 __all__ = ["CapacityFigures", "Prediction", "Readiness", "SessionDescription", "SmoothedLabel", "Smoothing",
-           "StreamCapacity", "StreamList", "StreamStatus"]
+           "StorageFigures", "StreamCapacity", "StreamList", "StreamStatus"]
 
 
 class Prediction(BaseModel):
@@ -95,3 +95,6 @@ class StreamList(BaseModel):
     streams: list[StreamStatus]
     capacity: CapacityFigures | None = Field(None, description="the box's capacity (also in /readyz); null where "
                                                                "it is not measured here (a cluster's workers)")
+    storage: StorageFigures | None = Field(None, description="output_dir's disk: bytes per kind, free space, "
+                                                             "retention, write failures; null on a cluster's "
+                                                             "controller (each worker has its own)")

@@ -2,7 +2,8 @@
 
 ``stream_status`` is the JSON of one stream (``GET /api/streams/{name}``); ``readiness`` the rule
 behind ``/readyz``. Both read states through ``lifecycle.py``'s sets, nowhere else spelled out.
-``capacity_status`` is the box's capacity figure (capacity.py): ``/readyz`` and ``GET /api/streams`` carry it.
+``capacity_status`` is the box's capacity figure (capacity.py): ``/readyz`` and ``GET /api/streams`` carry it;
+``GET /api/streams`` carries the disk's figures too (``StorageFigures``), ``/readyz``'s detail its problems.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from sightline.stream.capacity import CapacityStats, describe, stream_figures
 from sightline.stream.config import redact_url
 from sightline.stream.lifecycle import DOWN_STATES, RUNNING_STATES
 from sightline.stream.pipeline.stream_runtime import StreamRuntime
+from sightline.stream.storage.stats import StorageStats
 
 
 def links(name: str) -> dict[str, str]:
@@ -77,6 +79,46 @@ class CapacityFigures(BaseModel):
     served_share_median: float | None
 
 
+class KindStorage(BaseModel):
+    """One kind of output in output_dir (docs/storage.md)."""
+
+    bytes: int = Field(description="bytes on disk, as of the last retention pass")
+    files: int
+    deleted_files: int = Field(description="deleted by retention since the service started")
+    freed_bytes: int
+    write_errors: int = Field(description="failed writes since the service started (disk full, I/O error)")
+    failing: str | None = Field(description="why writes of this kind fail, while they do (cleared by the next good "
+                                            "write); null while they succeed")
+    failing_since: float | None = Field(description="Unix time of the first failure of the current spell")
+
+
+class RetentionPass(BaseModel):
+    passes: int = Field(description="passes finished since the service started")
+    finished_at: float | None = Field(description="Unix time the last pass finished; null before the first")
+    duration_s: float
+    deleted_files: int = Field(description="files the last pass deleted")
+    freed_bytes: int
+    behind: str | None = Field(description="why the last pass could not bring a kind within its size budget or the "
+                                           "free space above the floor; null when it did")
+    errors: int = Field(description="files retention could not delete since the service started")
+
+
+class StorageFigures(BaseModel):
+    """output_dir's disk: what each kind holds, the free space, retention, write failures (docs/storage.md)."""
+
+    free_bytes: int | None = Field(description="free on output_dir's volume after the last pass; null before it")
+    volume_bytes: int | None
+    min_free_bytes: int = Field(description="the floor retention keeps free (storage.retention.min_free_gb)")
+    kinds: dict[str, KindStorage] = Field(description="recordings, events, predictions, event_history")
+    retention: RetentionPass
+    problems: list[str] = Field(description="kinds whose writes fail, retention behind (also in /readyz's detail)")
+
+
+def storage_status(storage: StorageStats | None) -> dict[str, Any] | None:
+    """The disk's figures (``StorageFigures``), or None where there is no output_dir here (a cluster's controller)."""
+    return None if storage is None else storage.figures()
+
+
 class Readiness(BaseModel):
     ready: bool
     reason: str | None
@@ -89,8 +131,11 @@ class Readiness(BaseModel):
                                                          "load balancer its streams would go elsewhere and worse); "
                                                          "null where it is not measured here (a cluster's workers)")
     capacity: CapacityFigures | None = None
-    detail: str | None = Field(None, description="over capacity, by how much: 'asked for 120 classifications/s, "
-                                                 "served 80/s (1.5x over capacity)'")
+    detail: str | None = Field(None, description="over capacity, by how much ('asked for 120 classifications/s, "
+                                                 "served 80/s (1.5x over capacity)'), and the disk's problems "
+                                                 "('predictions writes failing: No space left on device (12 failed "
+                                                 "writes so far)'), joined by '; '. Neither makes the service "
+                                                 "unready: its streams are still classified")
 
 
 def capacity_status(capacity: CapacityStats | None) -> dict[str, Any] | None:
@@ -99,13 +144,15 @@ def capacity_status(capacity: CapacityStats | None) -> dict[str, Any] | None:
 
 
 def readiness(states: Iterable[str], model: dict[str, Any], max_down_share: float,
-              closing: bool = False, capacity: CapacityStats | None = None) -> Readiness:
+              closing: bool = False, capacity: CapacityStats | None = None,
+              storage: StorageStats | None = None) -> Readiness:
     """Ready unless closing, or more than ``max_down_share`` of the running streams is down.
 
     ``run_service`` starts the HTTP server only after the model is loaded and warmed up and the
     pipeline (inference worker, configured streams) has started, so a service that answers has its
-    model. Running streams are those not ended/stopped; down means reconnecting or failed. Over capacity the
-    service stays ready (the status code does not change) and says so: ``over_capacity``, ``detail``.
+    model. Running streams are those not ended/stopped; down means reconnecting or failed. Over capacity, or with
+    writes failing (a full disk), the service stays ready (the status code does not change) and says so in
+    ``detail``: out of a load balancer its streams would be classified nowhere.
     """
     running = [s for s in states if s in RUNNING_STATES]
     down = sum(s in DOWN_STATES for s in running)
@@ -117,7 +164,8 @@ def readiness(states: Iterable[str], model: dict[str, Any], max_down_share: floa
         reason = f"{down} of {len(running)} running streams are down (more than {max_down_share:.0%})"
     figures = capacity_status(capacity)
     over = None if figures is None else bool(figures["over_capacity"])
-    detail = describe(capacity.box()) if over and capacity is not None else None
+    details = [describe(capacity.box())] if over and capacity is not None else []
+    details += storage.problems() if storage is not None else []
     return Readiness(ready=reason is None, reason=reason, model=model, streams_running=len(running),
                      streams_down=down, down_share=round(share, 4), max_down_share=max_down_share,
-                     over_capacity=over, capacity=figures, detail=detail)
+                     over_capacity=over, capacity=figures, detail="; ".join(details) or None)

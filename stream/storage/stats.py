@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from sightline.stream.storage.layout import KINDS, Kind
@@ -54,6 +54,7 @@ class StorageStats:
     kinds: dict[Kind, KindFigures] = field(default_factory=lambda: {k: KindFigures() for k in KINDS})
     free_bytes: int | None = None  # on output_dir's volume, as of the last pass
     total_bytes: int | None = None
+    min_free_bytes: int = 0  # the floor retention keeps free (storage.retention.min_free_gb)
     last_pass: PassFigures = field(default_factory=PassFigures)
     _open: set[Path] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -93,8 +94,40 @@ class StorageStats:
         with self._lock:
             return path in self._open
 
+    def on_pass(self, sizes: dict[Kind, tuple[int, int]], deleted: dict[Kind, tuple[int, int]], errors: int,
+                disk: tuple[int | None, int | None], duration_s: float, behind: str | None) -> None:
+        """A retention pass's result: (bytes, files) per kind left, (files, bytes) it deleted per kind, the files it
+        could not delete, (free, volume) bytes after it, and why it could not keep the limits (None: it did)."""
+        with self._lock:
+            for kind, (size, files) in sizes.items():
+                self.kinds[kind].bytes, self.kinds[kind].files = size, files
+            for kind, (files, freed) in deleted.items():
+                self.kinds[kind].deleted_files += files
+                self.kinds[kind].freed_bytes += freed
+            self.free_bytes, self.total_bytes = disk
+            p = self.last_pass
+            p.passes += 1
+            p.finished_at = self.clock()
+            p.duration_s = duration_s
+            p.deleted_files = sum(files for files, _ in deleted.values())
+            p.freed_bytes = sum(freed for _, freed in deleted.values())
+            p.behind = behind
+            p.errors += errors
+
+    def figures(self) -> dict[str, object]:
+        """The JSON of ``GET /api/streams``' ``storage`` (service/status.py's ``StorageFigures``)."""
+        with self._lock:
+            return {"free_bytes": self.free_bytes, "volume_bytes": self.total_bytes,
+                    "min_free_bytes": self.min_free_bytes,
+                    "kinds": {kind: asdict(f) for kind, f in self.kinds.items()},
+                    "retention": asdict(self.last_pass), "problems": self._problems()}
+
     def problems(self) -> list[str]:
         """One line per kind whose writes fail, and retention falling behind: ``/readyz``'s detail and the status."""
+        with self._lock:
+            return self._problems()
+
+    def _problems(self) -> list[str]:
         lines = [f"{kind} writes failing: {f.failing} ({f.write_errors} failed writes so far)"
                  for kind, f in self.kinds.items() if f.failing is not None]
         if self.last_pass.behind is not None:

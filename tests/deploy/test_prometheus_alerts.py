@@ -17,7 +17,8 @@ RULES = PROMETHEUS / "alerts.yml"
 RULE_TESTS = PROMETHEUS / "alerts.test.yml"
 PROMISED = ("SightlineStreamFailed", "SightlineStreamReconnecting", "SightlineLatencyP99High",
             "SightlineFrameDropRatioHigh", "SightlineInferenceErrors", "SightlineScrapeFailing",
-            "SightlineTargetMissing", "SightlineEventOutputFailing", "SightlineEventOutputDropping")
+            "SightlineTargetMissing", "SightlineEventOutputFailing", "SightlineEventOutputDropping",
+            "SightlineDiskFreeLow", "SightlineRetentionBehind", "SightlineRetentionStalled", "SightlineStorageWriteErrors")
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess:
@@ -42,7 +43,7 @@ def test_shipped_config_loads_the_rules() -> None:
     assert config["rule_files"] == ["alerts.yml"]
     result = promtool("check", "config", str(PROMETHEUS / "prometheus.yml"))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "1 rule files found" in result.stdout and "9 rules found" in result.stdout
+    assert "1 rule files found" in result.stdout and "13 rules found" in result.stdout
     compose = yaml.safe_load((ROOT / "deploy/docker-compose.yml").read_text())
     assert "./prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro" in compose["services"]["prometheus"]["volumes"]
 
@@ -66,4 +67,6 @@ def test_rules_ask_only_for_metrics_the_service_exports() -> None:
     assert not unknown, f"not exported by the service: {unknown}"
     assert {"sightline_stream_state", "sightline_end_to_end_latency_seconds_bucket", "sightline_frames_dropped_total",
             "sightline_frames_decoded_total", "up", "sightline_event_output_up",
-            "sightline_event_output_dropped_total"} <= set(used)
+            "sightline_event_output_dropped_total", "sightline_storage_free_bytes", "sightline_storage_min_free_bytes",
+            "sightline_retention_behind", "sightline_retention_last_pass_timestamp_seconds",
+            "sightline_storage_write_errors_total"} <= set(used)

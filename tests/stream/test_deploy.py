@@ -21,6 +21,8 @@ from sightline.stream.metrics import DROP_REASONS, LOSS_REASONS, STAGES, STATES,
 from sightline.stream.outputs.annotated_video import DROP_STAGES, video_out_metrics
 from sightline.stream.pipeline.pipeline import Pipeline
 from sightline.stream.stats import StageStats, StreamStats
+from sightline.stream.storage.layout import KINDS
+from sightline.stream.storage.stats import StorageStats
 from sightline.synthetic_media import make_test_clip
 
 from tests.support.models import tiny_classifier
@@ -72,6 +74,7 @@ class Exported:
     def __init__(self) -> None:
         self.stage_stats = StageStats()
         self.stats = StreamStats("cam", self.stage_stats)
+        self.storage = StorageStats()  # output_dir's disk: every series there at 0
         self.classifier = SimpleNamespace(describe=lambda: {"arch": "resnet18", "classes": 1000, "device": "cuda:0",
                                                             "precision": "fp16"}, device=SimpleNamespace(type="cpu"))
 
@@ -137,7 +140,9 @@ def test_dashboard_covers_the_promised_views() -> None:
     for name in ("sightline_frames_inferred_total", "sightline_end_to_end_latency_seconds_bucket",
                  "sightline_frames_dropped_total", "sightline_reconnects_total", "sightline_batch_size_bucket",
                  "sightline_stage_latency_seconds_bucket", "sightline_gpu_memory_bytes", "sightline_events_total",
-                 "ALERTS", "sightline_event_output_dropped_total", "sightline_event_output_queue_depth"):
+                 "ALERTS", "sightline_event_output_dropped_total", "sightline_event_output_queue_depth",
+                 "sightline_storage_free_bytes", "sightline_storage_bytes", "sightline_retention_deleted_files_total",
+                 "sightline_storage_write_errors_total"):
         assert name in used, name
     text = DASHBOARD.read_text()
     assert "histogram_quantile(0.5," in text and "histogram_quantile(0.99," in text
@@ -169,7 +174,8 @@ def test_metric_labels_come_from_finite_sets_in_a_real_run(tmp_path: Path) -> No
                "reason": set(DROP_REASONS) | set(LOSS_REASONS), "sink": {"jsonl", "recorder", "annotated_video"},
                "arch": {"resnet18"}, "classes": {"4"},
                "device": {"cpu"}, "precision": {"fp32"},
-               "model": {pipeline.models.current.id}, "result": set(SWAP_RESULTS)}  # the served model's id (hash)
+               "model": {pipeline.models.current.id}, "result": set(SWAP_RESULTS),  # the served model's id (hash)
+               "kind": set(KINDS)}  # output_dir's kinds of file (stream/storage/layout.py)
     seen: dict[str, set[str]] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:

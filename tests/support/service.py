@@ -28,13 +28,14 @@ def make_service(tmp_path: Path, streams: tuple[str, ...] = (), **server: Any) -
     return pipeline, create_app(pipeline, config, pipeline.metrics)
 
 
-def spawn_service(tmp_path: Path, config: dict) -> tuple[subprocess.Popen[str], Path]:
+def spawn_service(tmp_path: Path, config: dict, prefix: tuple[str, ...] = ()) -> tuple[subprocess.Popen[str], Path]:
     """`sightline run` on ``config`` in a child process; its output goes to a file, not a pipe: nobody reads it
-    until the end, and a full pipe would block the service's logging."""
+    until the end, and a full pipe would block the service's logging. ``prefix``: a command that runs it (one that
+    ends by exec'ing it keeps the child's pid the service's)."""
     path = tmp_path / "service.yaml"
     path.write_text(yaml.safe_dump(config))
     log = tmp_path / "service.log"
     with log.open("w") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "sightline", "run", str(path)], cwd=tmp_path, text=True,
+        proc = subprocess.Popen([*prefix, sys.executable, "-m", "sightline", "run", str(path)], cwd=tmp_path, text=True,
                                 stdout=sink, stderr=subprocess.STDOUT)
     return proc, log

@@ -11,9 +11,18 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from sightline.stream.capacity import CapacityStats
 from sightline.stream.config import ServerConfig
 from sightline.stream.metrics import Metrics, exposition
-from sightline.stream.service.deps import get_capacity, get_closing, get_metrics, get_server, model_info, stream_states
+from sightline.stream.service.deps import (
+    get_capacity,
+    get_closing,
+    get_metrics,
+    get_server,
+    get_storage,
+    model_info,
+    stream_states,
+)
 from sightline.stream.service.models import Readiness
 from sightline.stream.service.status import readiness
+from sightline.stream.storage.stats import StorageStats
 
 router = APIRouter(tags=["health"])
 NO_STORE = {"Cache-Control": "no-store"}
@@ -26,13 +35,15 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", response_model=Readiness,
             summary="Ready: model warmed, and at most server.ready_max_down_share of the running streams down; "
-                    "over capacity it stays ready and says so (over_capacity, capacity, detail)",
+                    "over capacity or with writes failing (a full disk) it stays ready and says so "
+                    "(over_capacity, capacity, detail)",
             responses={503: {"model": Readiness, "description": "not ready"}})
 async def readyz(states: list[str] = Depends(stream_states), model: dict[str, Any] = Depends(model_info),
                  server: ServerConfig = Depends(get_server),
                  closing: asyncio.Event = Depends(get_closing),
-                 capacity: CapacityStats | None = Depends(get_capacity)) -> JSONResponse:
-    ready = readiness(states, model, server.ready_max_down_share, closing.is_set(), capacity)
+                 capacity: CapacityStats | None = Depends(get_capacity),
+                 storage: StorageStats | None = Depends(get_storage)) -> JSONResponse:
+    ready = readiness(states, model, server.ready_max_down_share, closing.is_set(), capacity, storage)
     return JSONResponse(ready.model_dump(), status_code=200 if ready.ready else 503, headers=NO_STORE)
 
 

@@ -24,6 +24,7 @@ from sightline.stream.service.deps import (
     get_config,
     get_pipeline,
     get_previews,
+    get_storage,
     not_closing,
     not_found,
     require_token,
@@ -31,7 +32,8 @@ from sightline.stream.service.deps import (
 )
 from sightline.stream.service.models import StreamList, StreamStatus
 from sightline.stream.service.previews import PreviewRenderer
-from sightline.stream.service.status import capacity_status, stream_status
+from sightline.stream.service.status import capacity_status, storage_status, stream_status
+from sightline.stream.storage.stats import StorageStats
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +58,10 @@ def add_stream_checked(pipeline: Pipeline, stream: StreamConfig, config: RunConf
 
 @router.get("/api/streams", response_model=StreamList)
 async def list_streams(pipeline: Pipeline = Depends(get_pipeline),
-                       capacity: CapacityStats | None = Depends(get_capacity)) -> dict[str, object]:
-    return {"streams": [stream_status(r) for r in pipeline.runtimes()], "capacity": capacity_status(capacity)}
+                       capacity: CapacityStats | None = Depends(get_capacity),
+                       storage: StorageStats | None = Depends(get_storage)) -> dict[str, object]:
+    return {"streams": [stream_status(r) for r in pipeline.runtimes()], "capacity": capacity_status(capacity),
+            "storage": storage_status(storage)}
 
 
 @router.get("/api/streams/{name}", response_model=StreamStatus, responses={404: {"description": "no such stream"}})
