@@ -22,7 +22,6 @@ import numpy as np
 from sightline.model.classifier import Classifier
 from sightline.model.errors import ConfigError
 from sightline.stream.capacity import CapacityStats
-from sightline.stream.storage.stats import StorageStats
 from sightline.stream.config import RunConfig, StreamConfig, check_source, redact_url
 from sightline.stream.errors import (
     DuplicateStreamError,
@@ -44,6 +43,7 @@ from sightline.stream.pipeline.stream_factory import StreamFactory
 from sightline.stream.pipeline.stream_runtime import OUTPUT_QUEUE, StreamOutput, StreamRuntime
 from sightline.stream.sources.hwdecode import probe_nvdec, software_decode
 from sightline.stream.stats import StageStats, StreamStats
+from sightline.stream.storage.stats import StorageStats
 
 if TYPE_CHECKING:
     from sightline.stream.metrics import Metrics
@@ -83,7 +83,7 @@ class Pipeline:
         self.video_out = VideoOut(config.annotated_video, metrics)  # annotated video: WebRTC viewers, publish
         self.events: Any = None  # the event service (stream/events) whoever builds the service attaches
         self.factory = StreamFactory(classifier, config, self.batcher, self.stage_stats, self.hwdecode, clock,
-                                     extra_sinks, self.video_out)
+                                     extra_sinks, self.video_out, self.storage)
         self.registry = StreamRegistry(config.server.max_streams)
         self.runner = StreamRunner(self.worker, self.routes, self.factory, self.registry.runtimes, clock)
         self._started = False

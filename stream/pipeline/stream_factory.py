@@ -17,14 +17,17 @@ from sightline.stream.errors import DuplicateStreamError
 from sightline.stream.frames import Frame, FrameDemand
 from sightline.stream.inference.batcher import Batcher
 from sightline.stream.outputs.annotated_video import VideoOut
+from sightline.stream.outputs.passthrough import PassthroughWriter
 from sightline.stream.outputs.publish import Publisher
-from sightline.stream.outputs.recording import RecordingWriter
+from sightline.stream.outputs.recording import RecordingWriter, SegmentedRecorder
+from sightline.stream.outputs.segments import SegmentPlan
 from sightline.stream.outputs.sinks import JsonlSink, Sink, VideoRecorder
 from sightline.stream.outputs.smoothing import Smoother
 from sightline.stream.pipeline.stream_runtime import StreamOutput, StreamRuntime
 from sightline.stream.sources.hwdecode import HwDecode
 from sightline.stream.sources.video_source import FrameSource, VideoSource
 from sightline.stream.stats import StageStats, StreamStats
+from sightline.stream.storage.stats import StorageStats
 
 
 def keeps_display(config: StreamConfig) -> bool:
@@ -39,7 +42,7 @@ class StreamFactory:
     def __init__(self, classifier: Classifier, config: RunConfig, batcher: Batcher, stages: StageStats,
                  hwdecode: HwDecode, clock: Callable[[], float] = time.monotonic,
                  extra_sinks: Callable[[StreamConfig], list[Sink]] | None = None,
-                 video_out: VideoOut | None = None) -> None:
+                 video_out: VideoOut | None = None, storage: StorageStats | None = None) -> None:
         self.classifier = classifier  # for new streams: working size and class names
         self.config = config
         self.batcher = batcher
@@ -48,6 +51,7 @@ class StreamFactory:
         self.clock = clock
         self.extra_sinks = extra_sinks
         self.video_out = video_out  # the annotated-video encoders (WebRTC viewers, publishing)
+        self.storage = storage or StorageStats()  # the recordings' open files and write failures
 
     def build(self, config: StreamConfig) -> StreamRuntime:
         """Every part of a stream, not started. OSError: an output cannot be opened (the queue is undone)."""
@@ -92,14 +96,27 @@ class StreamFactory:
             sinks.append(encoder)
         smoother = Smoother(self.classifier.class_names, self.config.smoothing.ema, self.config.smoothing.hysteresis)
         output = StreamOutput(name, smoother, sinks, stats, config.live)
-        recording = None
-        if config.record:  # fed by the source with every decoded frame, not by the model's (lossy, live) copy
-            recorder = VideoRecorder(out_dir / f"{name}.mp4", name)  # its frame rate comes with the frames
-            recording = RecordingWriter(recorder, output, stats, config.live, stop, clock=self.clock)
-            source.recording = recording
+        recording = self._recording(config, stats, output, stop, source)
         names = [sink.name for sink in sinks] + ([VideoRecorder.name] if recording is not None else [])
         stats.declare_sinks(names, [JsonlSink.name] if self.config.log_predictions else [])
         return StreamRuntime(config, stats, source, output, stop, recording, preview=preview)
+
+    def _recording(self, config: StreamConfig, stats: StreamStats, output: StreamOutput, stop: threading.Event,
+                   source: FrameSource) -> RecordingWriter | PassthroughWriter | None:
+        """The stream's recorder, fed by its source: every packet read (passthrough) or every decoded frame
+        (annotated), not the model's (lossy, live) copy."""
+        if config.record_mode is None:
+            return None
+        segment_s = self.config.storage.recordings.segment_s if config.runs_until_stopped else None
+        plan = SegmentPlan(self.config.output_dir, config.name, segment_s, config.live, self.storage)
+        if config.record_mode == "passthrough":
+            writer = PassthroughWriter(plan, stats, config.live, stop)
+            source.packets = writer
+            return writer
+        recording = RecordingWriter(SegmentedRecorder(plan, clock=self.clock), output, stats, config.live, stop,
+                                    clock=self.clock)
+        source.recording = recording
+        return recording
 
     def working_size(self, height: int, width: int) -> tuple[int, int]:
         """The size the decoders scale to, for the model serving now (a hot-swap may change it)."""
