@@ -7,8 +7,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from sightline.stream.service.status import CapacityFigures, Readiness, StreamCapacity
 
-__all__ = ["CapacityFigures", "Prediction", "Readiness", "SessionDescription", "SmoothedLabel", "Smoothing",
-           "StreamCapacity", "StreamList", "StreamStatus"]
+__all__ = ["CapacityFigures", "Prediction", "Readiness", "RecordingList", "RecordingSegment", "SessionDescription",
+           "SmoothedLabel", "Smoothing", "StreamCapacity", "StreamList", "StreamStatus"]
 
 
 class Prediction(BaseModel):
@@ -95,3 +95,20 @@ class StreamList(BaseModel):
     streams: list[StreamStatus]
     capacity: CapacityFigures | None = Field(None, description="the box's capacity (also in /readyz); null where "
                                                                "it is not measured here (a cluster's workers)")
+
+
+class RecordingSegment(BaseModel):
+    """One segment of a stream's recording (docs/recordings.md)."""
+
+    file: str = Field(description="<stream>.<UTC start>[-n].mp4")
+    start: float = Field(description="epoch seconds, from the name: the wall time of the segment's first frame "
+                                     "(whole seconds)")
+    end: float = Field(description="epoch seconds: the file's last write; now for the open segment")
+    open: bool = Field(description="still being written (the newest segment of a running stream)")
+    bytes: int
+    url: str = Field(description="where it downloads (byte ranges supported)")
+
+
+class RecordingList(BaseModel):
+    stream: str
+    segments: list[RecordingSegment] = Field(description="those overlapping the asked range, oldest first")
