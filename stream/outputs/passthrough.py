@@ -90,6 +90,7 @@ class PassthroughWriter:
         self._path: Path | None = None
         self._base = 0  # the open segment's first dts (rising ticks)
         self._last_dts = -1
+        self._end = 0  # the open segment's length so far (ticks): the last packet's dts + duration
         self._recorded_s = 0.0  # the recording's length before the open segment
 
     def start(self) -> None:
@@ -164,7 +165,7 @@ class PassthroughWriter:
         except (av.FFmpegError, OSError) as exc:
             self._lost_file(exc)
             return
-        self._last_dts = dts
+        self._last_dts, self._end = dts, dts + step
         self.plan.wrote()
 
     def _begin_segment(self, item: CopiedPacket, dts: int) -> None:
@@ -179,7 +180,7 @@ class PassthroughWriter:
             out = av.open(str(path), "w", format="mp4", options=MP4_OPTIONS)
             self._video = out.add_stream_from_template(item.template.stream)
         except (av.FFmpegError, OSError, ValueError) as exc:
-            self.plan.closed(path)
+            self.plan.closed(path, written=False)
             self._lost_file(exc)
             return
         self._out, self._path, self._base, self._last_dts = out, path, dts, -1
@@ -191,8 +192,9 @@ class PassthroughWriter:
         if out is None or path is None:
             return
         self._out = self._video = self._path = None
-        if self._current is not None and self._last_dts >= 0:
-            self._recorded_s += float(self._last_dts * self._current.time_base)
+        written = self._last_dts >= 0
+        if self._current is not None and written:
+            self._recorded_s += float(self._end * self._current.time_base)
         try:
             out.close()
         except (av.FFmpegError, OSError) as exc:
@@ -200,7 +202,7 @@ class PassthroughWriter:
                 self.plan.failed(exc)
                 self._failed(exc, "closing")
         finally:
-            self.plan.closed(path)
+            self.plan.closed(path, written)
 
     def _lost_file(self, exc: BaseException) -> None:
         """A write failed (a full disk): close what there is; a fresh file starts at a later keyframe."""

@@ -102,7 +102,7 @@ class SegmentedRecorder:
                 self.plan.failed(exc)
                 raise
         finally:
-            self.plan.closed(recorder.path)
+            self.plan.closed(recorder.path, recorder.frames > 0)
 
 
 class QueuedWriter(ABC, Generic[T]):

@@ -13,6 +13,7 @@ Both recording modes (passthrough: the camera's packets; annotated: re-encoded w
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -79,8 +80,12 @@ class SegmentPlan:
         self.storage.opened(path)
         return path
 
-    def closed(self, path: Path) -> None:
+    def closed(self, path: Path, written: bool) -> None:
+        """A file is closed; one that got no frame (its first write failed) is removed, not left as litter."""
         self.storage.closed(path)
+        if not written:
+            with contextlib.suppress(OSError):  # retention sweeps it later if it cannot go now
+                path.unlink(missing_ok=True)
 
     def wrote(self) -> None:
         self.storage.on_write_ok("recordings")

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sightline.stream.storage.layout import parse_stamped
+
 
 def segments(output_dir: Path, stream: str) -> list[Path]:
-    return sorted((output_dir / "recordings" / stream).glob(f"*/{stream}.*.mp4"))
+    """By start, then ``-n`` (``cam.<t>-2.mp4`` sorts before ``cam.<t>.mp4`` by name)."""
+    found = (output_dir / "recordings" / stream).glob(f"*/{stream}.*.mp4")
+    return sorted(found, key=lambda p: parse_stamped(p.name)[1:])
 
 
 def only_segment(output_dir: Path, stream: str) -> Path:
