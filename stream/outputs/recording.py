@@ -11,6 +11,8 @@ waits until the model has seen the frame (``FAST_LABEL_WAIT_S`` at most), so its
 Replay streams (``mode: fast``) lose nothing here either: the source waits while the queue is full.
 A live stream does not wait long (it must keep reading its camera); a frame the encoder cannot take
 in time is counted as lost (``frames_lost{reason="recorder_behind"}``) and the recording goes on.
+
+Its files follow ``SegmentPlan`` (``SegmentedRecorder``): a new segment is a fresh encoder, so it starts at a keyframe.
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
 
+import av
 import numpy as np
 from sightline.model.classifier import Prediction
 from sightline.stream.buffers import BoundedQueue, Consumer
 from sightline.stream.frames import Frame, Smoothed
 from sightline.stream.outputs.overlay import draw_overlay
+from sightline.stream.outputs.segments import RisingClock, SegmentPlan
 from sightline.stream.outputs.sinks import VideoRecorder
 from sightline.stream.stats import StreamStats
 
@@ -48,12 +52,65 @@ class LabelSource(Protocol):
     def current_labels(self) -> tuple[tuple[Prediction, ...], Smoothed | None, float | None]: ...
 
 
+class SegmentedRecorder:
+    """A stream's annotated recording: a ``VideoRecorder`` per file of its ``SegmentPlan``.
+
+    A failed write (a full disk) closes the file as well as it can and is raised for the writer to count; the
+    next file opens at a later frame once the plan allows (a fresh encoder: it starts with a keyframe)."""
+
+    name = VideoRecorder.name
+
+    def __init__(self, plan: SegmentPlan, clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time) -> None:
+        self.plan = plan
+        self.stream = plan.stream
+        self.clock = clock  # the frames' captured_at clock
+        self.wall = wall
+        self.recorder: VideoRecorder | None = None
+        self._rising = RisingClock()
+        self._started = 0.0  # recording time of the open file's first frame
+
+    def record(self, image: np.ndarray, src: Frame, annotate: Callable[[np.ndarray], np.ndarray]) -> None:
+        fps = src.rate or 25.0
+        t = self._rising.see(src.time_s if src.time_s is not None else src.captured_at, 1.0 / fps)
+        if self.recorder is not None and self.plan.due(t - self._started):
+            self.close()
+        try:
+            if self.recorder is None:
+                path = self.plan.next_path(t, self.wall() - (self.clock() - src.captured_at))
+                if path is None:
+                    return  # a write failed a moment ago: not yet
+                self.recorder, self._started = VideoRecorder(path, self.stream, fps), t
+            self.recorder.record(image, src, annotate)
+        except (av.FFmpegError, OSError) as exc:
+            self.plan.failed(exc)
+            self._close(quiet=True)
+            raise
+        self.plan.wrote()
+
+    def close(self) -> None:
+        self._close(quiet=False)
+
+    def _close(self, quiet: bool) -> None:
+        recorder, self.recorder = self.recorder, None
+        if recorder is None:
+            return
+        try:
+            recorder.close()
+        except (av.FFmpegError, OSError) as exc:
+            if not quiet:
+                self.plan.failed(exc)
+                raise
+        finally:
+            self.plan.closed(recorder.path, recorder.frames > 0)
+
+
 class QueuedWriter(ABC, Generic[T]):
     """A ``VideoRecorder`` fed through a bounded, blocking queue on a thread of its own: what a stream's
     recording and an event's clip share. ``close`` encodes what is queued, then finalizes the file; a file
     that cannot be finalized is reported (``_failed``), never raised into the stream."""
 
-    def __init__(self, recorder: VideoRecorder, capacity: int, thread: str) -> None:
+    def __init__(self, recorder: VideoRecorder | SegmentedRecorder, capacity: int, thread: str) -> None:
         self.recorder = recorder
         self.queue: BoundedQueue[T] = BoundedQueue(capacity, "block")
         self.done = threading.Event()
@@ -93,7 +150,7 @@ class QueuedWriter(ABC, Generic[T]):
 class RecordingWriter(QueuedWriter[Frame]):
     """One stream's recorder thread: every frame its source decoded, annotated, encoded in order."""
 
-    def __init__(self, recorder: VideoRecorder, labels: LabelSource, stats: StreamStats, live: bool,
+    def __init__(self, recorder: SegmentedRecorder, labels: LabelSource, stats: StreamStats, live: bool,
                  stop: threading.Event, clock: Callable[[], float] = time.monotonic,
                  capacity: int = RECORDING_QUEUE, label_wait_s: float = LABEL_WAIT_S,
                  put_timeout_s: float = LIVE_PUT_TIMEOUT_S) -> None:

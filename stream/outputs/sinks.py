@@ -16,6 +16,7 @@ from sightline.model.classifier import Prediction
 from sightline.stream.frames import Frame, Result, Smoothed
 from sightline.stream.outputs.files import fresh_output
 from sightline.stream.outputs.overlay import draw_overlay
+from sightline.stream.outputs.segments import MP4_OPTIONS, RisingClock
 
 log = logging.getLogger(__name__)
 
@@ -87,19 +88,14 @@ class VideoRecorder:
         self._video: av.VideoStream | None = None
         self._last_pts = -1
         self._t0: float | None = None
-        self._last_t = 0.0
-        self._offset = 0.0
+        self._clock = RisingClock()
         self.frames = 0
         self.rescaled = 0  # pictures whose size differed from the recording's (resolution changes)
 
     def _open(self, width: int, height: int) -> tuple[av.container.OutputContainer, av.VideoStream]:
         fps = self.fps
         fresh_output(self.path)
-        container = av.open(str(self.path), mode="w", format="mp4",
-                            options={"movflags": "frag_keyframe+empty_moov+default_base_moof",
-                                     # each fragment reaches the file when it is muxed: without this
-                                     # FFmpeg's 32 KB write buffer held back everything a kill lost
-                                     "flush_packets": "1"})
+        container = av.open(str(self.path), mode="w", format="mp4", options=MP4_OPTIONS)
         codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
         video = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
         video.width, video.height = width - width % 2, height - height % 2
@@ -140,13 +136,10 @@ class VideoRecorder:
 
     def _pts(self, src: Frame) -> int:
         """Milliseconds on the stream's clock, kept rising across file loops, reconnects and timestamp resets."""
-        t = src.time_s if src.time_s is not None else src.captured_at
+        t = self._clock.see(src.time_s if src.time_s is not None else src.captured_at, 1.0 / self.fps)
         if self._t0 is None:
             self._t0 = t
-        if t + self._offset < self._last_t:  # the clock went back (loop, reconnect): continue after the last frame
-            self._offset = self._last_t - t + 1.0 / self.fps
-        self._last_t = t + self._offset
-        pts = max(self._last_pts + 1, round((self._last_t - self._t0) * 1000))
+        pts = max(self._last_pts + 1, round((t - self._t0) * 1000))
         self._last_pts = pts
         return pts
 

@@ -18,7 +18,7 @@ from sightline.stream.lifecycle import TERMINAL_STATES, StreamState
 from sightline.stream.pipeline.capture_watchdog import CaptureWatchdog
 from sightline.stream.pipeline.stream_factory import StreamFactory
 from sightline.stream.pipeline.stream_runtime import StreamRuntime
-from sightline.stream.sources.video_source import FrameSource, RecordingTap
+from sightline.stream.sources.video_source import FrameSource, PacketTap, RecordingTap
 
 log = logging.getLogger(__name__)
 
@@ -81,27 +81,28 @@ class StreamRunner:
     def restart_source(self, runtime: StreamRuntime, reason: str) -> None:
         """The watchdog found the source stalled: a fresh source thread takes over its queue and recording."""
         old = runtime.source
-        queue, recording, stats = old.queue, old.recording, runtime.stats
+        queue, recording, packets, stats = old.queue, old.recording, old.packets, runtime.stats
         old.detach()  # if the stalled thread ever wakes, it finds nothing of the stream's
         if runtime.stop.is_set():  # removed meanwhile: the stream's stop ends it; close what the old one held
-            self._close(queue, recording)
+            self._close(queue, recording, packets)
             return
         stats.set_state(StreamState.RECONNECTING, reason)
         stats.on_reconnect()
         fresh = self.factory.source(runtime.config, queue, stats, runtime.stop, runtime.preview, old.keep_display)
-        fresh.recording = recording
+        fresh.recording, fresh.packets = recording, packets
         runtime.source = fresh
         fresh.start()
 
     def _cut_loose(self, source: FrameSource) -> None:
         """Detach a stuck source and close what it held for the stream, as its thread would on returning: the
         output drains and the recording is finalized now; the thread ends on its own when FFmpeg returns."""
-        queue, recording = source.queue, source.recording
+        queue, recording, packets = source.queue, source.recording, source.packets
         source.detach()
-        self._close(queue, recording)
+        self._close(queue, recording, packets)
 
     @staticmethod
-    def _close(queue: BoundedQueue[Frame], recording: RecordingTap | None) -> None:
+    def _close(queue: BoundedQueue[Frame], recording: RecordingTap | None, packets: PacketTap | None) -> None:
         queue.close()
-        if recording is not None:
-            recording.close()
+        for tap in (recording, packets):
+            if tap is not None:
+                tap.close()

@@ -17,9 +17,11 @@ from sightline.stream.errors import DuplicateStreamError
 from sightline.stream.frames import Frame, FrameDemand
 from sightline.stream.inference.batcher import Batcher
 from sightline.stream.outputs.annotated_video import VideoOut
+from sightline.stream.outputs.passthrough import PassthroughWriter
 from sightline.stream.outputs.prediction_log import JsonlSink
 from sightline.stream.outputs.publish import Publisher
-from sightline.stream.outputs.recording import RecordingWriter
+from sightline.stream.outputs.recording import RecordingWriter, SegmentedRecorder
+from sightline.stream.outputs.segments import SegmentPlan
 from sightline.stream.outputs.sinks import Sink, VideoRecorder
 from sightline.stream.outputs.smoothing import Smoother
 from sightline.stream.pipeline.stream_runtime import StreamOutput, StreamRuntime
@@ -96,14 +98,27 @@ class StreamFactory:
             sinks.append(encoder)
         smoother = Smoother(self.classifier.class_names, self.config.smoothing.ema, self.config.smoothing.hysteresis)
         output = StreamOutput(name, smoother, sinks, stats, config.live)
-        recording = None
-        if config.record:  # fed by the source with every decoded frame, not by the model's (lossy, live) copy
-            recorder = VideoRecorder(out_dir / f"{name}.mp4", name)  # its frame rate comes with the frames
-            recording = RecordingWriter(recorder, output, stats, config.live, stop, clock=self.clock)
-            source.recording = recording
+        recording = self._recording(config, stats, output, stop, source)
         names = [sink.name for sink in sinks] + ([VideoRecorder.name] if recording is not None else [])
         stats.declare_sinks(names, [JsonlSink.name] if logs else [])
         return StreamRuntime(config, stats, source, output, stop, recording, preview=preview)
+
+    def _recording(self, config: StreamConfig, stats: StreamStats, output: StreamOutput, stop: threading.Event,
+                   source: FrameSource) -> RecordingWriter | PassthroughWriter | None:
+        """The stream's recorder, fed by its source: every packet read (passthrough) or every decoded frame
+        (annotated), not the model's (lossy, live) copy."""
+        if config.record_mode is None:
+            return None
+        segment_s = self.config.storage.recordings.segment_s if config.runs_until_stopped else None
+        plan = SegmentPlan(self.config.output_dir, config.name, segment_s, config.live, self.storage)
+        if config.record_mode == "passthrough":
+            writer = PassthroughWriter(plan, stats, config.live, stop)
+            source.packets = writer
+            return writer
+        recording = RecordingWriter(SegmentedRecorder(plan, clock=self.clock), output, stats, config.live, stop,
+                                    clock=self.clock)
+        source.recording = recording
+        return recording
 
     def working_size(self, height: int, width: int) -> tuple[int, int]:
         """The size the decoders scale to, for the model serving now (a hot-swap may change it)."""

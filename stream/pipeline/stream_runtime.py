@@ -16,6 +16,7 @@ from sightline.stream.capacity import CapacityStats
 from sightline.stream.config import StreamConfig
 from sightline.stream.frames import FrameDemand, Result, Smoothed
 from sightline.stream.lifecycle import StreamState
+from sightline.stream.outputs.passthrough import PassthroughWriter
 from sightline.stream.outputs.recording import RecordingWriter
 from sightline.stream.outputs.sinks import Labelled, Sink
 from sightline.stream.outputs.smoothing import Smoother
@@ -123,7 +124,7 @@ class StreamRuntime:
     source: FrameSource
     output: StreamOutput
     stop: threading.Event = field(default_factory=threading.Event)
-    recording: RecordingWriter | None = None
+    recording: RecordingWriter | PassthroughWriter | None = None  # record: annotated | passthrough
     removing: bool = False  # set once, under the registry's lock, by the one remove_stream that stops it
     preview: FrameDemand | None = None
     capacity: CapacityStats | None = None  # the box's, where this stream's share of the model is counted

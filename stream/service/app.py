@@ -27,7 +27,7 @@ from sightline.stream.service.guard import HostPolicy, ServiceGuard
 from sightline.stream.service.model_control import LocalModelControl
 from sightline.stream.service.previews import PreviewRenderer, PreviewSlots
 from sightline.stream.service.routers import cluster as cluster_routes
-from sightline.stream.service.routers import events, health, model, previews, streams, watch, webrtc
+from sightline.stream.service.routers import events, health, model, previews, recordings, streams, watch, webrtc
 from sightline.stream.service.viewing import LocalViewing
 from sightline.stream.urls import scrub_urls
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -107,8 +107,8 @@ def create_app(pipeline: Pipeline, config: RunConfig, metrics: Metrics | None, *
     app.state.viewing = viewing if viewing is not None else LocalViewing(pipeline)
     app.state.cluster = cluster  # /api/workers, /api/cluster/targets: 404 / [] without one
     app.state.events = getattr(pipeline, "events", None)  # the event hub, when one is attached (pipeline/build.py)
-    for router in (health.router, streams.router, previews.router, webrtc.router, model.router, watch.router,
-                   events.router, cluster_routes.router):
+    for router in (health.router, streams.router, previews.router, recordings.router, webrtc.router, model.router,
+                   watch.router, events.router, cluster_routes.router):
         app.include_router(router)
     contract.install(app)  # /openapi.json says what the service answers (contract.py)
     return app

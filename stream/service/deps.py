@@ -137,6 +137,11 @@ async def not_closing(closing: asyncio.Event = Depends(get_closing)) -> None:
     refuse_when_closing(closing)
 
 
+async def may_read_video(request: Request) -> None:
+    """The one access rule of every read of a stream's pictures (snapshots, MJPEG, event snapshots and clips,
+    recordings): today as open as every other GET on a loopback bind; the place where a read token goes."""
+
+
 async def require_token(request: Request) -> None:
     """With ``server.token`` set, a mutating call needs ``Authorization: Bearer <token>`` (401 otherwise).
 

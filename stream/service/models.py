@@ -7,8 +7,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from sightline.stream.service.status import CapacityFigures, Readiness, StorageFigures, StreamCapacity
 
-__all__ = ["CapacityFigures", "Prediction", "Readiness", "SessionDescription", "SmoothedLabel", "Smoothing",
-           "StorageFigures", "StreamCapacity", "StreamList", "StreamStatus"]
+__all__ = ["CapacityFigures", "Prediction", "Readiness", "RecordingList", "RecordingSegment", "SessionDescription",
+           "SmoothedLabel", "Smoothing", "StorageFigures", "StreamCapacity", "StreamList", "StreamStatus"]
 
 
 class Prediction(BaseModel):
@@ -98,3 +98,20 @@ class StreamList(BaseModel):
     storage: StorageFigures | None = Field(None, description="output_dir's disk: bytes per kind, free space, "
                                                              "retention, write failures; null on a cluster's "
                                                              "controller (each worker has its own)")
+
+
+class RecordingSegment(BaseModel):
+    """One segment of a stream's recording (docs/recordings.md)."""
+
+    file: str = Field(description="<stream>.<UTC start>[-n].mp4")
+    start: float = Field(description="epoch seconds, from the name: the wall time of the segment's first frame "
+                                     "(whole seconds)")
+    end: float = Field(description="epoch seconds: the file's last write; now for the open segment")
+    open: bool = Field(description="still being written (the newest segment of a running stream)")
+    bytes: int
+    url: str = Field(description="where it downloads (byte ranges supported)")
+
+
+class RecordingList(BaseModel):
+    stream: str
+    segments: list[RecordingSegment] = Field(description="those overlapping the asked range, oldest first")

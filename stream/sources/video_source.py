@@ -8,8 +8,9 @@ Network sources reconnect with exponential backoff, jitter and a cap; PyAV's rea
 most stalls, and the pipeline's capture watchdog (stream/pipeline/capture_watchdog.py) the ones it does not.
 
 Which packets are decoded at all is ``DecodePolicy``'s call (``streams[].decode``): a stream classified at
-most once per GOP decodes only its keyframes. Source threads run at a lower CPU priority (``SOURCE_NICE``)
-than the model's, so past capacity decoding yields before the model starves.
+most once per GOP decodes only its keyframes; a passthrough recording still gets every packet read
+(``PacketTap``), so recording does not make a stream decode more. Source threads run at a lower CPU priority
+(``SOURCE_NICE``) than the model's, so past capacity decoding yields before the model starves.
 """
 
 from __future__ import annotations
@@ -73,6 +74,18 @@ class RecordingTap(Protocol):
     """Takes every decoded frame (full size) for the stream's recording; closed when the source ends."""
 
     def submit(self, frame: Frame) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class PacketTap(Protocol):
+    """Takes every video packet the source reads, decoded or not, for a passthrough recording (the camera's own
+    bytes, remuxed); closed when the source ends. It copies what it keeps: the packet stays with the decoder."""
+
+    def begin(self, stream: av.VideoStream) -> None:
+        """A session opened (each loop of a file, each reconnect): its video stream's codec parameters."""
+
+    def submit(self, packet: av.Packet) -> None: ...
 
     def close(self) -> None: ...
 
@@ -185,7 +198,8 @@ class FrameSource(ABC):
         self.clock = clock
         self.throttle = Throttle(config.infer_fps)
         self.fps_hint = 25.0
-        self.recording: RecordingTap | None = None  # set by the pipeline for streams with record: true
+        self.recording: RecordingTap | None = None  # set by the pipeline for streams with record: annotated
+        self.packets: PacketTap | None = None  # ... and with record: passthrough
         self._seq = 0
         self._to_working = VideoReformatter()  # each keeps its FFmpeg scaler context from frame to frame
         self._to_rgb = VideoReformatter()  # the second step of ``working_image``
@@ -224,6 +238,7 @@ class FrameSource(ABC):
         closed.close()
         self.queue = closed
         self.recording = None
+        self.packets = None
         self.preview = None
 
     def _run(self) -> None:
@@ -237,9 +252,11 @@ class FrameSource(ABC):
             self.stats.set_state(StreamState.FAILED, f"internal error: {type(exc).__name__}: {exc}")
         finally:
             self.queue.close()
-            if self.recording is not None:
-                self.recording.close()
-                self.recording = None  # the recorder's fps hint refers back to this source: no cycle to wait on
+            for tap in (self.recording, self.packets):
+                if tap is not None:
+                    tap.close()
+            self.recording = None  # the recorder's fps hint refers back to this source: no cycle to wait on
+            self.packets = None
             # FFmpeg's scaler contexts run worker threads: let them go now, not when a GC finds this object
             self._to_working = VideoReformatter()
             self._to_rgb = VideoReformatter()
@@ -454,6 +471,8 @@ class VideoSource(FrameSource):
             rate = stream.average_rate or stream.guessed_rate
             if rate:
                 self.fps_hint = float(rate)
+            if self.packets is not None:
+                self.packets.begin(stream)
             self._decode(container, stream)
         finally:
             container.close()
@@ -526,6 +545,9 @@ class VideoSource(FrameSource):
                 if was_keyframes_only and packet.is_keyframe and t is not None and self._pacer is not None \
                         and self._pacer.wait(t) is None:
                     return
+                packets = self.packets  # read each time: a detached source hands nothing on
+                if packets is not None and packet.size:
+                    packets.submit(packet)  # every packet, also those never decoded
                 if packet.size and not policy.decode(packet.is_keyframe, t):
                     continue  # between keyframes: read and counted, never decoded
                 if policy.keyframes_only and not was_keyframes_only:

@@ -19,6 +19,7 @@ from sightline import synthetic_media as media
 
 from tests.support.models import tiny_bundle
 from tests.support.predictions import prediction_lines, predictions
+from tests.support.recordings import only_segment, segments
 
 pytestmark = pytest.mark.timeout(120)
 REPO = Path(__file__).resolve().parents[2]
@@ -54,7 +55,7 @@ def test_sigterm_drains_and_leaves_a_playable_recording(tmp_path: Path) -> None:
     assert proc.returncode == 0, err
     lines = predictions(tmp_path / "out", "cam")  # every line complete
     assert len(lines) > 10
-    with av.open(str(tmp_path / "out" / "cam.mp4")) as recording:
+    with av.open(str(only_segment(tmp_path / "out", "cam"))) as recording:
         decoded = sum(1 for _ in recording.decode(video=0))
     assert decoded >= len(lines) - 2  # all classified frames were recorded (live policy may drop a stale one)
 
@@ -120,7 +121,7 @@ def test_demo_runs_from_any_directory_until_ctrl_c_and_prints_a_summary(tmp_path
     with av.open(str(cwd / "sightline-demo" / "media" / "demo.mp4")) as clip:
         assert sum(1 for _ in clip.decode(video=0)) == 200  # 8 s at 25 fps
     assert len(replay.read_text().splitlines()) == 200  # the fast stream classified every frame once
-    assert (cwd / "sightline-demo" / "runs" / "camera.mp4").stat().st_size > 0
+    assert segments(cwd / "sightline-demo" / "runs", "camera")[0].stat().st_size > 0
     assert not (cwd / "media").exists() and not (cwd / "runs").exists()  # nothing outside the demo folder
 
 

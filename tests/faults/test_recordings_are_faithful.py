@@ -32,7 +32,8 @@ def classifier():
 def test_a_live_stream_whose_model_falls_behind_still_records_every_frame(tmp_path: Path) -> None:
     # 2 s at 25 fps, paced like a camera; the model takes >= 0.12 s per batch of one: it classifies < 9 fps
     clip = write_ts_segment(tmp_path / "cam.ts", (320, 240), 0, 50, fps=25)
-    p = run(SlowClassifier(0.12), tmp_path, [{"name": "cam", "url": str(clip), "mode": "realtime", "record": True}],
+    p = run(SlowClassifier(0.12), tmp_path,
+            [{"name": "cam", "url": str(clip), "mode": "realtime", "record": "annotated"}],
             batching={"max_batch": 1, "max_wait_ms": 0})
     status = stream_status(p.get("cam"))
     assert status["state"] == "ended", status
@@ -45,7 +46,7 @@ def test_a_live_stream_whose_model_falls_behind_still_records_every_frame(tmp_pa
 
 def test_the_recording_keeps_the_source_frame_rate(classifier, tmp_path: Path) -> None:
     clip = media.make_test_clip(tmp_path / "cam.mp4", frames=30, fps=15, size=(160, 120))
-    run(classifier, tmp_path, [{"name": "cam", "url": str(clip), "mode": "realtime", "record": True,
+    run(classifier, tmp_path, [{"name": "cam", "url": str(clip), "mode": "realtime", "record": "annotated",
                                 "infer_fps": 3}])
     import av
 
@@ -61,7 +62,7 @@ def test_resolution_changes_are_fitted_to_the_first_size_and_no_false_truncation
              write_ts_segment(tmp_path / "b.ts", (1280, 720), 25, 25),
              write_ts_segment(tmp_path / "c.ts", (320, 180), 50, 25)]
     clip = concatenate(tmp_path / "changes.ts", parts)  # timestamps restart at each join, too
-    p = run(classifier, tmp_path, [{"name": "cam", "url": str(clip), "mode": "fast", "record": True}])
+    p = run(classifier, tmp_path, [{"name": "cam", "url": str(clip), "mode": "fast", "record": "annotated"}])
     status = stream_status(p.get("cam"))
     assert status["state"] == "ended", status
     assert "truncated" not in (status["error"] or "")
@@ -77,7 +78,7 @@ def test_resolution_changes_are_fitted_to_the_first_size_and_no_false_truncation
 def test_a_realtime_file_with_restarting_timestamps_is_paced_and_complete(classifier, tmp_path: Path) -> None:
     parts = [write_ts_segment(tmp_path / f"{i}.ts", (320, 240), 10 * i, 10, fps=20) for i in range(3)]
     clip = concatenate(tmp_path / "joined.ts", parts)
-    p = run(classifier, tmp_path, [{"name": "cam", "url": str(clip), "mode": "realtime", "record": True,
+    p = run(classifier, tmp_path, [{"name": "cam", "url": str(clip), "mode": "realtime", "record": "annotated",
                                     "infer_fps": 5}])
     status = stream_status(p.get("cam"))
     assert status["state"] == "ended" and "truncated" not in (status["error"] or ""), status

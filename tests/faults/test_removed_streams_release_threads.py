@@ -40,7 +40,7 @@ def no_gc():
 
 def cycle(pipeline: Pipeline, clip: Path, name: str, inferred: int = 0) -> weakref.ref:
     """Add a looping recorded stream, let it decode (and classify) a little, remove it; a weak ref to its source."""
-    runtime = pipeline.add_stream(StreamConfig(name=name, url=str(clip), loop=True, record=True, infer_fps=2))
+    runtime = pipeline.add_stream(StreamConfig(name=name, url=str(clip), loop=True, record="annotated", infer_fps=2))
     deadline = time.monotonic() + 20
     while runtime.stats.frames_decoded < 5 or runtime.stats.frames_inferred < inferred:
         assert time.monotonic() < deadline, f"{name}: decoded {runtime.stats.frames_decoded}, " \

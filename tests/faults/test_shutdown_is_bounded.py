@@ -17,6 +17,7 @@ from sightline import synthetic_media as media
 
 from tests.support.models import tiny_bundle
 from tests.support.predictions import prediction_lines
+from tests.support.recordings import only_segment
 from tests.support.service import spawn_service
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
@@ -75,6 +76,6 @@ def test_sigterm_with_stalled_outputs_and_a_fifo_swap_exits_within_25_s(tmp_path
     assert "summary after" in out
     assert prediction_lines(tmp_path / "out", "cam")
     assert (tmp_path / "out" / "events.jsonl").stat().st_size > 0
-    with av.open(str(tmp_path / "out" / "cam.mp4")) as recording:  # finalized: it opens and decodes
+    with av.open(str(only_segment(tmp_path / "out", "cam"))) as recording:  # finalized: it opens and decodes
         assert sum(1 for _ in recording.decode(video=0)) > 0
     print(f"SIGTERM to exit: {took:.1f} s")

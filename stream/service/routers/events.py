@@ -20,7 +20,7 @@ from sightline.model.echo import bounded
 from sightline.stream.event_config import EventRule, label_problem
 from sightline.stream.events.hub import EventHub
 from sightline.stream.events.store import DuplicateRuleError, TooManyRulesError, is_event_id
-from sightline.stream.service.deps import CHANGE_RESPONSES, not_closing, require_token
+from sightline.stream.service.deps import CHANGE_RESPONSES, may_read_video, not_closing, require_token
 
 NO_STORE = {"Cache-Control": "no-store"}
 MAX_PAGE = 500
@@ -171,7 +171,8 @@ async def get_event(event_id: str, service: EventHub = Depends(events_of)) -> di
 @router.get("/api/events/{event_id}/snapshot.jpg", response_class=FileResponse,
             summary="The annotated frame that started the event",
             responses={200: {"content": {"image/jpeg": {}}},
-                       404: {"description": f"no such event or snapshot, or {ENGINE_OFF}"}})
+                       404: {"description": f"no such event or snapshot, or {ENGINE_OFF}"}},
+            dependencies=[Depends(may_read_video)])
 async def event_snapshot(event_id: str, service: EventHub = Depends(events_of)) -> FileResponse:
     find_event(service, event_id)
     path = service.snapshot_path(event_id)
@@ -184,7 +185,8 @@ async def event_snapshot(event_id: str, service: EventHub = Depends(events_of)) 
             summary="The event's clip (pre-roll, event, post-roll); byte ranges supported",
             responses={200: {"content": {"video/mp4": {}}},
                        404: {"description": f"no such event or clip, or {ENGINE_OFF}"},
-                       503: {"description": "the clip is still being written (post-roll)"}})
+                       503: {"description": "the clip is still being written (post-roll)"}},
+            dependencies=[Depends(may_read_video)])
 async def event_clip(event_id: str, service: EventHub = Depends(events_of)) -> FileResponse:
     event = find_event(service, event_id)
     path = service.clip_path(event_id)

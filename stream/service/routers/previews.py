@@ -15,6 +15,7 @@ from sightline.stream.service.deps import (
     get_preview_slots,
     get_previews,
     get_server,
+    may_read_video,
     not_found,
     stream_named,
 )
@@ -37,7 +38,7 @@ async def index(request: Request) -> HTMLResponse:
 @router.get("/api/streams/{name}/snapshot.jpg", response_class=Response,
             summary="The latest annotated frame; its labels as JSON in the X-Sightline-Labels header",
             responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "no such stream"},
-                       503: {"description": "no frame yet"}})
+                       503: {"description": "no frame yet"}}, dependencies=[Depends(may_read_video)])
 async def snapshot(name: str, previews: PreviewRenderer = Depends(get_previews)) -> Response:
     try:
         latest = await previews.latest(name)
@@ -54,7 +55,8 @@ async def snapshot(name: str, previews: PreviewRenderer = Depends(get_previews))
 @router.get("/api/streams/{name}/mjpeg", response_class=StreamingResponse,
             summary="Live annotated preview (multipart/x-mixed-replace, at most server.mjpeg_fps)",
             responses={200: {"content": {MJPEG_MEDIA_TYPE: {}}}, 404: {"description": "no such stream"},
-                       503: {"description": "too many open previews, or shutting down"}})
+                       503: {"description": "too many open previews, or shutting down"}},
+            dependencies=[Depends(may_read_video)])
 async def mjpeg(runtime: StreamRuntime = Depends(stream_named), previews: PreviewRenderer = Depends(get_previews),
                 slots: PreviewSlots = Depends(get_preview_slots), closing: asyncio.Event = Depends(get_closing),
                 server=Depends(get_server)) -> StreamingResponse:

@@ -185,7 +185,8 @@ def test_realtime_file_is_paced_at_native_rate(classifier, tmp_path: Path) -> No
 
 def test_infer_fps_classifies_fewer_frames_but_records_all(classifier, tmp_path: Path) -> None:
     clip = media.make_test_clip(tmp_path / "c.mp4", frames=50, fps=25, size=(160, 120))  # 2 s
-    p = run(classifier, tmp_path, [{"name": "c", "url": str(clip), "mode": "fast", "infer_fps": 5, "record": True}])
+    p = run(classifier, tmp_path,
+            [{"name": "c", "url": str(clip), "mode": "fast", "infer_fps": 5, "record": "annotated"}])
     status = stream_status(p.get("c"))
     assert status["frames_decoded"] == 50
     assert status["frames_inferred"] == 10

@@ -22,6 +22,7 @@ from sightline import synthetic_media as media
 from tests.support.models import tiny_bundle
 from tests.support.predictions import prediction_lines
 from tests.support.processes import stop_process
+from tests.support.recordings import only_segment
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]  # a real `sightline run` process per test
 
@@ -114,7 +115,7 @@ def test_signal_finalizes_the_recording_and_log_and_ends_previews(tmp_path: Path
     # finalized: the encoder was flushed, so the recording holds every frame up to the last classified one (a live
     # stream also records the frames it drops as stale when the model falls behind on a busy machine, which have
     # no JSONL line: more frames than lines is fine, fewer is the encoder's look-ahead lost)
-    assert decoded_frames(tmp_path / "out" / "cam.mp4") >= records[-1]["seq"] + 1
+    assert decoded_frames(only_segment(tmp_path / "out", "cam")) >= records[-1]["seq"] + 1
 
 
 def test_recording_plays_after_sigkill(tmp_path: Path) -> None:
@@ -127,6 +128,6 @@ def test_recording_plays_after_sigkill(tmp_path: Path) -> None:
         proc.wait(10)
     finally:
         stop_process(proc, signal.SIGKILL)
-    recording = tmp_path / "out" / "cam.mp4"
+    recording = only_segment(tmp_path / "out", "cam")  # passthrough, mid-segment
     frames = decoded_frames(recording)  # no exception: the file opens and decodes without a trailer
     assert frames >= 50, f"{frames} frames playable from {recording.stat().st_size} bytes"

@@ -120,7 +120,8 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         "annotated_video": {"max_viewers": 1, "height": 120},
         "events": {"max_rules": 2, "preroll_s": 0, "postroll_s": 1, "rules": [
             {"name": "always", "streams": ["cam"], "labels": ["*"], "min_prob": 0, "min_duration_s": 0}]},
-        "streams": [{"name": "cam", "url": str(tmp / "clip.mp4"), "loop": True},
+        "storage": {"recordings": {"segment_s": 2}},  # closed segments to download within seconds
+        "streams": [{"name": "cam", "url": str(tmp / "clip.mp4"), "loop": True, "record": True},
                     {"name": "pub", "url": "webrtc://pub"}]})
     metrics = Metrics()
     events = EventHub.build(config, metrics)
@@ -266,6 +267,34 @@ async def reached(service: Service) -> AsyncIterator[dict[tuple[str, str, str], 
     await row("ray", "GET", f"{n}/video", 503, f"{s}/stuck/video")
     await row("ray", "GET", "/api/model", 503)
 
+    rec = f"{n}/recordings"
+    listed: list[dict[str, Any]] = []
+
+    async def a_closed_segment() -> bool:
+        _, _, body = await call(main, "GET", f"{s}/cam/recordings")
+        listed[:] = json.loads(body)["segments"]
+        return any(not x["open"] for x in listed) and listed[-1]["open"]
+
+    await wait_for(a_closed_segment, "a closed recording segment")
+    closed = next(x for x in listed if not x["open"])
+    await row("main", "GET", rec, 200, f"{s}/cam/recordings")
+    await row("main", "GET", rec, 404, f"{s}/nope/recordings")
+    await row("main", "GET", rec, 422, f"{s}/cam/recordings?since=yesterday")
+    one = f"{rec}/{{file}}"
+    await row("main", "GET", one, 200, closed["url"])
+    await row("main", "GET", one, 206, closed["url"], headers={"range": "bytes=0-99"})
+    await row("main", "GET", one, 404, f"{s}/cam/recordings/cam.20000101T000000Z.mp4")
+    await row("main", "GET", one, 422, f"{s}/cam/recordings/passwd")
+
+    async def open_one_refused() -> bool:  # the open segment may close just as it is asked for: ask again
+        await a_closed_segment()
+        got, _, content = await call(main, "GET", listed[-1]["url"])
+        if got == 503:
+            seen[("GET", one, "503")] = content
+        return got == 503
+
+    await wait_for(open_one_refused, "the open segment refused")
+
     publisher, sdp = await offer(publisher=True)
     peers.append(publisher)
     webrtc = {"sdp": sdp, "type": "offer"}
@@ -369,7 +398,8 @@ async def reached(service: Service) -> AsyncIterator[dict[tuple[str, str, str], 
 
     # ServiceGuard, for every operation: a foreign Host, a malformed Content-Length, a body over the cap
     for template, operations in service.schema["paths"].items():
-        path = template.replace("{name}", "cam").replace("{event_id}", event_id).replace("{worker_id}", "w1")
+        path = template.replace("{name}", "cam").replace("{event_id}", event_id).replace("{worker_id}", "w1") \
+            .replace("{file}", closed["file"])
         for method in operations:
             method = method.upper()
             await row("main", method, template, 403, path, host="rebind.example")

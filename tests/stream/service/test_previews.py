@@ -31,7 +31,7 @@ async def test_snapshots_of_small_and_large_streams_have_one_size_and_their_own_
     large = media.make_test_clip(tmp_path / "large.mp4", frames=12, size=(640, 360))
     config = RunConfig(output_dir=tmp_path / "out", media_root=tmp_path, streams=[
         StreamConfig(name="small", url=str(small), mode="fast"),
-        StreamConfig(name="large", url=str(large), mode="fast", record=True)])  # record: full-size frames kept
+        StreamConfig(name="large", url=str(large), mode="fast", record="annotated")])  # full-size frames kept
     pipeline = Pipeline(tiny_classifier(), config, Metrics())
     await asyncio.to_thread(pipeline.start)
     try:

@@ -156,11 +156,11 @@ def test_a_recording_or_unset_infer_fps_decodes_every_frame(tmp_path: Path) -> N
     frames, stats = run_source(path)
     assert stats.frames_decoded == 60 and stats.decode is not None
     assert stats.decode.reason == "infer_fps is unset: every frame is classified"
-    policy = DecodePolicy(StreamConfig(name="r", url=str(path), infer_fps=1, record=True), StreamStats("r"))
+    policy = DecodePolicy(StreamConfig(name="r", url=str(path), infer_fps=1, record="annotated"), StreamStats("r"))
     assert policy.decode(True, 0.0) and not policy.keyframes_only
     assert policy.stats.decode is not None and policy.stats.decode.reason == "the recording needs every frame"
-    with pytest.raises(ValueError, match="decode: keyframes cannot feed a recording"):
-        StreamConfig(name="r", url=str(path), record=True, decode="keyframes")
+    with pytest.raises(ValueError, match="decode: keyframes cannot feed an annotated recording"):
+        StreamConfig(name="r", url=str(path), record="annotated", decode="keyframes")
 
 
 def test_auto_without_keyframes_falls_back_to_every_frame() -> None:

@@ -18,6 +18,7 @@ from sightline.stream.sources.webrtc_ingest import WebRtcSource
 
 from tests.support.models import tiny_classifier
 from tests.support.predictions import prediction_lines
+from tests.support.recordings import only_segment
 from tests.support.webrtc import loopback_peer, make_offer
 
 pytestmark = pytest.mark.timeout(90)
@@ -72,7 +73,7 @@ async def wait_for(check, timeout: float) -> None:
 @pytest.fixture
 def pipeline(tmp_path: Path):
     config = RunConfig(output_dir=tmp_path / "out", media_root=tmp_path,
-                       streams=[StreamConfig(name="cam", url="webrtc://cam", record=True)])
+                       streams=[StreamConfig(name="cam", url="webrtc://cam", record="annotated")])
     p = Pipeline(tiny_classifier(), config, Metrics())
     p.start()
     yield p
@@ -95,7 +96,7 @@ async def test_a_webrtc_publisher_is_classified_and_can_reconnect(pipeline: Pipe
     await asyncio.to_thread(pipeline.remove_stream, "cam")
     lines = prediction_lines(tmp_path / "out", "cam")
     assert len(lines) >= 25
-    with av.open(str(tmp_path / "out" / "cam.mp4")) as recording:
+    with av.open(str(only_segment(tmp_path / "out", "cam"))) as recording:
         assert sum(1 for _ in recording.decode(video=0)) >= len(lines)
 
 
