@@ -89,8 +89,8 @@ def main() -> None:
         old = make_tree(root, args.files, now, args.streams, old_share=args.old_share)
         made_s = time.perf_counter() - started
         figures = measure(root, now)
-    print(json.dumps({"cpu": cpu_name(), "cores": os.cpu_count(), "filesystem_dir": str(args.dir or tempfile.gettempdir()),
-                      "made_s": round(made_s, 1), "old": old, **figures}))
+    print(json.dumps({"cpu": cpu_name(), "cores": os.cpu_count(),
+                      "filesystem_dir": str(args.dir or tempfile.gettempdir()), "made_s": round(made_s, 1), "old": old, **figures}))
 
 
 if __name__ == "__main__":

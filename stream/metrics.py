@@ -27,8 +27,6 @@ from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 from sightline.stream.capacity import CapacityStats
 from sightline.stream.lifecycle import StreamState
-from sightline.stream.storage.layout import KINDS
-from sightline.stream.storage.stats import StorageStats
 from sightline.stream.stats import (  # noqa: F401  (re-exported: the metric vocabulary lives with the stats)
     BATCH_BUCKETS,
     DROP_REASONS,
@@ -40,6 +38,8 @@ from sightline.stream.stats import (  # noqa: F401  (re-exported: the metric voc
     StageStats,
     StreamStats,
 )
+from sightline.stream.storage.layout import KINDS
+from sightline.stream.storage.stats import StorageStats
 
 STATES = tuple(s.value for s in StreamState)
 SWAP_RESULTS = ("swapped", "unchanged", "refused", "failed")  # model hot-swaps (stream/pipeline/model_swap.py)

@@ -85,7 +85,6 @@ class StreamFactory:
         display = keeps_display(config) or any(getattr(s, "needs_display", False) for s in extra)
         source = self.source(config, queue, stats, stop, preview, display)
         sinks: list[Sink] = []
-        out_dir = self.config.output_dir
         logs = self.config.prediction_level != "off"
         if logs:
             sinks.append(JsonlSink.open(self.config, config, self.storage,

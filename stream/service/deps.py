@@ -16,7 +16,6 @@ from typing import Any, Protocol
 from fastapi import Depends, HTTPException, Request, status
 from sightline.model.echo import bounded
 from sightline.stream.capacity import CapacityStats
-from sightline.stream.storage.stats import StorageStats
 from sightline.stream.config import RunConfig, ServerConfig
 from sightline.stream.errors import UnknownStreamError
 from sightline.stream.metrics import Metrics
@@ -24,6 +23,7 @@ from sightline.stream.pipeline.pipeline import Pipeline
 from sightline.stream.pipeline.stream_runtime import StreamRuntime
 from sightline.stream.service.guard import bearer_token_matches
 from sightline.stream.service.previews import PreviewRenderer, PreviewSlots
+from sightline.stream.storage.stats import StorageStats
 
 NAME_ECHO = 80  # a stream name from the request path is echoed at most this long (names are <= 64)
 

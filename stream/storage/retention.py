@@ -20,6 +20,7 @@ from __future__ import annotations
 import bisect
 import logging
 import math
+import contextlib
 import os
 import threading
 import time
@@ -322,10 +323,8 @@ class _Deletions:
         today = stamp(now)[:8]
         for folder in self._day_folders:
             if os.path.basename(folder).replace("-", "") < today:
-                try:
+                with contextlib.suppress(OSError):  # not empty
                     os.rmdir(folder)
-                except OSError:  # not empty
-                    pass
 
     def report(self, duration_s: float) -> None:
         files = sum(n for n, _ in self.deleted.values())

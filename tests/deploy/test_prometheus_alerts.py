@@ -18,7 +18,8 @@ RULE_TESTS = PROMETHEUS / "alerts.test.yml"
 PROMISED = ("SightlineStreamFailed", "SightlineStreamReconnecting", "SightlineLatencyP99High",
             "SightlineFrameDropRatioHigh", "SightlineInferenceErrors", "SightlineScrapeFailing",
             "SightlineTargetMissing", "SightlineEventOutputFailing", "SightlineEventOutputDropping",
-            "SightlineDiskFreeLow", "SightlineRetentionBehind", "SightlineRetentionStalled", "SightlineStorageWriteErrors")
+            "SightlineDiskFreeLow", "SightlineRetentionBehind", "SightlineRetentionStalled",
+            "SightlineStorageWriteErrors")
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess:
