@@ -90,7 +90,8 @@ def main() -> None:
         made_s = time.perf_counter() - started
         figures = measure(root, now)
     print(json.dumps({"cpu": cpu_name(), "cores": os.cpu_count(),
-                      "filesystem_dir": str(args.dir or tempfile.gettempdir()), "made_s": round(made_s, 1), "old": old, **figures}))
+                      "filesystem_dir": str(args.dir or tempfile.gettempdir()),
+                      "made_s": round(made_s, 1), "old": old, **figures}))
 
 
 if __name__ == "__main__":

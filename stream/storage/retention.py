@@ -18,9 +18,9 @@ seconds of file-system calls, which must never sit on the event loop or a stream
 from __future__ import annotations
 
 import bisect
+import contextlib
 import logging
 import math
-import contextlib
 import os
 import threading
 import time

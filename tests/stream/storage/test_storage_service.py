@@ -124,7 +124,8 @@ async def test_healthz_answers_within_100ms_during_a_pass_over_100000_files(tmp_
     await asyncio.to_thread(shutil.rmtree, out)
     duration = figures["retention"]["duration_s"]
     print(f"pass over 100,000 files: {duration:.2f} s, {len(took)} /healthz: "
-          f"median {statistics.median(took) * 1000:.1f} ms, p95 {statistics.quantiles(took, n=20)[-1] * 1000:.1f} ms, max {max(took) * 1000:.1f} ms")
+          f"median {statistics.median(took) * 1000:.1f} ms, p95 {statistics.quantiles(took, n=20)[-1] * 1000:.1f} ms, "
+          f"max {max(took) * 1000:.1f} ms")
     assert figures["retention"]["deleted_files"] == old - 1000  # recordings and logs; the clips' 30 days keep theirs
     assert duration < 10.0
     assert len(took) >= 10, "the pass ended before /healthz was asked: nothing was measured"
