@@ -249,7 +249,8 @@ class Retention:
         spans = EventSpans((s, b, e) for s, b, e in self.event_footage() if e >= oldest)
         for f in recordings:
             if spans.has(f.stream):
-                f.event = spans.overlaps(f.stream, _start(f), f.mtime)  # type: ignore[arg-type]
+                start = _start(f)  # a fast replay names segments by stream time, ahead of their last write
+                f.event = spans.overlaps(f.stream, start, max(start, f.mtime))  # type: ignore[arg-type]
 
     def _behind(self, found: dict[Kind, list[StoredFile]], free: int | None, floor: int) -> str | None:
         reasons = []

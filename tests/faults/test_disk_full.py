@@ -1,9 +1,10 @@
 """A full disk, for real: `sightline run` in a mount namespace of its own (``unshare -m``) whose output_dir is a 4 MB
 tmpfs. The test fills it up (through ``/proc/<pid>/root``, the service's view of the files), then frees it.
 
-While it is full the stream stays live and classified, the failed prediction-log writes are counted (status,
-metrics) and the free space shows in ``GET /api/streams``' ``storage``; once the filler is deleted the log resumes by
-itself, with whole lines only. Needs root, as CI has (the mount exists only in the child's namespace)."""
+While it is full the stream stays live and classified, the failed prediction-log and recording writes are counted
+and said (status, ``/readyz``'s detail, metrics) and the free space shows in ``GET /api/streams``' ``storage``; once
+the filler is deleted the log resumes by itself, with whole lines only, the recording goes on in a new segment and
+the failures clear. Needs root, as CI has (the mount exists only in the child's namespace)."""
 
 from __future__ import annotations
 
@@ -74,6 +75,17 @@ async def until(client: httpx.AsyncClient, check: Callable[[dict], bool], what: 
         await asyncio.sleep(0.1)
 
 
+async def readiness_until(client: httpx.AsyncClient, check: Callable[[str], bool], what: str,
+                          seconds: float = 30) -> httpx.Response:
+    deadline = time.monotonic() + seconds
+    while True:
+        answer = await client.get("/readyz")
+        if check(answer.json().get("detail") or ""):
+            return answer
+        assert time.monotonic() < deadline, f"not within {seconds} s: {what}: {answer.text}"
+        await asyncio.sleep(0.2)
+
+
 async def test_a_full_disk_keeps_streams_classified_counts_the_failures_and_recovers(tmp_path: Path) -> None:
     assert shutil.which("unshare") and os.geteuid() == 0, "util-linux unshare and root are needed (as in CI)"
     out = tmp_path / "out"
@@ -83,7 +95,7 @@ async def test_a_full_disk_keeps_streams_classified_counts_the_failures_and_reco
     config = {"model": {"source": str(tiny_bundle().save(tmp_path / "model.pt")), "device": "cpu"},
               "output_dir": str(out), "media_root": str(tmp_path), "server": {"port": port},
               "storage": {"retention": {"interval_s": 1, "min_free_gb": 0}},
-              "streams": [{"name": "cam", "url": str(clip), "loop": True}]}
+              "streams": [{"name": "cam", "url": str(clip), "loop": True, "record": True}]}
     mount = f'mount -t tmpfs -o {TMPFS} sightline-disk-full "$0" && exec "$@"'
     proc, log = spawn_service(tmp_path, config, prefix=("unshare", "-m", "sh", "-c", mount, str(out)))
     try:
@@ -103,12 +115,18 @@ async def test_a_full_disk_keeps_streams_classified_counts_the_failures_and_reco
             assert later["state"] == "live" and later["frames_inferred"] > cam["frames_inferred"]  # still classified
             metrics = (await client.get("/metrics")).text
             assert 'sightline_sink_errors_total{sink="jsonl",stream="cam"}' in metrics
-            assert (await client.get("/readyz")).status_code == 200  # a full disk does not take the service out
+            ready = await readiness_until(client, lambda d: "predictions writes failing" in d
+                                          and "recordings writes failing" in d, "the failures in /readyz")
+            assert ready.status_code == 200  # a full disk does not take the service out
+            assert 'sightline_storage_writes_failing{kind="predictions"} 1.0' in (await client.get("/metrics")).text
             written = len(prediction_lines(seen))
+            segments_before = {p.name for p in seen.rglob("*.mp4")}
 
             filler.unlink()
             await until(client, lambda s: s["storage"]["free_bytes"] > 1024 * 1024, "space back")
             await lines_beyond(seen, written)  # the log resumed by itself
+            await readiness_until(client, lambda d: "writes failing" not in d, "the failures cleared", seconds=30)
+            assert {p.name for p in seen.rglob("*.mp4")} - segments_before  # the recording went on in a new segment
             for line in prediction_lines(seen):
                 assert json.loads(line)["stream"] == "cam"  # whole lines only, across the failure
     finally:
