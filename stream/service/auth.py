@@ -196,13 +196,26 @@ def _matches(given: bytes, secret: bytes | None) -> bool:
     return secret is not None and hmac.compare_digest(given, secret)
 
 
+def _bearer(authorization: str | None) -> bytes | None:
+    scheme, _, value = (authorization or "").partition(" ")
+    return value.strip().encode("utf-8", "replace") if scheme.lower() == "bearer" else None
+
+
+def scrape_allowed(authorization: str | None, metrics_token: str | None) -> bool:
+    """A Prometheus scrape (the service's /metrics, a cluster worker's own endpoint): the metrics token when set."""
+    if metrics_token is None:
+        return True
+    given = _bearer(authorization)
+    return given is not None and _matches(given, metrics_token.encode("utf-8"))
+
+
 @dataclass(frozen=True)
 class Credentials:
     """``server``'s credentials and policy as one value: SIGHUP swaps it whole (``Auth.update``)."""
 
     admin_token: bytes | None
     viewer_tokens: tuple[bytes, ...]
-    metrics_token: bytes | None
+    metrics_token: str | None
     users: dict[str, UserConfig]
     reads_open: bool
     changes_open: bool
@@ -215,7 +228,7 @@ class Credentials:
             return None if token is None else token.encode("utf-8")
 
         return cls(raw(server.token), tuple(t.encode("utf-8") for t in server.viewer_tokens),
-                   raw(server.metrics_token), {u.name: u for u in server.users}, reads_open(server),
+                   server.metrics_token, {u.name: u for u in server.users}, reads_open(server),
                    not admin_credentials(server),
                    tuple(ipaddress.ip_network(p, strict=False) for p in server.trusted_proxies), server.session_ttl_s)
 
@@ -345,9 +358,9 @@ class Auth:
         creds = self.credentials
         authorization = _header(scope, b"authorization")
         scheme, _, value = (authorization or "").partition(" ")
-        bearer = value.strip().encode("utf-8", "replace") if scheme.lower() == "bearer" else None
+        bearer = _bearer(authorization)
         if need.role == "scrape":
-            if creds.metrics_token is None or (bearer is not None and _matches(bearer, creds.metrics_token)):
+            if scrape_allowed(authorization, creds.metrics_token):
                 return Principal("scraper", "viewer")
             raise _refusal(status.HTTP_401_UNAUTHORIZED, "missing or wrong bearer token (server.metrics_token)",
                            'Bearer realm="sightline-metrics"')
