@@ -332,7 +332,8 @@ class SighupReloader:
             config = self.read_config()
         except SightlineError as exc:
             self.refused(pipeline)
-            log.error("SIGHUP: the config file cannot be read; credentials and model stay as they are: %s", exc)
+            log.error("SIGHUP: the config file cannot be read; the credentials and the old model keep serving: %s",
+                      exc)
             return None
         if self.on_config is not None:
             try:
