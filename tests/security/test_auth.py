@@ -268,3 +268,13 @@ def test_hash_password_reads_stdin_never_argv(tmp_path: Path) -> None:
     encoded = proc.stdout.strip()
     assert hash_problem(encoded) is None and verify_password("s3cret pass", encoded)
     ServerConfig(users=[{"name": "ann", "password_hash": encoded}])  # pastes into the config as printed
+
+
+def test_a_reload_the_service_would_not_start_with_keeps_the_credentials_in_force() -> None:
+    from sightline.model.errors import ConfigError
+    from sightline.stream.service.auth import Auth
+
+    auth = Auth(ServerConfig(host="0.0.0.0", token=ADMIN, viewer_tokens=[VIEWER]), None)
+    with pytest.raises(ConfigError, match="server.public_read"):
+        auth.update(ServerConfig(host="127.0.0.1", token=ADMIN))  # judged on the bound address, not the file's
+    assert auth.credentials.viewer_tokens == (VIEWER.encode(),)
