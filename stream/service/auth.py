@@ -364,21 +364,23 @@ class Auth:
                 return Principal("scraper", "viewer")
             raise _refusal(status.HTTP_401_UNAUTHORIZED, "missing or wrong bearer token (server.metrics_token)",
                            'Bearer realm="sightline-metrics"')
+        wanted = "viewer" if need.role == "admin" and creds.changes_open else need.role
+        anonymous = Principal("anonymous", "admin" if creds.changes_open else "viewer")
+        open_here = wanted == "viewer" and creds.reads_open  # a wrong credential costs nothing where none is needed
         principal: Principal | None = None
         if bearer is not None:
             role = creds.token_role(bearer)
-            if role is None:
+            if role is None and not open_here:
                 raise self._unauthorized(need, scope, "wrong bearer token")
-            principal = Principal("token", role)
-        elif scheme.lower() == "basic" and need.basic:
+            principal = Principal("token", role) if role is not None else None
+        elif scheme.lower() == "basic" and need.basic and not open_here:
             principal = await self._basic(value.strip(), scope)
         else:
             cookie = _cookie(scope, SESSION_COOKIE)
             principal = self.sessions.principal(cookie, creds.users) if cookie else None
-        wanted = "viewer" if need.role == "admin" and creds.changes_open else need.role
         if principal is None:
-            if wanted == "viewer" and creds.reads_open:
-                return Principal("anonymous", "admin" if creds.changes_open else "viewer")
+            if open_here:
+                return anonymous
             raise self._unauthorized(need, scope, "log in, or send a bearer token")
         if RANK[principal.role] < RANK[wanted]:
             raise _refusal(status.HTTP_403_FORBIDDEN, f"the {principal.role} role may not do this (admin only)")
