@@ -18,7 +18,9 @@ if TYPE_CHECKING:  # the service's modules pull in torch, av and fastapi: import
 
 log = logging.getLogger("sightline")
 
-TOKEN_ENV = "SIGHTLINE_TOKEN"
+TOKEN_ENV = "SIGHTLINE_TOKEN"  # the admin credential (server.token)
+VIEWER_TOKEN_ENV = "SIGHTLINE_VIEWER_TOKEN"  # one more entry of server.viewer_tokens
+METRICS_TOKEN_ENV = "SIGHTLINE_METRICS_TOKEN"  # server.metrics_token
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,6 +36,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="run on a Ray cluster (auto: this machine's; host:port; local: a private one); replaces "
                         "cluster.ray.address (docs/cluster.md)")
     p.set_defaults(func=cmd_run)
+
+    h = sub.add_parser("hash-password", help="print a password hash for server.users (the password is read, never "
+                                             "an argument)",
+                       description="Reads a password (asked twice on a terminal, else the first line of stdin) and "
+                                   "prints its PBKDF2-SHA256 hash: paste it as a user's password_hash "
+                                   "(docs/service.md).")
+    h.set_defaults(func=cmd_hash_password)
 
     d = sub.add_parser(
         "demo", help="the service on a looping clip of real photos, with previews at http://127.0.0.1:8080/",
@@ -57,6 +66,26 @@ def add_overrides(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=None, help="replaces server.port (0: any free port)")
 
 
+def cmd_hash_password(args: argparse.Namespace) -> int:
+    """Never from argv: a password there is in the shell history and in every `ps` listing."""
+    import getpass
+    import sys
+
+    from sightline.model.errors import ConfigError
+    from sightline.stream.passwords import hash_password
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            raise ConfigError("the two passwords differ")
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise ConfigError("an empty password")
+    print(hash_password(password))
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from sightline.stream.config import load_run_config
 
@@ -71,7 +100,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         kind, config = CLUSTER, with_address(config, args.ray)
     with pid_file(args.pid_file):
         return asyncio.run(serve(config, kind, args.duration,
-                                 reload_model=lambda: load_run_config(args.config).model))
+                                 reload_config=lambda: apply_environment(load_run_config(args.config), os.environ)))
 
 
 @contextlib.contextmanager
@@ -129,11 +158,20 @@ def apply_overrides(config: RunConfig, args: argparse.Namespace) -> RunConfig:
 
 
 def apply_environment(config: RunConfig, environ: Mapping[str, str]) -> RunConfig:
-    """SIGHTLINE_TOKEN (when set and not empty) replaces server.token: secrets stay out of config files."""
-    token = environ.get(TOKEN_ENV, "").strip()
-    if not token:
-        return config
-    return config.model_copy(update={"server": config.server.model_copy(update={"token": token})})
+    """Secrets from the environment, so they stay out of config files (each only when set and not empty):
+    SIGHTLINE_TOKEN replaces server.token, SIGHTLINE_METRICS_TOKEN server.metrics_token, and
+    SIGHTLINE_VIEWER_TOKEN is one more viewer token. Validated as the file's own values are."""
+    from sightline.model.yamlconfig import validate
+    from sightline.stream.config import ServerConfig
+
+    server = config.server.model_dump()
+    for env, key in ((TOKEN_ENV, "token"), (METRICS_TOKEN_ENV, "metrics_token")):
+        if value := environ.get(env, "").strip():
+            server[key] = value
+    if viewer := environ.get(VIEWER_TOKEN_ENV, "").strip():
+        server["viewer_tokens"] = [*server["viewer_tokens"], viewer]
+    checked = validate(server, ServerConfig, "the environment (SIGHTLINE_*), server")
+    return config.model_copy(update={"server": checked})
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ from sightline.model.echo import bounded
 from sightline.model.errors import ConfigError
 from sightline.model.yamlconfig import StrictModel, load_yaml, read_yaml, validate
 from sightline.stream.event_config import MIN_BACKOFF_S, MIN_TIMEOUT_S, BackoffConfig, EventsConfig
+from sightline.stream.passwords import hash_problem
 from sightline.stream.urls import (  # noqa: F401  (redact_url and the scheme lists are re-exported)
     NAME_PATTERN,
     NETWORK_SCHEMES,
@@ -299,13 +300,56 @@ class AnnotatedVideoConfig(StrictModel):
     reconnect: ReconnectConfig = ReconnectConfig()
 
 
+def _password_hash(value: str) -> str:
+    problem = hash_problem(value)
+    if problem is not None:
+        raise ValueError(problem)  # never the value: it is a credential
+    return value
+
+
+def _networks(values: list[str]) -> list[str]:
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise ValueError(f"{bounded(value, 64)!r} is not an address or a CIDR network") from None
+    return values
+
+
+class UserConfig(StrictModel):
+    """Someone who logs in on /login (or sends HTTP Basic to a video URL): docs/security.md."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="the login name")
+    password_hash: Annotated[str, AfterValidator(_password_hash)] = Field(
+        description="made by `sightline hash-password` (PBKDF2-SHA256; never the password itself)")
+    role: Literal["viewer", "admin"] = Field("viewer", description="viewer: watch and read; admin: also change")
+
+
 class ServerConfig(StrictModel):
     enabled: bool = True
     host: str = Field("127.0.0.1", min_length=1, description="bind address; 0.0.0.0 only inside a container")
     port: int = Field(8080, ge=0, le=65535)
     token: str | None = Field(None, min_length=1,
-                              description="when set, state-changing requests need 'Authorization: Bearer <token>' "
-                                          "(the SIGHTLINE_TOKEN environment variable overrides it)")
+                              description="the admin credential: state-changing requests need 'Authorization: Bearer "
+                                          "<token>' (the SIGHTLINE_TOKEN environment variable overrides it)")
+    viewer_tokens: list[Annotated[str, Field(min_length=16)]] = Field(
+        default_factory=list, description="bearer tokens of the viewer role: watch video, read events and statuses "
+                                          "(SIGHTLINE_VIEWER_TOKEN adds one)")
+    users: list[UserConfig] = Field(default_factory=list, description="who may log in on /login, with a role each")
+    public_read: bool = Field(False, description="anyone who reaches the port may watch and read, also off loopback "
+                                                 "(on purpose: a public camera)")
+    metrics_token: str | None = Field(None, min_length=16,
+                                      description="when set, /metrics and /api/cluster/targets (and each cluster "
+                                                  "worker's metrics endpoint) need 'Authorization: Bearer <it>' "
+                                                  "(SIGHTLINE_METRICS_TOKEN overrides it)")
+    trusted_proxies: Annotated[list[str], AfterValidator(_networks)] = Field(
+        default_factory=list, description="addresses or CIDR networks of reverse proxies whose X-Forwarded-For and "
+                                          "X-Forwarded-Proto are believed (client address, TLS)")
+    session_ttl_s: float = Field(12 * 3600.0, ge=60, le=30 * 86400, description="a login lasts this long")
+    login_max_failures: int = Field(5, ge=1, le=1000, description="failed logins per client address within "
+                                                                  "login_window_s before further tries are refused")
+    login_window_s: float = Field(300.0, ge=1, le=86400, description="the window of login_max_failures (429 with "
+                                                                     "Retry-After inside it)")
     ready_max_down_share: float = Field(0.5, ge=0, le=1,
                                         description="/readyz fails when more than this share of the running streams "
                                                     "is down (reconnecting or failed)")
@@ -325,8 +369,17 @@ class ServerConfig(StrictModel):
     allowed_origins: list[str] = Field(
         default_factory=list,
         description="origins (scheme://host[:port]) allowed to POST/PUT/DELETE besides the service's own")
-    insecure: bool = Field(False, description="allow a non-loopback bind without a token (on purpose)")
+    insecure: bool = Field(False, description="allow a non-loopback bind without an admin credential (on purpose)")
     webrtc: WebRtcConfig = WebRtcConfig()
+
+    @field_validator("users")
+    @classmethod
+    def _one_user_per_name(cls, users: list[UserConfig]) -> list[UserConfig]:
+        names = [u.name for u in users]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"user names given twice: {', '.join(twice)}")
+        return users
 
 
 RAY_INSTALL_HINT = 'Ray is not installed: pip install "sightline[cluster]" (or pip install -e ".[cluster]")'

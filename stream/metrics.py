@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
@@ -43,6 +43,7 @@ from sightline.stream.storage.stats import StorageStats
 
 STATES = tuple(s.value for s in StreamState)
 SWAP_RESULTS = ("swapped", "unchanged", "refused", "failed")  # model hot-swaps (stream/pipeline/model_swap.py)
+LOGIN_FAILURES = ("wrong", "limited")  # a wrong password or token; a try refused while its address is limited
 
 
 class MetricsView(Protocol):
@@ -67,6 +68,10 @@ class Metrics:
         self._views: list[MetricsView] = []
         self._gpu_memory: Callable[[], tuple[int, int]] | None = None
         self.registry.register(_PipelineCollector(self))
+        self.login_failures = Counter("sightline_login_failures", "Failed logins (the login page and HTTP Basic), "
+                                      "by reason", ["reason"], registry=self.registry)
+        for reason in LOGIN_FAILURES:
+            self.login_failures.labels(reason)
 
     def watch(self, view: MetricsView) -> None:
         """Export ``view``'s statistics from now on (a pipeline calls this once when it is built)."""

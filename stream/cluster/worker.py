@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import threading
 import time
+from socketserver import ThreadingMixIn
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import numpy as np
+from prometheus_client import make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily
 from sightline.model.echo import bounded
 from sightline.model.errors import ConfigError
@@ -31,6 +35,7 @@ from sightline.stream.errors import (
 )
 from sightline.stream.outputs.viewers import TooManyViewersError, WatchHub, WatchOfferError
 from sightline.stream.pipeline.build import build_pipeline
+from sightline.stream.service.auth import scrape_allowed
 from sightline.stream.service.status import stream_status
 from sightline.stream.service.viewing import video_status_of, watch_hub
 
@@ -74,6 +79,31 @@ def measure_capacity(classifier: Any, batch_size: int) -> float:
     return batch_size * CAPACITY_BATCHES / max(time.perf_counter() - started, 1e-6)
 
 
+def serve_scrape(registry: Any, host: str, port: int, metrics_token: str | None) -> WSGIServer:
+    """prometheus_client's WSGI app on a daemon thread, behind the scrape token (``server.metrics_token``, the same
+    rule as the service's /metrics: auth.py). No access log: nothing a request carries is written anywhere."""
+    metrics = make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        if not scrape_allowed(environ.get("HTTP_AUTHORIZATION"), metrics_token):
+            start_response("401 Unauthorized", [("Content-Type", "text/plain"),
+                                                ("WWW-Authenticate", 'Bearer realm="sightline-metrics"')])
+            return [b"missing or wrong bearer token (server.metrics_token)\n"]
+        return metrics(environ, start_response)
+
+    class Server(ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+        address_family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
+            pass
+
+    server = make_server(host, port, app, Server, handler_class=Quiet)
+    threading.Thread(target=server.serve_forever, name="worker-metrics", daemon=True).start()
+    return server
+
+
 class PipelineWorker:
     """One worker. ``config`` is the service's RunConfig as a dict (its ``streams`` are ignored: the controller
     places them one by one)."""
@@ -107,11 +137,9 @@ class PipelineWorker:
             return "local", "127.0.0.1"
 
     def _serve_metrics(self, host: str, port: int) -> str:
-        from prometheus_client import start_http_server
-
         registry = self.pipeline.metrics.registry
         registry.register(WorkerLoadCollector(self))
-        server, _thread = start_http_server(port, addr=host, registry=registry)
+        server = serve_scrape(registry, host, port, self.config.server.metrics_token)
         self._metrics_server = server
         bound_host, bound_port = server.server_address[:2]
         return f"{bound_host}:{bound_port}" if ":" not in bound_host else f"[{bound_host}]:{bound_port}"

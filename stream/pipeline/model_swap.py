@@ -36,7 +36,7 @@ from sightline.stream.event_config import label_problem
 from sightline.stream.inference.model_holder import ModelHolder, ModelSpec, ServedModel, count_swap
 
 if TYPE_CHECKING:
-    from sightline.stream.config import ModelConfig
+    from sightline.stream.config import ModelConfig, RunConfig
     from sightline.stream.inference.lanes import InferenceWorker
     from sightline.stream.pipeline.pipeline import Pipeline
 
@@ -289,15 +289,20 @@ def _engine(served: ServedModel) -> tuple[str, str]:
 
 
 class SighupReloader:
-    """`sightline run`: SIGHUP re-reads the config file's ``model:`` part and swaps to it in a worker thread.
+    """`sightline run`: SIGHUP re-reads the config file in a worker thread. ``on_config`` takes what it needs (the
+    service: the credentials); the model is swapped only when the ``model:`` section changed since the last one
+    that served, so rotating a password never reloads a model.
 
     Installed before the model loads (a SIGHUP then is ignored with a log line, rather than ending the
     process as SIGHUP's default would); ``attach`` hands it the pipeline once there is one.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, read_model: Callable[[], ModelConfig]) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, read_config: Callable[[], RunConfig], model: ModelConfig
+                 ) -> None:
         self.loop = loop
-        self.read_model = read_model
+        self.read_config = read_config
+        self.model = model  # the section that serves (as started, or as the last SIGHUP swapped)
+        self.on_config: Callable[[RunConfig], None] | None = None
         self.pipeline: Pipeline | None = None
         self.tasks: set[asyncio.Future[None]] = set()
 
@@ -315,23 +320,38 @@ class SighupReloader:
         if pipeline is None:
             log.warning("SIGHUP ignored: the service is still starting (send it again once it serves)")
             return
-        log.info("SIGHUP: reloading the model from the config file")
+        log.info("SIGHUP: reloading the config file")
         task = asyncio.ensure_future(asyncio.to_thread(self.reload, pipeline))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    def reload(self, pipeline: Pipeline) -> SwapOutcome | None:
-        """Blocking: read the file, swap; every failure is logged and leaves the old model serving."""
+    def reload(self, pipeline: Pipeline) -> Any:
+        """Blocking: read the file, hand it on, swap if the model changed; every failure is logged and leaves what
+        serves (credentials, model) as it was. The swap's outcome, or None when none happened."""
         try:
-            model = self.read_model()
+            config = self.read_config()
         except SightlineError as exc:
             self.refused(pipeline)
-            log.error("SIGHUP: model swap refused, the config file cannot be read; the old model keeps serving: %s",
+            log.error("SIGHUP: the config file cannot be read; the credentials and the old model keep serving: %s",
                       exc)
             return None
-        if model.device != pipeline.config.model.device:
-            log.warning("SIGHUP: model.device changed to %s; the device changes only with a restart", model.device)
-        return self.swap(pipeline, ModelSpec.of(model))
+        if self.on_config is not None:
+            try:
+                self.on_config(config)
+            except SightlineError as exc:
+                log.error("SIGHUP: credentials not changed: %s", exc)
+            else:
+                log.info("SIGHUP: credentials reloaded")
+        if config.model == self.model:
+            log.info("SIGHUP: the model section is unchanged: no swap")
+            return None
+        if config.model.device != pipeline.config.model.device:
+            log.warning("SIGHUP: model.device changed to %s; the device changes only with a restart",
+                        config.model.device)
+        outcome = self.swap(pipeline, ModelSpec.of(config.model))
+        if outcome is not None:
+            self.model = config.model
+        return outcome
 
     def refused(self, pipeline: Pipeline) -> None:
         count_swap(pipeline.models, "refused")

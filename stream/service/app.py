@@ -1,9 +1,9 @@
 """The app factory: middleware, error handlers, ``app.state``, and one router per resource.
 
 Handlers only move small objects; anything that blocks (checking a file, stopping a stream, drawing
-and encoding JPEGs) runs in a worker thread. GET endpoints are open; with ``server.token`` set, POST
-and DELETE need ``Authorization: Bearer <token>``. ``ServiceGuard`` (guard.py) checks Host,
-Origin, the token and the body size before any handler runs. No response and no log line carries a
+and encoding JPEGs) runs in a worker thread. Who may read and who may change is auth.py's (one
+dependency per route); ``ServiceGuard`` (guard.py) checks Host, Origin, a state change's credential and
+the body size before any handler runs. No response and no log line carries a
 stream URL's credentials (``redact_url``, ``scrub_urls``).
 """
 
@@ -22,12 +22,23 @@ from sightline.stream.config import RunConfig
 from sightline.stream.metrics import Metrics
 from sightline.stream.pipeline.pipeline import Pipeline
 from sightline.stream.service import contract
+from sightline.stream.service.auth import Auth
 from sightline.stream.service.deps import ClusterAdmin, ModelControl, Viewing
 from sightline.stream.service.guard import HostPolicy, ServiceGuard
 from sightline.stream.service.model_control import LocalModelControl
 from sightline.stream.service.previews import PreviewRenderer, PreviewSlots
 from sightline.stream.service.routers import cluster as cluster_routes
-from sightline.stream.service.routers import events, health, model, previews, recordings, streams, watch, webrtc
+from sightline.stream.service.routers import (
+    events,
+    health,
+    model,
+    previews,
+    recordings,
+    session,
+    streams,
+    watch,
+    webrtc,
+)
 from sightline.stream.service.viewing import LocalViewing
 from sightline.stream.urls import scrub_urls
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -89,25 +100,27 @@ def create_app(pipeline: Pipeline, config: RunConfig, metrics: Metrics | None, *
     app = FastAPI(title="Sightline", version="0.1.0", docs_url=None, redoc_url=None,
                   description="Streaming video recognition: manage streams, watch annotated previews, "
                               "read per-stream FPS/latency; Prometheus metrics at /metrics.")
-    # Host/Origin, the token and the body cap, all before a byte of the body is read (guard.py)
+    auth = Auth(server, metrics)
+    # Host/Origin, a state change's credential and the body cap, all before a byte of the body is read (guard.py)
     app.add_middleware(ServiceGuard, policy=HostPolicy(server.host, server.allowed_hosts, server.allowed_origins),
-                       token=server.token, max_body_bytes=server.max_body_bytes)
+                       auth=auth, max_body_bytes=server.max_body_bytes)
     app.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _bounded_detail)  # type: ignore[arg-type]
     # What the routers' dependencies (deps.py) read
     app.state.pipeline = pipeline
     app.state.config = config
     app.state.metrics = metrics
-    app.state.token = server.token
+    app.state.auth = auth  # SIGHUP hands it new credentials (serve.py)
     app.state.closing = asyncio.Event()
     app.state.preview_slots = PreviewSlots(server.max_preview_clients)
     app.state.previews = PreviewRenderer(pipeline, server.jpeg_quality)
-    app.state.pages = {name: previews.page(name) for name in ("index.html", "publish.html")}
+    app.state.pages = {name: previews.page(name) for name in ("index.html", "publish.html", "login.html")}
     app.state.model_control = model_control if model_control is not None else LocalModelControl(pipeline)
     app.state.viewing = viewing if viewing is not None else LocalViewing(pipeline)
     app.state.cluster = cluster  # /api/workers, /api/cluster/targets: 404 / [] without one
     app.state.events = getattr(pipeline, "events", None)  # the event hub, when one is attached (pipeline/build.py)
-    for router in (health.router, streams.router, previews.router, recordings.router, webrtc.router, model.router,
+    for router in (health.router, session.router, streams.router, previews.router, recordings.router, webrtc.router,
+                   model.router,
                    watch.router, events.router, cluster_routes.router):
         app.include_router(router)
     contract.install(app)  # /openapi.json says what the service answers (contract.py)

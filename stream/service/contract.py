@@ -10,7 +10,9 @@ FastAPI documents each route's own responses; three things it cannot know are se
   path and that has no body can never fail validation: that 422 is dropped.
 - ``ServiceGuard`` (guard.py) answers before any route: 403 (a Host not served here; for POST/PUT/PATCH/DELETE
   also a foreign Origin), 400 (a malformed Content-Length) and 413 (a body over ``server.max_body_bytes``),
-  on every operation. The token's 401 is the routes' own (``require_token``, deps.py).
+  on every operation.
+- Who may call an operation is its route's ``Requirement`` (auth.py): the document declares the security schemes
+  (bearer, cookie, basic, the metrics token), each operation's ``security``, and its 401 and 403.
 """
 
 from __future__ import annotations
@@ -19,8 +21,11 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import iter_route_contexts
 from pydantic import BaseModel, Field
+from sightline.stream.service.auth import SECURITY_SCHEMES, requirement_of, security_of
 from sightline.stream.service.guard import STATE_CHANGING
+from starlette.routing import BaseRoute
 
 ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
 FASTAPI_VALIDATION = "#/components/schemas/HTTPValidationError"
@@ -76,6 +81,8 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
     error_schema = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
     components.update(error_schema.pop("$defs", {}))
     components["ErrorBody"] = error_schema
+    schema["components"]["securitySchemes"] = SECURITY_SCHEMES
+    _declare_security(schema, app.routes)
     for operations in schema["paths"].values():
         for method, operation in operations.items():
             responses = operation["responses"]
@@ -95,6 +102,23 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
         components.pop("HTTPValidationError", None)
         components.pop("ValidationError", None)  # only HTTPValidationError's items
     return schema
+
+
+def _declare_security(schema: dict[str, Any], routes: list[BaseRoute]) -> None:
+    for route in iter_route_contexts(routes):
+        need = requirement_of(route.original_route)
+        operations = schema["paths"].get(route.path_format or "", {})
+        for method in route.methods or ():
+            operation = operations.get(method.lower())
+            if need is None or operation is None:
+                continue
+            operation["security"] = security_of(need)
+            operation["responses"]["401"] = {"description": "no credential, or a wrong one (WWW-Authenticate says "
+                                                            "which kind)"}
+            if need.basic:
+                operation["responses"]["429"] = {"description": "too many failed Basic logins from this address"}
+            if need.role == "admin":
+                operation["responses"]["403"] = {"description": "the credential's role may not do this (admin only)"}
 
 
 def install(app: FastAPI) -> None:

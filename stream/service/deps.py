@@ -21,7 +21,7 @@ from sightline.stream.errors import UnknownStreamError
 from sightline.stream.metrics import Metrics
 from sightline.stream.pipeline.pipeline import Pipeline
 from sightline.stream.pipeline.stream_runtime import StreamRuntime
-from sightline.stream.service.guard import bearer_token_matches
+from sightline.stream.service.auth import ADMIN, Auth
 from sightline.stream.service.previews import PreviewRenderer, PreviewSlots
 from sightline.stream.storage.stats import StorageStats
 
@@ -50,6 +50,10 @@ async def get_previews(request: Request) -> PreviewRenderer:
 
 async def get_preview_slots(request: Request) -> PreviewSlots:
     return request.app.state.preview_slots
+
+
+async def get_auth(request: Request) -> Auth:
+    return request.app.state.auth
 
 
 async def get_closing(request: Request) -> asyncio.Event:
@@ -137,27 +141,6 @@ async def not_closing(closing: asyncio.Event = Depends(get_closing)) -> None:
     refuse_when_closing(closing)
 
 
-async def may_read_video(request: Request) -> None:
-    """The one access rule of every read of a stream's pictures (snapshots, MJPEG, event snapshots and clips,
-    recordings): today as open as every other GET on a loopback bind; the place where a read token goes."""
-
-
-async def require_token(request: Request) -> None:
-    """With ``server.token`` set, a mutating call needs ``Authorization: Bearer <token>`` (401 otherwise).
-
-    ``ServiceGuard`` checks it before the body is read; this keeps each mutating route protected on its own,
-    wherever its router is mounted. The one bearer-token dependency: every router uses it.
-    """
-    token = getattr(request.app.state, "token", None)
-    if token is None:
-        return
-    if not bearer_token_matches(request.headers.get("authorization"), token):
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or wrong bearer token",
-                            headers={"WWW-Authenticate": 'Bearer realm="sightline"'})
-
-
-TOKEN_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"description": "server.token is set and the bearer token is missing or wrong"}}
 CLOSING_RESPONSES: dict[int | str, dict[str, Any]] = {
     503: {"description": "shutting down: from the stop signal (SIGTERM, Ctrl-C) on, every state change is refused"}}
-CHANGE_RESPONSES = {**TOKEN_RESPONSES, **CLOSING_RESPONSES}  # what every state-changing route can answer
+CHANGE: list[Any] = [Depends(ADMIN), Depends(not_closing)]  # what every state-changing route depends on

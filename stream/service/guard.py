@@ -8,7 +8,8 @@ refused before any of its body is read. In turn:
    DNS-rebinding page reaches the service under the attacker's own name, so its requests fail here.
 2. POST/PUT/PATCH/DELETE carrying an ``Origin`` must come from the service's own origin (the Origin's
    ``host[:port]`` equals ``Host``) or from ``server.allowed_origins``; with or without a token.
-3. With ``server.token`` set, those methods need ``Authorization: Bearer <token>`` (401).
+3. Those methods need what their route's ``Requirement`` asks (auth.py: admin for a change, viewer to watch),
+   checked here as the route's own dependency checks it (401, 403).
 4. A body larger than ``server.max_body_bytes`` is 413: a ``Content-Length`` over the cap is refused
    unread, a chunked body is counted as it arrives and refused when it passes the cap.
 
@@ -18,11 +19,15 @@ client sent except a bounded host name.
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 import json
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
+
+from fastapi import HTTPException
+from fastapi.routing import iter_route_contexts
+from sightline.stream.service.auth import Auth, Requirement, requirement_of
+from starlette.routing import Match
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -34,15 +39,6 @@ STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 LOOPBACK_NAMES = frozenset({"localhost"})
 WILDCARD_BINDS = frozenset({"0.0.0.0", "::", ""})
 ECHO_LIMIT = 64  # characters of a refused Host echoed back
-
-
-def bearer_token_matches(header: str | None, token: str) -> bool:
-    if not header:
-        return False
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "bearer":
-        return False
-    return hmac.compare_digest(value.strip().encode("utf-8"), token.encode("utf-8"))
 
 
 def host_name(host: str) -> str:
@@ -101,13 +97,21 @@ class BodyTooLarge(Exception):
     pass
 
 
-class ServiceGuard:
-    """The middleware (see the module docstring). ``token`` None: no token needed."""
+def route_requirement(scope: Scope) -> Requirement | None:
+    """The requirement of the route that will answer ``scope`` (none matches: None, the router answers 404/405)."""
+    for route in iter_route_contexts(scope["app"].router.routes):
+        if route.matches(scope)[0] == Match.FULL:
+            return requirement_of(route.original_route)
+    return None
 
-    def __init__(self, app: ASGIApp, policy: HostPolicy, token: str | None, max_body_bytes: int) -> None:
+
+class ServiceGuard:
+    """The middleware (see the module docstring); ``auth`` decides who may (auth.py)."""
+
+    def __init__(self, app: ASGIApp, policy: HostPolicy, auth: Auth, max_body_bytes: int) -> None:
         self.app = app
         self.policy = policy
-        self.token = token
+        self.auth = auth
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -126,10 +130,14 @@ class ServiceGuard:
             if origin is not None and not self.policy.origin_allowed(origin, host):
                 await _refuse(send, 403, "cross-origin request refused (server.allowed_origins)")
                 return
-            if self.token is not None and not bearer_token_matches(headers.get("authorization"), self.token):
-                await _refuse(send, 401, "missing or wrong bearer token",
-                              [(b"www-authenticate", b'Bearer realm="sightline"')])
-                return
+            need = route_requirement(scope)
+            if need is not None:
+                try:
+                    await self.auth.check(need, scope)
+                except HTTPException as exc:
+                    extra = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (exc.headers or {}).items()]
+                    await _refuse(send, exc.status_code, exc.detail, extra)
+                    return
         declared = headers.get("content-length")
         if declared is not None:
             if not declared.strip().isdigit():

@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fastapi import FastAPI
-from sightline.stream.config import ModelConfig, RunConfig
+from sightline.stream.config import RunConfig
 from sightline.stream.metrics import Metrics
 from sightline.stream.pipeline.build import build_pipeline
 from sightline.stream.pipeline.model_swap import SighupReloader
 from sightline.stream.service.app import create_app
-from sightline.stream.service.server import HttpServer, require_safe_bind
+from sightline.stream.service.auth import require_safe_bind
+from sightline.stream.service.server import HttpServer
 
 
 class Served(Protocol):
@@ -64,11 +65,12 @@ ONE_PROCESS = ServedKind(
 
 
 async def serve(config: RunConfig, kind: ServedKind = ONE_PROCESS, duration: float | None = None,
-                outputs_of: Path | None = None, reload_model: Callable[[], ModelConfig] | None = None) -> int:
+                outputs_of: Path | None = None, reload_config: Callable[[], RunConfig] | None = None) -> int:
     """Serve ``config`` until it is done; the exit code of the run.
 
     ``outputs_of``: the folder named in the summary as holding the outputs (the demo's); default output_dir.
-    ``reload_model``: with it, SIGHUP swaps to the model it returns (the config file's; model_swap.py).
+    ``reload_config``: with it, SIGHUP reads the config it returns (the file's, with the environment's secrets):
+    its credentials take effect, its model is swapped to if that section changed (model_swap.py).
     """
     require_safe_bind(config.server)  # before anything binds or loads
     stop = asyncio.Event()
@@ -83,7 +85,7 @@ async def serve(config: RunConfig, kind: ServedKind = ONE_PROCESS, duration: flo
 
     for sig in (signal.SIGINT, signal.SIGTERM):  # first: a signal while the model loads is a clean stop
         loop.add_signal_handler(sig, on_stop_signal)
-    reloader = kind.reloader(loop, reload_model) if reload_model is not None else None
+    reloader = kind.reloader(loop, reload_config, config.model) if reload_config is not None else None
     if reloader is not None:
         reloader.install()
     try:
@@ -97,7 +99,10 @@ async def serve(config: RunConfig, kind: ServedKind = ONE_PROCESS, duration: flo
         if server is not None and not stop.is_set():
             try:  # the configured streams exist before the first request is answered
                 await asyncio.to_thread(served.start)
-                await server.start(kind.make_app(served, config))
+                app = kind.make_app(served, config)
+                if reloader is not None:
+                    reloader.on_config = lambda new: app.state.auth.update(new.server)
+                await server.start(app)
                 if stop.is_set():  # the signal came while the app was being made
                     server.begin_closing()
             except BaseException:
@@ -134,9 +139,9 @@ def freeze_imports() -> bool:
 
 
 async def run_service(config: RunConfig, duration: float | None = None, outputs_of: Path | None = None,
-                      reload_model: Callable[[], ModelConfig] | None = None) -> int:
+                      reload_config: Callable[[], RunConfig] | None = None) -> int:
     """``serve`` on this process (``sightline run`` without ``--ray``, ``sightline demo``)."""
-    return await serve(config, ONE_PROCESS, duration, outputs_of, reload_model)
+    return await serve(config, ONE_PROCESS, duration, outputs_of, reload_config)
 
 
 def summary(statuses: list[dict[str, Any]], seconds: float, outputs: Path) -> str:

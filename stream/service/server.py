@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import ipaddress
 import logging
 import os
 import socket
@@ -18,9 +17,8 @@ from collections.abc import Iterator
 
 import uvicorn
 from fastapi import FastAPI
-from sightline.model.errors import ConfigError
-from sightline.stream.config import ServerConfig
 from sightline.stream.errors import StreamError
+from sightline.stream.service.auth import is_loopback
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 log = logging.getLogger(__name__)
@@ -138,9 +136,12 @@ class HttpServer:
                 raise ServerBindError(f"server: uvicorn stopped during start-up on {self.host}:{self.requested_port}")
             await asyncio.sleep(0.01)
         log.info("serving HTTP on %s", self.url)
-        if app.state.token is None and not is_loopback(self.host):  # allowed by server.insecure (see require_safe_bind)
-            log.warning("serving on %s without server.token (server.insecure: true): anyone who can reach it can add "
-                        "and remove streams", self.host)
+        credentials = app.state.auth.credentials
+        if not is_loopback(self.host) and credentials.changes_open:  # allowed by server.insecure (auth.bind_problem)
+            log.warning("serving on %s without an admin credential (server.insecure: true): anyone who may read can "
+                        "also add and remove streams", self.host)
+        if not is_loopback(self.host) and credentials.reads_open:  # server.public_read
+            log.warning("serving on %s with server.public_read: true: anyone who can reach it can watch", self.host)
 
     def begin_closing(self) -> None:
         """The service is stopping: readiness fails, previews end, state changes are refused (503)."""
@@ -161,19 +162,3 @@ class HttpServer:
         finally:
             self._task = self._server = None
             self._socket = None
-
-
-def require_safe_bind(server: ServerConfig) -> None:
-    """Refuse a non-loopback bind without a token, unless ``server.insecure`` says it is on purpose."""
-    if server.enabled and server.token is None and not server.insecure and not is_loopback(server.host):
-        raise ConfigError(f"server.host {server.host!r} is not a loopback address: set server.token (or "
-                          f"SIGHTLINE_TOKEN), or server.insecure: true to serve it without one")
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

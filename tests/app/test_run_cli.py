@@ -204,9 +204,10 @@ def test_pid_file_holds_the_pid_for_the_documented_sighup_and_goes_at_exit(tmp_p
         assert [p.name for p in pid_path.parent.iterdir()] == ["sightline.pid"]  # no partial file left
         subprocess.run(["bash", "-c", 'kill -HUP "$(cat "$1")"', "bash", str(pid_path)], check=True, timeout=10)
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not any("model swap:" in line for line in err):
+        while time.monotonic() < deadline and not any("SIGHUP: the model section" in line for line in err):
             time.sleep(0.2)
-        assert any("SIGHUP: reloading the model from the config file" in line for line in err), "".join(err)
+        assert any("SIGHUP: reloading the config file" in line for line in err), "".join(err)
+        assert any("SIGHUP: the model section is unchanged: no swap" in line for line in err), "".join(err)
         assert proc.poll() is None  # reloaded (the same model: nothing to swap), still serving
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)

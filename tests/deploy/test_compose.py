@@ -12,8 +12,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import pytest
 import yaml
+from sightline.run_cli import apply_environment
 from sightline.stream.config import load_run_config
+from sightline.stream.service.auth import require_safe_bind
 
 from tests.support.deploy_files import ROOT, dockerfile_values
 
@@ -22,12 +25,15 @@ BASE = DEPLOY / "docker-compose.yml"
 CLUSTER = DEPLOY / "docker-compose.cluster.yml"
 
 
-def compose_config(*files: Path, token: str | None = "test-token") -> subprocess.CompletedProcess[str]:
+TOKENS = {"SIGHTLINE_TOKEN": "test-token", "SIGHTLINE_VIEWER_TOKEN": "test-viewer-token-16",
+          "SIGHTLINE_METRICS_TOKEN": "test-metrics-token-16"}
+
+
+def compose_config(*files: Path, without: str | None = None) -> subprocess.CompletedProcess[str]:
     binary = shutil.which("docker-compose")
     assert binary, "docker-compose is missing (Debian package docker-compose; .ci/run installs it)"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SIGHTLINE_", "COMPOSE_", "DOCKER_"))}
-    if token is not None:
-        env["SIGHTLINE_TOKEN"] = token
+    env.update({k: v for k, v in TOKENS.items() if k != without})
     args = [binary, "--project-directory", str(DEPLOY)]
     for file in files:
         args += ["-f", str(file)]
@@ -48,9 +54,26 @@ def test_compose_files_validate_alone_and_layered() -> None:
     assert set(cluster["services"]) == {"sightline", "prometheus", "grafana", "ray-worker"}
 
 
-def test_compose_refuses_to_start_without_the_token() -> None:
-    result = compose_config(BASE, CLUSTER, token=None)
-    assert result.returncode != 0 and "SIGHTLINE_TOKEN" in result.stderr
+@pytest.mark.parametrize("missing", sorted(TOKENS))
+def test_compose_refuses_to_start_without_a_token(missing: str) -> None:
+    result = compose_config(BASE, CLUSTER, without=missing)
+    assert result.returncode != 0 and missing in result.stderr
+
+
+def test_the_container_config_starts_with_the_environment_compose_hands_it() -> None:
+    """configs/docker.yaml binds 0.0.0.0: with compose's tokens it passes the start checks (viewer and admin
+    credentials), and Prometheus is handed the same scrape token."""
+    services = merged(BASE)["services"]
+    config = apply_environment(load_run_config(ROOT / "configs/docker.yaml"), services["sightline"]["environment"])
+    require_safe_bind(config.server)
+    assert config.server.viewer_tokens == [TOKENS["SIGHTLINE_VIEWER_TOKEN"]]
+    assert config.server.metrics_token == services["prometheus"]["environment"]["SIGHTLINE_METRICS_TOKEN"]
+    scrape = yaml.safe_load((DEPLOY / "prometheus/prometheus.yml").read_text())
+    files = {job["authorization"]["credentials_file"] for job in scrape["scrape_configs"]}
+    files |= {sd["authorization"]["credentials_file"] for job in scrape["scrape_configs"]
+              for sd in job.get("http_sd_configs", ())}
+    assert files == {"sightline-metrics-token"}  # beside prometheus.yml: /etc/prometheus/ in the container
+    assert "> /etc/prometheus/sightline-metrics-token &&" in " ".join(services["prometheus"]["entrypoint"])
 
 
 def test_cluster_head_runs_ray_and_the_controller_and_the_worker_joins_it() -> None:

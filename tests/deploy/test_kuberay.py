@@ -15,7 +15,9 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from sightline.run_cli import apply_environment
 from sightline.stream.config import load_run_config
+from sightline.stream.service.auth import require_safe_bind
 from sightline.stream.service.guard import HostPolicy
 
 from tests.support.deploy_files import (
@@ -129,6 +131,11 @@ def test_head_runs_the_controller_on_the_config_from_the_configmap(tmp_path: Pat
     assert head_pod()["shareProcessNamespace"] is True
     config = cluster_config(tmp_path)
     assert config.server.host == "0.0.0.0" and config.server.token is None and config.streams == []
+    # with the Secret's tokens in the environment it passes the start checks (a bind beyond loopback needs both)
+    env = {e["name"]: e for e in controller()["env"]}
+    assert {"SIGHTLINE_TOKEN", "SIGHTLINE_VIEWER_TOKEN"} <= set(env)
+    secrets = {"SIGHTLINE_TOKEN": "t" * 32, "SIGHTLINE_VIEWER_TOKEN": "v" * 32}
+    require_safe_bind(apply_environment(config, secrets).server)
 
 
 def test_service_reaches_the_api_port_of_config_image_and_container(tmp_path: Path) -> None:
@@ -163,11 +170,12 @@ def test_ray_metrics_port_does_not_take_the_api_port(tmp_path: Path) -> None:
         assert {"name": "metrics", "containerPort": port} in pod["containers"][0]["ports"]
 
 
-def test_token_comes_from_a_secret_never_from_the_configmap() -> None:
+def test_tokens_come_from_a_secret_never_from_the_configmap() -> None:
     env = {e["name"]: e for e in controller()["env"]}
-    ref = env["SIGHTLINE_TOKEN"]["valueFrom"]["secretKeyRef"]
-    assert ref["name"] and ref["key"]
-    assert "value" not in env["SIGHTLINE_TOKEN"]
+    for name in ("SIGHTLINE_TOKEN", "SIGHTLINE_VIEWER_TOKEN", "SIGHTLINE_METRICS_TOKEN"):
+        ref = env[name]["valueFrom"]["secretKeyRef"]
+        assert ref["name"] == "sightline-token" and ref["key"]
+        assert "value" not in env[name]
     config_text = kuberay_object("ConfigMap")["data"]["config.yaml"]
     assert not re.search(r"^\s*token\s*:", config_text, re.M)
     assert not [o for o in kuberay_objects() if o["kind"] == "Secret"]  # created by the operator, not committed

@@ -1,7 +1,8 @@
 """The `sightline-workers` job of deploy/prometheus/prometheus.yml, run by a real Prometheus: it reads an
 http_sd list like the controller's `/api/cluster/targets` and scrapes each listed worker with its labels.
 The list is served here by a stand-in on 127.0.0.1 (the controller's own endpoint is tested with the cluster);
-only the job's host is moved there, everything else is the committed job."""
+only the job's host is moved there, everything else is the committed job: the stand-in answers only requests
+that carry the scrape token from the job's credentials_file (the list and the metrics alike)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from tests.support.processes import stop_process
 
 PROMETHEUS = shutil.which("prometheus")
 JOB = "sightline-workers"
+SCRAPE_TOKEN = "test-metrics-token-16"
 
 
 def free_port() -> int:
@@ -40,6 +42,9 @@ class StandIn(BaseHTTPRequestHandler):
     targets: list[dict] = []
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        if self.headers.get("Authorization") != f"Bearer {SCRAPE_TOKEN}":
+            self.send_error(401)
+            return
         if self.path == self.sd_path:
             body, kind = json.dumps(self.targets).encode(), "application/json"
         elif self.path == "/metrics":
@@ -81,6 +86,7 @@ def test_workers_job_discovers_and_scrapes_the_listed_workers(tmp_path: Path, st
     url = urlsplit(job["http_sd_configs"][0]["url"])
     job["http_sd_configs"][0]["url"] = url._replace(netloc=f"127.0.0.1:{server.server_address[1]}").geturl()
     job["scrape_interval"], job["scrape_timeout"] = "1s", "1s"  # only the pace differs from the committed job
+    (tmp_path / "sightline-metrics-token").write_text(SCRAPE_TOKEN)  # the file compose writes beside the config
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump({"scrape_configs": [job]}))
     port = free_port()
     log = (tmp_path / "prometheus.log").open("w")

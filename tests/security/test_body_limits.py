@@ -9,7 +9,10 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
+from fastapi import Depends, FastAPI
+from sightline.stream.config import ServerConfig
 from sightline.stream.pipeline.pipeline import Pipeline
+from sightline.stream.service.auth import ADMIN, Auth
 from sightline.stream.service.guard import HostPolicy, ServiceGuard
 from sightline.stream.service.server import HttpServer
 
@@ -74,8 +77,12 @@ class CountingReceive:
         return {"type": "http.request", "body": b"x" * 1024, "more_body": True}
 
 
-async def run_guard(headers: list[tuple[bytes, bytes]], token: str | None = TOKEN) -> tuple[int, CountingReceive, bool]:
+async def run_guard(headers: list[tuple[bytes, bytes]]) -> tuple[int, CountingReceive, bool]:
     reached = False
+    routes = FastAPI()  # what the guard asks which requirement a route has (auth.py)
+
+    @routes.post("/api/streams", dependencies=[Depends(ADMIN)])
+    async def add() -> None: ...
 
     async def app(scope, receive, send) -> None:
         nonlocal reached
@@ -87,8 +94,8 @@ async def run_guard(headers: list[tuple[bytes, bytes]], token: str | None = TOKE
         sent.append(message)
 
     receive = CountingReceive()
-    guard = ServiceGuard(app, HostPolicy("127.0.0.1"), token, CAP)
-    scope = {"type": "http", "method": "POST", "path": "/api/streams",
+    guard = ServiceGuard(app, HostPolicy("127.0.0.1"), Auth(ServerConfig(token=TOKEN), None), CAP)
+    scope = {"type": "http", "method": "POST", "path": "/api/streams", "app": routes,
              "headers": [(b"host", b"127.0.0.1:8080"), *headers]}
     await asyncio.wait_for(guard(scope, receive, send), 5)
     return int(sent[0]["status"]), receive, reached

@@ -17,7 +17,15 @@ from prometheus_client import Counter, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from sightline.stream.config import RunConfig, StreamConfig, load_run_config
 from sightline.stream.events.notifiers.metrics import OutputMetrics
-from sightline.stream.metrics import DROP_REASONS, LOSS_REASONS, STAGES, STATES, SWAP_RESULTS, Metrics
+from sightline.stream.metrics import (
+    DROP_REASONS,
+    LOGIN_FAILURES,
+    LOSS_REASONS,
+    STAGES,
+    STATES,
+    SWAP_RESULTS,
+    Metrics,
+)
 from sightline.stream.outputs.annotated_video import DROP_STAGES, video_out_metrics
 from sightline.stream.pipeline.pipeline import Pipeline
 from sightline.stream.stats import StageStats, StreamStats
@@ -25,6 +33,7 @@ from sightline.stream.storage.layout import KINDS
 from sightline.stream.storage.stats import StorageStats
 from sightline.synthetic_media import make_test_clip
 
+from tests.support.deploy_files import prometheus_config_copy
 from tests.support.models import tiny_classifier
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -171,7 +180,8 @@ def test_metric_labels_come_from_finite_sets_in_a_real_run(tmp_path: Path) -> No
     for secret in ("admin", "hunter2", "127.0.0.1", "stream1", "token", "abc", "rtsp"):
         assert secret not in text, secret
     allowed = {"stream": {"file-cam", "door"}, "state": set(STATES), "stage": set(STAGES) | set(DROP_STAGES),
-               "reason": set(DROP_REASONS) | set(LOSS_REASONS), "sink": {"jsonl", "recorder", "annotated_video"},
+               "reason": set(DROP_REASONS) | set(LOSS_REASONS) | set(LOGIN_FAILURES),
+               "sink": {"jsonl", "recorder", "annotated_video"},
                "arch": {"resnet18"}, "classes": {"4"},
                "device": {"cpu"}, "precision": {"fp32"},
                "model": {pipeline.models.current.id}, "result": set(SWAP_RESULTS),  # the served model's id (hash)
@@ -203,8 +213,8 @@ def test_grafana_datasource_uid_matches_the_dashboard() -> None:
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian package 'prometheus') not installed")
-def test_prometheus_config_is_valid() -> None:
-    result = subprocess.run(["promtool", "check", "config", str(DEPLOY / "prometheus/prometheus.yml")],
+def test_prometheus_config_is_valid(tmp_path: Path) -> None:
+    result = subprocess.run(["promtool", "check", "config", str(prometheus_config_copy(tmp_path))],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
 

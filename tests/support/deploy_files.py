@@ -77,3 +77,12 @@ def kuberay_objects() -> list[dict[str, Any]]:
 def kuberay_object(kind: str) -> dict[str, Any]:
     (found,) = [o for o in kuberay_objects() if o["kind"] == kind]
     return found
+
+
+def prometheus_config_copy(folder: Path) -> Path:
+    """deploy/prometheus/ as Prometheus sees it in the container: prometheus.yml with its rules, and the scrape token
+    file compose writes beside it (promtool and Prometheus refuse a config whose credentials_file is missing)."""
+    for name in ("prometheus.yml", "alerts.yml"):
+        (folder / name).write_text((ROOT / "deploy" / "prometheus" / name).read_text())
+    (folder / "sightline-metrics-token").write_text("test-metrics-token-16")
+    return folder / "prometheus.yml"

@@ -1,8 +1,8 @@
 """HTTP endpoints of a clustered service: workers, drain/resume, and Prometheus service discovery.
 
 The routes read ``app.state.cluster`` (deps.py's ``ClusterAdmin``, handed in by ``sightline run --ray``); a
-one-process service answers 404 here. Drain and resume change state: they need the bearer token like
-``POST /api/streams``. Nothing here imports the cluster (or Ray).
+one-process service answers 404 here. Drain and resume change state (admin); the worker list is a read
+(viewer); the targets are Prometheus' (``server.metrics_token``). Nothing here imports the cluster (or Ray).
 """
 
 from __future__ import annotations
@@ -12,12 +12,13 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, status
 from sightline.model.echo import bounded
-from sightline.stream.service.deps import CHANGE_RESPONSES, ClusterAdmin, get_cluster, not_closing, require_token
+from sightline.stream.service.auth import SCRAPE, VIEWER
+from sightline.stream.service.deps import CHANGE, CLOSING_RESPONSES, ClusterAdmin, get_cluster
 
 router = APIRouter(tags=["cluster"])
 NO_CLUSTER = "this service does not run on a cluster (sightline run --ray)"
-CHANGES: dict[str, Any] = {"dependencies": [Depends(require_token), Depends(not_closing)],
-                           "responses": {**CHANGE_RESPONSES, 404: {"description": f"no such worker, or {NO_CLUSTER}"}}}
+CHANGES: dict[str, Any] = {"dependencies": CHANGE,
+                           "responses": {**CLOSING_RESPONSES, 404: {"description": f"no such worker, or {NO_CLUSTER}"}}}
 
 
 async def controller(cluster: ClusterAdmin | None = Depends(get_cluster)) -> ClusterAdmin:
@@ -27,14 +28,15 @@ async def controller(cluster: ClusterAdmin | None = Depends(get_cluster)) -> Clu
 
 
 @router.get("/api/workers", summary="Pipeline workers: node, capacity and asked frames/s, streams, draining",
+            dependencies=[Depends(VIEWER)],
             responses={404: {"description": NO_CLUSTER}})
 async def list_workers(cluster: ClusterAdmin = Depends(controller)) -> dict[str, Any]:
     return {"workers": cluster.workers()}
 
 
-@router.get("/api/cluster/targets", summary="Prometheus HTTP service discovery (http_sd_configs): one target per "
-                                            "worker's metrics endpoint, labelled worker and node; [] without a "
-                                            "cluster (the service's own /metrics has it all)")
+@router.get("/api/cluster/targets", dependencies=[Depends(SCRAPE)],
+            summary="Prometheus HTTP service discovery (http_sd_configs): one target per worker's metrics endpoint, "
+                    "labelled worker and node; [] without a cluster (the service's own /metrics has it all)")
 async def targets(cluster: ClusterAdmin | None = Depends(get_cluster)) -> list[dict[str, Any]]:
     return [] if cluster is None else cluster.targets()
 

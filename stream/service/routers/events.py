@@ -1,9 +1,8 @@
 """HTTP API of events: list and read events, their snapshot and clip; list, add and remove rules.
 
 An ``APIRouter`` whose handlers read ``request.app.state.events`` (the pipeline's ``EventHub``,
-None when the event engine is off: 404 then). Rule changes are POST/DELETE, so ``ServiceGuard``
-already requires the token for them; the ``require_token`` dependency says so again here, so the
-router stays safe if it is mounted elsewhere.
+None when the event engine is off: 404 then). Reads (events, their snapshots and clips, the rules) need
+the viewer role, rule changes the admin role (auth.py).
 """
 
 from __future__ import annotations
@@ -20,7 +19,8 @@ from sightline.model.echo import bounded
 from sightline.stream.event_config import EventRule, label_problem
 from sightline.stream.events.hub import EventHub
 from sightline.stream.events.store import DuplicateRuleError, TooManyRulesError, is_event_id
-from sightline.stream.service.deps import CHANGE_RESPONSES, may_read_video, not_closing, require_token
+from sightline.stream.service.auth import VIDEO, VIEWER
+from sightline.stream.service.deps import CHANGE, CLOSING_RESPONSES
 
 NO_STORE = {"Cache-Control": "no-store"}
 MAX_PAGE = 500
@@ -104,11 +104,11 @@ def described(service: EventHub, event: dict[str, Any]) -> dict[str, Any]:
 ENGINE_OFF = "the event engine is off (events.enabled or events.rules)"
 OFF: dict[int | str, dict[str, Any]] = {404: {"description": ENGINE_OFF}}
 router = APIRouter(tags=["events"], responses=OFF)
-changes = APIRouter(tags=["events"], dependencies=[Depends(require_token), Depends(not_closing)],
-                    responses={**CHANGE_RESPONSES, **OFF})
+changes = APIRouter(tags=["events"], dependencies=CHANGE, responses={**CLOSING_RESPONSES, **OFF})
 
 
-@router.get("/api/events/rules", response_model=RuleList, summary="The event rules in force")
+@router.get("/api/events/rules", response_model=RuleList, summary="The event rules in force",
+            dependencies=[Depends(VIEWER)])
 async def list_rules(service: EventHub = Depends(events_of)) -> dict[str, Any]:
     return {"rules": [r.model_dump() for r in service.rules.list()]}
 
@@ -143,7 +143,7 @@ async def remove_rule(name: str, service: EventHub = Depends(events_of)) -> dict
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no rule named {bounded(name, 80)!r}") from None
 
 
-@router.get("/api/events", response_model=EventPage,
+@router.get("/api/events", response_model=EventPage, dependencies=[Depends(VIEWER)],
             summary="Events, newest first; filter by stream, label, rule and time (epoch seconds or ISO 8601)")
 async def list_events(request: Request, stream: str | None = None, label: str | None = None,
                       rule: str | None = None,
@@ -162,17 +162,16 @@ async def list_events(request: Request, stream: str | None = None, label: str | 
     return JSONResponse(EventPage.model_validate(body).model_dump(), headers=NO_STORE)
 
 
-@router.get("/api/events/{event_id}", response_model=Event,
+@router.get("/api/events/{event_id}", response_model=Event, dependencies=[Depends(VIEWER)],
             responses={404: {"description": f"no such event, or {ENGINE_OFF}"}})
 async def get_event(event_id: str, service: EventHub = Depends(events_of)) -> dict[str, Any]:
     return described(service, find_event(service, event_id))
 
 
-@router.get("/api/events/{event_id}/snapshot.jpg", response_class=FileResponse,
+@router.get("/api/events/{event_id}/snapshot.jpg", response_class=FileResponse, dependencies=[Depends(VIDEO)],
             summary="The annotated frame that started the event",
             responses={200: {"content": {"image/jpeg": {}}},
-                       404: {"description": f"no such event or snapshot, or {ENGINE_OFF}"}},
-            dependencies=[Depends(may_read_video)])
+                       404: {"description": f"no such event or snapshot, or {ENGINE_OFF}"}})
 async def event_snapshot(event_id: str, service: EventHub = Depends(events_of)) -> FileResponse:
     find_event(service, event_id)
     path = service.snapshot_path(event_id)
@@ -181,12 +180,11 @@ async def event_snapshot(event_id: str, service: EventHub = Depends(events_of)) 
     return FileResponse(path, media_type="image/jpeg")
 
 
-@router.get("/api/events/{event_id}/clip.mp4", response_class=FileResponse,
+@router.get("/api/events/{event_id}/clip.mp4", response_class=FileResponse, dependencies=[Depends(VIDEO)],
             summary="The event's clip (pre-roll, event, post-roll); byte ranges supported",
             responses={200: {"content": {"video/mp4": {}}},
                        404: {"description": f"no such event or clip, or {ENGINE_OFF}"},
-                       503: {"description": "the clip is still being written (post-roll)"}},
-            dependencies=[Depends(may_read_video)])
+                       503: {"description": "the clip is still being written (post-roll)"}})
 async def event_clip(event_id: str, service: EventHub = Depends(events_of)) -> FileResponse:
     event = find_event(service, event_id)
     path = service.clip_path(event_id)

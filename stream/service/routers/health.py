@@ -1,4 +1,4 @@
-"""Health: liveness, readiness, Prometheus metrics."""
+"""Health: liveness and readiness (open: probes carry no credential), Prometheus metrics (server.metrics_token)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from sightline.stream.capacity import CapacityStats
 from sightline.stream.config import ServerConfig
 from sightline.stream.metrics import Metrics, exposition
+from sightline.stream.service.auth import SCRAPE
 from sightline.stream.service.deps import (
     get_capacity,
     get_closing,
@@ -48,6 +49,7 @@ async def readyz(states: list[str] = Depends(stream_states), model: dict[str, An
 
 
 @router.get("/metrics", summary="Prometheus text exposition (computed from the statistics at scrape time)",
+            dependencies=[Depends(SCRAPE)],
             response_class=Response,
             responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}, 404: {"description": "metrics are disabled"}})
 async def metrics_endpoint(metrics: Metrics | None = Depends(get_metrics)) -> Response:

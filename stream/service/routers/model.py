@@ -1,9 +1,8 @@
 """`GET /api/model` and `PUT /api/model`: the model in service, and a hot-swap to another one.
 
 The routes ask ``app.state.model_control`` (deps.py's ``ModelControl``: this process's pipeline,
-stream/service/model_control.py, or every worker of a cluster). PUT is state-changing: ``ServiceGuard``
-already requires the bearer token (and a same-origin ``Origin``) before the body is read; ``require_token``
-checks it again here so the route stays protected wherever the router is mounted.
+stream/service/model_control.py, or every worker of a cluster). GET needs the viewer role, PUT (a state change)
+the admin role, checked by ``ServiceGuard`` before the body is read and again by the route's own dependency.
 """
 
 from __future__ import annotations
@@ -18,14 +17,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from sightline.model.weights import IMAGENET
 from sightline.stream.config import ModelConfig
 from sightline.stream.pipeline.pipeline import Pipeline
+from sightline.stream.service.auth import ADMIN, VIEWER
 from sightline.stream.service.deps import (
-    TOKEN_RESPONSES,
     ModelControl,
     get_closing,
     get_model_control,
     get_pipeline,
     refuse_when_closing,
-    require_token,
 )
 
 SOURCE_MAX = 4096
@@ -90,16 +88,16 @@ router = APIRouter(tags=["model"])
 
 
 @router.get("/api/model", response_model=ServedModelInfo, summary="The model in service",
+            dependencies=[Depends(VIEWER)],
             responses={503: {"description": "with --ray: no pipeline worker is ready yet"}})
 async def get_model(control: ModelControl = Depends(get_model_control)) -> Any:
     return await control.describe()
 
 
-@router.put("/api/model", response_model=SwapResponse, dependencies=[Depends(require_token)],
+@router.put("/api/model", response_model=SwapResponse, dependencies=[Depends(ADMIN)],
             summary="Swap the model without stopping a stream: loaded and warmed beside the old one, checked, then "
                     "put into service between two batches",
-            responses={**TOKEN_RESPONSES,
-                       403: {"description": "source outside model.swap_dir"},
+            responses={403: {"description": "source outside model.swap_dir"},
                        409: {"description": "another swap is in progress, or the model does not fit the running "
                                             "streams (another device, or a resize over model.max_resize)"},
                        422: {"description": "the model cannot be loaded (missing file, not a bundle, backend "

@@ -10,12 +10,12 @@ from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from sightline.stream.errors import UnknownStreamError
 from sightline.stream.pipeline.stream_runtime import StreamRuntime
+from sightline.stream.service.auth import PAGE, VIDEO
 from sightline.stream.service.deps import (
     get_closing,
     get_preview_slots,
     get_previews,
     get_server,
-    may_read_video,
     not_found,
     stream_named,
 )
@@ -30,15 +30,15 @@ def page(name: str) -> bytes:
     return resources.files("sightline.stream.service").joinpath(f"static/{name}").read_bytes()
 
 
-@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+@router.get("/", response_class=HTMLResponse, include_in_schema=False, dependencies=[Depends(PAGE)])
 async def index(request: Request) -> HTMLResponse:
     return HTMLResponse(request.app.state.pages["index.html"], headers=NO_STORE)
 
 
-@router.get("/api/streams/{name}/snapshot.jpg", response_class=Response,
+@router.get("/api/streams/{name}/snapshot.jpg", response_class=Response, dependencies=[Depends(VIDEO)],
             summary="The latest annotated frame; its labels as JSON in the X-Sightline-Labels header",
             responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "no such stream"},
-                       503: {"description": "no frame yet"}}, dependencies=[Depends(may_read_video)])
+                       503: {"description": "no frame yet"}})
 async def snapshot(name: str, previews: PreviewRenderer = Depends(get_previews)) -> Response:
     try:
         latest = await previews.latest(name)
@@ -52,11 +52,10 @@ async def snapshot(name: str, previews: PreviewRenderer = Depends(get_previews))
     return Response(jpeg, media_type="image/jpeg", headers={**NO_STORE, LABELS_HEADER: labels})
 
 
-@router.get("/api/streams/{name}/mjpeg", response_class=StreamingResponse,
+@router.get("/api/streams/{name}/mjpeg", response_class=StreamingResponse, dependencies=[Depends(VIDEO)],
             summary="Live annotated preview (multipart/x-mixed-replace, at most server.mjpeg_fps)",
             responses={200: {"content": {MJPEG_MEDIA_TYPE: {}}}, 404: {"description": "no such stream"},
-                       503: {"description": "too many open previews, or shutting down"}},
-            dependencies=[Depends(may_read_video)])
+                       503: {"description": "too many open previews, or shutting down"}})
 async def mjpeg(runtime: StreamRuntime = Depends(stream_named), previews: PreviewRenderer = Depends(get_previews),
                 slots: PreviewSlots = Depends(get_preview_slots), closing: asyncio.Event = Depends(get_closing),
                 server=Depends(get_server)) -> StreamingResponse:

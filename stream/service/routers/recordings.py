@@ -21,13 +21,14 @@ from fastapi.responses import FileResponse, JSONResponse
 from sightline.model.echo import bounded
 from sightline.stream.config import RunConfig
 from sightline.stream.pipeline.pipeline import Pipeline
-from sightline.stream.service.deps import get_config, get_pipeline, may_read_video, not_found
+from sightline.stream.service.auth import VIDEO
+from sightline.stream.service.deps import get_config, get_pipeline, not_found
 from sightline.stream.service.models import RecordingList
 from sightline.stream.service.routers.events import parse_time
 from sightline.stream.storage.layout import parse_stamped, recordings_dir, segment_folder
 from sightline.stream.urls import NAME_PATTERN
 
-router = APIRouter(tags=["recordings"], dependencies=[Depends(may_read_video)])
+router = APIRouter(tags=["recordings"], dependencies=[Depends(VIDEO)])
 
 SUFFIX = ".mp4"
 FILE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,120}\.mp4$")

@@ -1,4 +1,4 @@
-"""Streams: list, read, add (token), remove (token)."""
+"""Streams: list and read (viewer), add and remove (admin)."""
 
 from __future__ import annotations
 
@@ -18,16 +18,16 @@ from sightline.stream.errors import (
     UnknownStreamError,
 )
 from sightline.stream.pipeline.pipeline import Pipeline, StreamRuntime
+from sightline.stream.service.auth import VIEWER
 from sightline.stream.service.deps import (
-    CHANGE_RESPONSES,
+    CHANGE,
+    CLOSING_RESPONSES,
     get_capacity,
     get_config,
     get_pipeline,
     get_previews,
     get_storage,
-    not_closing,
     not_found,
-    require_token,
     stream_named,
 )
 from sightline.stream.service.models import StreamList, StreamStatus
@@ -38,8 +38,7 @@ from sightline.stream.storage.stats import StorageStats
 log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["streams"])
-changes = APIRouter(tags=["streams"], dependencies=[Depends(require_token), Depends(not_closing)],
-                    responses=CHANGE_RESPONSES)
+changes = APIRouter(tags=["streams"], dependencies=CHANGE, responses=CLOSING_RESPONSES)
 
 
 class MediaRootError(ConfigError):
@@ -56,7 +55,7 @@ def add_stream_checked(pipeline: Pipeline, stream: StreamConfig, config: RunConf
     return runtime
 
 
-@router.get("/api/streams", response_model=StreamList)
+@router.get("/api/streams", response_model=StreamList, dependencies=[Depends(VIEWER)])
 async def list_streams(pipeline: Pipeline = Depends(get_pipeline),
                        capacity: CapacityStats | None = Depends(get_capacity),
                        storage: StorageStats | None = Depends(get_storage)) -> dict[str, object]:
@@ -64,7 +63,8 @@ async def list_streams(pipeline: Pipeline = Depends(get_pipeline),
             "storage": storage_status(storage)}
 
 
-@router.get("/api/streams/{name}", response_model=StreamStatus, responses={404: {"description": "no such stream"}})
+@router.get("/api/streams/{name}", response_model=StreamStatus, dependencies=[Depends(VIEWER)],
+            responses={404: {"description": "no such stream"}})
 async def get_stream(runtime: StreamRuntime = Depends(stream_named)) -> dict[str, object]:
     return stream_status(runtime)
 

@@ -12,7 +12,8 @@ from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.responses import HTMLResponse
 from sightline.stream.errors import StreamError
 from sightline.stream.pipeline.stream_runtime import StreamRuntime
-from sightline.stream.service.deps import CHANGE_RESPONSES, not_closing, require_token, stream_named
+from sightline.stream.service.auth import PAGE
+from sightline.stream.service.deps import CHANGE, CLOSING_RESPONSES, stream_named
 from sightline.stream.service.models import SessionDescription
 from sightline.stream.sources.webrtc_ingest import PublisherConnectedError
 
@@ -22,15 +23,15 @@ router = APIRouter(tags=["streams"])
 NO_STORE = {"Cache-Control": "no-store"}
 
 
-@router.get("/publish", response_class=HTMLResponse, include_in_schema=False)
+@router.get("/publish", response_class=HTMLResponse, include_in_schema=False, dependencies=[Depends(PAGE)])
 async def publish(request: Request) -> HTMLResponse:
     return HTMLResponse(request.app.state.pages["publish.html"], headers=NO_STORE)
 
 
 @router.post("/api/streams/{name}/webrtc", response_model=SessionDescription,
-             dependencies=[Depends(require_token), Depends(not_closing)],
+             dependencies=CHANGE,
              summary="Publish video to a webrtc:// stream: post the peer's SDP offer, get the answer",
-             responses={**CHANGE_RESPONSES, 404: {"description": "no such stream"},
+             responses={**CLOSING_RESPONSES, 404: {"description": "no such stream"},
                         409: {"description": "not a webrtc:// stream, or a publisher is connected"},
                         422: {"description": "not a usable offer (no video track, bad SDP)"}})
 async def webrtc_offer(offer: SessionDescription, runtime: StreamRuntime = Depends(stream_named)) -> dict[str, str]:

@@ -267,8 +267,9 @@ async def test_put_model_swaps_every_worker_at_one_seq_boundary_and_a_bad_model_
     # SIGHUP with --ray: the config file's model, swapped on every worker the same way (already serving here)
     from sightline.stream.cluster.model_control import ClusterSighupReloader
 
-    read = lambda: config.model.model_copy(update={"source": good["source"]})  # noqa: E731
-    hup = await asyncio.to_thread(ClusterSighupReloader(asyncio.get_running_loop(), read).reload, service.controller)
+    changed = config.model_copy(update={"model": config.model.model_copy(update={"source": good["source"]})})
+    reloader = ClusterSighupReloader(asyncio.get_running_loop(), lambda: changed, config.model)
+    hup = await asyncio.to_thread(reloader.reload, service.controller)
     assert hup is not None and not hup.failed and set(hup.answers) == workers and hup.swapped == []
     for name in EXACT:
         r = await service.client.delete(f"/api/streams/{name}", headers=AUTH)

@@ -99,8 +99,10 @@ def test_prometheus_discovers_the_workers_through_the_controller() -> None:
     scrape = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
     jobs = {j["job_name"]: j for j in scrape["scrape_configs"]}
     service = jobs["sightline"]["static_configs"][0]["targets"][0]
+    scrape_token = {"type": "Bearer", "credentials_file": "sightline-metrics-token"}  # server.metrics_token
     assert jobs["sightline-workers"]["http_sd_configs"] == [
-        {"url": f"http://{service}/api/cluster/targets", "refresh_interval": "15s"}]
+        {"url": f"http://{service}/api/cluster/targets", "refresh_interval": "15s", "authorization": scrape_token}]
+    assert jobs["sightline-workers"]["authorization"] == jobs["sightline"]["authorization"] == scrape_token
 
 
 def test_the_worker_load_gauges_are_the_ones_the_dashboard_knows() -> None:

@@ -12,6 +12,7 @@ are made for every operation.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -33,6 +34,7 @@ from sightline.stream.config import RunConfig
 from sightline.stream.errors import UnknownStreamError
 from sightline.stream.events.hub import EventHub
 from sightline.stream.metrics import Metrics
+from sightline.stream.passwords import hash_password
 from sightline.stream.pipeline.pipeline import Pipeline
 from sightline.stream.service.app import create_app
 
@@ -43,6 +45,8 @@ pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)
 
 TOKEN = "contract-token-16"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+SCRAPE = {"Authorization": "Bearer contract-metrics-token"}
+PASSWORD = "contract-password"
 MAX_BODY = 4096
 
 
@@ -116,7 +120,10 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     config = RunConfig.model_validate({
         "output_dir": tmp / "out", "media_root": tmp, "log_predictions": False,
         "model": {"source": str(models / "a.pt"), "swap_dir": str(models), "device": "cpu"},
-        "server": {"token": TOKEN, "max_streams": 4, "max_body_bytes": MAX_BODY},
+        "server": {"token": TOKEN, "max_streams": 4, "max_body_bytes": MAX_BODY,
+                   "viewer_tokens": ["contract-viewer-token"], "metrics_token": SCRAPE["Authorization"][7:],
+                   "users": [{"name": "ann", "password_hash": hash_password(PASSWORD, iterations=1000)}],
+                   "login_max_failures": 1},
         "annotated_video": {"max_viewers": 1, "height": 120},
         "events": {"max_rules": 2, "preroll_s": 0, "postroll_s": 1, "rules": [
             {"name": "always", "streams": ["cam"], "labels": ["*"], "min_prob": 0, "min_duration_s": 0}]},
@@ -145,8 +152,10 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
 
 async def call(app: Any, method: str, path: str, headers: dict[str, str] | None = None, body: bytes = b"",
                host: str = "127.0.0.1") -> tuple[int, dict[str, str], bytes]:
-    """One request straight through the ASGI app; a streaming answer (MJPEG) is cut after its first part."""
-    raw = [(b"host", host.encode())] + [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    """One request straight through the ASGI app; a streaming answer (MJPEG) is cut after its first part. Without
+    ``headers``, with the admin token."""
+    headers = AUTH if headers is None else headers
+    raw = [(b"host", host.encode())] + [(k.lower().encode(), v.encode()) for k, v in headers.items()]
     if body and not any(k == b"content-length" for k, _ in raw):
         raw.append((b"content-length", str(len(body)).encode()))
     path, _, query = path.partition("?")
@@ -236,8 +245,8 @@ async def reached(service: Service) -> AsyncIterator[dict[tuple[str, str, str], 
     await row("main", "GET", "/healthz", 200)
     await row("main", "GET", "/readyz", 200)
     await row("closing", "GET", "/readyz", 503)
-    await row("main", "GET", "/metrics", 200)
-    await row("bare", "GET", "/metrics", 404)
+    await row("main", "GET", "/metrics", 200, token=False, headers=SCRAPE)
+    await row("bare", "GET", "/metrics", 404, token=False, headers=SCRAPE)
     await row("main", "GET", s, 200)
     await row("main", "POST", s, 201, json_body={"name": "extra", "url": clip, "loop": True})
     await row("main", "POST", s, 401, json_body={"name": "x", "url": clip}, token=False)
@@ -387,7 +396,7 @@ async def reached(service: Service) -> AsyncIterator[dict[tuple[str, str, str], 
 
     await row("cluster", "GET", "/api/workers", 200)
     await row("main", "GET", "/api/workers", 404)
-    await row("main", "GET", "/api/cluster/targets", 200)
+    await row("main", "GET", "/api/cluster/targets", 200, token=False, headers=SCRAPE)
     for action in ("drain", "resume"):
         w = f"/api/workers/{{worker_id}}/{action}"
         await row("cluster", "POST", w, 200, f"/api/workers/w1/{action}")
@@ -395,6 +404,24 @@ async def reached(service: Service) -> AsyncIterator[dict[tuple[str, str, str], 
         await row("cluster", "POST", w, 404, f"/api/workers/w9/{action}")
         await row("main", "POST", w, 404, f"/api/workers/w1/{action}")
         await row("closing", "POST", w, 503, f"/api/workers/w1/{action}")
+
+    # Who may (auth.py): a login and its session; every operation that needs a credential is 401 without one; once
+    # an address has failed login_max_failures times, a login or a Basic try from it is 429
+    login = {"name": "ann", "password": PASSWORD}
+    await row("main", "POST", "/login", 200, json_body=login, token=False)
+    await row("main", "GET", "/api/session", 200, token=False)
+    await row("main", "POST", "/logout", 204, token=False)
+    await row("main", "POST", "/login", 422, json_body={"name": "ann"}, token=False)
+    await row("main", "POST", "/login", 401, json_body={**login, "password": "wrong"}, token=False)
+    await row("main", "POST", "/login", 429, json_body=login, token=False)
+    wrong_basic = {"Authorization": "Basic " + base64.b64encode(b"ann:wrong").decode()}
+    for template, operations in service.schema["paths"].items():
+        path = template.replace("{name}", "cam").replace("{event_id}", event_id).replace("{worker_id}", "w1")
+        for method, operation in operations.items():
+            if "security" in operation:
+                await row("main", method.upper(), template, 401, path, token=False)
+            if "429" in operation["responses"] and {"basic": []} in operation.get("security", ()):
+                await row("main", method.upper(), template, 429, path, token=False, headers=wrong_basic)
 
     # ServiceGuard, for every operation: a foreign Host, a malformed Content-Length, a body over the cap
     for template, operations in service.schema["paths"].items():

@@ -135,23 +135,29 @@ async def test_previews_beyond_max_preview_clients_get_503(pipeline: Pipeline, c
         await http.stop()
 
 
-@pytest.mark.parametrize("host, token, warned", [("0.0.0.0", None, True), ("0.0.0.0", "secret-token", False),
-                                                 ("127.0.0.1", None, False), ("::1", None, False)])
-async def test_warning_for_a_non_loopback_bind_without_a_token(pipeline: Pipeline, caplog: pytest.LogCaptureFixture,
-                                                               host: str, token: str | None, warned: bool) -> None:
+CHANGES_OPEN = ("without an admin credential (server.insecure: true): anyone who may read can also add and remove "
+                "streams")
+READS_OPEN = "with server.public_read: true: anyone who can reach it can watch"
+VIEWER = {"viewer_tokens": ["viewer-token-0123456789"]}
+
+
+@pytest.mark.parametrize("server, warned", [
+    ({"host": "0.0.0.0", **VIEWER}, [CHANGES_OPEN]),
+    ({"host": "0.0.0.0", "token": "secret-token", **VIEWER}, []),
+    ({"host": "0.0.0.0", "token": "secret-token", "public_read": True}, [READS_OPEN]),
+    ({"host": "0.0.0.0", "public_read": True}, [CHANGES_OPEN, READS_OPEN]),
+    ({"host": "127.0.0.1"}, []), ({"host": "::1", "public_read": True}, [])])
+async def test_warning_for_a_non_loopback_bind_open_on_purpose(pipeline: Pipeline, caplog: pytest.LogCaptureFixture,
+                                                               server: dict, warned: list[str]) -> None:
     """Only the decision is under test: the socket itself is bound to loopback (tests never listen beyond it)."""
     caplog.set_level(logging.WARNING, logger="sightline.stream.service.server")
-    http = HttpServer(host, 0)
+    http = HttpServer(server["host"], 0)
     http._socket = socket.create_server(("127.0.0.1", 0))
-    config = pipeline.config.model_copy(update={"server": ServerConfig(host=host, token=token)})
+    config = pipeline.config.model_copy(update={"server": ServerConfig(**server)})
     await http.start(create_app(pipeline, config, pipeline.metrics))
     await http.stop()
-    warnings = [r.getMessage() for r in caplog.records if "without server.token" in r.getMessage()]
-    if warned:
-        assert warnings == [f"serving on {host} without server.token (server.insecure: true): anyone who can reach "
-                            f"it can add and remove streams"]
-    else:
-        assert warnings == []
+    warnings = [r.getMessage() for r in caplog.records if r.getMessage().startswith("serving on ")]
+    assert warnings == [f"serving on {server['host']} {w}" for w in warned]
 
 
 async def test_snapshot_before_the_first_frame_is_503_with_retry_after(pipeline: Pipeline, tmp_path: Path) -> None:

@@ -180,10 +180,12 @@ async def test_keep_alive_requests_are_not_held_back_by_nagle(tmp_path: Path) ->
     import statistics
 
     from fastapi import FastAPI
+    from sightline.stream.config import ServerConfig
+    from sightline.stream.service.auth import Auth
     from sightline.stream.service.server import HttpServer
 
     app = FastAPI()
-    app.state.token, app.state.closing = None, asyncio.Event()
+    app.state.auth, app.state.closing = Auth(ServerConfig(), None), asyncio.Event()
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
