@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Optional, TypeVar
+from typing import Any, Literal, Optional, TypeVar, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
@@ -40,7 +40,20 @@ class StrictModel(BaseModel):
             return value
         if field.annotation is bool or (field.annotation in OPTIONAL_BOOL and value is not None):
             raise ValueError(f"must be true or false (a boolean, not {type(value).__name__})")
+        words = _bool_or_words(field.annotation)
+        if words is not None and value not in words:
+            raise ValueError(f"must be true, false or one of {', '.join(words)} (not {echo(value)})")
         return value
+
+
+def _bool_or_words(annotation: Any) -> tuple[str, ...] | None:
+    """The words of a ``bool | Literal[...]`` field (``record: true | passthrough | annotated``), else None: such a
+    field takes a boolean or one of its words, never "yes" or 1 read as true."""
+    args = get_args(annotation)
+    if bool not in args:
+        return None
+    words = tuple(w for a in args if get_origin(a) is Literal for w in get_args(a))
+    return words or None
 
 
 def dotted(loc: tuple[Any, ...]) -> str:
