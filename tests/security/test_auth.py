@@ -280,3 +280,21 @@ def test_a_reload_the_service_would_not_start_with_keeps_the_credentials_in_forc
     with pytest.raises(ConfigError, match="server.public_read"):
         auth.update(ServerConfig(host="127.0.0.1", token=ADMIN))  # judged on the bound address, not the file's
     assert auth.credentials.viewer_tokens == (VIEWER.encode(),)
+
+
+OPEN_ROUTES = {"/healthz", "/readyz", "/login", "/logout", "/api/session", "/openapi.json", "/docs",
+               "/docs/oauth2-redirect", "/redoc", "/favicon.ico"}
+
+
+def test_every_route_says_who_may_use_it(service: tuple[Pipeline, object]) -> None:
+    """A route added later without a Requirement would be open to anyone who reaches the port: only the listed
+    ones are open on purpose (health for probes, the login itself, the API description)."""
+    from fastapi.routing import APIRoute, iter_route_contexts
+    from sightline.stream.service.auth import requirement_of
+
+    app = service[1]
+    contexts = iter_route_contexts(app.router.routes)  # type: ignore[attr-defined]  (as the guard finds them)
+    routes = [c.original_route for c in contexts if isinstance(c.original_route, APIRoute)]
+    unguarded = sorted({r.path for r in routes if requirement_of(r) is None} - OPEN_ROUTES)
+    assert not unguarded, f"routes without a Requirement: {unguarded}"
+    assert any(r.path == "/api/streams/{name}/recordings/{file}" for r in routes)
