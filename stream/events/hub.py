@@ -35,6 +35,7 @@ from sightline.stream.events.store import EventLog, EventStore, RuleSet, history
 from sightline.stream.frames import FrameDemand
 from sightline.stream.outputs.overlay import draw_overlay, encode_jpeg
 from sightline.stream.outputs.sinks import Labelled
+from sightline.stream.storage.layout import events_dir
 from sightline.stream.storage.stats import StorageStats
 
 if TYPE_CHECKING:
@@ -60,8 +61,8 @@ class EventHub:
         self.config: EventsConfig = config.events
         self.output_dir = Path(config.output_dir)
         self.rotate = config.storage.rotate
-        self.storage = storage  # write failures of the event history (the pipeline's; None: not reported)
-        self.dir = Path(config.output_dir) / "events"
+        self.storage = storage  # the history's and the clips' write failures and open files (None: not reported)
+        self.dir = events_dir(self.output_dir)
         self.clock = clock
         self.wall = wall
         self.bus = EventBus()
@@ -164,10 +165,17 @@ class EventHub:
     def _clip_started(self, event_id: str) -> None:
         with self._lock:
             self._writing.add(event_id)
+        if self.storage is not None:
+            self.storage.opened(self.clip_path(event_id))  # retention never deletes a clip being written
 
     def _clip_done(self, event_id: str) -> None:
         with self._lock:
             self._writing.discard(event_id)
+            whole = event_id not in self._clip_errors
+        if self.storage is not None:
+            self.storage.closed(self.clip_path(event_id))
+            if whole:
+                self.storage.on_write_ok("events")
 
     def clip_error(self, event_id: str) -> str | None:
         """Why the event's clip is incomplete (its first write/finalize failure), None if it is not (yet)."""
@@ -182,6 +190,8 @@ class EventHub:
                 self._clip_errors.popitem(last=False)
         if self.clip_errors is not None:
             self.clip_errors.labels(stream).inc()
+        if self.storage is not None:
+            self.storage.on_write_error("events", error)
         log.error("stream %s: event %s: its clip is incomplete: %s", stream, event_id, error)
 
     def declare(self, stream: str, rules: Iterable[EventRule]) -> None:
@@ -385,7 +395,11 @@ class EventSink:
             try:
                 self._write_snapshot(service.snapshot_path(event_id), item)
                 event["snapshot_url"] = f"/api/events/{event_id}/snapshot.jpg"
+                if service.storage is not None:
+                    service.storage.on_write_ok("events")
             except OSError as exc:
+                if service.storage is not None:
+                    service.storage.on_write_error("events", exc)
                 log.error("stream %s: event %s: cannot write the snapshot: %s", self.stream, event_id,
                           exc.strerror or exc)
         clip = self._open_clip(event_id, track.start - self.config.preroll_s)

@@ -59,8 +59,12 @@ class StorageStats:
     _open: set[Path] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def on_write_error(self, kind: Kind, exc: BaseException) -> None:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else (str(exc) or type(exc).__name__)
+    def on_write_error(self, kind: Kind, exc: BaseException | str) -> None:
+        """``exc``: the failure, or what the writer already made of it (an event clip's ``error``)."""
+        if isinstance(exc, str):
+            reason = exc
+        else:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else (str(exc) or type(exc).__name__)
         with self._lock:
             figures = self.kinds[kind]
             figures.write_errors += 1

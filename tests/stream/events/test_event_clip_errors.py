@@ -81,6 +81,10 @@ def test_a_clip_cut_short_by_a_full_disk_is_not_ready_says_why_and_is_counted(tm
         assert event["clip_error"] == "writing failed: No space left on device"
     assert clip_errors(pipeline) == 1.0  # one clip, however many of its frames failed
     assert 'sightline_event_clip_errors_total{stream="cam"} 1.0' in metrics
+    # the disk's view (status, /readyz, metrics): the events' writes are failing; the clip is no longer held open
+    events = pipeline.storage.kinds["events"]
+    assert events.write_errors == 1 and events.failing == one["clip_error"]
+    assert not pipeline.storage.is_open(tmp_path / "out" / "events" / f"{event_id}.mp4")
     # the bus and events.jsonl have it too (with the end message, or an update after it): it outlives a restart
     assert seen[-1]["event"]["id"] == event_id and seen[-1]["event"]["clip_error"] == one["clip_error"]
     lines = [json.loads(x) for x in (tmp_path / "out" / "events.jsonl").read_text().splitlines()]

@@ -26,6 +26,7 @@ from sightline.stream.metrics import Metrics
 from sightline.stream.pipeline.pipeline import Pipeline
 from sightline.stream.service.app import create_app
 from sightline.stream.service.server import HttpServer
+from sightline.stream.storage.stats import StorageStats
 
 from tests.support.models import tiny_classifier
 
@@ -94,8 +95,9 @@ def replay_with_events(config: RunConfig, close_outputs: bool = False) -> tuple[
     (stream/pipeline/build.py); the pipeline and every message its bus carried, in order. ``close_outputs``:
     then close the hub, as `sightline run` does after the pipeline (its MQTT/webhook outputs drain)."""
     metrics = Metrics()
-    events = EventHub.build(config, metrics)
-    pipeline = Pipeline(brightness_classifier(), config, metrics, extra_sinks=events.sinks_for)
+    storage = StorageStats()
+    events = EventHub.build(config, metrics, storage)
+    pipeline = Pipeline(brightness_classifier(), config, metrics, extra_sinks=events.sinks_for, storage=storage)
     pipeline.events = events
     seen: list[dict] = []
     events.bus.subscribe(seen.append)
