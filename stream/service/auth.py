@@ -37,6 +37,7 @@ from typing import Any
 from fastapi import HTTPException, Request, status
 from sightline.model.errors import ConfigError
 from sightline.stream.config import ServerConfig, UserConfig
+from sightline.stream.event_config import is_loopback_host
 from sightline.stream.metrics import Metrics
 from sightline.stream.passwords import verify_password
 
@@ -112,15 +113,6 @@ ADMIN = Requirement("admin")
 SCRAPE = Requirement("scrape")
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def viewer_credentials(server: ServerConfig) -> bool:
     return bool(server.viewer_tokens or server.users)
 
@@ -130,12 +122,12 @@ def admin_credentials(server: ServerConfig) -> bool:
 
 
 def reads_open(server: ServerConfig) -> bool:
-    return server.public_read or (is_loopback(server.host) and not viewer_credentials(server))
+    return server.public_read or (is_loopback_host(server.host) and not viewer_credentials(server))
 
 
 def bind_problem(server: ServerConfig) -> str | None:
     """Why ``server`` may not serve as configured (one line), or None."""
-    if not server.enabled or is_loopback(server.host):
+    if not server.enabled or is_loopback_host(server.host):
         return None
     problems = []
     if not admin_credentials(server) and not server.insecure:

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import uvicorn
 from fastapi import FastAPI
 from sightline.stream.errors import StreamError
-from sightline.stream.service.auth import is_loopback
+from sightline.stream.event_config import is_loopback_host
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 log = logging.getLogger(__name__)
@@ -137,10 +137,10 @@ class HttpServer:
             await asyncio.sleep(0.01)
         log.info("serving HTTP on %s", self.url)
         credentials = app.state.auth.credentials
-        if not is_loopback(self.host) and credentials.changes_open:  # allowed by server.insecure (auth.bind_problem)
+        if not is_loopback_host(self.host) and credentials.changes_open:  # server.insecure (auth.bind_problem)
             log.warning("serving on %s without an admin credential (server.insecure: true): anyone who may read can "
                         "also add and remove streams", self.host)
-        if not is_loopback(self.host) and credentials.reads_open:  # server.public_read
+        if not is_loopback_host(self.host) and credentials.reads_open:  # server.public_read
             log.warning("serving on %s with server.public_read: true: anyone who can reach it can watch", self.host)
 
     def begin_closing(self) -> None:
