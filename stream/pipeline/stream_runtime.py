@@ -20,6 +20,7 @@ from sightline.stream.outputs.passthrough import PassthroughWriter
 from sightline.stream.outputs.recording import RecordingWriter
 from sightline.stream.outputs.sinks import Labelled, Sink
 from sightline.stream.outputs.smoothing import Smoother
+from sightline.stream.sources.packet_source import PacketSource
 from sightline.stream.sources.video_source import FrameSource
 from sightline.stream.stats import StreamStats
 
@@ -128,6 +129,7 @@ class StreamRuntime:
     removing: bool = False  # set once, under the registry's lock, by the one remove_stream that stops it
     preview: FrameDemand | None = None
     capacity: CapacityStats | None = None  # the box's, where this stream's share of the model is counted
+    inputs: list[PacketSource] = field(default_factory=list)  # inputs read on connections of their own
 
     @property
     def finished(self) -> bool:
