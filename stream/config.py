@@ -317,8 +317,10 @@ class StreamConfig(StrictModel):
         """A single-URL copy of this stream that opens ``inp`` (what a source thread is given)."""
         if self.inputs is None:
             return self
+        # publishing goes with the view input: the classify input then never decodes every frame for it
+        publish = self.publish if inp.label == self.view_input.label else None
         return self.model_copy(update={"url": inp.url, "inputs": None, "transport": inp.transport or self.transport,
-                                       "clips_from": None})
+                                       "clips_from": None, "publish": publish})
 
     @property
     def location(self) -> StreamUrl:

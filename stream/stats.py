@@ -124,7 +124,7 @@ class InputStats:
         self.packets = 0
         self.bytes = 0
         self.reconnects = 0
-        self.frames_decoded = 0  # stays 0: an input of its own is read, never decoded (counted to prove it)
+        self.frames_decoded = 0  # a record input is never decoded; a view input only while someone watches
         self.last_packet_at: float | None = None
         self._state_lock = threading.Lock()
 

@@ -24,6 +24,7 @@ from sightline.stream.outputs.recording import RecordingWriter, SegmentedRecorde
 from sightline.stream.outputs.segments import SegmentPlan
 from sightline.stream.outputs.sinks import Sink, VideoRecorder
 from sightline.stream.outputs.smoothing import Smoother
+from sightline.stream.outputs.view_feed import ViewFeed
 from sightline.stream.pipeline.stream_runtime import StreamOutput, StreamRuntime
 from sightline.stream.sources.hwdecode import HwDecode
 from sightline.stream.sources.packet_source import PacketSource
@@ -33,8 +34,14 @@ from sightline.stream.storage.stats import StorageStats
 
 
 def keeps_display(config: StreamConfig) -> bool:
-    """Whether the stream's own config needs every frame full size (a recording, publishing)."""
-    return config.every_frame_output is not None
+    """Whether the stream's own config needs every classified input's frame full size (an annotated recording,
+    publishing, unless a view input of its own is published)."""
+    return config.every_frame_output is not None and not separate_view(config)
+
+
+def separate_view(config: StreamConfig) -> bool:
+    """Viewers see an input other than the classified one (``ViewFeed``)."""
+    return config.view_input.label != config.classify_input.label
 
 
 SourceBuilder = Callable[..., FrameSource]
@@ -80,7 +87,8 @@ class StreamFactory:
     def _parts(self, config: StreamConfig, stats: StreamStats, queue: BoundedQueue[Frame]) -> StreamRuntime:
         name = config.name
         stop = threading.Event()
-        preview = FrameDemand(self.clock)
+        preview = FrameDemand(self.clock)  # asked of the classify input (event clips; previews when it is the view)
+        view = FrameDemand(self.clock) if separate_view(config) else preview
         extra = self.extra_sinks(config) if self.extra_sinks is not None else []
         for sink in extra:
             if hasattr(sink, "demand"):  # a sink that asks for every frame at times (an event clip)
@@ -94,22 +102,33 @@ class StreamFactory:
             sinks.append(JsonlSink.open(self.config, config, self.storage,
                                         on_lost=lambda n: stats.on_records_lost(JsonlSink.name, n)))
         sinks.extend(extra)
+        encoder = None
         if self.video_out is not None:
-            encoder = self.video_out.sink(config, preview)
+            encoder = self.video_out.sink(config, view)
             if config.publish:  # the annotated video pushed to a media server, from the same encoder
                 Publisher(name, config.publish, self.video_out.config, self.video_out.metrics).attach(encoder)
-            sinks.append(encoder)
+            if view is preview:
+                sinks.append(encoder)
         smoother = Smoother(self.classifier.class_names, self.config.smoothing.ema, self.config.smoothing.hysteresis)
         output = StreamOutput(name, smoother, sinks, stats, config.live)
         taps: dict[str, list[PacketTap]] = {i.label: [] for i in config.input_list}
+        readers = {i.label: InputStats(name, i.label, i.roles, clock=self.clock, url=redact_url(i.url))
+                   for i in config.separate_inputs}
+        if view is not preview:  # the view input's pictures, decoded while watched, with the classified labels
+            if encoder is not None:
+                output.view_sinks.append(encoder)
+            watched = view.wanted if encoder is None else (lambda: view.wanted() or encoder.subscribers > 0)
+            taps[config.view_input.label].append(ViewFeed(name, watched, output.current_labels, stats.fps,
+                                                          output.show, readers[config.view_input.label],
+                                                          clock=self.clock))
         recording = self._recording(config, stats, output, stop, source, taps)
-        inputs = self._inputs(config, stats, stop, source, taps)
+        inputs = self._inputs(config, stats, stop, source, taps, readers)
         names = [sink.name for sink in sinks] + ([VideoRecorder.name] if recording is not None else [])
         stats.declare_sinks(names, [JsonlSink.name] if logs else [])
-        return StreamRuntime(config, stats, source, output, stop, recording, preview=preview, inputs=inputs)
+        return StreamRuntime(config, stats, source, output, stop, recording, preview=view, inputs=inputs)
 
     def _inputs(self, config: StreamConfig, stats: StreamStats, stop: threading.Event, source: FrameSource,
-                taps: dict[str, list[PacketTap]]) -> list[PacketSource]:
+                taps: dict[str, list[PacketTap]], input_stats: dict[str, InputStats]) -> list[PacketSource]:
         """The packet taps on each input: the classify input's go to its source; every other input that has a tap
         is read on a connection of its own (a ``PacketSource``, nothing decoded)."""
         own = taps.pop(config.classify_input.label)
@@ -120,9 +139,8 @@ class StreamFactory:
             wanted = taps.get(inp.label)
             if not wanted:
                 continue
-            input_stats = InputStats(config.name, inp.label, inp.roles, clock=self.clock, url=redact_url(inp.url))
             tap = wanted[0] if len(wanted) == 1 else Taps(wanted)
-            readers.append(PacketSource(config.for_input(inp), input_stats, stop, tap, clock=self.clock))
+            readers.append(PacketSource(config.for_input(inp), input_stats[inp.label], stop, tap, clock=self.clock))
         stats.inputs = tuple(r.stats for r in readers)
         return readers
 

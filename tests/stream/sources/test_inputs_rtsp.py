@@ -51,9 +51,28 @@ def test_substream_classified_main_recorded_each_input_survives_the_other(tmp_pa
         assert [(i["name"], i["roles"], i["state"]) for i in snap["inputs"]] == [
             ("sub", ["classify"], "live"), ("main", ["record", "view"], "live")]
         assert snap["inputs_down"] == []
-        # the main stream is read, never decoded: only the substream's packets reach a decoder
+        # the main stream is read, never decoded while nobody watches: only the substream's packets are decoded
         assert recorded.frames_decoded == 0
         assert door.frames_decoded <= door.packets
+
+        # watching shows the main stream (decoded from the next keyframe on) with the substream's labels
+        latest = runtime.output.latest
+        assert latest is not None and latest.result.frame.image.shape[:2] != (240, 320)  # the classified frames
+
+        def main_shown() -> bool:
+            runtime.watch_preview()
+            item = runtime.output.latest
+            return item is not None and item.result.frame.display is not None \
+                and item.result.frame.display.shape == (240, 320, 3) and bool(item.top)
+
+        wait_for(main_shown, 15, "the main stream in the preview", status)
+        # (its labels, item.top, can only have come from the substream: the main input is never classified)
+        assert pipeline.snapshot("door").shape[:2] == (240, 320)  # labels drawn on the main picture
+        assert recorded.frames_decoded > 0  # decoded for the viewer, while watched
+        time.sleep(3.5)  # nobody watches any more: the main input goes back to packets only
+        decoded = recorded.frames_decoded
+        time.sleep(1.0)
+        assert recorded.frames_decoded == decoded
 
         main.kill()  # the recorded input dies: classification goes on
         wait_for(lambda: recorded.state == "reconnecting", 15, "the main input to notice", status)
