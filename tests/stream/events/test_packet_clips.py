@@ -1,6 +1,7 @@
 """Event clips from a record input's packets (issue #29): ``PacketClips`` keeps whole GOPs of copied packets, a clip
 is the camera's own bytes remuxed from the last keyframe at or before its start until the first packet past its
-end, written on its own thread; a full queue drops up to the next keyframe; a full disk makes it incomplete.
+end, written on its own thread; a full queue drops up to the next keyframe; a full disk makes it incomplete; and
+an ``EventSink`` with ``packet_clips`` makes its clips there, encoding no frames.
 
 The video: H.264, 320x240 at 30 fps, a keyframe every second, each frame's index painted as a bar code; its packets
 are fed as an input's thread would, with a clock that reads the packet's own time (100 s + its dts)."""
@@ -14,9 +15,15 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from sightline.model.classifier import Prediction
+from sightline.stream.config import RunConfig
 from sightline.stream.event_config import EventsConfig
+from sightline.stream.events import hub as hub_module
 from sightline.stream.events import packet_clips
+from sightline.stream.events.hub import EventHub
 from sightline.stream.events.packet_clips import PacketClip, PacketClips
+from sightline.stream.frames import Frame, Result, Smoothed
+from sightline.stream.outputs.sinks import Labelled
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -274,3 +281,103 @@ def test_a_write_error_makes_the_clip_incomplete_and_is_reported_once(media, tmp
     assert clip.error == "writing failed: No space left on device"
     assert calls.failed == [(clip, clip.error)] and calls.done == [clip] and clip.done.is_set()
     assert [i for i, _ in decoded(clip.path)] == list(range(60, 105))  # what was written before still plays
+
+
+# -- the event sink ----------------------------------------------------------------------------------------------
+
+
+def labelled(t: float, seq: int, label: str) -> Labelled:
+    frame = Frame("cam", seq, None, None, t, t, np.zeros((120, 160, 3), np.uint8))
+    top = (Prediction(0, label, 0.95),)
+    return Labelled(Result(frame, np.array([0.95, 0.05]), top, None), top, Smoothed(label, 0.95, 0), 10.0, None)
+
+
+class Demand:
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def need_every_frame(self, why: str) -> None:
+        self.asked.append(why)
+
+
+def event_sink(tmp_path: Path, clock: Clock):  # noqa: ANN201
+    """A hub with one rule ("b" held 0.5 s), its sink for a live stream, and the bus's messages."""
+    run = RunConfig.model_validate({
+        "output_dir": tmp_path / "out",
+        "events": {"preroll_s": 1.0, "postroll_s": 1.0, "rules": [
+            {"name": "bright", "labels": ["b"], "min_prob": 0.8, "min_duration_s": 0.5, "end_after_s": 0.5,
+             "cooldown_s": 0}]},
+        "streams": [{"name": "cam", "url": "rtsp://127.0.0.1:8554/cam"}]})
+    hub = EventHub(run, clock=clock, wall=lambda: 1_800_000_000.0 + clock())
+    seen: list[dict] = []
+    hub.bus.subscribe(seen.append)
+    sink = hub.sinks_for(run.streams[0])[0]
+    assert sink.live
+    return hub, sink, seen
+
+
+def bright(t: float) -> str:
+    return "b" if T0 + 3.0 <= t < T0 + 5.0 else "a"
+
+
+def test_an_event_sink_with_packet_clips_clips_the_packets_and_encodes_no_frames(media, tmp_path, monkeypatch):
+    encoded: list[tuple[int, ...]] = []
+    real_encode = hub_module.encode_jpeg
+
+    def encode_jpeg(image, quality=80):  # noqa: ANN001, ANN202
+        encoded.append(image.shape)
+        return real_encode(image, quality)
+
+    monkeypatch.setattr(hub_module, "encode_jpeg", encode_jpeg)
+    clock = Clock()
+    hub, sink, seen = event_sink(tmp_path, clock)
+    assert sink.needs_display is True
+    sink.demand = Demand()  # type: ignore[assignment]
+    tap = PacketClips(hub.config, "cam", clock)
+    sink.packet_clips = tap
+    assert sink.needs_display is False
+    # the record input's packets at 30 fps; the classified frames at 10 fps, "b" from 103.0 to 105.0
+    for n, packet in enumerate(packets(media["plain"], clock, tap)):
+        tap.submit(packet)
+        if n % 3 == 0:
+            sink.write(labelled(clock.t, n // 3, bright(clock.t)))
+    sink.close()
+    tap.close()
+    hub.close()
+    assert [m["type"] for m in seen] == ["start", "end"]
+    event = seen[1]["event"]
+    assert event["clip_url"] is not None and "clip_error" not in event
+    assert tap.seconds == pytest.approx(1.5)  # pre-roll + the rule's min_duration_s
+    # start 103.0 - pre-roll 1 s = 102.0, a keyframe; last seen 104.9 + post-roll 1 s = 105.9 (frame 177)
+    assert [i for i, _ in decoded(hub.clip_path(event["id"]))] == list(range(60, 178))
+    assert not hub.clip_writing(event["id"]) and hub.clip_error(event["id"]) is None
+    assert encoded == [(120, 160, 3)]  # the snapshot only, at the classified frame's size: no clip frames
+    assert len(sink.ring) == 0 and sink.demand.asked == []  # type: ignore[union-attr]
+
+
+def test_a_packet_clip_whose_input_stalled_is_closed_by_the_sink_and_says_it_has_no_video(media, tmp_path):
+    clock = Clock()
+    hub, sink, seen = event_sink(tmp_path, clock)
+    tap = PacketClips(hub.config, "cam", clock)
+    sink.packet_clips = tap
+    for packet in packets(media["plain"], clock, tap):  # the record input stops at 100.9
+        tap.submit(packet)
+        if clock.t >= T0 + 0.9:
+            break
+    closed_at = None
+    for n in range(100):  # the classified frames go on, at 10 fps, to 110.0
+        clock.t = T0 + n / 10
+        sink.write(labelled(clock.t, n, bright(clock.t)))
+        if closed_at is None and seen and seen[-1]["type"] == "end" and not sink._clips:
+            closed_at = clock.t
+    # the clip's end is 105.9; no packet came past it, so the sink closed it 3 s (PACKETS_STALLED_S) later
+    assert closed_at == pytest.approx(T0 + 9.0)
+    sink.close()
+    tap.close()
+    hub.close()
+    assert [m["type"] for m in seen] == ["start", "end", "update"]
+    event_id = seen[0]["event"]["id"]
+    # from 102.0 on, and the ring's newest packet is older than 101.0: old footage, and nothing came after it
+    assert seen[2]["event"]["clip_error"] == packet_clips.NO_VIDEO
+    assert not hub.clip_path(event_id).exists() and not hub.clip_writing(event_id)
+    assert hub.clip_error(event_id) is None  # not a write failure: not counted as one
