@@ -14,6 +14,7 @@ from sightline.model.classifier import Classifier
 from sightline.stream.buffers import BoundedQueue
 from sightline.stream.config import RunConfig, StreamConfig, redact_url
 from sightline.stream.errors import DuplicateStreamError
+from sightline.stream.events.packet_clips import PacketClips
 from sightline.stream.frames import Frame, FrameDemand
 from sightline.stream.inference.batcher import Batcher
 from sightline.stream.outputs.annotated_video import VideoOut
@@ -90,9 +91,14 @@ class StreamFactory:
         preview = FrameDemand(self.clock)  # asked of the classify input (event clips; previews when it is the view)
         view = FrameDemand(self.clock) if separate_view(config) else preview
         extra = self.extra_sinks(config) if self.extra_sinks is not None else []
+        clips_from_record = config.live and config.clips_input == "record" and config.record_input is not None
+        packet_clips = []
         for sink in extra:
             if hasattr(sink, "demand"):  # a sink that asks for every frame at times (an event clip)
                 sink.demand = preview
+            if clips_from_record and hasattr(sink, "packet_clips"):  # event clips cut from the recorded input
+                sink.packet_clips = PacketClips(self.config.events, name, clock=self.clock)
+                packet_clips.append(sink.packet_clips)
         # every frame full size for the visual outputs: recordings, publishing, event clips
         display = keeps_display(config) or any(getattr(s, "needs_display", False) for s in extra)
         source = self.source(config, queue, stats, stop, preview, display)
@@ -112,6 +118,8 @@ class StreamFactory:
         smoother = Smoother(self.classifier.class_names, self.config.smoothing.ema, self.config.smoothing.hysteresis)
         output = StreamOutput(name, smoother, sinks, stats, config.live)
         taps: dict[str, list[PacketTap]] = {i.label: [] for i in config.input_list}
+        if packet_clips:
+            taps[config.record_input.label].extend(packet_clips)
         readers = {i.label: InputStats(name, i.label, i.roles, clock=self.clock, url=redact_url(i.url))
                    for i in config.separate_inputs}
         if view is not preview:  # the view input's pictures, decoded while watched, with the classified labels
