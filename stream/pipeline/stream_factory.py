@@ -22,6 +22,7 @@ from sightline.stream.outputs.passthrough import PassthroughWriter
 from sightline.stream.outputs.prediction_log import JsonlSink
 from sightline.stream.outputs.publish import Publisher
 from sightline.stream.outputs.recording import RecordingWriter, SegmentedRecorder
+from sightline.stream.outputs.remux_view import RemuxedView
 from sightline.stream.outputs.segments import SegmentPlan
 from sightline.stream.outputs.sinks import Sink, VideoRecorder
 from sightline.stream.outputs.smoothing import Smoother
@@ -108,8 +109,13 @@ class StreamFactory:
             sinks.append(JsonlSink.open(self.config, config, self.storage,
                                         on_lost=lambda n: stats.on_records_lost(JsonlSink.name, n)))
         sinks.extend(extra)
-        encoder = None
-        if self.video_out is not None:
+        encoder = remuxed = None
+        if self.video_out is not None and config.view == "remux":  # the view input's own packets, no labels
+            remuxed = RemuxedView(name)
+            self.video_out.adopt(remuxed)
+            if config.publish:
+                Publisher(name, config.publish, self.video_out.config, self.video_out.metrics).attach(remuxed)
+        elif self.video_out is not None:
             encoder = self.video_out.sink(config, view)
             if config.publish:  # the annotated video pushed to a media server, from the same encoder
                 Publisher(name, config.publish, self.video_out.config, self.video_out.metrics).attach(encoder)
@@ -120,6 +126,8 @@ class StreamFactory:
         taps: dict[str, list[PacketTap]] = {i.label: [] for i in config.input_list}
         if packet_clips:
             taps[config.record_input.label].extend(packet_clips)
+        if remuxed is not None:
+            taps[config.view_input.label].append(remuxed)
         readers = {i.label: InputStats(name, i.label, i.roles, clock=self.clock, url=redact_url(i.url))
                    for i in config.separate_inputs}
         if view is not preview:  # the view input's pictures, decoded while watched, with the classified labels
