@@ -23,11 +23,15 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 from sightline.stream.outputs.recording import QueuedWriter
 from sightline.stream.outputs.sinks import VideoRecorder
+
+if TYPE_CHECKING:
+    from sightline.stream.events.packet_clips import PacketClip
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,21 @@ class ClipFrame:
     @property
     def captured_at(self) -> float:
         return self.t
+
+
+def note_failure(clip: ClipWriter | PacketClip, exc: BaseException, what: str) -> None:
+    """A clip's write or finalize failed: count it, keep the first reason in ``error`` (the clip is incomplete) and
+    call its ``on_failed`` once, on the writer's thread (the hub counts it and the event says so)."""
+    clip.errors += 1
+    if clip.error is not None:
+        return
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else (str(exc) or type(exc).__name__)
+    clip.error = f"{what} failed: {reason}"
+    if clip.on_failed is not None:
+        try:
+            clip.on_failed(clip)  # type: ignore[arg-type]
+        except Exception:  # a bad callback must not stop the clip's thread
+            log.exception("stream %s: clip %s: reporting its failure failed", clip.stream, clip.path.name)
 
 
 class PrerollRing:
@@ -126,15 +145,7 @@ class ClipWriter(QueuedWriter[ClipFrame]):
             self._failed(exc, "writing")
 
     def _failed(self, exc: BaseException, what: str) -> None:
-        self.errors += 1
-        if self.error is None:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else (str(exc) or type(exc).__name__)
-            self.error = f"{what} failed: {reason}"
-            if self.on_failed is not None:
-                try:
-                    self.on_failed(self)
-                except Exception:  # a bad callback must not stop the clip's thread
-                    log.exception("stream %s: clip %s: reporting its failure failed", self.stream, self.path.name)
+        note_failure(self, exc, what)
         if what == "finalizing":
             log.error("stream %s: finalizing clip %s failed: %s", self.stream, self.path.name, exc)
         elif self.errors in (1, 10, 100):

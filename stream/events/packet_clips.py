@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING
 
 import av
 from sightline.stream.buffers import BoundedQueue, Consumer
+from sightline.stream.events.clips import note_failure
 from sightline.stream.outputs.passthrough import CopiedPacket, Template
 from sightline.stream.outputs.segments import MP4_OPTIONS, RisingClock
 
@@ -208,15 +209,7 @@ class PacketClip:
             self.on_done(self)
 
     def _failed(self, exc: BaseException, what: str) -> None:
-        self.errors += 1
-        if self.error is None:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else (str(exc) or type(exc).__name__)
-            self.error = f"{what} failed: {reason}"
-            if self.on_failed is not None:
-                try:
-                    self.on_failed(self)
-                except Exception:  # a bad callback must not stop the clip's thread
-                    log.exception("stream %s: clip %s: reporting its failure failed", self.stream, self.path.name)
+        note_failure(self, exc, what)
         log.error("stream %s: %s clip %s failed: %s", self.stream, what, self.path.name, exc)
 
 

@@ -104,7 +104,36 @@ def video_out_metrics(metrics: Metrics | None) -> VideoOutMetrics | None:
     return found
 
 
-class AnnotatedEncoder:
+class Subscribers:
+    """Who takes a stream's video packets (its WebRTC viewers' tracks, its publisher): they join and leave from any
+    thread; ``_end_subscribers`` tells each one the video ended."""
+
+    def __init__(self, stream: str) -> None:
+        self.stream = stream
+        self.closed = threading.Event()
+        self._subscribers: list[Subscriber] = []
+        self._lock = threading.Lock()
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        with self._lock:
+            if subscriber in self._subscribers:
+                self._subscribers.remove(subscriber)
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)
+
+    def _end_subscribers(self) -> None:
+        with self._lock:
+            subscribers, self._subscribers = self._subscribers, []
+        for sub in subscribers:
+            try:
+                sub.end()
+            except Exception as exc:  # one subscriber failing to end does not keep the others open
+                log.warning("stream %s: ending a video consumer failed: %s", self.stream, exc)
+
+
+class AnnotatedEncoder(Subscribers):
     """One stream's annotated-video encoder: a sink of its output thread, a thread of its own."""
 
     name = "annotated_video"
@@ -113,7 +142,7 @@ class AnnotatedEncoder:
     def __init__(self, stream: str, config: AnnotatedVideoConfig, preview: FrameDemand | None = None,
                  metrics: VideoOutMetrics | None = None,
                  on_closed: Callable[[AnnotatedEncoder], None] | None = None) -> None:
-        self.stream = stream
+        super().__init__(stream)
         self.config = config
         self.preview = preview
         self.metrics = metrics
@@ -123,10 +152,7 @@ class AnnotatedEncoder:
         self.frames_dropped = 0
         self.size: tuple[int, int] | None = None  # (width, height) of the encoded video, fixed by the first frame
         self.fps = 25.0  # the frame rate the encoder was opened with
-        self.closed = threading.Event()
         self.publisher: HasStatus | None = None  # set by the publisher that subscribes (streams[].publish)
-        self._subscribers: list[Subscriber] = []
-        self._lock = threading.Lock()
         self._want_key = True
         self._ctx: av.VideoCodecContext | None = None
         self._t0: float | None = None
@@ -148,15 +174,6 @@ class AnnotatedEncoder:
                 if self.metrics:
                     self.metrics.encoders.labels(self.stream).set(1)
         self._touch()
-
-    def unsubscribe(self, subscriber: Subscriber) -> None:
-        with self._lock:
-            if subscriber in self._subscribers:
-                self._subscribers.remove(subscriber)
-
-    @property
-    def subscribers(self) -> int:
-        return len(self._subscribers)
 
     def request_keyframe(self) -> None:
         self._want_key = True
@@ -207,15 +224,6 @@ class AnnotatedEncoder:
                 self.metrics.encoders.labels(self.stream).set(0)
             if self.on_closed is not None:
                 self.on_closed(self)
-
-    def _end_subscribers(self) -> None:
-        with self._lock:
-            subscribers, self._subscribers = self._subscribers, []
-        for sub in subscribers:
-            try:
-                sub.end()
-            except Exception as exc:  # one subscriber failing to end does not keep the others open
-                log.warning("stream %s: ending an annotated-video consumer failed: %s", self.stream, exc)
 
     def _open(self, width: int, height: int, rate: float | None) -> av.VideoCodecContext:
         """``rate``: the source's nominal frame rate, carried by the frames (25 when it has none)."""

@@ -16,37 +16,33 @@ and a stream with B-frames may stutter in a browser (a camera's live streams rar
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from fractions import Fraction
 
 import av
 from av.bitstream import BitStreamFilterContext
-from sightline.stream.outputs.annotated_video import Subscriber
+from sightline.stream.outputs.annotated_video import Subscriber, Subscribers
 
 log = logging.getLogger(__name__)
 
 FILTERS = "h264_mp4toannexb,dump_extra"
 
 
-class RemuxedView:
+class RemuxedView(Subscribers):
     """The view input's packets for the stream's WebRTC viewers and its publisher."""
 
     name = "remuxed_view"
     what = "the camera's own video (remuxed, no labels)"
 
     def __init__(self, stream: str, on_closed: Callable[[RemuxedView], None] | None = None) -> None:
-        self.stream = stream
+        super().__init__(stream)
         self.on_closed = on_closed
         self.size: tuple[int, int] | None = None  # (width, height) of the input's video, once a session opened
         self.fps = 25.0
-        self.closed = threading.Event()
         self.publisher: object | None = None  # set by the publisher that subscribes (streams[].publish)
         self.packets_sent = 0
         self.frames_encoded = 0  # nothing is encoded here (what the video status reports beside an encoder's)
         self.frames_dropped = 0
-        self._subscribers: list[Subscriber] = []
-        self._lock = threading.Lock()
         self._filters: BitStreamFilterContext | None = None
         self._refused: str | None = None  # the codec said in the log as not sendable
 
@@ -57,15 +53,6 @@ class RemuxedView:
             if self.closed.is_set():
                 raise RuntimeError(f"stream {self.stream!r} has ended")
             self._subscribers.append(subscriber)
-
-    def unsubscribe(self, subscriber: Subscriber) -> None:
-        with self._lock:
-            if subscriber in self._subscribers:
-                self._subscribers.remove(subscriber)
-
-    @property
-    def subscribers(self) -> int:
-        return len(self._subscribers)
 
     def request_keyframe(self) -> None:
         """The camera decides its keyframes: a subscriber waits for the next one."""
@@ -113,12 +100,7 @@ class RemuxedView:
         """The input ended for good (the stream stopped): end every subscriber."""
         with self._lock:
             self.closed.set()
-            subscribers, self._subscribers = self._subscribers, []
         self._filters = None
-        for subscriber in subscribers:
-            try:
-                subscriber.end()
-            except Exception as exc:  # one subscriber failing to end does not keep the others open
-                log.warning("stream %s: ending a remuxed-view consumer failed: %s", self.stream, exc)
+        self._end_subscribers()
         if self.on_closed is not None:
             self.on_closed(self)

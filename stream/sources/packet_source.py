@@ -19,42 +19,26 @@ import time
 from collections.abc import Callable
 
 import av
-from sightline.stream.config import StreamConfig, redact_url
+from sightline.stream.config import StreamConfig
 from sightline.stream.errors import SourceOpenError, SourceReadError, describe_av_error
 from sightline.stream.lifecycle import StreamState
-from sightline.stream.sources.video_source import SOURCE_NICE, PacketTap, backoff_delay, open_arguments
+from sightline.stream.sources.video_source import SOURCE_NICE, InputThread, PacketTap, open_arguments
 from sightline.stream.stats import InputStats
 
 log = logging.getLogger(__name__)
 
 
-class PacketSource:
+class PacketSource(InputThread):
     """One input's reader thread: open, hand every video packet to ``tap``, reconnect, until ``stop``."""
 
     def __init__(self, config: StreamConfig, stats: InputStats, stop: threading.Event, tap: PacketTap,
                  clock: Callable[[], float] = time.monotonic, seed: int | None = None) -> None:
-        self.config = config  # the single-URL copy for this input (StreamConfig.for_input)
+        super().__init__(config, f"input-{config.name}-{stats.name}")  # config: for_input's single-URL copy
         self.stats = stats
         self.stop = stop
         self.tap = tap
         self.clock = clock
         self._rng = random.Random(seed)
-        self._thread = threading.Thread(target=self._run, name=f"input-{config.name}-{stats.name}", daemon=True)
-
-    @property
-    def safe_url(self) -> str:
-        return redact_url(self.config.source_url)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def join(self, timeout: float | None = None) -> bool:
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
 
     def detach(self) -> PacketTap:
         """Cut a thread stuck in FFmpeg loose: it hands nothing on if it ever wakes. Returns the tap it had, for
@@ -78,27 +62,8 @@ class PacketSource:
             self.tap.close()
 
     def _read_until_stopped(self) -> None:
-        attempt = 0
-        rc = self.config.reconnect
-        while not self.stop.is_set():
-            read_before = self.stats.packets
-            try:
-                self._session()
-                reason = "stream ended"
-            except (SourceOpenError, SourceReadError) as exc:
-                reason = str(exc)
-            if self.stop.is_set():
-                break
-            if self.stats.packets > read_before:
-                attempt = 0
-            delay = backoff_delay(attempt, rc.initial_s, rc.max_s, rc.jitter, self._rng)
-            attempt += 1
-            log.warning("stream %s: input %s (%s): %s; reconnecting in %.1fs", self.config.name, self.stats.name,
-                        self.safe_url, reason, delay)
-            self.stats.set_state(StreamState.RECONNECTING, reason)
-            self.stats.on_reconnect()
-            self.stop.wait(delay)
-        self.stats.set_state(StreamState.STOPPED)
+        self._reconnecting(self._session, lambda: self.stats.packets,
+                           f"stream {self.config.name}: input {self.stats.name}")
 
     def _session(self) -> None:
         url, kwargs = open_arguments(self.config)

@@ -37,7 +37,7 @@ from sightline.stream.frames import Frame, FrameDemand
 from sightline.stream.lifecycle import StreamState
 from sightline.stream.sources.decode_policy import RATE_SLACK, DecodePolicy
 from sightline.stream.sources.hwdecode import HwDecode
-from sightline.stream.stats import StreamStats
+from sightline.stream.stats import InputStats, StreamStats
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +197,65 @@ class Pacer:
         self._anchor = None
 
 
-class FrameSource(ABC):
+class InputThread(ABC):
+    """A thread that reads one of a stream's inputs: the stream's own source, or another input's packet reader."""
+
+    def __init__(self, config: StreamConfig, thread_name: str) -> None:
+        self.config = config
+        self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
+
+    @property
+    def safe_url(self) -> str:
+        return redact_url(self.config.source_url)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self, timeout: float | None = None) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def alive(self) -> bool:
+        """The thread is running (False before ``start`` and after it returned or died)."""
+        return self._thread.is_alive()
+
+    @abstractmethod
+    def _run(self) -> None:
+        """The thread's body."""
+
+    # what ``_reconnecting`` uses: the thread's stop, its figures (set_state, on_reconnect), its backoff's jitter
+    stop: threading.Event
+    stats: StreamStats | InputStats
+    _rng: random.Random
+
+    def _reconnecting(self, session: Callable[[], None], progress: Callable[[], int], who: str) -> None:
+        """Run ``session`` (open, read until it ends or fails) until ``stop``; after each, wait the stream's reconnect
+        backoff, restarted once a session made ``progress``, and say why in the state and the log. The one
+        reconnect rule of every network input."""
+        attempt = 0
+        rc = self.config.reconnect
+        while not self.stop.is_set():
+            before = progress()
+            try:
+                session()
+                reason = "stream ended"
+            except (SourceOpenError, SourceReadError) as exc:
+                reason = str(exc)
+            if self.stop.is_set():
+                break
+            if progress() > before:
+                attempt = 0
+            delay = backoff_delay(attempt, rc.initial_s, rc.max_s, rc.jitter, self._rng)
+            attempt += 1
+            log.warning("%s (%s): %s; reconnecting in %.1fs", who, self.safe_url, reason, delay)
+            self.stats.set_state(StreamState.RECONNECTING, reason)
+            self.stats.on_reconnect()
+            self.stop.wait(delay)
+        self.stats.set_state(StreamState.STOPPED)
+
+
+class FrameSource(InputThread):
     """One stream's producer thread: turns decoded pictures into Frames in the stream's queue.
 
     Subclasses implement ``_produce`` (runs in the thread) and call ``_emit`` for each picture.
@@ -207,7 +265,7 @@ class FrameSource(ABC):
     def __init__(self, config: StreamConfig, queue: BoundedQueue[Frame], stats: StreamStats,
                  working_size: WorkingSize, keep_display: bool, stop: threading.Event,
                  clock: Callable[[], float] = time.monotonic, preview: FrameDemand | None = None) -> None:
-        self.config = config
+        super().__init__(config, f"source-{config.name}")
         self.queue = queue
         self.stats = stats
         self.working_size = working_size
@@ -223,27 +281,10 @@ class FrameSource(ABC):
         self._to_working = VideoReformatter()  # each keeps its FFmpeg scaler context from frame to frame
         self._to_rgb = VideoReformatter()  # the second step of ``working_image``
         self._to_display = VideoReformatter()
-        self._thread = threading.Thread(target=self._run, name=f"source-{config.name}", daemon=True)
-
-    @property
-    def safe_url(self) -> str:
-        return redact_url(self.config.source_url)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def join(self, timeout: float | None = None) -> bool:
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
 
     def wake(self) -> None:
         """``stop`` was set: a source that waits on something else (WebRTC's hand-off) returns at once."""
         return None  # decoders wait on ``stop`` itself (pacing, backoff) or on FFmpeg's read timeout
-
-    @property
-    def alive(self) -> bool:
-        """The thread is running (False before ``start`` and after it returned or died)."""
-        return self._thread.is_alive()
 
     def detach(self) -> None:
         """Cut a stalled thread loose (the capture watchdog replaces it): whatever it does if it ever wakes
@@ -405,26 +446,7 @@ class VideoSource(FrameSource):
         return "; ".join(notes) if notes else None
 
     def _run_network(self) -> None:
-        attempt = 0
-        rc = self.config.reconnect
-        while not self.stop.is_set():
-            delivered_before = self._seq
-            try:
-                self._session()
-                reason = "stream ended"
-            except (SourceOpenError, SourceReadError) as exc:
-                reason = str(exc)
-            if self.stop.is_set():
-                break
-            if self._seq > delivered_before:
-                attempt = 0
-            delay = backoff_delay(attempt, rc.initial_s, rc.max_s, rc.jitter, self._rng)
-            attempt += 1
-            log.warning("stream %s (%s): %s; reconnecting in %.1fs", self.config.name, self.safe_url, reason, delay)
-            self.stats.set_state(StreamState.RECONNECTING, reason)
-            self.stats.on_reconnect()
-            self.stop.wait(delay)
-        self.stats.set_state(StreamState.STOPPED)
+        self._reconnecting(self._session, lambda: self._seq, f"stream {self.config.name}")
 
     def _open(self) -> av.container.InputContainer:
         url, kwargs = open_arguments(self.config)

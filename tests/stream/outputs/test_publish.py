@@ -52,6 +52,13 @@ def read_frames(url: str, count: int, timeout: float = 20.0) -> list[np.ndarray]
     raise AssertionError(f"no {count} frames from {url} within {timeout:.0f}s: {last}")
 
 
+def rtmp_listener(url: str, received: Path, frames: int) -> subprocess.Popen[bytes]:
+    """``ffmpeg -listen 1`` plays the media server: it takes one RTMP push and copies ``frames`` of it to a file."""
+    return subprocess.Popen(["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "warning", "-listen", "1",
+                             "-timeout", "30", "-i", url, "-frames:v", str(frames), "-c", "copy", "-y", str(received)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
 @pytest.mark.slow
 def test_publish_to_rtsp_server_reconnects_after_restart(tmp_path: Path) -> None:
     reason = missing_tools()
@@ -107,10 +114,7 @@ def test_rtmp_publish_read_back_by_an_ffmpeg_listener(tmp_path: Path) -> None:
     clip = grey_clip(tmp_path / "grey.mp4")
     port = free_tcp_port()
     received = tmp_path / "received.mp4"
-    listener = subprocess.Popen(["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "warning", "-listen", "1",
-                                 "-timeout", "30", "-i", f"rtmp://127.0.0.1:{port}/live/streamkey",
-                                 "-frames:v", "15", "-c", "copy", "-y", str(received)],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    listener = rtmp_listener(f"rtmp://127.0.0.1:{port}/live/streamkey", received, frames=15)
     config = RunConfig(output_dir=tmp_path / "out", media_root=tmp_path, log_predictions=False,
                        annotated_video={"height": 240, "reconnect": {"initial_s": 0.2, "max_s": 1.0}},
                        streams=[StreamConfig(name="cam", url=str(clip), loop=True,
@@ -139,10 +143,7 @@ def test_view_remux_publishes_the_cameras_own_video_without_labels(tmp_path: Pat
     clip = grey_clip(tmp_path / "grey.mp4", size=(192, 144))
     port = free_tcp_port()
     received = tmp_path / "received.mp4"
-    listener = subprocess.Popen(["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "warning", "-listen", "1",
-                                 "-timeout", "30", "-i", f"rtmp://127.0.0.1:{port}/live/key",
-                                 "-frames:v", "30", "-c", "copy", "-y", str(received)],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    listener = rtmp_listener(f"rtmp://127.0.0.1:{port}/live/key", received, frames=30)
     config = RunConfig(output_dir=tmp_path / "out", media_root=tmp_path, log_predictions=False,
                        annotated_video={"height": 240, "reconnect": {"initial_s": 0.2, "max_s": 1.0}},
                        streams=[StreamConfig(name="cam", url=str(clip), loop=True, view="remux", infer_fps=1,

@@ -4,7 +4,6 @@ recorded and never decoded; either input can die and come back while the other g
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import av
@@ -17,17 +16,10 @@ from sightline.stream.pipeline.pipeline import Pipeline
 from tests.support.gst_rtsp import GstRtspServer, missing_gst
 from tests.support.models import tiny_classifier
 from tests.support.recordings import segments as segment_files
+from tests.support.waiting import wait_for
 
 MISSING = missing_gst()
 pytestmark = [pytest.mark.timeout(150), pytest.mark.slow, pytest.mark.skipif(MISSING is not None, reason=MISSING or "")]
-
-
-def wait_for(check: Callable[[], bool], timeout: float, what: str, explain: Callable[[], object]) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}: {explain()}")
-        time.sleep(0.05)
 
 
 def test_substream_classified_main_recorded_each_input_survives_the_other(tmp_path: Path) -> None:

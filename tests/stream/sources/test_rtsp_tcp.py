@@ -4,7 +4,6 @@ RTSP server): frames flow, the server dies -> ``reconnecting``, it comes back ->
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,17 +15,10 @@ from sightline.stream.pipeline.pipeline import Pipeline
 from tests.support.gst_rtsp import GstRtspServer, missing_gst
 from tests.support.models import tiny_classifier
 from tests.support.predictions import prediction_lines
+from tests.support.waiting import wait_for
 
 MISSING = missing_gst()
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow, pytest.mark.skipif(MISSING is not None, reason=MISSING or "")]
-
-
-def wait_for(check: Callable[[], bool], timeout: float, what: str, explain: Callable[[], object]) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}: {explain()}")
-        time.sleep(0.05)
 
 
 def test_rtsp_over_tcp_flows_reconnects_when_the_server_dies_and_resumes(tmp_path: Path) -> None:
