@@ -180,7 +180,8 @@ def load_demo_config(out: Path, path: Path | None = None) -> RunConfig:
     def under_out(p: Path) -> Path:
         return p if p.is_absolute() else out / p
 
-    streams = [s.model_copy(update={"url": str(under_out(Path(s.url)))}) if s.is_file else s for s in config.streams]
+    streams = [s.model_copy(update={"url": str(under_out(Path(s.source_url)))}) if s.is_file else s
+               for s in config.streams]
     config = config.model_copy(update={"output_dir": under_out(config.output_dir),
                                        "media_root": under_out(config.media_root), "streams": streams})
     check_sources(config.streams, config.media_root, origin=str(source))

@@ -119,16 +119,68 @@ class ReconnectConfig(BackoffConfig):
     jitter: float = Field(0.25, ge=0, le=1, description="random share taken off each delay")
 
 
+@lru_cache(maxsize=1024)
+def _single_input(url: str, transport: Literal["tcp", "udp"], roles: tuple[Role, ...]) -> InputConfig:
+    """The single-URL form's one input (built, not validated: the stream's url was checked, and may be a file)."""
+    return InputConfig.model_construct(name=SINGLE_INPUT, url=url, roles=list(roles), transport=transport)
+
+
 @lru_cache(maxsize=4096)
 def _parsed_url(url: str) -> StreamUrl:
     return parse_stream_url(url)  # a frozen dataclass: safe to share
 
 
+Role = Literal["classify", "record", "view"]
+ROLES: tuple[Role, ...] = ("classify", "record", "view")
+SINGLE_INPUT = "main"  # the one input of the single-URL form
+
+
+class InputConfig(StrictModel):
+    """One of a camera's streams (a main stream, a substream) and what the stream uses it for."""
+
+    name: str | None = Field(None, pattern=NAME_PATTERN,
+                             description="names the input in status and metrics; default: its roles joined with '+'")
+    url: str = Field(min_length=1, description="a network URL (rtsp://, rtmp://, http(s)://, srt://, udp://, tcp://), "
+                                                "checked whole as a stream's url")
+    roles: list[Role] = Field(min_length=1, description="classify (decoded, batched, classified), record "
+                                                        "(passthrough segments, never decoded), view (what previews, "
+                                                        "WebRTC viewers and publishing show, labels drawn)")
+    transport: Literal["tcp", "udp"] | None = Field(None, description="RTSP transport; default: the stream's")
+
+    @field_validator("url")
+    @classmethod
+    def _network_url(cls, url: str) -> str:
+        if parse_stream_url(url).kind != "network":  # UrlError is a ValueError that never quotes the URL
+            raise ValueError("an input is a camera's network stream (rtsp://, rtmp://, http(s)://, srt://, udp://, "
+                             "tcp://); files, devices and webrtc:// take the single url form")
+        return url
+
+    @field_validator("roles")
+    @classmethod
+    def _roles_once(cls, roles: list[Role]) -> list[Role]:
+        if len(set(roles)) != len(roles):
+            raise ValueError("a role is listed twice")
+        return sorted(roles, key=ROLES.index)
+
+    @property
+    def label(self) -> str:
+        """The input's name: given, or its roles ("classify", "record+view")."""
+        return self.name or "+".join(self.roles)
+
+
 class StreamConfig(StrictModel):
     name: str = Field(pattern=NAME_PATTERN)
-    url: str = Field(min_length=1, description="file path, rtsp://, rtmp://, http(s)://, srt://, udp://, tcp://, "
-                                                "/dev/videoN, or webrtc://<label> (a peer publishes through the API); "
-                                                "checked whole (scheme, host, port 1-65535, path)")
+    url: str | None = Field(None, min_length=1,
+                            description="file path, rtsp://, rtmp://, http(s)://, srt://, udp://, tcp://, /dev/videoN, "
+                                        "or webrtc://<label> (a peer publishes through the API); checked whole "
+                                        "(scheme, host, port 1-65535, path). Or inputs:")
+    inputs: list[InputConfig] | None = Field(
+        None, min_length=1, max_length=8,
+        description="instead of url: a camera's streams, each with roles (exactly one classify; record and view at "
+                    "most once; view defaults to the classify input). docs/inputs.md")
+    clips_from: Literal["record", "classify"] | None = Field(
+        None, description="the input event clips come from: record (full resolution, remuxed, nothing decoded) or "
+                          "classify (annotated frames); default: record when the stream records an input of its own")
     mode: Literal["realtime", "fast"] = Field(
         "realtime", description="files: realtime paces at the native frame rate; fast is lossless, as fast as the "
                                 "model goes. Network sources are always realtime.")
@@ -160,9 +212,43 @@ class StreamConfig(StrictModel):
 
     @field_validator("url")
     @classmethod
-    def _whole_url(cls, url: str) -> str:
-        parse_stream_url(url)  # UrlError is a ValueError: a config error / 422 that never quotes the URL
+    def _whole_url(cls, url: str | None) -> str | None:
+        if url is not None:
+            parse_stream_url(url)  # UrlError is a ValueError: a config error / 422 that never quotes the URL
         return url
+
+    @model_validator(mode="after")
+    def _inputs(self) -> StreamConfig:
+        if (self.url is None) == (self.inputs is None):
+            raise ValueError("give url or inputs (a camera's streams with roles), not both" if self.url
+                             else "url or inputs is required")
+        if self.inputs is None:
+            if self.clips_from == "record":
+                raise ValueError("clips_from: record needs an input with the record role (inputs:); a stream with "
+                                 "one url makes its clips from the frames it classifies")
+            return self
+        for role in ROLES:
+            holders = [i for i, inp in enumerate(self.inputs) if role in inp.roles]
+            if len(holders) > 1:
+                raise ValueError(f"inputs: the {role} role is given to inputs {holders[0]} and {holders[1]}; "
+                                 "each role goes to one input")
+            if role == "classify" and not holders:
+                raise ValueError("inputs: one input needs the classify role (the one decoded and classified)")
+        names = [inp.label for inp in self.inputs]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise ValueError(f"inputs[{i}]: the name {name!r} is taken by another input; give each a name")
+        urls = [inp.url for inp in self.inputs]
+        for i, url in enumerate(urls):
+            if url in urls[:i]:
+                raise ValueError(f"inputs[{i}] has the same url as inputs[{urls.index(url)}]: give that input "
+                                 "both roles instead")
+        if self.record is not False:
+            raise ValueError("record: with inputs, the record role says which input is recorded (passthrough); "
+                             "remove record:")
+        if self.clips_from == "record" and self.record_input is None:
+            raise ValueError("clips_from: record needs an input with the record role")
+        return self
 
     @field_validator("publish")
     @classmethod
@@ -187,9 +273,59 @@ class StreamConfig(StrictModel):
         return self
 
     @property
+    def source_url(self) -> str:
+        """The URL the stream decodes and classifies: ``url``, or its classify input's."""
+        return self.url if self.url is not None else self.classify_input.url
+
+    @property
+    def input_list(self) -> tuple[InputConfig, ...]:
+        """The stream's inputs; the single-URL form is one input, "main", with every role it uses."""
+        if self.inputs is not None:
+            return tuple(self.inputs)
+        roles: list[Role] = ["classify", "record", "view"] if self.record_mode else ["classify", "view"]
+        return (_single_input(self.source_url, self.transport, tuple(roles)),)
+
+    @property
+    def classify_input(self) -> InputConfig:
+        return next(i for i in self.input_list if "classify" in i.roles)
+
+    @property
+    def record_input(self) -> InputConfig | None:
+        """The input recorded, or None when the stream records nothing."""
+        return next((i for i in self.input_list if "record" in i.roles), None)
+
+    @property
+    def view_input(self) -> InputConfig:
+        """What viewers see: the view input, else the classify input."""
+        return next((i for i in self.input_list if "view" in i.roles), self.classify_input)
+
+    @property
+    def separate_inputs(self) -> tuple[InputConfig, ...]:
+        """The inputs other than the classify input (each opened on its own connection)."""
+        classify = self.classify_input
+        return tuple(i for i in self.input_list if i is not classify)
+
+    @property
+    def clips_input(self) -> Literal["record", "classify"]:
+        """Where event clips come from: the record input when it is a connection of its own, unless told."""
+        if self.clips_from is not None:
+            return self.clips_from
+        record = self.record_input
+        return "record" if record is not None and "classify" not in record.roles else "classify"
+
+    def for_input(self, inp: InputConfig) -> StreamConfig:
+        """A single-URL copy of this stream that opens ``inp`` (what a source thread is given)."""
+        if self.inputs is None:
+            return self
+        # publishing goes with the view input: the classify input then never decodes every frame for it
+        publish = self.publish if inp.label == self.view_input.label else None
+        return self.model_copy(update={"url": inp.url, "inputs": None, "transport": inp.transport or self.transport,
+                                       "clips_from": None, "publish": publish})
+
+    @property
     def location(self) -> StreamUrl:
         """The parsed URL (cached per URL string: the watchdog and the sources ask every second, per stream)."""
-        return _parsed_url(self.url)
+        return _parsed_url(self.source_url)
 
     @property
     def is_network(self) -> bool:
@@ -217,7 +353,10 @@ class StreamConfig(StrictModel):
 
     @property
     def record_mode(self) -> Literal["passthrough", "annotated"] | None:
-        """How the stream is recorded: ``record: true`` is passthrough (the camera's packets, nothing decoded)."""
+        """How the stream is recorded: ``record: true`` is passthrough (the camera's packets, nothing decoded);
+        with inputs, the record role is a passthrough recording of that input."""
+        if self.inputs is not None:
+            return "passthrough" if any("record" in i.roles for i in self.inputs) else None
         if self.record is False:
             return None
         return "passthrough" if self.record is True else self.record

@@ -10,8 +10,8 @@ tuples, sinks from the names the stream declared when it was built (``StreamStat
 results from ``SWAP_RESULTS`` (a counter that appears only when it first counts makes ``rate()`` and
 ``increase()`` miss that first count, and dashboards show "no data" instead of 0).
 
-Labels come from finite sets only: ``stream`` (names from the config), ``stage``, ``reason``,
-``sink``, ``state``. Never URLs, credentials or frame ids.
+Labels come from finite sets only: ``stream`` and ``input`` (names from the config), ``roles``, ``stage``,
+``reason``, ``sink``, ``state``. Never URLs, credentials or frame ids.
 """
 
 from __future__ import annotations
@@ -158,6 +158,7 @@ def _stream_families(streams: list[StreamStats]) -> Iterator[Metric]:
     yield up
     yield state
     yield from _decode_families(streams)
+    yield from _input_families(streams)
     yield counter("sightline_reconnects_total", "Reconnect attempts after a source failed", lambda s: s.reconnects)
     yield by("sightline_sink_errors_total", "Sink writes that failed", "sink",
              lambda s: sorted(set(s.sinks) | set(s.sink_errors)), lambda s: s.sink_errors)
@@ -170,6 +171,25 @@ def _stream_families(streams: list[StreamStats]) -> Iterator[Metric]:
     yield by("sightline_records_lost_total",
              "Output records (JSONL lines) not written because the write failed (disk full)", "sink",
              lambda s: sorted(set(s.record_sinks) | set(s.records_lost)), lambda s: s.records_lost)
+
+
+def _input_families(streams: list[StreamStats]) -> Iterator[Metric]:
+    """Per input of each stream (streams[].inputs; one, "main", for a stream with one url): connection and figures.
+    The classify input's are the stream's own; the others are read on connections of their own, never decoded."""
+    rows = [(s.name, i) for s in streams for i in s.inputs_snapshot()["inputs"]]  # type: ignore[union-attr]
+    up = GaugeMetricFamily("sightline_input_up", "1 while the input's connection delivers packets",
+                           labels=["stream", "input", "roles"])
+    families = {key: CounterMetricFamily(f"sightline_input_{key}_total", doc, labels=["stream", "input"])
+                for key, doc in (("packets", "Packets read on the input's connection"),
+                                 ("bytes", "Bytes of video packets read on the input's connection"),
+                                 ("reconnects", "Reconnect attempts of the input after it failed or stalled"),
+                                 ("frames_decoded", "Frames decoded from the input (0 for an input only recorded)"))}
+    for stream, row in rows:
+        up.add_metric([stream, row["name"], "+".join(row["roles"])], 1 if row["state"] == StreamState.LIVE else 0)
+        for key, family in families.items():
+            family.add_metric([stream, row["name"]], row[key])
+    yield up
+    yield from families.values()
 
 
 def _decode_families(streams: list[StreamStats]) -> Iterator[Metric]:

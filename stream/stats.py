@@ -106,6 +106,53 @@ class StageStats:
             self.batch_size.observe(batch.classified)
 
 
+class InputStats:
+    """One input of a camera on a connection of its own (a recorded main stream): its state and figures.
+
+    The stream's classify input is the stream itself (``StreamStats``); this is for the others. Its state uses
+    the streams' vocabulary (connecting, live, reconnecting, stopped) and the same transition table."""
+
+    def __init__(self, stream: str, name: str, roles: Iterable[str], clock: Callable[[], float] = time.monotonic,
+                 url: str = "") -> None:
+        self.stream = stream
+        self.name = name
+        self.roles = tuple(roles)
+        self.url = url  # redacted (``redact_url``): shown to anyone who may see the stream
+        self.clock = clock
+        self.state = StreamState.CONNECTING
+        self.error: str | None = None
+        self.packets = 0
+        self.bytes = 0
+        self.reconnects = 0
+        self.frames_decoded = 0  # a record input is never decoded; a view input only while someone watches
+        self.last_packet_at: float | None = None
+        self._state_lock = threading.Lock()
+
+    def set_state(self, state: StreamState, error: str | None = None) -> bool:
+        with self._state_lock:
+            if not allowed(self.state, state):
+                return False
+            self.state = state
+            if error is not None or state in CLEAR_ERROR_STATES:
+                self.error = None if error is None else bounded(scrub_urls(error), 500)
+            return True
+
+    def on_packet(self, size: int) -> None:
+        self.packets += 1
+        self.bytes += size
+        self.last_packet_at = self.clock()
+
+    def on_reconnect(self) -> None:
+        self.reconnects += 1
+
+    def snapshot(self) -> dict[str, object]:
+        age = None if self.last_packet_at is None else round(self.clock() - self.last_packet_at, 3)
+        return {"name": self.name, "roles": list(self.roles), "url": self.url, "state": self.state.value,
+                "error": self.error,
+                "packets": self.packets, "bytes": self.bytes, "reconnects": self.reconnects,
+                "frames_decoded": self.frames_decoded, "last_packet_age_s": age}
+
+
 class StreamStats:
     def __init__(self, name: str, stages: StageStats | None = None, clock: Callable[[], float] = time.monotonic,
                  window_s: float = 30.0, fps_window_s: float = 5.0) -> None:
@@ -134,6 +181,13 @@ class StreamStats:
         # GOP decodes a frame every few seconds but reads packets all the time)
         self.last_packet_at: float | None = None
         self.decode: DecodeStatus | None = None  # None: the source decodes no compressed video (WebRTC)
+        self.packets = 0  # packets read by the stream's own source (its classify input)
+        self.bytes = 0
+        # the classify input's name and roles, and the stream's other inputs (streams[].inputs)
+        self.input_name = "main"
+        self.input_roles: tuple[str, ...] = ()
+        self.input_url = ""  # redacted
+        self.inputs: tuple[InputStats, ...] = ()
         self.first_frame_at: float | None = None  # clock() of the first decoded frame: where active_s starts
         self.last_inferred_at: float | None = None
         self._inferred_at: deque[float] = deque()
@@ -173,7 +227,9 @@ class StreamStats:
         if self.first_frame_at is None:
             self.first_frame_at = self.last_frame_at
 
-    def on_packet(self) -> None:
+    def on_packet(self, size: int = 0) -> None:
+        self.packets += 1
+        self.bytes += size
         self.last_packet_at = self.clock()
 
     def set_decode(self, status: DecodeStatus) -> None:
@@ -280,7 +336,19 @@ class StreamStats:
             "frames_lost": dict(self.frames_lost),
             "records_lost": dict(self.records_lost),
             "decode": None if self.decode is None else self.decode.as_dict(),
+            **self.inputs_snapshot(),
         }
+
+    def inputs_snapshot(self) -> dict[str, object]:
+        """Every input, the classify input (this stream's own source) first, and the names of those down."""
+        age = None if self.last_packet_at is None else round(self.clock() - self.last_packet_at, 3)
+        own = {"name": self.input_name, "roles": list(self.input_roles), "url": self.input_url,
+               "state": self.state.value,
+               "error": self.error, "packets": self.packets, "bytes": self.bytes, "reconnects": self.reconnects,
+               "frames_decoded": self.frames_decoded, "last_packet_age_s": age}
+        inputs = [own, *(i.snapshot() for i in self.inputs)]
+        down = [i["name"] for i in inputs if i["state"] != StreamState.LIVE.value]
+        return {"inputs": inputs, "inputs_down": down}
 
 
 def quantile(ordered: list[float], q: float) -> float:

@@ -89,12 +89,14 @@ class Placement:
 
 
 def blank_status(config: StreamConfig) -> dict[str, Any]:
-    return {"name": config.name, "url": redact_url(config.url), "mode": config.mode, "state": "connecting",
+    return {"name": config.name, "url": redact_url(config.source_url), "mode": config.mode, "state": "connecting",
             "error": None, "fps": 0.0, "p50_ms": None, "p99_ms": None, "frames_decoded": 0, "frames_inferred": 0,
             "active_s": 0.0,
             "dropped": {}, "reconnects": 0, "sink_errors": {}, "corrupt_packets": 0, "frames_lost": {},
             "records_lost": {}, "prediction": None, "smoothed": None, "smoothing": None, "model": None,
-            **links(config.name)}
+            "inputs": [{"name": i.label, "roles": list(i.roles), "url": redact_url(i.url), "state": "connecting"}
+                       for i in config.input_list],
+            "inputs_down": [i.label for i in config.input_list], **links(config.name)}
 
 
 class RemoteOutput:

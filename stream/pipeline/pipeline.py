@@ -160,7 +160,7 @@ class Pipeline:
                                         f"({exc.strerror or type(exc).__name__})") from None
 
         runtime = self.registry.add(name, build, self.runner.start_stream)
-        log.info("stream %s: started (%s, %s)", name, redact_url(config.url), config.mode)
+        log.info("stream %s: started (%s, %s)", name, redact_url(config.source_url), config.mode)
         return runtime
 
     def remove_stream(self, name: str, timeout: float = 10.0) -> StreamRuntime:
@@ -205,8 +205,8 @@ class Pipeline:
 
         The API's JSON (labels, preview links) is built by the service layer (``service.status.stream_status``);
         the core never imports it."""
-        return [{"name": r.config.name, "url": redact_url(r.config.url), "mode": r.config.mode, **r.stats.snapshot()}
-                for r in self.registry.runtimes()]
+        return [{"name": r.config.name, "url": redact_url(r.config.source_url), "mode": r.config.mode,
+                 **r.stats.snapshot()} for r in self.registry.runtimes()]
 
     def snapshot(self, name: str) -> np.ndarray | None:
         """The latest annotated frame of a stream (rendered on request, not per frame)."""

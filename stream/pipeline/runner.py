@@ -57,6 +57,8 @@ class StreamRunner:
         runtime.output.start()
         if runtime.recording is not None:
             runtime.recording.start()
+        for reader in runtime.inputs:
+            reader.start()
         runtime.source.start()
 
     def signal_stop(self, runtime: StreamRuntime) -> None:
@@ -71,6 +73,11 @@ class StreamRunner:
             log.info("stream %s: the source is inside a blocking FFmpeg call; not waiting for it",
                      runtime.config.name)
             self._cut_loose(source)
+        for reader in runtime.inputs:
+            if not reader.join(STUCK_SOURCE_S):
+                log.info("stream %s: input %s is inside a blocking FFmpeg call; not waiting for it",
+                         runtime.config.name, reader.stats.name)
+                reader.detach().close()
         if not runtime.output.done.wait(timeout):
             log.warning("stream %s: output did not drain within %.0fs", runtime.config.name, timeout)
         if runtime.recording is not None and not runtime.recording.done.wait(timeout):

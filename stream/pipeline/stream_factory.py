@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from sightline.model.classifier import Classifier
 from sightline.stream.buffers import BoundedQueue
-from sightline.stream.config import RunConfig, StreamConfig
+from sightline.stream.config import RunConfig, StreamConfig, redact_url
 from sightline.stream.errors import DuplicateStreamError
 from sightline.stream.frames import Frame, FrameDemand
 from sightline.stream.inference.batcher import Batcher
@@ -24,16 +24,24 @@ from sightline.stream.outputs.recording import RecordingWriter, SegmentedRecorde
 from sightline.stream.outputs.segments import SegmentPlan
 from sightline.stream.outputs.sinks import Sink, VideoRecorder
 from sightline.stream.outputs.smoothing import Smoother
+from sightline.stream.outputs.view_feed import ViewFeed
 from sightline.stream.pipeline.stream_runtime import StreamOutput, StreamRuntime
 from sightline.stream.sources.hwdecode import HwDecode
-from sightline.stream.sources.video_source import FrameSource, VideoSource
-from sightline.stream.stats import StageStats, StreamStats
+from sightline.stream.sources.packet_source import PacketSource
+from sightline.stream.sources.video_source import FrameSource, PacketTap, Taps, VideoSource
+from sightline.stream.stats import InputStats, StageStats, StreamStats
 from sightline.stream.storage.stats import StorageStats
 
 
 def keeps_display(config: StreamConfig) -> bool:
-    """Whether the stream's own config needs every frame full size (a recording, publishing)."""
-    return config.every_frame_output is not None
+    """Whether the stream's own config needs every classified input's frame full size (an annotated recording,
+    publishing, unless a view input of its own is published)."""
+    return config.every_frame_output is not None and not separate_view(config)
+
+
+def separate_view(config: StreamConfig) -> bool:
+    """Viewers see an input other than the classified one (``ViewFeed``)."""
+    return config.view_input.label != config.classify_input.label
 
 
 SourceBuilder = Callable[..., FrameSource]
@@ -58,6 +66,9 @@ class StreamFactory:
         """Every part of a stream, not started. OSError: an output cannot be opened (the queue is undone)."""
         name = config.name
         stats = StreamStats(name, self.stages, clock=self.clock)
+        classify = config.classify_input
+        stats.input_name, stats.input_roles = classify.label, tuple(classify.roles)
+        stats.input_url = redact_url(classify.url)
         try:
             queue = self.batcher.add_stream(name, config.capacity, "latest" if config.live else "block",
                                             on_drop=lambda _: stats.on_dropped("stale"))
@@ -76,7 +87,8 @@ class StreamFactory:
     def _parts(self, config: StreamConfig, stats: StreamStats, queue: BoundedQueue[Frame]) -> StreamRuntime:
         name = config.name
         stop = threading.Event()
-        preview = FrameDemand(self.clock)
+        preview = FrameDemand(self.clock)  # asked of the classify input (event clips; previews when it is the view)
+        view = FrameDemand(self.clock) if separate_view(config) else preview
         extra = self.extra_sinks(config) if self.extra_sinks is not None else []
         for sink in extra:
             if hasattr(sink, "demand"):  # a sink that asks for every frame at times (an event clip)
@@ -90,29 +102,60 @@ class StreamFactory:
             sinks.append(JsonlSink.open(self.config, config, self.storage,
                                         on_lost=lambda n: stats.on_records_lost(JsonlSink.name, n)))
         sinks.extend(extra)
+        encoder = None
         if self.video_out is not None:
-            encoder = self.video_out.sink(config, preview)
+            encoder = self.video_out.sink(config, view)
             if config.publish:  # the annotated video pushed to a media server, from the same encoder
                 Publisher(name, config.publish, self.video_out.config, self.video_out.metrics).attach(encoder)
-            sinks.append(encoder)
+            if view is preview:
+                sinks.append(encoder)
         smoother = Smoother(self.classifier.class_names, self.config.smoothing.ema, self.config.smoothing.hysteresis)
         output = StreamOutput(name, smoother, sinks, stats, config.live)
-        recording = self._recording(config, stats, output, stop, source)
+        taps: dict[str, list[PacketTap]] = {i.label: [] for i in config.input_list}
+        readers = {i.label: InputStats(name, i.label, i.roles, clock=self.clock, url=redact_url(i.url))
+                   for i in config.separate_inputs}
+        if view is not preview:  # the view input's pictures, decoded while watched, with the classified labels
+            if encoder is not None:
+                output.view_sinks.append(encoder)
+            watched = view.wanted if encoder is None else (lambda: view.wanted() or encoder.subscribers > 0)
+            taps[config.view_input.label].append(ViewFeed(name, watched, output.current_labels, stats.fps,
+                                                          output.show, readers[config.view_input.label],
+                                                          clock=self.clock))
+        recording = self._recording(config, stats, output, stop, source, taps)
+        inputs = self._inputs(config, stats, stop, source, taps, readers)
         names = [sink.name for sink in sinks] + ([VideoRecorder.name] if recording is not None else [])
         stats.declare_sinks(names, [JsonlSink.name] if logs else [])
-        return StreamRuntime(config, stats, source, output, stop, recording, preview=preview)
+        return StreamRuntime(config, stats, source, output, stop, recording, preview=view, inputs=inputs)
+
+    def _inputs(self, config: StreamConfig, stats: StreamStats, stop: threading.Event, source: FrameSource,
+                taps: dict[str, list[PacketTap]], input_stats: dict[str, InputStats]) -> list[PacketSource]:
+        """The packet taps on each input: the classify input's go to its source; every other input that has a tap
+        is read on a connection of its own (a ``PacketSource``, nothing decoded)."""
+        own = taps.pop(config.classify_input.label)
+        if own:
+            source.packets = own[0] if len(own) == 1 else Taps(own)
+        readers = []
+        for inp in config.separate_inputs:
+            wanted = taps.get(inp.label)
+            if not wanted:
+                continue
+            tap = wanted[0] if len(wanted) == 1 else Taps(wanted)
+            readers.append(PacketSource(config.for_input(inp), input_stats[inp.label], stop, tap, clock=self.clock))
+        stats.inputs = tuple(r.stats for r in readers)
+        return readers
 
     def _recording(self, config: StreamConfig, stats: StreamStats, output: StreamOutput, stop: threading.Event,
-                   source: FrameSource) -> RecordingWriter | PassthroughWriter | None:
-        """The stream's recorder, fed by its source: every packet read (passthrough) or every decoded frame
-        (annotated), not the model's (lossy, live) copy."""
-        if config.record_mode is None:
+                   source: FrameSource, taps: dict[str, list[PacketTap]]) -> RecordingWriter | PassthroughWriter | None:
+        """The stream's recorder, fed by its record input: every packet read (passthrough) or every frame its
+        source decoded (annotated), not the model's (lossy, live) copy."""
+        record = config.record_input
+        if config.record_mode is None or record is None:
             return None
         segment_s = self.config.storage.recordings.segment_s if config.runs_until_stopped else None
         plan = SegmentPlan(self.config.output_dir, config.name, segment_s, config.live, self.storage)
         if config.record_mode == "passthrough":
             writer = PassthroughWriter(plan, stats, config.live, stop)
-            source.packets = writer
+            taps[record.label].append(writer)
             return writer
         recording = RecordingWriter(SegmentedRecorder(plan, clock=self.clock), output, stats, config.live, stop,
                                     clock=self.clock)
@@ -129,6 +172,7 @@ class StreamFactory:
 
         ``keep_display``: every decoded frame also kept full size (default: ``keeps_display(config)``)."""
         display = keeps_display(config) if keep_display is None else keep_display
+        config = config.for_input(config.classify_input)  # the stream's own source opens its classify input
         size = self.working_size
         if config.is_webrtc:  # aiortc is imported only where WebRTC is used
             from sightline.stream.ice import IcePolicy

@@ -20,12 +20,16 @@ from sightline.stream.outputs.passthrough import PassthroughWriter
 from sightline.stream.outputs.recording import RecordingWriter
 from sightline.stream.outputs.sinks import Labelled, Sink
 from sightline.stream.outputs.smoothing import Smoother
+from sightline.stream.sources.packet_source import PacketSource
 from sightline.stream.sources.video_source import FrameSource
 from sightline.stream.stats import StreamStats
 
 log = logging.getLogger(__name__)
 
 OUTPUT_QUEUE = {True: 8, False: 256}  # live: small, newest wins; fast: roomy, blocking
+# A stream with a view input of its own shows that input's pictures; when none came for this long (nobody looked,
+# or the input is down) previews fall back to the classified frames.
+VIEW_STALE_S = 2.0
 
 
 class StreamOutput:
@@ -39,6 +43,8 @@ class StreamOutput:
         self.queue: BoundedQueue[Result] = BoundedQueue(
             OUTPUT_QUEUE[live], "latest" if live else "block", on_drop=lambda _: stats.on_dropped("output_behind"))
         self.latest: Labelled | None = None
+        self.view_sinks: list[Sink] = []  # fed by a view input of its own (``show``), not by the classified frames
+        self._shown_at = -float("inf")  # clock() of the last picture from that view input
         self.done = threading.Event()
         self._top: tuple = ()
         self._smoothed: Smoothed | None = None
@@ -63,7 +69,7 @@ class StreamOutput:
         return self._consumer.join(timeout)
 
     def _finalize(self) -> None:
-        for sink in self.sinks:
+        for sink in self.sinks + self.view_sinks:
             self._close(sink)
         with self._progress:
             self.done.set()
@@ -93,7 +99,8 @@ class StreamOutput:
         elif result.frame.infer:
             self.stats.on_dropped("inference_error")
         item = Labelled(result, self._top, self._smoothed, self.stats.fps(), self._latency_ms)
-        self.latest = item
+        if time.monotonic() - self._shown_at > VIEW_STALE_S:
+            self.latest = item
         with self._progress:
             self._handled = result.frame.seq
             self._progress.notify_all()
@@ -108,6 +115,17 @@ class StreamOutput:
                               self.stats.sink_errors[sink.name], exc, exc_info=log.isEnabledFor(logging.DEBUG))
         if self.sinks:
             self.stats.on_sink_stage(time.perf_counter() - started)
+
+    def show(self, item: Labelled) -> None:
+        """A picture of the stream's own view input, with the latest labels (on that input's thread)."""
+        self._shown_at = time.monotonic()
+        self.latest = item
+        for sink in self.view_sinks:
+            try:
+                sink.write(item)
+            except Exception as exc:  # a viewer's encoder failing never stops the input
+                self.stats.on_sink_error(sink.name)
+                log.error("stream %s: sink %s failed on the view input: %s", self.name, sink.name, exc)
 
     def _close(self, sink: Sink) -> None:
         try:
@@ -128,6 +146,7 @@ class StreamRuntime:
     removing: bool = False  # set once, under the registry's lock, by the one remove_stream that stops it
     preview: FrameDemand | None = None
     capacity: CapacityStats | None = None  # the box's, where this stream's share of the model is counted
+    inputs: list[PacketSource] = field(default_factory=list)  # inputs read on connections of their own
 
     @property
     def finished(self) -> bool:

@@ -45,6 +45,23 @@ class DecodeInfo(BaseModel):
                                                        "every frame")
 
 
+class InputStatus(BaseModel):
+    """One of the stream's inputs (streams[].inputs; a stream with one url has one, "main")."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    roles: list[str] = Field(description="classify, record, view")
+    url: str = Field(description="credentials redacted")
+    state: str
+    error: str | None = None
+    packets: int = Field(0, description="packets read on this input's connection")
+    bytes: int = 0
+    reconnects: int = 0
+    frames_decoded: int = Field(0, description="always 0 for an input without the classify role (never decoded)")
+    last_packet_age_s: float | None = None
+
+
 class StreamStatus(BaseModel):
     """One stream, as `GET /api/streams/{name}` reports it (latencies over the last 30 s, fps over 5 s)."""
 
@@ -80,6 +97,9 @@ class StreamStatus(BaseModel):
     decode: DecodeInfo | None = Field(None, description="which frames the source decodes (streams[].decode); "
                                                          "null for a WebRTC ingest (its peer connection decodes "
                                                          "every frame)")
+    inputs: list[InputStatus] = Field(default_factory=list, description="the stream's inputs, the classify one "
+                                                                        "first; each with its own connection state")
+    inputs_down: list[str] = Field(default_factory=list, description="names of the inputs not live now")
     snapshot: str
     mjpeg: str
 

@@ -43,7 +43,7 @@ def stream_status(runtime: StreamRuntime) -> dict[str, object]:
     name = runtime.config.name
     smoother = runtime.output.smoother
     capacity = runtime.capacity
-    return {"name": name, "url": redact_url(runtime.config.url), "mode": runtime.config.mode,
+    return {"name": name, "url": redact_url(runtime.config.source_url), "mode": runtime.config.mode,
             **runtime.stats.snapshot(), "prediction": raw, "smoothed": smoothed,
             "smoothing": {"ema": smoother.ema, "hysteresis": smoother.hysteresis},
             "model": runtime.output.model_id,

@@ -90,6 +90,25 @@ class PacketTap(Protocol):
     def close(self) -> None: ...
 
 
+class Taps:
+    """Several packet taps fed as one (a passthrough recording and event clips on the same input)."""
+
+    def __init__(self, taps: list[PacketTap]) -> None:
+        self.taps = taps
+
+    def begin(self, stream: av.VideoStream) -> None:
+        for tap in self.taps:
+            tap.begin(stream)
+
+    def submit(self, packet: av.Packet) -> None:
+        for tap in self.taps:
+            tap.submit(packet)
+
+    def close(self) -> None:
+        for tap in self.taps:
+            tap.close()
+
+
 class GapCounter:
     """Frames missing from a session, judged by its timestamps against the nominal frame period.
 
@@ -208,7 +227,7 @@ class FrameSource(ABC):
 
     @property
     def safe_url(self) -> str:
-        return redact_url(self.config.url)
+        return redact_url(self.config.source_url)
 
     def start(self) -> None:
         self._thread.start()
@@ -313,7 +332,7 @@ class FrameSource(ABC):
 
 
 class VideoSource(FrameSource):
-    """Decodes ``config.url`` (a file or anything FFmpeg opens) until it ends, fails for good, or ``stop``."""
+    """Decodes ``config.source_url`` (a file or anything FFmpeg opens) until it ends, fails for good, or ``stop``."""
 
     def __init__(self, config: StreamConfig, queue: BoundedQueue[Frame], stats: StreamStats,
                  working_size: WorkingSize, keep_display: bool, stop: threading.Event,
@@ -408,16 +427,7 @@ class VideoSource(FrameSource):
         self.stats.set_state(StreamState.STOPPED)
 
     def _open(self) -> av.container.InputContainer:
-        cfg = self.config
-        options: dict[str, str] = {}
-        if cfg.url.lower().startswith(("rtsp://", "rtsps://")):
-            options["rtsp_transport"] = cfg.transport
-        if cfg.is_network:
-            options.update({"fflags": "nobuffer", "flags": "low_delay"})
-        url = str(cfg.file_path()) if cfg.is_file else cfg.url
-        kwargs: dict[str, object] = {"options": options, "timeout": (cfg.open_timeout_s, cfg.stall_timeout_s)}
-        if cfg.is_device:
-            kwargs["format"] = "v4l2"
+        url, kwargs = open_arguments(self.config)
         if self.stats.state not in (StreamState.RECONNECTING, StreamState.LIVE):  # a looping file stays live
             self.stats.set_state(StreamState.CONNECTING)
         if self.hwdecode is not None:
@@ -534,7 +544,7 @@ class VideoSource(FrameSource):
         seconds = float(base) if base else None  # one float per packet, not a Fraction product
         try:
             for packet in container.demux(stream):
-                self.stats.on_packet()
+                self.stats.on_packet(packet.size)
                 ts = packet.pts if packet.pts is not None else packet.dts
                 t = ts * seconds if ts is not None and seconds is not None else None  # presentation time, s
                 if t is not None and packet.size:
@@ -613,6 +623,20 @@ class VideoSource(FrameSource):
         if last_t is None or last_t + slack < duration:
             at = "no frame" if last_t is None else f"the last frame at {last_t:.2f}s"
             raise SourceReadError(f"{self.safe_url} is truncated: {at} of a declared {duration:.2f}s")
+
+
+def open_arguments(cfg: StreamConfig) -> tuple[str, dict[str, object]]:
+    """What ``av.open`` is given for a stream's (single-URL) config: the one place its input options are set."""
+    options: dict[str, str] = {}
+    url = cfg.source_url
+    if url.lower().startswith(("rtsp://", "rtsps://")):
+        options["rtsp_transport"] = cfg.transport
+    if cfg.is_network:
+        options.update({"fflags": "nobuffer", "flags": "low_delay"})
+    kwargs: dict[str, object] = {"options": options, "timeout": (cfg.open_timeout_s, cfg.stall_timeout_s)}
+    if cfg.is_device:
+        kwargs["format"] = "v4l2"
+    return (str(cfg.file_path()) if cfg.is_file else url), kwargs
 
 
 def working_image(frame: av.VideoFrame, width: int, height: int, scale: VideoReformatter,

@@ -33,7 +33,8 @@ TOKEN = "test-token-1234"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 STATUS_KEYS = {"name", "url", "mode", "state", "error", "fps", "p50_ms", "p99_ms", "frames_decoded",
                "frames_inferred", "dropped", "reconnects", "sink_errors", "prediction", "smoothed", "snapshot", "mjpeg",
-               "corrupt_packets", "frames_lost", "records_lost", "model", "smoothing", "active_s", "capacity", "decode"}
+               "corrupt_packets", "frames_lost", "records_lost", "model", "smoothing", "active_s", "capacity", "decode",
+               "inputs", "inputs_down"}
 UNREACHABLE = "rtsp://user:secret@127.0.0.1:9/x"  # port 9 (discard) refuses: the stream keeps reconnecting
 
 
@@ -213,6 +214,37 @@ async def test_unreachable_camera_never_exposes_its_credentials(client: httpx.As
         assert "secret" not in r.text, path
     assert (await client.get("/api/streams/cam-x/snapshot.jpg")).status_code == 503  # no frame yet
     assert (await client.delete("/api/streams/cam-x", headers=AUTH)).status_code == 200
+    assert "secret" not in caplog.text
+
+
+async def test_a_camera_with_two_inputs_shows_both_redacted_and_which_is_down(
+        client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    body = {"name": "cam-y", "reconnect": {"initial_s": 0.1, "max_s": 0.2},
+            "inputs": [{"name": "main", "url": "rtsp://user:secret@127.0.0.1:9/main", "roles": ["record", "view"]},
+                       {"name": "sub", "url": "rtsp://user:secret@127.0.0.1:9/sub", "roles": ["classify"]}]}
+    r = await client.post("/api/streams", json=body, headers=AUTH)
+    assert r.status_code == 201
+    assert r.json()["url"] == "rtsp://***@127.0.0.1:9/sub"  # the classified input's
+
+    async def both_reconnecting() -> bool:
+        s = (await client.get("/api/streams/cam-y")).json()
+        return all(i["reconnects"] >= 1 for i in s["inputs"])
+
+    await wait_for(both_reconnecting, what="both inputs to fail and reconnect")
+    s = (await client.get("/api/streams/cam-y")).json()
+    assert [(i["name"], i["roles"], i["url"]) for i in s["inputs"]] == [
+        ("sub", ["classify"], "rtsp://***@127.0.0.1:9/sub"), ("main", ["record", "view"], "rtsp://***@127.0.0.1:9/main")]
+    assert s["inputs_down"] == ["sub", "main"] and all(i["error"] for i in s["inputs"])
+    metrics = (await client.get("/metrics")).text
+    assert 'sightline_input_up{input="main",roles="record+view",stream="cam-y"} 0.0' in metrics
+    assert 'sightline_input_reconnects_total{input="main",stream="cam-y"}' in metrics
+    for path in ("/api/streams", "/api/streams/cam-y", "/metrics", "/readyz"):
+        assert "secret" not in (await client.get(path)).text, path
+    bad = {**body, "name": "cam-z", "inputs": [{**body["inputs"][0], "roles": ["record"]}]}
+    r = await client.post("/api/streams", json=bad, headers=AUTH)
+    assert r.status_code == 422 and "classify role" in r.text and "secret" not in r.text
+    assert (await client.delete("/api/streams/cam-y", headers=AUTH)).status_code == 200
     assert "secret" not in caplog.text
 
 
