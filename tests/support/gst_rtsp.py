@@ -8,8 +8,9 @@ the test process (PR_SET_PDEATHSIG), so a killed test run leaves no server behin
 ``GstRtspLivePair(toggle_s)`` runs the same script with ``--live-pair``: a camera's two streams of one live
 scene, ``.main_url`` (1280x720 at 30 fps) and ``.sub_url`` (640x360 at 10 fps), the scene switching between
 black and white every ``toggle_s`` seconds; ``.toggles()`` lists each switch as the server printed it
-(``Toggle(t, state)``, t on time.monotonic(): the same clock as this process's). ``missing_gst(live=True)``
-says what that mode lacks here.
+(``Toggle(t, state, frame)``, t on time.monotonic(): the same clock as this process's), and every frame
+carries its index (``frame_time(index)``: when it left the source; tests/support/live_pair.py reads it).
+``missing_gst(live=True)`` says what that mode lacks here.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import signal
 import socket
+import statistics
 import subprocess
 import threading
 import time
@@ -70,6 +72,7 @@ def _die_with_parent() -> None:
 class Toggle(NamedTuple):
     t: float  # the server's time.monotonic() when the first frame of ``state`` left the scene source
     state: str  # "dark" or "bright"
+    frame: int  # that frame's index (painted into every frame: tests/support/live_pair.py reads it)
 
 
 class _ServerProcess:
@@ -80,6 +83,7 @@ class _ServerProcess:
         self.proc: subprocess.Popen[str] | None = None
         self.output: list[str] = []  # every line the server printed, over all its starts
         self._toggles: list[Toggle] = []
+        self._first_of_start = 0  # where the current start's toggles begin in _toggles
         self._lock = threading.Lock()
         self._ready = threading.Event()
         self._reader: threading.Thread | None = None
@@ -89,6 +93,8 @@ class _ServerProcess:
 
     def start(self, timeout: float = 30.0) -> Self:
         self._ready.clear()
+        with self._lock:
+            self._first_of_start = len(self._toggles)
         self.proc = subprocess.Popen([SYSTEM_PYTHON, str(SCRIPT), "--port", str(self.port), *self._args()],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
@@ -117,8 +123,8 @@ class _ServerProcess:
             with self._lock:
                 self.output.append(line)
                 if line.startswith("toggle "):
-                    _, t, state = line.split()
-                    self._toggles.append(Toggle(float(t), state))
+                    _, t, state, frame = line.split()
+                    self._toggles.append(Toggle(float(t), state, int(frame)))
             if line.startswith("ready "):
                 self._ready.set()
 
@@ -192,3 +198,13 @@ class GstRtspLivePair(_ServerProcess):
         """The scene's switches so far (the first of each start is its initial state), after ``since`` if given."""
         with self._lock:
             return [t for t in self._toggles if since is None or t.t > since]
+
+    def frame_time(self, index: int) -> float:
+        """When source frame ``index`` of the server's current start left the scene source (time.monotonic()):
+        frame 0's time, the median over this start's toggles of t - frame / 30, plus index / 30 (the live
+        source is paced by GStreamer's monotonic system clock: no drift against time.monotonic())."""
+        with self._lock:
+            current = self._toggles[self._first_of_start:]
+        if not current:
+            raise LookupError("no toggle printed yet")
+        return statistics.median(t.t - t.frame / self.MAIN_FPS for t in current) + index / self.MAIN_FPS

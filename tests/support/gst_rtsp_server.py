@@ -23,10 +23,13 @@ Binds 127.0.0.1 only. UDP transport is refused, so a reader that works proves RT
   tune=zerolatency speed-preset=ultrafast with a keyframe every second and no B-frames. Both mounts are
   shared and take their raw frames from the one running scene (intervideosink -> intervideosrc), so they
   show the same moment, as a real camera's main stream and substream do. Every change of the scene is
-  printed as ``toggle <t> <state>`` with t the server's time.monotonic() (CLOCK_MONOTONIC: the same clock as
-  a client's time.monotonic() on this machine) when the first frame of the new state leaves the scene
-  source (the pixel is read from the frame, not assumed from the timer); the first such line is the initial
-  state. Each mount's encoder runs while it has a client (and starts again with a keyframe for the next).
+  printed as ``toggle <t> <state> <frame>`` with t the server's time.monotonic() (CLOCK_MONOTONIC: the same
+  clock as a client's time.monotonic() on this machine) when the first frame of the new state left the scene
+  source (the pixel is read from the frame, not assumed from the timer) and that frame's index (0 the
+  scene's first); the first such line is the initial state. Every frame carries its index, painted as a row
+  of black/white blocks near the top-left corner (``paint_code``), so a client can tell which source frame
+  it decoded and when it was made (frame i left the source 1/30 s after frame i-1). Each mount's encoder
+  runs while it has a client (and starts again with a keyframe for the next).
 
 Prints "ready rtsp://127.0.0.1:PORT[/PATH]" once listening; SIGTERM/SIGINT stop it. Not part of the package.
 """
@@ -48,6 +51,7 @@ from gi.repository import GLib, Gst, GstRtsp, GstRtspServer  # noqa: E402
 
 MAIN = (1280, 720, 30)  # width, height, fps of --live-pair's /main
 SUB = (640, 360, 10)  # and of its /sub
+CODE_BITS, CODE_BLOCK = 24, 16  # the frame index painted into --live-pair's frames (at /main's size)
 _print_lock = threading.Lock()
 
 
@@ -72,6 +76,21 @@ def shaped(launch: str, shared: bool) -> GstRtspServer.RTSPMediaFactory:
 def factory(location: str, shared: bool) -> GstRtspServer.RTSPMediaFactory:
     return shaped(f"( filesrc location={quoted(location)} ! qtdemux ! h264parse ! "
                   f"rtph264pay name=pay0 pt=96 config-interval=-1 )", shared)  # SPS/PPS with every keyframe
+
+
+def paint_code(frame: bytes, index: int, width: int) -> bytes:
+    """``frame`` (I420) with ``index`` painted in: CODE_BITS blocks of CODE_BLOCK px in a row, one block down and
+    one in from the top-left corner, most significant first, white (235) a 1 and black (16) a 0: the frame's
+    index in its low CODE_BITS - 4 bits, those bits' value modulo 15 in the last 4 (a check). tests/support/live_pair.py
+    reads it back (its constants must match these)."""
+    low = index % (1 << (CODE_BITS - 4))
+    value = (low << 4) | (low % 15)
+    row = b"".join((b"\xeb" if value >> (CODE_BITS - 1 - k) & 1 else b"\x10") * CODE_BLOCK for k in range(CODE_BITS))
+    out = bytearray(frame)
+    for r in range(CODE_BLOCK, 2 * CODE_BLOCK):
+        at = r * width + CODE_BLOCK
+        out[at:at + len(row)] = row
+    return bytes(out)
 
 
 def raw_caps(width: int, height: int, fps: int) -> str:
@@ -123,22 +142,24 @@ class LiveScene:
     def _on_sample(self, sink: Gst.Element) -> Gst.FlowReturn:
         buf = sink.emit("pull-sample").get_buffer()
         ok, mapped = buf.map(Gst.MapFlags.READ)
-        if ok:
-            try:
-                state = "bright" if mapped.data[0] > 128 else "dark"  # Y of the first pixel: 16 black, 235 white
-            finally:
-                buf.unmap(mapped)
-            if state != self.shown:
-                self.shown = state
-                say(f"toggle {time.monotonic():.6f} {state}")
-        with self.lock:
-            feeds = [(feed, every) for which, every in self.every.items() if self.frames % every == 0
-                     for feed in self.feeds[which]]
+        if not ok:
+            return Gst.FlowReturn.OK
+        try:
+            data = mapped.data  # a copy (PyGObject maps to bytes)
+        finally:
+            buf.unmap(mapped)
+        index = self.frames
         self.frames += 1
-        for feed, _ in feeds:
-            fresh = buf.copy()  # shares the memory; without timestamps, so the feed stamps its own arrival
-            fresh.pts = fresh.dts = fresh.duration = Gst.CLOCK_TIME_NONE
-            feed.emit("push-buffer", fresh)
+        state = "bright" if data[0] > 128 else "dark"  # Y of the first pixel: 16 black, 235 white
+        if state != self.shown:
+            self.shown = state
+            say(f"toggle {time.monotonic():.6f} {state} {index}")
+        with self.lock:
+            feeds = [feed for which, every in self.every.items() if index % every == 0 for feed in self.feeds[which]]
+        if feeds:
+            painted = Gst.Buffer.new_wrapped(paint_code(data, index, MAIN[0]))
+            for feed in feeds:  # each its own buffer (sharing the memory): the feed stamps its own arrival on it
+                feed.emit("push-buffer", painted.copy())
         return Gst.FlowReturn.OK
 
     def _toggle(self) -> bool:

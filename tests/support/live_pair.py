@@ -1,10 +1,12 @@
-"""Watching a live RTSP stream of tests/support/gst_rtsp.py's ``GstRtspLivePair`` for its dark/bright scene.
+"""Watching a live RTSP stream of tests/support/gst_rtsp.py's ``GstRtspLivePair`` for its scene.
 
-``SceneWatcher(url)`` reads the stream on a thread with PyAV (TCP interleaved), stamps every video packet
-with time.monotonic() as it comes out of the demuxer (before decoding), decodes it and reads the brightness of
-the frame with that packet's pts; ``changes()`` lists when the scene was first seen dark or bright.
-``match(toggles, changes)`` pairs each of the server's toggles with the first change to the same state at or
-after it: the arrival latency of that scene change through encoder, RTSP and demuxer.
+``SceneWatcher(url)`` reads the stream on a thread with PyAV (TCP interleaved), stamps every video packet with
+time.monotonic() as it comes out of the demuxer (before decoding), decodes it, and keeps for each frame (by the
+packet's pts) its arrival, the source frame's index painted into it (``read_code``) and whether it is dark or
+bright. ``changes()`` lists when the scene was first seen dark or bright; ``match(toggles, changes)`` pairs each
+of the server's toggles with the first change to the same state at or after it: the arrival latency of that
+scene change through encoder, RTSP and demuxer. With the index, ``GstRtspLivePair.frame_time(index)`` says when
+that frame left the scene source, for the latency of every frame.
 """
 
 from __future__ import annotations
@@ -17,10 +19,37 @@ from typing import NamedTuple
 import av
 import numpy as np
 
+# tests/support/gst_rtsp_server.py's paint_code at the scene's width (1280); a smaller picture is scaled
+CODE_BITS, CODE_BLOCK, CODE_WIDTH = 24, 16, 1280
+
 
 class Change(NamedTuple):
     t: float  # time.monotonic() when the packet of the first frame in ``state`` left the demuxer
     state: str  # "dark" or "bright"
+
+
+class Seen(NamedTuple):
+    t: float  # the frame's packet left the demuxer (time.monotonic())
+    index: int | None  # the source frame's index painted into it (None: unreadable)
+    state: str
+
+
+def read_code(luma: np.ndarray) -> int | None:
+    """The frame index painted into a picture's luma plane (rows x columns, uint8), or None when the blocks do
+    not read as a code whose check matches. Knows only the low CODE_BITS - 4 bits of the index (2^20 frames,
+    9.7 hours at 30 fps)."""
+    scale = luma.shape[1] / CODE_WIDTH
+    half = max(1, int(CODE_BLOCK * scale) // 4)
+    row = int(1.5 * CODE_BLOCK * scale)
+    value = 0
+    for k in range(CODE_BITS):
+        col = int((CODE_BLOCK + (k + 0.5) * CODE_BLOCK) * scale)
+        block = luma[row - half:row + half + 1, col - half:col + half + 1]
+        if block.size == 0:
+            return None
+        value = (value << 1) | int(float(block.mean()) > 128)
+    index, check = value >> 4, value & 0xF
+    return index if index % 15 == check else None
 
 
 class SceneWatcher(threading.Thread):
@@ -28,12 +57,15 @@ class SceneWatcher(threading.Thread):
         super().__init__(daemon=True, name=f"watch {url}")
         self.url, self.transport, self.open_timeout_s = url, transport, open_timeout_s
         self.halt = threading.Event()
-        self.frames = 0
         self.size: tuple[int, int] | None = None  # width, height of the decoded frames
         self.opened_at: float | None = None
         self.error: BaseException | None = None
-        self._changes: list[Change] = []
+        self._seen: list[Seen] = []
         self._lock = threading.Lock()
+
+    @property
+    def frames(self) -> int:
+        return len(self._seen)
 
     def run(self) -> None:
         try:
@@ -42,7 +74,6 @@ class SceneWatcher(threading.Thread):
                 self.opened_at = time.monotonic()
                 stream = container.streams.video[0]
                 stream.thread_type = "SLICE"  # frame threads would hand back an earlier packet's frame
-                shown = None
                 arrivals: dict[int | None, float] = {}
                 for packet in container.demux(stream):
                     arrivals[packet.pts] = time.monotonic()
@@ -54,20 +85,29 @@ class SceneWatcher(threading.Thread):
                             continue
                         for old in [k for k in arrivals if k is not None and frame.pts is not None and k < frame.pts]:
                             del arrivals[old]
-                        luma = np.frombuffer(frame.planes[0], np.uint8)
-                        state = "bright" if float(luma[::4099].mean()) > 128 else "dark"
-                        self.frames += 1
+                        plane = frame.planes[0]
+                        luma = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)[:, :frame.width]
+                        state = "bright" if float(luma[::7, ::11].mean()) > 128 else "dark"
                         self.size = (frame.width, frame.height)
-                        if state != shown:
-                            shown = state
-                            with self._lock:
-                                self._changes.append(Change(arrived, state))
+                        with self._lock:
+                            self._seen.append(Seen(arrived, read_code(luma), state))
         except BaseException as exc:  # noqa: BLE001 (kept for the test to report)
             self.error = exc
 
-    def changes(self) -> list[Change]:
+    def seen(self) -> list[Seen]:
         with self._lock:
-            return list(self._changes)
+            return list(self._seen)
+
+    def changes(self) -> list[Change]:
+        out: list[Change] = []
+        for s in self.seen():
+            if not out or out[-1].state != s.state:
+                out.append(Change(s.t, s.state))
+        return out
+
+    def arrivals(self) -> dict[int, float]:
+        """Source frame index -> when it arrived here (frames whose code read)."""
+        return {s.index: s.t for s in self.seen() if s.index is not None}
 
     def stop(self) -> None:
         self.halt.set()
@@ -81,10 +121,10 @@ def match(toggles: Sequence[tuple[float, str]], changes: Sequence[tuple[float, s
     reading, or missed it) is left out; the first change a watcher reports (the state it joined in) only
     counts when it follows its toggle closely."""
     out = []
-    ordered = sorted(toggles)
+    ordered = sorted((t[0], t[1]) for t in toggles)
     for i, (t, state) in enumerate(ordered):
         until = min(t + within_s, ordered[i + 1][0] if i + 1 < len(ordered) else float("inf"))
-        seen = next((c for c, s in sorted(changes) if s == state and t <= c <= until), None)
+        seen = next((c for c, s in sorted((c[0], c[1]) for c in changes) if s == state and t <= c <= until), None)
         if seen is not None:
             out.append((t, seen - t))
     return out
