@@ -18,8 +18,10 @@ Both at ``--infer-fps`` (2), ``decode`` left out (the service's default). After 
 p99 capture->result (the ``sightline_end_to_end_latency_seconds`` histogram deltas, all cameras), the service's
 CPU (its process tree, in cores) and the RTSP server's, RSS, threads, and the bytes each camera's recording
 folder grew by (MB per camera-minute). A step fails when a camera is not live, classifies below 0.9 x
-infer_fps, the p99 is above 1 s (benchmarks/density.py's rules), or a camera recorded nothing; each config's
-ladder stops at its first failing N.
+infer_fps, the p99 is above 1 s (benchmarks/density.py's rules), or the recording does not keep up: the
+record input read less than 0.9 of the camera's bytes (what the service does not read, a real camera drops), or
+the recording grew by less than that, one GOP allowed (the file grows a GOP-long fragment at a time); each
+config's ladder stops at its first failing N.
 
     flock /tmp/sightline-bench.lock .venv/bin/python benchmarks/camera_inputs.py --ladder 5,10,20,30 \\
         --out benchmarks/results/camera-inputs-cpu.md
@@ -50,6 +52,7 @@ from common import cpu_name  # benchmarks/ is on sys.path when this script runs
 from density import (
     BATCH_METRIC,
     LATENCY_METRIC,
+    RATE_SHARE,
     SERVER_SCRIPT,
     SYSTEM_PYTHON,
     TOKEN,
@@ -106,9 +109,33 @@ def recorded_per_minute(before: dict[str, int], after: dict[str, int], names: Se
     return [(after.get(n, 0) - before.get(n, 0)) / 1e6 * 60.0 / window_s for n in names]
 
 
-def recording_problems(per_minute: Sequence[float]) -> list[str]:
-    silent = sum(v <= 0 for v in per_minute)
-    return [f"{silent} camera(s) recorded nothing"] if silent else []
+def record_input_bytes(snapshot: dict) -> int | None:
+    """Bytes the stream's record input has read (its ``inputs`` entry with the record role), None without one."""
+    for entry in snapshot.get("inputs") or []:
+        if "record" in entry.get("roles", []):
+            return int(entry.get("bytes") or 0)
+    return None
+
+
+def recording_problems(read: Sequence[float | None], recorded: Sequence[float], camera: float, window_s: float,
+                       gop_s: float = 1.0, share: float = RATE_SHARE) -> list[str]:
+    """Why the cameras' recordings fail the step: a camera's record input read less than ``share`` of the
+    camera's MB/min (the service fell behind the camera: a real camera drops what is not read), or its
+    recording grew by less than that share less one GOP of the window (the file grows a fragment, one GOP,
+    at a time), or by nothing."""
+    problems = []
+    behind = [v for v in read if v is not None and v < share * camera]
+    if behind:
+        problems.append(f"{len(behind)} camera(s) read behind the camera: slowest {min(behind):.1f} MB/min < "
+                        f"{share:g} x {camera:.1f}")
+    silent = sum(v <= 0 for v in recorded)
+    if silent:
+        problems.append(f"{silent} camera(s) recorded nothing")
+    floor = share * camera * max(0.0, 1 - gop_s / window_s)
+    short = [v for v in recorded if 0 < v < floor]
+    if short:
+        problems.append(f"{len(short)} recording(s) behind: slowest {min(short):.1f} MB/min < {floor:.1f}")
+    return problems
 
 
 def fmt(v: float | None, spec: str = ".0f", none: str = "-") -> str:
@@ -129,7 +156,8 @@ class Step:
     server_cpu_cores: float  # the RTSP server's (both mounts of every camera)
     rss_mb: float
     threads: int
-    recorded_mb_per_min: list[float]  # per camera
+    recorded_mb_per_min: list[float]  # per camera: its recordings folder's growth
+    read_mb_per_min: list[float | None]  # per camera: what its record input read (None: no such figure)
     start_s: float
     not_live: int = 0
     inputs_down: int = 0  # cameras reporting an input down at the window's end
@@ -156,16 +184,20 @@ def step_row(s: Step) -> str:
     worst = s.worst_camera_p99_s
     verdict = "pass" if not s.problems else "**fail**: " + "; ".join(s.problems)
     rec = s.recorded_mb_per_min
+    read = [v for v in s.read_mb_per_min if v is not None]
     return (f"| {s.config} | {s.cameras} | {s.rate_min:.2f} / {s.rate_median:.2f} | "
             f"{fmt(s.p99_s and 1000 * s.p99_s)} ms (worst cam {fmt(worst and 1000 * worst)}) | "
             f"{s.cpu_cores:.2f} | {s.cpu_cores / s.cameras:.3f} | {s.server_cpu_cores:.2f} | {s.rss_mb:.0f} MB | "
-            f"{s.threads} | {min(rec, default=0):.1f} / {s.recorded_median:.1f} | {fmt(s.mean_batch, '.1f')} | "
+            f"{s.threads} | {fmt(min(read, default=None), '.1f')} / {min(rec, default=0):.1f} / "
+            f"{s.recorded_median:.1f} | "
+            f"{fmt(s.mean_batch, '.1f')} | "
             f"{s.start_s:.0f} s | {fmt(s.other_cores, '.2f')} | {'/'.join(f'{x:.2f}' for x in s.load_avg)} | "
             f"{verdict} |")
 
 
 TABLE_HEAD = ("| config | cameras | classified/s per camera (min / median) | p99 capture→result | service CPU (cores) "
-              "| per camera | RTSP server CPU | RSS | threads | recorded MB per camera-minute (min / median) | "
+              "| per camera | RTSP server CPU | RSS | threads | MB per camera-minute: read (min) / recorded (min / "
+              "median) | "
               "mean batch | start→all live | other work (cores) | load avg (1/5/15) | verdict |\n"
               "|---|---:|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---|---|")
 
@@ -213,10 +245,12 @@ def markdown(report: dict) -> str:
                 lines.append(f"- decode at N={s['cameras']}: " + "; ".join(f"{k} x{v}" for k, v in s["decode"].items()))
         lines.append("")
     lines += ["## Summary", "", *summary(report["ladders"]), "",
-              "Verdict per step: a camera not live, below 0.9 x infer_fps, with nothing recorded, or p99 (all "
-              "cameras' results in the window, from the histogram deltas) above 1 s fails it. Service CPU: its "
-              "process tree (utime+stime deltas over the window); the RTSP server's own CPU is beside it. Recorded: "
-              "the growth of each camera's recordings folder over the window. Other work: the whole machine's busy "
+              "Verdict per step: a camera not live, below 0.9 x infer_fps, with a record input that read less than "
+              "0.9 x the camera's MB/min, a recording that grew by less than that (one GOP of the window allowed) "
+              "or by nothing, or p99 (all cameras' results in the window, from the histogram deltas) above 1 s fails "
+              "it. Service CPU: its process tree (utime+stime deltas over the window); the RTSP server's own CPU is "
+              "beside it. Read: the record input's bytes (GET /api/streams, inputs[].bytes) over the window; "
+              "recorded: the growth of each camera's recordings folder. Other work: the whole machine's busy "
               "CPU (/proc/stat) less the service's, the server's and this script's, i.e. the rest of a shared "
               "machine."]
     return "\n".join(lines) + "\n"
@@ -288,7 +322,9 @@ def write_config(path: Path, *, bundle: Path, backend: str, out_dir: Path, media
 
 
 def run_step(config: str, n: int, args: argparse.Namespace, work: Path, bundle: Path, main_clip: Path,
-             sub_clip: Path) -> tuple[Step, dict]:
+             sub_clip: Path, camera_mb_min: float) -> tuple[Step, dict]:
+    """Start the server and the service with N cameras of ``config``; measure one window; stop both.
+    ``camera_mb_min``: the main stream's MB per minute (what a recording that keeps up grows by)."""
     step_dir = work / f"{config}-{n}"
     if step_dir.exists():
         shutil.rmtree(step_dir)
@@ -369,18 +405,23 @@ def run_step(config: str, n: int, args: argparse.Namespace, work: Path, bundle: 
                 decode[f"{d.get('setting')}->{d.get('mode')}: {d.get('reason')}"] += 1
         rss, threads = rss_threads(service.pid)
         recorded = recorded_per_minute(r0, r1, names, window)
+        read = []
+        for nm in names:
+            a, b = record_input_bytes(s0.get(nm, {})), record_input_bytes(s1.get(nm, {}))
+            read.append(None if a is None or b is None else round((b - a) / 1e6 * 60 / window, 3))
         step = Step(config=config, cameras=n, window_s=round(window, 2), rates=[round(r, 3) for r in rates],
                     p99_s=quantile(merge_buckets(deltas.values()), 0.99),
                     worst_camera_p99_s=max(camera_p99, default=None), cpu_cores=(c1 - c0) / window,
                     server_cpu_cores=(sc1 - sc0) / window, rss_mb=max(poller.rss + [rss]),
                     threads=max(poller.threads + [threads]), recorded_mb_per_min=[round(v, 3) for v in recorded],
+                    read_mb_per_min=read,
                     start_s=round(start_s, 1),
                     not_live=sum(s1.get(nm, {}).get("state") != "live" for nm in names),
                     inputs_down=sum(bool(s1.get(nm, {}).get("inputs_down")) for nm in names),
                     other_cores=((busy1 - busy0) - (c1 - c0) - (sc1 - sc0) - (own1 - own0)) / window,
                     load_avg=os.getloadavg(),
                     mean_batch=(b1[0] - b0[0]) / (b1[1] - b0[1]) if b1[1] > b0[1] else None, decode=dict(decode))
-        step.problems = judge(step, args.infer_fps) + recording_problems(recorded)
+        step.problems = judge(step, args.infer_fps) + recording_problems(read, recorded, camera_mb_min, window)
         if step.inputs_down:
             step.problems.append(f"{step.inputs_down} camera(s) with an input down")
         return step, {"served_by": served_by(log), "api_errors": poller.errors,
@@ -447,12 +488,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         media = work / "media"
         media.mkdir(exist_ok=True)
         step_s = args.start_timeout + 0.5 * max(args.ladder) + args.stagger_s + args.warmup + args.seconds + 30
-        clips, described = {}, {}
+        clips, described, rates = {}, {}, {}
         for role, spec in (("main", MAIN), ("sub", SUB)):
             short = make_clip(media / f"{role}-{spec['size']}-{spec['fps']}.mp4", 20, spec["size"], fps=spec["fps"])
             clips[role] = loop_clip(short, media / f"{role}-long-{step_s:.0f}s.mp4", step_s, 20)
+            rates[role] = short.stat().st_size / 20 * 60 / 1e6  # MB per minute
             described[role] = (f"{spec['size']} {spec['fps']} fps H.264 (testsrc2, libx264 veryfast, 1 s GOP, "
-                               f"no B-frames), {short.stat().st_size * 8 / 20 / 1e6:.2f} Mbit/s")
+                               f"no B-frames), {rates[role] * 8 / 60:.2f} Mbit/s ({rates[role]:.1f} MB/min)")
+        camera_mb_min = rates["main"]
         if args.model == "random":
             bundle = random_bundle(work / "random-3class.pt")
         else:
@@ -470,7 +513,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for config in args.configs:
             steps, extras = [], []
             for n in args.ladder:
-                step, extra = run_step(config, n, args, work, served, clips["main"], clips["sub"])
+                step, extra = run_step(config, n, args, work, served, clips["main"], clips["sub"], camera_mb_min)
                 steps.append(step)
                 extras.append(extra)
                 print(step_row(step), flush=True)

@@ -32,18 +32,27 @@ def test_each_config_makes_the_camera_it_names(bench) -> None:
         bench.camera_stream("sub-only", 0, "a", "b", 2.0)
 
 
-def test_recorded_bytes_per_camera_minute_and_a_silent_camera_fails(bench) -> None:
+def test_recorded_and_read_bytes_per_camera_minute_and_a_recording_behind_fails(bench) -> None:
     before, after = {"cam-0": 1_000_000, "cam-1": 0}, {"cam-0": 6_000_000, "cam-1": 2_500_000, "other": 9}
     per_min = bench.recorded_per_minute(before, after, ["cam-0", "cam-1", "cam-2"], 30.0)
     assert per_min == [pytest.approx(10.0), pytest.approx(5.0), 0.0]
-    assert bench.recording_problems(per_min) == ["1 camera(s) recorded nothing"]
-    assert bench.recording_problems([0.1, 3.0]) == []
+    snap = {"inputs": [{"name": "sub", "roles": ["classify"], "bytes": 5}, {"name": "main", "roles": ["record", "view"],
+                                                                             "bytes": 7}]}
+    assert bench.record_input_bytes(snap) == 7 and bench.record_input_bytes({"inputs": snap["inputs"][:1]}) is None
+    assert bench.record_input_bytes({}) is None  # a service without inputs in its snapshot
+    # a 23 MB/min camera over a 20 s window: read at least 0.9 x 23 = 20.7; recorded at least 20.7 x 19/20 = 19.7
+    assert bench.recording_problems([23.0, None], [23.1, 19.8], 23.0, 20.0) == []
+    assert bench.recording_problems([20.0, 23.0], [22.0, 19.0], 23.0, 20.0) == [
+        "1 camera(s) read behind the camera: slowest 20.0 MB/min < 0.9 x 23.0",
+        "1 recording(s) behind: slowest 19.0 MB/min < 19.7"]
+    assert bench.recording_problems([None], [0.0], 23.0, 20.0) == ["1 camera(s) recorded nothing"]
 
 
 def step(bench, config, n, rate=2.0, **kw):
     return bench.Step(config=config, cameras=n, window_s=20, rates=[rate] * n, p99_s=0.05, worst_camera_p99_s=0.06,
                       cpu_cores=0.02 * n if config == "inputs" else 0.06 * n, server_cpu_cores=0.01 * n,
-                      rss_mb=1000, threads=40, recorded_mb_per_min=[23.0] * n, start_s=4, **kw)
+                      rss_mb=1000, threads=40, recorded_mb_per_min=[23.0] * n, read_mb_per_min=[23.2] * n,
+                      start_s=4, **kw)
 
 
 def test_steps_are_judged_by_density_rules_and_summarised_side_by_side(bench) -> None:
@@ -64,7 +73,7 @@ def test_steps_are_judged_by_density_rules_and_summarised_side_by_side(bench) ->
                                "main-only 0.60 cores (0.060 per camera); inputs uses 0.33x")
     row = bench.step_row(slow)
     assert row.startswith("| main-only | 20 | 1.70 / 1.70 | 50 ms (worst cam 60) | 1.20 | 0.060 | 0.20 | 1000 MB |")
-    assert "23.0 / 23.0" in row and row.endswith("**fail**: slowest camera 1.700/s < 0.9 x 2 |")
+    assert "| 23.2 / 23.0 / 23.0 |" in row and row.endswith("**fail**: slowest camera 1.700/s < 0.9 x 2 |")
     meta = {"started": "now", "command": "python x", "cpu": "AMD EPYC", "cores": 2, "load_avg_start": (1, 1, 1),
             "load_avg_end": (2, 2, 2), "commit": "abc", "backend": "auto", "served_by": None, "main": "m", "sub": "s",
             "bundle": "b", "infer_fps": 2.0, "seconds": 20, "warmup": 6, "stagger_s": 1}
@@ -91,7 +100,7 @@ def test_the_smallest_run_end_to_end(bench, tmp_path: Path) -> None:
     for config in configs.split(","):
         (one,) = report["ladders"][config]["steps"]
         assert one["cameras"] == 1 and one["not_live"] == 0 and one["cpu_cores"] > 0, one
-        assert one["recorded_mb_per_min"][0] > 0, one
+        assert one["recorded_mb_per_min"][0] > 0 and one["read_mb_per_min"][0] > 0, one
     assert "| main-only | 1 |" in out.read_text()
 
 
