@@ -178,6 +178,10 @@ class StreamConfig(StrictModel):
         None, min_length=1, max_length=8,
         description="instead of url: a camera's streams, each with roles (exactly one classify; record and view at "
                     "most once; view defaults to the classify input). docs/inputs.md")
+    view: Literal["annotated", "remux"] = Field(
+        "annotated", description="what WebRTC viewers and publishing get: annotated (the view input decoded, labels "
+                                 "drawn, encoded) or remux (the view input's own H.264 packets, no labels, nothing "
+                                 "decoded or encoded); previews always draw the labels. docs/inputs.md")
     clips_from: Literal["record", "classify"] | None = Field(
         None, description="the input event clips come from: record (full resolution, remuxed, nothing decoded) or "
                           "classify (annotated frames); default: record when the stream records an input of its own")
@@ -268,6 +272,9 @@ class StreamConfig(StrictModel):
         if self.record_mode == "passthrough" and self.is_webrtc:
             raise ValueError("record: passthrough needs the camera's packets, and a webrtc:// peer's are decoded by "
                              "the peer connection; use record: annotated")
+        if self.view == "remux" and self.is_webrtc and self.view_input.label == self.classify_input.label:
+            raise ValueError("view: remux needs the camera's packets, and a webrtc:// peer's are decoded by the peer "
+                             "connection; use view: annotated")
         if self.decode == "keyframes" and self.is_webrtc:
             raise ValueError("decode: keyframes does not apply to webrtc:// (the peer connection decodes every frame)")
         return self
@@ -373,7 +380,7 @@ class StreamConfig(StrictModel):
         stream runs ("the recording", "publishing"), or None. A passthrough recording takes packets, not frames."""
         if self.record_mode == "annotated":
             return "the recording"
-        return "publishing" if self.publish is not None else None
+        return "publishing" if self.publish is not None and self.view == "annotated" else None
 
     @property
     def live(self) -> bool:

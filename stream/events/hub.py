@@ -6,6 +6,11 @@ rule engine with the smoothed label of every frame, keeps the pre-roll ring, wri
 an event starts, hands frames to the event's clip writer and publishes start/update/end on the bus.
 Files go to ``output_dir/events/<id>.jpg`` and ``<id>.mp4``.
 
+A stream that records another input of its camera (issue #29) gets ``packet_clips`` (``PacketClips``, a tap on
+that input): its clips are the camera's own packets, remuxed, from the last keyframe before ``start - preroll_s``;
+the sink then keeps no JPEG ring, encodes no clip frames and asks its source for no more frames (nor full-size
+pictures); it only opens, ends (``stop_after``), closes and reports the clips, which the input's thread feeds.
+
 A clip that a write error cut short (a full disk) is counted once in ``sightline_event_clip_errors_total``
 and its event carries ``clip_error``: at once in the API (the hub keeps it), and on the bus with the event's
 next message, or an ``update`` after its end when the clip failed after the end was published.
@@ -31,6 +36,7 @@ from sightline.stream.event_config import EventRule, EventsConfig
 from sightline.stream.events.bus import EventBus
 from sightline.stream.events.clips import ClipFrame, ClipWriter, PrerollRing
 from sightline.stream.events.engine import Change, RuleEngine, Track
+from sightline.stream.events.packet_clips import PacketClip, PacketClips
 from sightline.stream.events.store import EventLog, EventStore, RuleSet, history_files
 from sightline.stream.frames import FrameDemand
 from sightline.stream.outputs.overlay import draw_overlay, encode_jpeg
@@ -47,6 +53,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT_S = 15.0
+# a packet clip whose input sent nothing past its end (or its max_clip_s) this long after the classified frames did
+# is closed by the sink: the record input stalled or is reconnecting
+PACKETS_STALLED_S = 3.0
+
+Clip = ClipWriter | PacketClip
 
 
 def new_event_id(wall: float) -> str:
@@ -229,7 +240,7 @@ class EventHub:
 @dataclass
 class OpenEvent:
     event: dict[str, Any]
-    clip: ClipWriter | None
+    clip: Clip | None
     published_peak: float
     published_at: float
 
@@ -238,7 +249,6 @@ class EventSink:
     """One stream's events (a pipeline sink: runs on the stream's output thread)."""
 
     name = "events"
-    needs_display = True  # clips and snapshots want the full-size pictures (Pipeline keeps them then)
 
     def __init__(self, service: EventHub, stream: str, live: bool) -> None:
         self.service = service
@@ -249,13 +259,22 @@ class EventSink:
         self.ring = PrerollRing(self.config.preroll_s, int(self.config.preroll_max_mb * 1024 * 1024))
         self._rules_version = -1
         self._rules: tuple[EventRule, ...] = ()
-        self._clips: list[ClipWriter] = []  # open clip writers, also those of ended events (post-roll)
-        self._closing: list[ClipWriter] = []  # closed, still encoding what they were given
-        self._ended: dict[ClipWriter, dict[str, Any]] = {}  # clips of ended events still being written: their event
+        self._clips: list[Clip] = []  # open clip writers, also those of ended events (post-roll)
+        self._closing: list[Clip] = []  # closed, still encoding what they were given
+        self._ended: dict[Clip, dict[str, Any]] = {}  # clips of ended events still being written: their event
         self._dt: float | None = None  # frame interval (EMA): the clips' nominal frame rate
         self._last_t: float | None = None
         # set by the stream's factory: while a clip is written the source decodes every frame (decode: auto)
         self.demand: FrameDemand | None = None
+        # set by the stream's factory (before it reads ``needs_display``) when the stream records another input of
+        # the camera: clips are that input's packets, fed by it (no JPEG ring, no frame demand, no display frames)
+        self.packet_clips: PacketClips | None = None
+
+    @property
+    def needs_display(self) -> bool:
+        """Clips made of frames and snapshots want the full-size pictures (Pipeline keeps them then); packet clips
+        need none, and a snapshot is then the classified frame as it is."""
+        return self.packet_clips is None
 
     # -- the sink ----------------------------------------------------------------------------------
 
@@ -268,8 +287,10 @@ class EventSink:
         self._track_rate(t)
         changes = self._refresh_rules()
         rules = [r for r in self._rules if r.matches_stream(self.stream)]
-        clip_frame = None
-        if rules or self._clips:
+        if self.packet_clips is not None:
+            if self._clips or self._closing:
+                self._tend_packet_clips(t)
+        elif rules or self._clips:
             clip_frame = ClipFrame(t, encode_jpeg(self._clip_picture(item), self.config.jpeg_quality),
                                    item.result.frame.rate or self._fps())
             self.ring.add(clip_frame)
@@ -279,7 +300,7 @@ class EventSink:
                                        smoothed.prob if smoothed else 0.0)
         for change in changes:
             self._apply(change, t, wall, item)
-        if self._clips and self.demand is not None:  # from the event's start to the end of its post-roll
+        if self._clips and self.demand is not None and self.packet_clips is None:  # start to end of post-roll
             self.demand.need_every_frame("an event clip")
 
     def close(self) -> None:
@@ -318,6 +339,8 @@ class EventSink:
         # an event starts min_duration_s after its first sighting: keep that much more than the pre-roll
         waits = [r.min_duration_s for r in rules if r.matches_stream(self.stream)]
         self.ring.seconds = self.config.preroll_s + max(waits, default=0.0)
+        if self.packet_clips is not None:
+            self.packet_clips.seconds = self.ring.seconds
         return self.engine.set_rules(rules)
 
     def _clip_picture(self, item: Labelled):  # noqa: ANN202 - an RGB array
@@ -329,6 +352,22 @@ class EventSink:
             width = max(2, round(image.shape[1] * limit / image.shape[0]))
             image = cv2.resize(image, (width, limit), interpolation=cv2.INTER_LINEAR)
         return draw_overlay(image, self.stream, item.top, item.smoothed, item.fps, item.latency_ms)
+
+    def _tend_packet_clips(self, t: float) -> None:
+        """Packet clips are fed, and ended past ``stop_after`` or ``max_clip_s``, on the input's thread; here those
+        it ended go to the closing ones, and one whose input sent nothing that far (stalled) is closed."""
+        still = []
+        for clip in self._clips:
+            stalled = ((clip.stop_after is not None and t - clip.stop_after > PACKETS_STALLED_S)
+                       or (clip.first_t is not None and t - clip.first_t > self.config.max_clip_s + PACKETS_STALLED_S))
+            if stalled:
+                clip.close()
+            if clip.queue.closed:
+                self._closing.append(clip)
+            else:
+                still.append(clip)
+        self._clips = still
+        self._closing = [c for c in self._closing if not c.done.is_set()]
 
     def _feed_clips(self, clip_frame: ClipFrame) -> None:
         still = []
@@ -418,25 +457,40 @@ class EventSink:
         partial.write_bytes(data)
         os.replace(partial, path)
 
-    def _open_clip(self, event_id: str, since: float) -> ClipWriter | None:
+    def _open_clip(self, event_id: str, since: float) -> Clip | None:
         if len(self._clips) >= self.config.max_open_clips:
             log.warning("stream %s: event %s gets no clip (%d clips are being written: events.max_open_clips)",
                         self.stream, event_id, len(self._clips))
             return None
-        frames = self.ring.since(since)
-        if not frames:
-            return None
-        path = self.service.clip_path(event_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
         service, stream = self.service, self.stream
-        clip = ClipWriter(path, self.stream, self._fps, self.live,
-                          on_done=lambda _clip: service._clip_done(event_id),
-                          capacity=max(64, len(frames) + 64),
-                          on_failed=lambda failed: service._clip_failed(event_id, stream, failed.error or "failed"))
-        service._clip_started(event_id)
-        clip.start()
-        for f in frames:
-            clip.add(f)
+        path = service.clip_path(event_id)
+
+        def done(_clip: Clip) -> None:
+            service._clip_done(event_id)
+
+        def failed(clip: Clip) -> None:
+            service._clip_failed(event_id, stream, clip.error or "failed")
+
+        clip: Clip | None
+        if self.packet_clips is not None:  # the packets from the keyframe before ``since`` on, fed by the input
+            path.parent.mkdir(parents=True, exist_ok=True)
+            clip = self.packet_clips.open(event_id, path, since, on_done=done, on_failed=failed)
+            if clip is None:
+                return None
+            service._clip_started(event_id)
+            clip.start()
+        else:
+            frames = self.ring.since(since)
+            if not frames:
+                return None
+            path.parent.mkdir(parents=True, exist_ok=True)
+            writer = ClipWriter(path, self.stream, self._fps, self.live, on_done=done,
+                                capacity=max(64, len(frames) + 64), on_failed=failed)
+            service._clip_started(event_id)
+            writer.start()
+            for f in frames:
+                writer.add(f)
+            clip = writer
         self._clips.append(clip)
         return clip
 
@@ -451,7 +505,7 @@ class EventSink:
         self.service.bus.publish({"type": kind, "event": dict(event)})
 
 
-def _note_clip_error(event: dict[str, Any], clip: ClipWriter | None) -> bool:
+def _note_clip_error(event: dict[str, Any], clip: Clip | None) -> bool:
     """Put the clip's failure into the event (``clip_error``); True when that is news for the event."""
     if clip is None or clip.error is None or event.get("clip_error") == clip.error:
         return False

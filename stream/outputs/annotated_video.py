@@ -25,7 +25,7 @@ import time
 import weakref
 from collections.abc import Callable
 from fractions import Fraction
-from typing import Protocol
+from typing import Any, Protocol
 
 import av
 import numpy as np
@@ -108,6 +108,7 @@ class AnnotatedEncoder:
     """One stream's annotated-video encoder: a sink of its output thread, a thread of its own."""
 
     name = "annotated_video"
+    what = "the annotated video"
 
     def __init__(self, stream: str, config: AnnotatedVideoConfig, preview: FrameDemand | None = None,
                  metrics: VideoOutMetrics | None = None,
@@ -308,6 +309,16 @@ class VideoOut:
         with self._lock:
             self._encoders[stream.name] = encoder
         return encoder
+
+    def adopt(self, view: Any) -> None:
+        """Serve a stream's viewers and publisher from ``view`` instead of an encoder (a ``RemuxedView``: the
+        camera's packets as they came); it leaves with its stream, as an encoder does."""
+        view.on_closed = self._closed
+        if self.metrics:
+            self.metrics.viewers.labels(view.stream).set(0)
+            self.metrics.dropped.labels(view.stream, "viewer")
+        with self._lock:
+            self._encoders[view.stream] = view
 
     def get(self, stream: str) -> AnnotatedEncoder | None:
         return self._encoders.get(stream)

@@ -1,7 +1,8 @@
 """Pushing a stream's annotated video to a media server: ``streams[].publish: rtsp://...`` (or rtmp://).
 
-The publisher subscribes to the stream's ``AnnotatedEncoder`` (stream/outputs/annotated_video.py): it sends the
-packets that encoder made for everyone (no second encode) with FFmpeg's RTSP muxer (ANNOUNCE +
+The publisher subscribes to the stream's ``AnnotatedEncoder`` (stream/outputs/annotated_video.py), or with
+``streams[].view: remux`` to its ``RemuxedView`` (the camera's own H.264, no labels): it sends the packets that
+source made for everyone (no second encode) with FFmpeg's RTSP muxer (ANNOUNCE +
 RECORD; RTP over UDP, falling back to TCP) or its FLV muxer over RTMP.
 
 - Never slows inference: ``deliver`` (the encoder's thread) puts a packet in a bounded queue
@@ -26,6 +27,7 @@ import av
 from sightline.stream.buffers import BoundedQueue
 from sightline.stream.config import AnnotatedVideoConfig, parse_stream_url, redact_url
 from sightline.stream.outputs.annotated_video import AnnotatedEncoder, VideoOutMetrics
+from sightline.stream.outputs.remux_view import RemuxedView
 from sightline.stream.urls import scrub_urls
 
 log = logging.getLogger(__name__)
@@ -54,11 +56,11 @@ class Publisher:
         self.dropped = 0
         self._connected = False
         self._skip_to_key = True
-        self._encoder: AnnotatedEncoder | None = None
+        self._encoder: AnnotatedEncoder | RemuxedView | None = None  # the packets' source (streams[].view)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"publish-{stream}", daemon=True)
 
-    def attach(self, encoder: AnnotatedEncoder) -> Publisher:
+    def attach(self, encoder: AnnotatedEncoder | RemuxedView) -> Publisher:
         self._encoder = encoder
         if self.metrics:  # its counters exist at 0 from the start, not from the first packet or failure
             self.metrics.publish_packets.labels(self.stream)
@@ -166,7 +168,7 @@ class Publisher:
                     first = False
                     self.connects += 1
                     self._set_state("live")
-                    log.info("stream %s: publishing the annotated video to %s", self.stream, self.shown_url)
+                    log.info("stream %s: publishing %s to %s", self.stream, encoder.what, self.shown_url)
         finally:
             self._connected = False
             try:

@@ -14,6 +14,7 @@ from sightline.model.classifier import Classifier
 from sightline.stream.buffers import BoundedQueue
 from sightline.stream.config import RunConfig, StreamConfig, redact_url
 from sightline.stream.errors import DuplicateStreamError
+from sightline.stream.events.packet_clips import PacketClips
 from sightline.stream.frames import Frame, FrameDemand
 from sightline.stream.inference.batcher import Batcher
 from sightline.stream.outputs.annotated_video import VideoOut
@@ -21,6 +22,7 @@ from sightline.stream.outputs.passthrough import PassthroughWriter
 from sightline.stream.outputs.prediction_log import JsonlSink
 from sightline.stream.outputs.publish import Publisher
 from sightline.stream.outputs.recording import RecordingWriter, SegmentedRecorder
+from sightline.stream.outputs.remux_view import RemuxedView
 from sightline.stream.outputs.segments import SegmentPlan
 from sightline.stream.outputs.sinks import Sink, VideoRecorder
 from sightline.stream.outputs.smoothing import Smoother
@@ -90,9 +92,14 @@ class StreamFactory:
         preview = FrameDemand(self.clock)  # asked of the classify input (event clips; previews when it is the view)
         view = FrameDemand(self.clock) if separate_view(config) else preview
         extra = self.extra_sinks(config) if self.extra_sinks is not None else []
+        clips_from_record = config.live and config.clips_input == "record" and config.record_input is not None
+        packet_clips = []
         for sink in extra:
             if hasattr(sink, "demand"):  # a sink that asks for every frame at times (an event clip)
                 sink.demand = preview
+            if clips_from_record and hasattr(sink, "packet_clips"):  # event clips cut from the recorded input
+                sink.packet_clips = PacketClips(self.config.events, name, clock=self.clock)
+                packet_clips.append(sink.packet_clips)
         # every frame full size for the visual outputs: recordings, publishing, event clips
         display = keeps_display(config) or any(getattr(s, "needs_display", False) for s in extra)
         source = self.source(config, queue, stats, stop, preview, display)
@@ -102,8 +109,13 @@ class StreamFactory:
             sinks.append(JsonlSink.open(self.config, config, self.storage,
                                         on_lost=lambda n: stats.on_records_lost(JsonlSink.name, n)))
         sinks.extend(extra)
-        encoder = None
-        if self.video_out is not None:
+        encoder = remuxed = None
+        if self.video_out is not None and config.view == "remux":  # the view input's own packets, no labels
+            remuxed = RemuxedView(name)
+            self.video_out.adopt(remuxed)
+            if config.publish:
+                Publisher(name, config.publish, self.video_out.config, self.video_out.metrics).attach(remuxed)
+        elif self.video_out is not None:
             encoder = self.video_out.sink(config, view)
             if config.publish:  # the annotated video pushed to a media server, from the same encoder
                 Publisher(name, config.publish, self.video_out.config, self.video_out.metrics).attach(encoder)
@@ -112,6 +124,10 @@ class StreamFactory:
         smoother = Smoother(self.classifier.class_names, self.config.smoothing.ema, self.config.smoothing.hysteresis)
         output = StreamOutput(name, smoother, sinks, stats, config.live)
         taps: dict[str, list[PacketTap]] = {i.label: [] for i in config.input_list}
+        if packet_clips:
+            taps[config.record_input.label].extend(packet_clips)
+        if remuxed is not None:
+            taps[config.view_input.label].append(remuxed)
         readers = {i.label: InputStats(name, i.label, i.roles, clock=self.clock, url=redact_url(i.url))
                    for i in config.separate_inputs}
         if view is not preview:  # the view input's pictures, decoded while watched, with the classified labels

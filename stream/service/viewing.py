@@ -63,7 +63,7 @@ def video_status_of(pipeline: Pipeline, hub: WatchHub | None, name: str) -> dict
     encoder = pipeline.video_out.get(name)
     if encoder is None or name not in pipeline.names():
         return None
-    return {"name": name, "encoding": encoder.subscribers > 0,
+    return {"name": name, "video": encoder.what, "encoding": encoder.subscribers > 0,
             "size": None if encoder.size is None else list(encoder.size),
             "frames_encoded": encoder.frames_encoded, "frames_dropped": encoder.frames_dropped,
             "viewers": 0 if hub is None else hub.count(name),

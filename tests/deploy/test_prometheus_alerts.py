@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = ROOT / "deploy" / "prometheus"
 RULES = PROMETHEUS / "alerts.yml"
 RULE_TESTS = PROMETHEUS / "alerts.test.yml"
-PROMISED = ("SightlineStreamFailed", "SightlineStreamReconnecting", "SightlineLatencyP99High",
+PROMISED = ("SightlineStreamFailed", "SightlineStreamReconnecting", "SightlineInputDown", "SightlineLatencyP99High",
             "SightlineFrameDropRatioHigh", "SightlineInferenceErrors", "SightlineScrapeFailing",
             "SightlineTargetMissing", "SightlineEventOutputFailing", "SightlineEventOutputDropping",
             "SightlineDiskFreeLow", "SightlineRetentionBehind", "SightlineRetentionStalled",
@@ -45,7 +45,7 @@ def test_shipped_config_loads_the_rules(tmp_path: Path) -> None:
     assert config["rule_files"] == ["alerts.yml"]
     result = promtool("check", "config", str(prometheus_config_copy(tmp_path)))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "1 rule files found" in result.stdout and "13 rules found" in result.stdout
+    assert "1 rule files found" in result.stdout and "14 rules found" in result.stdout
     compose = yaml.safe_load((ROOT / "deploy/docker-compose.yml").read_text())
     assert "./prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro" in compose["services"]["prometheus"]["volumes"]
 

@@ -21,7 +21,7 @@ from sightline.stream.metrics import Metrics
 from sightline.stream.pipeline.pipeline import Pipeline
 from sightline.stream.service.app import create_app
 
-from tests.support.annotated import assert_overlay, grey_clip
+from tests.support.annotated import GREY, assert_overlay, grey_clip
 from tests.support.models import tiny_classifier
 from tests.support.processes import stop_process
 from tests.support.rtsp import RtspServer, free_tcp_port, missing_tools
@@ -128,6 +128,39 @@ def test_rtmp_publish_read_back_by_an_ffmpeg_listener(tmp_path: Path) -> None:
         assert "streamkey" not in str(status) and status["packets_sent"] >= 15  # the RTMP key is a secret
         video = asyncio.run(get_json(create_app(pipeline, config, None), "/api/streams/cam/video"))
         assert video["publish"]["url"] == f"rtmp://127.0.0.1:{port}/live/***" and video["encoding"], video
+    finally:
+        stop_process(listener)
+        pipeline.shutdown()
+
+
+def test_view_remux_publishes_the_cameras_own_video_without_labels(tmp_path: Path) -> None:
+    """``view: remux``: the source's own H.264 packets go out (its size, no overlay, nothing encoded); the stream is
+    classified as before and its snapshot still has the labels."""
+    clip = grey_clip(tmp_path / "grey.mp4", size=(192, 144))
+    port = free_tcp_port()
+    received = tmp_path / "received.mp4"
+    listener = subprocess.Popen(["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "warning", "-listen", "1",
+                                 "-timeout", "30", "-i", f"rtmp://127.0.0.1:{port}/live/key",
+                                 "-frames:v", "30", "-c", "copy", "-y", str(received)],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    config = RunConfig(output_dir=tmp_path / "out", media_root=tmp_path, log_predictions=False,
+                       annotated_video={"height": 240, "reconnect": {"initial_s": 0.2, "max_s": 1.0}},
+                       streams=[StreamConfig(name="cam", url=str(clip), loop=True, view="remux", infer_fps=1,
+                                             publish=f"rtmp://127.0.0.1:{port}/live/key")])
+    pipeline = Pipeline(tiny_classifier(), config, Metrics())
+    pipeline.start()
+    try:
+        _, err = listener.communicate(timeout=40)
+        assert listener.returncode == 0, err.decode(errors="replace")
+        with av.open(str(received)) as container:
+            frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+        assert len(frames) >= 25 and frames[-1].shape == (144, 192, 3)  # the source's size, not annotated_video's
+        assert np.abs(frames[-1].astype(int) - GREY).max() < 12  # grey everywhere: no label panel drawn
+        relay = pipeline.video_out.get("cam")
+        assert relay.frames_encoded == 0 and relay.packets_sent >= 30 and relay.publisher.status()["packets_sent"]
+        stats = pipeline.get("cam").stats
+        assert stats.frames_inferred > 0 and stats.decode.mode == "keyframes"  # publishing decodes nothing more
+        assert pipeline.get("cam").output.latest.top  # previews keep the labels (drawn on the classified frames)
     finally:
         stop_process(listener)
         pipeline.shutdown()

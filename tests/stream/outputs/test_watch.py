@@ -27,7 +27,7 @@ from sightline.stream.service.app import create_app
 from sightline.stream.service.server import HttpServer
 
 from tests.support import browsers
-from tests.support.annotated import assert_overlay, grey_clip
+from tests.support.annotated import GREY, assert_overlay, grey_clip
 from tests.support.models import tiny_classifier
 from tests.support.processes import stop_process
 from tests.support.rtsp import free_tcp_port
@@ -252,3 +252,40 @@ async def wait_for_encoder(pipeline: Pipeline, timeout: float = 20.0) -> None:
     while pipeline.video_out.get("cam") is None:
         assert time.monotonic() < deadline, "no annotated encoder for the stream"
         await asyncio.sleep(0.1)
+
+
+async def test_view_remux_sends_a_viewer_the_cameras_own_packets(tmp_path: Path) -> None:
+    """``view: remux``: a WebRTC viewer gets the source's H.264 as it came (its size, no labels, nothing encoded)."""
+    clip = grey_clip(tmp_path / "grey.mp4", seconds=2.0, size=(192, 144))
+    config = RunConfig(output_dir=tmp_path / "out", media_root=tmp_path, log_predictions=False,
+                       server={"token": TOKEN, "port": 0}, annotated_video={"height": 240},
+                       streams=[StreamConfig(name="cam", url=str(clip), loop=True, view="remux", infer_fps=1)])
+    metrics = Metrics()
+    pipeline = Pipeline(tiny_classifier(), config, metrics)
+    await asyncio.to_thread(pipeline.start)
+    server = HttpServer("127.0.0.1", 0)
+    app = create_app(pipeline, config, metrics)
+    await server.start(app)
+    peer = None
+    try:
+        relay = pipeline.video_out.get("cam")
+        peer, frames, code = await aiortc_viewer(server.url, "cam", TOKEN)
+        assert code == 200
+
+        async def decodes() -> bool:
+            return len(frames) >= 10
+
+        await wait_for(decodes, 30, "the viewer decoding 10 frames")
+        assert frames[-1].shape == (144, 192, 3)  # the source's size, not annotated_video.height
+        assert np.abs(frames[-1].astype(int) - GREY).max() < 16  # flat grey: no label panel
+        assert relay.subscribers == 1 and relay.frames_encoded == 0 and relay.packets_sent >= 10
+        assert metrics.registry.get_sample_value("sightline_annotated_encoders", {"stream": "cam"}) is None
+        assert pipeline.get("cam").stats.decode.mode == "keyframes"  # the viewer made the source decode nothing more
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+            video = (await client.get("/api/streams/cam/video")).json()
+        assert video["video"].startswith("the camera's own video") and video["size"] == [192, 144], video
+    finally:
+        if peer is not None:
+            await peer.close()
+        await server.stop()
+        await asyncio.to_thread(pipeline.shutdown)

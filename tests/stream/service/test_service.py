@@ -388,3 +388,23 @@ async def test_chromium_shows_each_stream_with_its_preview_and_top_k(service: Se
         assert card["topk"] == 4  # the top-k of the pictured frame (k=5, 4 classes)
         assert card["label"].startswith("class_")
         assert "fps" in card["figures"]
+
+    # a camera with two inputs: the card says each input's state, and the error of each one down
+    body = {"name": "cam-two", "reconnect": {"initial_s": 0.1, "max_s": 0.2},
+            "inputs": [{"name": "main", "url": "rtsp://127.0.0.1:9/main", "roles": ["record", "view"]},
+                       {"name": "sub", "url": "rtsp://127.0.0.1:9/sub", "roles": ["classify"]}]}
+    assert (await client.post("/api/streams", json=body, headers=AUTH)).status_code == 201
+    try:
+        inputs = """return [...document.querySelectorAll('#streams .stream')]
+          .filter(li => li.dataset.name === 'cam-two')
+          .map(li => [li.querySelector('.inputs').textContent, li.querySelector('.error').textContent]);"""
+
+        def both_shown() -> list | None:
+            found = browser.run(inputs)
+            return found if found and "main (record+view) reconnecting" in found[0][0] and "main: " in found[0][1] \
+                else None
+
+        (text, errors), = await asyncio.to_thread(wait_until, both_shown, 30, "the card to show both inputs")
+        assert text.startswith("inputs: sub (classify) ") and "sub: " in errors
+    finally:
+        assert (await client.delete("/api/streams/cam-two", headers=AUTH)).status_code == 200
