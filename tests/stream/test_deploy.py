@@ -159,19 +159,24 @@ def test_dashboard_covers_the_promised_views() -> None:
 
 @pytest.mark.timeout(60)
 def test_metric_labels_come_from_finite_sets_in_a_real_run(tmp_path: Path) -> None:
-    """A file stream and an unreachable RTSP camera with credentials in its URL, through the real pipeline:
-    every label value the run exported comes from the config or a fixed set, and no URL part leaks."""
+    """A file stream and unreachable RTSP cameras (one with two inputs) with credentials in their URLs, through the
+    real pipeline: every label value the run exported comes from the config or a fixed set, and no URL part leaks."""
     clip = make_test_clip(tmp_path / "clip.mp4", frames=20, fps=10, size=(96, 64))
     config = RunConfig(output_dir=tmp_path / "out", media_root=tmp_path, streams=[
         StreamConfig(name="file-cam", url=str(clip), mode="fast"),
         StreamConfig(name="door", url="rtsp://admin:hunter2@127.0.0.1:9/stream1?token=abc",
-                     open_timeout_s=1, reconnect={"initial_s": 0.05, "max_s": 0.1})])
+                     open_timeout_s=1, reconnect={"initial_s": 0.05, "max_s": 0.1}),
+        StreamConfig(name="gate", open_timeout_s=1, reconnect={"initial_s": 0.05, "max_s": 0.1},
+                     inputs=[{"url": "rtsp://admin:hunter2@127.0.0.1:9/stream1?token=abc", "roles": ["record"]},
+                             {"name": "sub", "url": "rtsp://admin:hunter2@127.0.0.1:9/stream2",
+                              "roles": ["classify"]}])])
     metrics = Metrics()
     pipeline = Pipeline(tiny_classifier(), config, metrics)
     pipeline.start()
     try:
         deadline = time.monotonic() + 30
-        while not (pipeline.get("file-cam").stats.state == "ended" and pipeline.get("door").stats.reconnects >= 1):
+        while not (pipeline.get("file-cam").stats.state == "ended" and pipeline.get("door").stats.reconnects >= 1
+                   and pipeline.get("gate").stats.inputs[0].reconnects >= 1):
             assert time.monotonic() < deadline, pipeline.statuses()
             time.sleep(0.05)
         text = generate_latest(metrics.registry).decode()
@@ -179,7 +184,9 @@ def test_metric_labels_come_from_finite_sets_in_a_real_run(tmp_path: Path) -> No
         pipeline.shutdown()
     for secret in ("admin", "hunter2", "127.0.0.1", "stream1", "token", "abc", "rtsp"):
         assert secret not in text, secret
-    allowed = {"stream": {"file-cam", "door"}, "state": set(STATES), "stage": set(STAGES) | set(DROP_STAGES),
+    allowed = {"stream": {"file-cam", "door", "gate"}, "state": set(STATES),
+               "input": {"main", "record", "sub"}, "roles": {"classify+view", "record", "classify"},
+               "stage": set(STAGES) | set(DROP_STAGES),
                "reason": set(DROP_REASONS) | set(LOSS_REASONS) | set(LOGIN_FAILURES),
                "sink": {"jsonl", "recorder", "annotated_video"},
                "arch": {"resnet18"}, "classes": {"4"},
@@ -194,7 +201,8 @@ def test_metric_labels_come_from_finite_sets_in_a_real_run(tmp_path: Path) -> No
                     continue
                 assert label in allowed and value in allowed[label], (sample.name, label, value)
                 seen.setdefault(label, set()).add(value)
-    assert seen["stream"] == {"file-cam", "door"} and seen["state"] == set(STATES)
+    assert seen["stream"] == {"file-cam", "door", "gate"} and seen["state"] == set(STATES)
+    assert seen["input"] == {"main", "record", "sub"}  # names from the config; a single url's one input is "main"
     assert 'sightline_stream_state{state="ended",stream="file-cam"} 1.0' in text
     assert 'sightline_stream_state{state="reconnecting",stream="door"} 1.0' in text
 
