@@ -23,15 +23,12 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
 from sightline.stream.outputs.recording import QueuedWriter
 from sightline.stream.outputs.sinks import VideoRecorder
-
-if TYPE_CHECKING:
-    from sightline.stream.events.packet_clips import PacketClip
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +54,17 @@ class ClipFrame:
         return self.t
 
 
-def note_failure(clip: ClipWriter | PacketClip, exc: BaseException, what: str) -> None:
+class Clip(Protocol):
+    """What ``note_failure`` needs of a clip (a ``ClipWriter`` of frames, a ``PacketClip`` of packets)."""
+
+    stream: str
+    path: Path
+    errors: int
+    error: str | None
+    on_failed: Callable[[Any], None] | None
+
+
+def note_failure(clip: Clip, exc: BaseException, what: str) -> None:
     """A clip's write or finalize failed: count it, keep the first reason in ``error`` (the clip is incomplete) and
     call its ``on_failed`` once, on the writer's thread (the hub counts it and the event says so)."""
     clip.errors += 1
@@ -67,7 +74,7 @@ def note_failure(clip: ClipWriter | PacketClip, exc: BaseException, what: str) -
     clip.error = f"{what} failed: {reason}"
     if clip.on_failed is not None:
         try:
-            clip.on_failed(clip)  # type: ignore[arg-type]
+            clip.on_failed(clip)
         except Exception:  # a bad callback must not stop the clip's thread
             log.exception("stream %s: clip %s: reporting its failure failed", clip.stream, clip.path.name)
 
