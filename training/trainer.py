@@ -134,6 +134,7 @@ class Trainer:
         self.skips = SkipLog(log.warning)
         # epochs held by out/last.pt (None: no last.pt of this run yet), for the message of an interrupted run
         self.saved_epochs: int | None = len(state["progress"]["history"]) if state is not None else None
+        self._saving: int | None = None  # the epoch being saved to last.pt, while it is
 
     @classmethod
     def resume(cls, path: str | os.PathLike[str], overrides: dict[str, Any], dist: DistContext | None = None,
@@ -278,6 +279,7 @@ class Trainer:
                     self._bundle(net, arch, names, spec, split, row, init_desc).save(self.out / "bundle.pt")
                 write_metrics_csv(self.out / "metrics.csv", progress.history)
                 plot_curves(self.out / "curves.png", progress.history, topk=result.k, classes=len(names))
+                self._saving = progress.epoch  # a Ctrl-C from here to the line after the save: read last.pt itself
                 save_state(self.out / "last.pt", {
                     "config": cfg.to_plain(), "arch": arch, "class_names": names, "preprocess": spec.to_dict(),
                     "init_description": init_desc, "model": _cpu_state(net), "optimizer": optimizer.state_dict(),
@@ -287,6 +289,7 @@ class Trainer:
                     "oom_events": [vars(e) for e in step.oom_events],
                 })
                 self.saved_epochs = progress.epoch
+                self._saving = None
             self._info("epoch %d/%d %s: train loss %.4f acc %.3f | val loss %.4f top-1 %.3f top-%d %.3f | lr %.3g | "
                        "%.1f img/s%s", epoch + 1, cfg.epochs, phase, row["train_loss"], row["train_acc1"],
                        row["val_loss"], row["val_acc1"], result.k, row["val_acc5"], row["lr"], row["images_per_s"],
@@ -425,10 +428,14 @@ class Trainer:
     def interrupted_message(self) -> str:
         """What to do after Ctrl-C: where last.pt is and the exact command that continues the run."""
         last = self.out / "last.pt"
-        if self.saved_epochs is None or not last.exists():
+        epochs = self.saved_epochs
+        if self._saving is not None and last.exists():  # interrupted while saving: before or after the rename
+            with contextlib.suppress(TrainingError, OSError, KeyError, RuntimeError):  # else: what it last saved
+                epochs = len(load_state(last)["progress"]["history"])
+        if epochs is None or not last.exists():
             return (f"interrupted before the first epoch finished: no last.pt in {self.out} to resume from; "
                     f"run the same command again to start over")
-        return (f"interrupted: {last} holds the run after epoch {self.saved_epochs} of {self.cfg.epochs}\n"
+        return (f"interrupted: {last} holds the run after epoch {epochs} of {self.cfg.epochs}\n"
                 f"continue it with: sightline train --resume {shlex.quote(str(last))}")
 
 

@@ -195,3 +195,20 @@ def test_every_train_flag_has_help():
     add_train_arguments(parser)
     missing = [a.option_strings[0] for a in parser._actions if not a.help]
     assert missing == []
+
+
+def test_ctrl_c_during_the_save_of_last_pt_reads_the_epoch_from_the_file(tmp_path):
+    """A Ctrl-C between last.pt's rename and the trainer noting it (a busy machine widens that window) must not say
+    there is nothing to resume: the message reads the epoch from the file itself."""
+    from sightline.training.config import TrainConfig
+    from sightline.training.state import save_state
+    from sightline.training.trainer import Trainer
+
+    trainer = Trainer(TrainConfig(data=str(tmp_path / "data"), out=str(tmp_path / "run"), epochs=10))
+    (tmp_path / "run").mkdir()
+    save_state(tmp_path / "run" / "last.pt", {"progress": {"history": [{}, {}, {}]}})
+    trainer._saving = 3  # interrupted after save_state's rename, before saved_epochs was set
+    assert trainer.saved_epochs is None
+    assert "holds the run after epoch 3 of 10" in trainer.interrupted_message()
+    trainer._saving = None
+    assert "interrupted before the first epoch finished" in trainer.interrupted_message()
