@@ -55,8 +55,6 @@ from density import (
     RATE_SHARE,
     SERVER_SCRIPT,
     SYSTEM_PYTHON,
-    TOKEN,
-    Api,
     Poller,
     bucket_delta,
     die_with_parent,
@@ -75,6 +73,7 @@ from density import (
     random_bundle,
     rss_threads,
     served_by,
+    start_service,
     stop,
     trained_bundle,
     tree_cpu_s,
@@ -339,25 +338,7 @@ def run_step(config: str, n: int, args: argparse.Namespace, work: Path, bundle: 
         cfg = write_config(step_dir / "config.yaml", bundle=bundle, backend=args.backend, out_dir=out_dir,
                            media_root=main_clip.parent, port=port, cameras=n)
         started = time.monotonic()
-        with log.open("wb") as out:
-            service = subprocess.Popen([sys.executable, "-m", "sightline", "run", str(cfg), "--port", str(port)],
-                                       cwd=ROOT, env={**os.environ, "SIGHTLINE_TOKEN": TOKEN}, stdout=out,
-                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
-        api = Api(port)
-
-        def alive() -> None:
-            if service.poll() is not None:
-                raise RuntimeError(f"the service exited with {service.returncode}:\n"
-                                   f"{log.read_text(errors='replace')[-3000:]}")
-
-        def answering() -> bool:
-            alive()
-            try:
-                return api.get("/readyz", timeout=2)[0] in (200, 503)
-            except OSError:
-                return False
-
-        wait_until(answering, args.start_timeout, "the service did not answer /readyz")
+        service, api, alive = start_service(cfg, port, log, args.start_timeout)
         adding = time.monotonic()
         for i, camera in enumerate(cameras):
             status, body, _ = api.post("/api/streams", camera)

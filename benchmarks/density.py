@@ -658,6 +658,36 @@ def p99_ms(values: Sequence[float]) -> float | None:
     return 1000 * ordered[min(len(ordered) - 1, math.ceil(0.99 * len(ordered)) - 1)]
 
 
+def start_service(config: Path, port: int, log: Path,
+                  timeout: float) -> tuple[subprocess.Popen, Api, Callable[[], None]]:
+    """``sightline run CONFIG`` as a child (its output in ``log``), once it answers /readyz: the process, its API,
+    and ``alive()``, which raises with the log's tail once the child has exited (stopped here if it never answers)."""
+    with log.open("wb") as out:
+        service = subprocess.Popen([sys.executable, "-m", "sightline", "run", str(config), "--port", str(port)],
+                                   cwd=ROOT, env={**os.environ, "SIGHTLINE_TOKEN": TOKEN}, stdout=out,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
+    api = Api(port)
+
+    def alive() -> None:
+        if service.poll() is not None:
+            raise RuntimeError(f"the service exited with {service.returncode}:\n"
+                               f"{log.read_text(errors='replace')[-3000:]}")
+
+    def answering() -> bool:
+        alive()
+        try:
+            return api.get("/readyz", timeout=2)[0] in (200, 503)
+        except OSError:
+            return False
+
+    try:
+        wait_until(answering, timeout, "the service did not answer /readyz")
+    except BaseException:
+        stop(service)
+        raise
+    return service, api, alive
+
+
 def run_step(source: str, n: int, args: argparse.Namespace, work: Path, bundle: Path, clip: Path,
              long_clip: Path | None) -> tuple[Step, dict]:
     """Start the RTSP server (rtsp) and the service with N cameras; measure one window; stop both."""
@@ -677,27 +707,8 @@ def run_step(source: str, n: int, args: argparse.Namespace, work: Path, bundle: 
             step_dir / "config.yaml", bundle=bundle, backend=args.backend, device=args.device,
             media_root=clip.parent, out_dir=step_dir / "out", urls=urls, infer_fps=args.infer_fps,
             decode=args.decode, port=port, add_later=args.stagger_s > 0)
-        env = {**os.environ, "SIGHTLINE_TOKEN": TOKEN}
         started = time.monotonic()
-        with log.open("wb") as out:
-            service = subprocess.Popen([sys.executable, "-m", "sightline", "run", str(config), "--port", str(port)],
-                                       cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
-        api = Api(port)
-
-        def alive() -> None:
-            if service.poll() is not None:
-                raise RuntimeError(f"the service exited with {service.returncode}:\n"
-                                   f"{log.read_text(errors='replace')[-3000:]}")
-
-        def answering() -> bool:
-            alive()
-            try:
-                return api.get("/readyz", timeout=2)[0] in (200, 503)
-            except OSError:
-                return False
-
-        wait_until(answering, args.start_timeout, "the service did not answer /readyz")
+        service, api, alive = start_service(config, port, log, args.start_timeout)
         if args.stagger_s > 0:
             # real cameras' GOPs are out of phase; N copies of one clip started together are not (every
             # keyframe of every camera in the same instant): add them through the API spread over a GOP
