@@ -66,6 +66,8 @@ class WorkerHandle:
     draining: bool = False
     last_ok: float = field(default_factory=time.monotonic)
     ready_ref: Any = None  # the info() call of a worker still starting
+    streams: dict[str, Placement] = field(default_factory=dict)  # placed here (ClusterPipeline._assign keeps it)
+    asked_fps: float = 0.0  # what they ask for, summed as they come and go (placement reads it per stream)
 
     @property
     def ready(self) -> bool:
@@ -195,7 +197,10 @@ class ClusterCollector:
 
 
 class ClusterPipeline:
-    def __init__(self, config: RunConfig, ray: Any, metrics: Metrics | None = None) -> None:
+    def __init__(self, config: RunConfig, ray: Any, metrics: Metrics | None = None,
+                 worker_class: type = PipelineWorker) -> None:
+        """``ray`` is the ray module (or inprocess_ray.py's double); ``worker_class`` what each worker actor runs
+        (simulated_worker.py's for fleet measurements)."""
         self.config = config
         self.cluster = config.cluster
         self.streams_changed_by_api = False  # as Pipeline's: then the service runs until it is told to stop
@@ -203,7 +208,7 @@ class ClusterPipeline:
         self.metrics = metrics if metrics is not None else Metrics()
         self.metrics.registry.register(ClusterCollector(self))
         self.classifier = ClusterModel(self)
-        self._worker_class = ray.remote(PipelineWorker)
+        self._worker_class = ray.remote(worker_class)
         self._table_class = ray.remote(StreamTable)
         self._workers: dict[str, WorkerHandle] = {}
         self._streams: dict[str, Placement] = {}
@@ -249,14 +254,14 @@ class ClusterPipeline:
 
     def _make_table(self) -> Any:
         """The detached table actor (found, or created on the head node: it must outlive worker nodes)."""
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
         heads = [n["NodeID"] for n in self.ray.nodes() if n.get("Alive") and "node:__internal_head__" in
                  n.get("Resources", {})]
         where = heads[0] if heads else self.ray.get_runtime_context().get_node_id()
         return self._table_class.options(
             name=TABLE_NAME, namespace=self.cluster.ray.namespace, lifetime="detached", get_if_exists=True,
-            num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(where, soft=True)).remote()
+            num_cpus=0,
+            scheduling_strategy=self.ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(where, soft=True),
+        ).remote()
 
     def _check_table(self) -> None:
         """A table that died (its node went) is created again and written from this controller's copy."""
@@ -291,10 +296,11 @@ class ClusterPipeline:
             log.info("cluster: adopted worker %s on node %s", worker_id, info.get("node_ip"))
         for name, record in saved["streams"].items():
             config = StreamConfig.model_validate(record["config"])
-            p = Placement(config, record.get("worker"), record.get("state", MOVING), int(record.get("moves", 0)),
-                          self._asked(config))
-            if p.worker not in self._workers:
-                p.worker, p.state = None, MOVING
+            p = Placement(config, None, record.get("state", MOVING), int(record.get("moves", 0)), self._asked(config))
+            if record.get("worker") in self._workers:
+                self._assign(p, record["worker"])
+            else:
+                p.state = MOVING
             p.status = blank_status(config)
             self._streams[name] = p
             self._runtimes[name] = RemoteStream(self, p)
@@ -387,13 +393,14 @@ class ClusterPipeline:
     def _drop_worker(self, worker_id: str, kill: bool) -> list[str]:
         """Forget a worker; its streams become ``moving``. Returns their names."""
         with self._state:
-            handle = self._workers.pop(worker_id, None)
+            handle = self._workers.get(worker_id)
             moved = []
-            for p in self._streams.values():
-                if p.worker == worker_id:
-                    p.worker, p.state, p.moves = None, MOVING, p.moves + 1
-                    p.status = {**p.status, "state": MOVING}
-                    moved.append(p.config.name)
+            for p in list(handle.streams.values()) if handle is not None else []:
+                self._assign(p, None)
+                p.state, p.moves = MOVING, p.moves + 1
+                p.status = {**p.status, "state": MOVING}
+                moved.append(p.config.name)
+            self._workers.pop(worker_id, None)
         if handle is not None and kill:
             try:
                 self.ray.kill(handle.actor, no_restart=True)
@@ -515,15 +522,21 @@ class ClusterPipeline:
 
     def loads(self) -> list[WorkerLoad]:
         with self._state:
-            asked: dict[str, float] = {}
-            count: dict[str, int] = {}
-            for p in self._streams.values():
-                if p.worker is not None:
-                    asked[p.worker] = asked.get(p.worker, 0.0) + p.asked_fps
-                    count[p.worker] = count.get(p.worker, 0) + 1
-            return [WorkerLoad(h.worker_id, float(h.info.get("capacity_fps", 0.0)), asked.get(h.worker_id, 0.0),
-                               count.get(h.worker_id, 0), self.config.server.max_streams, not h.draining)
+            return [WorkerLoad(h.worker_id, float(h.info.get("capacity_fps", 0.0)), h.asked_fps, len(h.streams),
+                               self.config.server.max_streams, not h.draining)
                     for h in self._workers.values() if h.ready]
+
+    def _assign(self, p: Placement, worker_id: str | None) -> None:
+        """The one place a stream's worker changes, keeping each worker's streams and asked frames/s in step
+        (so placing a stream costs O(workers), not O(streams)). The caller holds ``_state``."""
+        old = self._workers.get(p.worker) if p.worker else None
+        if old is not None and old.streams.pop(p.config.name, None) is not None:
+            old.asked_fps = old.asked_fps - p.asked_fps if old.streams else 0.0
+        p.worker = worker_id
+        new = self._workers.get(worker_id) if worker_id else None
+        if new is not None and p.config.name not in new.streams:
+            new.streams[p.config.name] = p
+            new.asked_fps += p.asked_fps
 
     def place_pending(self) -> None:
         """Place every ``moving``/``unplaced`` stream (all at once: the calls to the workers run in parallel)."""
@@ -561,7 +574,8 @@ class ClusterPipeline:
             answer = {"error": "worker", "detail": f"worker {handle.worker_id} did not answer"}
         with self._state:
             if "status" in answer:
-                p.worker, p.state, p.finished = handle.worker_id, PLACED, False
+                self._assign(p, handle.worker_id)
+                p.state, p.finished = PLACED, False
                 p.status = answer["status"]
                 log.info("cluster: stream %s placed on worker %s", p.config.name, handle.worker_id)
             elif p.moves or answer["error"] == "worker":
@@ -584,7 +598,9 @@ class ClusterPipeline:
 
     def _forget(self, name: str) -> None:
         with self._state:
-            self._streams.pop(name, None)
+            p = self._streams.pop(name, None)
+            if p is not None:
+                self._assign(p, None)
             self._runtimes.pop(name, None)
         self._table.drop_stream.remote(name)
 
@@ -641,7 +657,7 @@ class ClusterPipeline:
                 if handle is None:
                     raise UnknownWorkerError(f"no worker named {worker_id!r}")
                 handle.draining = True
-                moving = [p for p in self._streams.values() if p.worker == worker_id and not p.removing]
+                moving = [p for p in handle.streams.values() if not p.removing]
             self._table.put_worker.remote(worker_id, {"draining": True})
             refs = [(p, handle.actor.remove_stream.remote(p.config.name)) for p in moving]
             for p, ref in refs:  # stopped first (outputs finalized), then started elsewhere
@@ -650,7 +666,8 @@ class ClusterPipeline:
                 except Exception as exc:
                     log.error("cluster: draining %s from %s: %s", p.config.name, worker_id, type(exc).__name__)
                 with self._state:
-                    p.worker, p.state, p.moves = None, MOVING, p.moves + 1
+                    self._assign(p, None)
+                    p.state, p.moves = MOVING, p.moves + 1
                     p.status = {**p.status, "state": MOVING}
             self.place_pending()
         log.info("cluster: drained worker %s (%d streams moved)", worker_id, len(moving))
@@ -707,17 +724,13 @@ class ClusterPipeline:
         return [self.status_of(p) for p in self.placements()]
 
     def workers(self) -> list[dict[str, Any]]:
-        loads = {w.worker: w for w in self.loads()}
-        out = []
-        for h in self.worker_handles():
-            load = loads.get(h.worker_id)
-            out.append({"id": h.worker_id, "ready": h.ready, "draining": h.draining,
-                        "node": h.info.get("node_ip"), "node_id": h.info.get("node_id"),
-                        "metrics": h.info.get("metrics"), "capacity_fps": h.info.get("capacity_fps"),
-                        "model": (h.info.get("served") or {}).get("id"),
-                        "asked_fps": round(load.asked_fps, 2) if load else 0.0,
-                        "streams": sorted(p.config.name for p in self.placements() if p.worker == h.worker_id)})
-        return out
+        with self._state:
+            return [{"id": h.worker_id, "ready": h.ready, "draining": h.draining,
+                     "node": h.info.get("node_ip"), "node_id": h.info.get("node_id"),
+                     "metrics": h.info.get("metrics"), "capacity_fps": h.info.get("capacity_fps"),
+                     "model": (h.info.get("served") or {}).get("id"),
+                     "asked_fps": round(h.asked_fps, 2) if h.ready else 0.0, "streams": sorted(h.streams)}
+                    for h in self._workers.values()]
 
     def targets(self) -> list[dict[str, Any]]:
         """Prometheus HTTP service discovery: one target group per ready worker."""

@@ -113,6 +113,7 @@ class SessionDescription(BaseModel):
 
 class StreamList(BaseModel):
     streams: list[StreamStatus]
+    total: int = Field(description="streams that match the state filter, before offset and limit")
     capacity: CapacityFigures | None = Field(None, description="the box's capacity (also in /readyz); null where "
                                                                "it is not measured here (a cluster's workers)")
     storage: StorageFigures | None = Field(None, description="output_dir's disk: bytes per kind, free space, "

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 
-from fastapi import APIRouter, Depends, HTTPException, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 from fastapi.responses import JSONResponse
 from sightline.model.errors import ConfigError
 from sightline.stream.capacity import CapacityStats
@@ -55,12 +56,36 @@ def add_stream_checked(pipeline: Pipeline, stream: StreamConfig, config: RunConf
     return runtime
 
 
-@router.get("/api/streams", response_model=StreamList, dependencies=[Depends(VIEWER)])
+def stream_list(pipeline: Pipeline, capacity: CapacityStats | None, storage: StorageStats | None,
+                states: list[str] | None, offset: int, limit: int | None) -> bytes:
+    """``GET /api/streams`` as JSON bytes. Blocking (thousands of streams on a cluster): runs in a worker thread,
+    and is encoded here once rather than validated again against ``StreamList`` (the statuses are built by
+    ``stream_status``, whose shape the API tests check against the schema)."""
+    runtimes = pipeline.runtimes()
+    if states:
+        wanted = set(states)
+        statuses = [s for s in map(stream_status, runtimes) if s["state"] in wanted]
+        total = len(statuses)
+        page = statuses[offset:None if limit is None else offset + limit]
+    else:
+        total = len(runtimes)
+        page = [stream_status(r) for r in runtimes[offset:None if limit is None else offset + limit]]
+    body = {"streams": page, "total": total, "capacity": capacity_status(capacity), "storage": storage_status(storage)}
+    return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
+@router.get("/api/streams", response_model=StreamList, dependencies=[Depends(VIEWER)],
+            summary="Every stream's status, in the order they were added; a page of them with offset and limit, "
+                    "only some states with state")
 async def list_streams(pipeline: Pipeline = Depends(get_pipeline),
                        capacity: CapacityStats | None = Depends(get_capacity),
-                       storage: StorageStats | None = Depends(get_storage)) -> dict[str, object]:
-    return {"streams": [stream_status(r) for r in pipeline.runtimes()], "capacity": capacity_status(capacity),
-            "storage": storage_status(storage)}
+                       storage: StorageStats | None = Depends(get_storage),
+                       state: list[str] | None = Query(None, max_length=16, description="only streams in these "
+                                                       "states (repeat it: ?state=failed&state=reconnecting)"),
+                       offset: int = Query(0, ge=0, le=1_000_000, description="skip this many (after the filter)"),
+                       limit: int | None = Query(None, ge=1, le=10_000, description="at most this many")) -> Response:
+    body = await asyncio.to_thread(stream_list, pipeline, capacity, storage, state, offset, limit)
+    return Response(body, media_type="application/json")
 
 
 @router.get("/api/streams/{name}", response_model=StreamStatus, dependencies=[Depends(VIEWER)],

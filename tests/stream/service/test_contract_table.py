@@ -248,6 +248,7 @@ async def reached(service: Service) -> AsyncIterator[dict[tuple[str, str, str], 
     await row("main", "GET", "/metrics", 200, token=False, headers=SCRAPE)
     await row("bare", "GET", "/metrics", 404, token=False, headers=SCRAPE)
     await row("main", "GET", s, 200)
+    await row("main", "GET", s, 422, f"{s}?limit=0")
     await row("main", "POST", s, 201, json_body={"name": "extra", "url": clip, "loop": True})
     await row("main", "POST", s, 401, json_body={"name": "x", "url": clip}, token=False)
     await row("main", "POST", s, 403, json_body={"name": "x", "url": "/etc/hosts"})
