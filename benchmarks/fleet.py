@@ -27,6 +27,7 @@ import json
 import os
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -292,6 +293,16 @@ def markdown(report: dict[str, Any]) -> str:
     return head + "\n".join(rows) + "\n"
 
 
+def point_in_child(spec: str, args: argparse.Namespace) -> dict[str, Any]:
+    argv = [sys.executable, __file__, "--this-process", "--points", spec, "--workers-in", args.workers_in,
+            "--heartbeat-s", str(args.heartbeat_s), "--steady-s", str(args.steady_s), "--parallel", str(args.parallel)]
+    done = subprocess.run(argv, stdout=subprocess.PIPE, text=True, timeout=1800)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"point {spec} failed ({done.returncode}): {done.stdout[-2000:]}")
+    return json.loads(lines[0])
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--points", default="10x200,50x1000,100x2000",
@@ -301,6 +312,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--steady-s", type=float, default=10.0)
     p.add_argument("--parallel", type=int, default=8, help="POSTs in flight while adding (default: %(default)s)")
     p.add_argument("--out", type=Path, default=None, help="writes OUT.json and OUT.md")
+    p.add_argument("--this-process", action="store_true", help="run the points here, not each in a child")
     return p.parse_args(argv)
 
 
@@ -315,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
                               "steady_s": args.steady_s, "parallel": args.parallel, "points": []}
     for spec in args.points.split(","):
         workers, streams = (int(x) for x in spec.lower().split("x"))
-        point = run_point(workers, streams, args)
+        # each point in a fresh process (unless --this-process): its RSS and CPU are that point's alone
+        point = run_point(workers, streams, args) if args.this_process else point_in_child(spec, args)
         print(json.dumps(point), flush=True)
         report["points"].append(point)
     text = markdown(report)

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from sightline.model.architectures import build_network, fc_width
 from sightline.model.errors import ModelLoadError
+from sightline.model.limits import MAX_RESIZE
 
 FORMAT = "sightline-bundle"
 FORMAT_VERSION = 1
@@ -25,7 +26,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-MAX_RESIZE = 4096  # no ResNet input is larger; 60000 would ask for tens of GB per frame (serving caps lower)
 
 
 @dataclass(frozen=True)

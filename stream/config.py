@@ -12,9 +12,9 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 from sightline.model.backends import missing_extra
-from sightline.model.bundle import MAX_RESIZE
 from sightline.model.echo import bounded
 from sightline.model.errors import ConfigError
+from sightline.model.limits import MAX_RESIZE
 from sightline.model.yamlconfig import StrictModel, load_yaml, read_yaml, validate
 from sightline.stream.event_config import MIN_BACKOFF_S, MIN_TIMEOUT_S, BackoffConfig, EventsConfig
 from sightline.stream.passwords import hash_problem

@@ -339,7 +339,8 @@ class ClusterPipeline:
             self._workers[worker_id] = handle
         self._table.put_worker.remote(worker_id, {"draining": False})
         log.info("cluster: starting worker %s", worker_id)
-        time.sleep(0.2)  # let Ray account for its resources before the next check
+        if check_room:
+            time.sleep(0.2)  # let Ray account for its resources before the next check (not at start: 100 workers)
         return True
 
     def _new_worker_id(self) -> str:

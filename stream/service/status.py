@@ -9,14 +9,16 @@ behind ``/readyz``. Both read states through ``lifecycle.py``'s sets, nowhere el
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 from sightline.stream.capacity import CapacityStats, describe, stream_figures
 from sightline.stream.config import redact_url
 from sightline.stream.lifecycle import DOWN_STATES, RUNNING_STATES
-from sightline.stream.pipeline.stream_runtime import StreamRuntime
 from sightline.stream.storage.stats import StorageStats
+
+if TYPE_CHECKING:  # a type only: importing the runtime would load torch where only statuses are built
+    from sightline.stream.pipeline.stream_runtime import StreamRuntime
 
 
 def links(name: str) -> dict[str, str]:

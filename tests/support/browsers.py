@@ -4,9 +4,14 @@ W3C WebDriver client over chromedriver's HTTP API."""
 from __future__ import annotations
 
 import shutil
+import subprocess
+import time
 from pathlib import Path
 
 import httpx
+
+from tests.support.processes import stop_process
+from tests.support.rtsp import free_tcp_port
 
 # Headless and quiet: no background networking, no component updates, no sync (only loopback is reached)
 CHROMIUM_ARGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -49,3 +54,23 @@ class WebDriver:
     def close(self) -> None:
         self.http.delete(self.session)
         self.http.close()
+
+
+def start_chromedriver() -> tuple[subprocess.Popen[bytes], str]:
+    """chromedriver on a free loopback port, once it answers: (its process, its URL). Callers check first that
+    ``chromium()`` and ``chromedriver()`` are there (CI installs both)."""
+    driver = chromedriver()
+    if driver is None:
+        raise FileNotFoundError("chromedriver is not on PATH")
+    port = free_tcp_port()
+    proc = subprocess.Popen([driver, f"--port={port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/status", timeout=1).json()["value"]["ready"]:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    stop_process(proc)
+    raise TimeoutError("chromedriver did not start")

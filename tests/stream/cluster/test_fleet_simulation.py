@@ -5,8 +5,10 @@ true through adds, removes, a killed worker, a drain and a restart; adding a str
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,10 @@ from sightline.stream.cluster.simulated_worker import SimulatedWorker
 from sightline.stream.cluster.worker import PipelineWorker
 from sightline.stream.config import RunConfig, StreamConfig
 from sightline.stream.service.models import StreamList, StreamStatus
+from sightline.stream.service.server import HttpServer
+
+from tests.support import browsers
+from tests.support.processes import stop_process
 
 TOKEN = "fleet-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -39,11 +45,11 @@ def test_the_simulated_worker_has_the_real_workers_methods_and_signatures() -> N
     assert inspect.signature(SimulatedWorker.__init__) == inspect.signature(PipelineWorker.__init__)
 
 
-def config(tmp_path: Path, workers: int = 4, heartbeat_s: float = 0.2) -> RunConfig:
+def config(tmp_path: Path, workers: int = 4, heartbeat_s: float = 0.2, **server: Any) -> RunConfig:
     (tmp_path / "model-a.pt").write_bytes(b"simulated")
     return RunConfig.model_validate({
         "model": {"source": str(tmp_path / "model-a.pt"), "device": "cpu"}, "output_dir": str(tmp_path / "out"),
-        "server": {"token": TOKEN, "port": 0, "max_streams": 500},
+        "server": {"token": TOKEN, "port": 0, "max_streams": 500, **server},
         "cluster": {"workers": workers, "cpus_per_worker": 1, "worker_fps": 100, "heartbeat_s": heartbeat_s,
                     "worker_timeout_s": 2, "ray": {"namespace": "fleet-test"}}})
 
@@ -54,9 +60,9 @@ def camera(i: int, infer_fps: float = 2.0) -> StreamConfig:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[tuple[ClusterPipeline, InProcessRay, RunConfig]]:
+def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[ClusterPipeline, InProcessRay, Any]]:
     ray = InProcessRay()
-    cfg = config(tmp_path)
+    cfg = config(tmp_path, **getattr(request, "param", {}))
     controller = ClusterPipeline(cfg, ray, worker_class=SimulatedWorker)
     controller.start()
     yield controller, ray, cfg
@@ -177,3 +183,49 @@ async def test_the_stream_list_pages_and_filters(api) -> None:
     assert [s["name"] for s in failed["streams"]] == ["cam-003"] and failed["total"] == 1
     for bad in ({"limit": 0}, {"offset": -1}, {"limit": 10_001}):
         assert (await client.get("/api/streams", params=bad)).status_code == 422
+
+
+PAGE = """return {cards: [...document.querySelectorAll('#streams .stream')].map(li => li.dataset.name),
+  status: document.getElementById('status').textContent, pager: !document.getElementById('pager').hidden};"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cluster", [{"public_read": True}], indirect=True)  # the page reads without a login
+async def test_the_page_shows_a_fleet_a_page_at_a_time(cluster, tmp_path: Path) -> None:
+    """60 cameras: the page asks for 48 at a time, pages forward and back, and "problems only" shows the one down."""
+    if browsers.chromium() is None or browsers.chromedriver() is None:
+        pytest.fail("chromium and chromium-driver (Debian packages) are needed")  # CI installs them
+    controller, _, cfg = cluster
+    for i in range(60):
+        controller.add_stream(camera(i))
+    server = HttpServer("127.0.0.1", 0)
+    await server.start(cluster_app(controller, cfg))
+    driver, url = await asyncio.to_thread(browsers.start_chromedriver)
+    web = None
+    try:
+        web = await asyncio.to_thread(browsers.WebDriver, url, tmp_path / "profile")
+        await asyncio.to_thread(web.open, f"{server.url}/")
+
+        async def shown(status: str) -> dict[str, Any]:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                page = await asyncio.to_thread(web.run, PAGE)
+                if page["status"] == status:
+                    return page
+                await asyncio.sleep(0.1)
+            raise AssertionError(f"the page never said {status!r} (last: {page})")
+
+        first = await shown("1\u201348 of 60 stream(s)")
+        assert first["cards"] == [f"cam-{i:03d}" for i in range(48)] and first["pager"]
+        await asyncio.to_thread(web.run, "document.getElementById('next').click();")
+        second = await shown("49\u201360 of 60 stream(s)")
+        assert second["cards"] == [f"cam-{i:03d}" for i in range(48, 60)]
+        controller.get("cam-007").placement.status["state"] = "failed"  # as its worker would report it
+        await asyncio.to_thread(web.run, "document.getElementById('problems').click();")
+        down = await shown("1 stream(s) with a problem")
+        assert down["cards"] == ["cam-007"] and not down["pager"]
+    finally:
+        if web is not None:
+            await asyncio.to_thread(web.close)
+        await asyncio.to_thread(stop_process, driver)
+        await server.stop()

@@ -30,7 +30,6 @@ from tests.support import browsers
 from tests.support.annotated import GREY, assert_overlay, grey_clip
 from tests.support.models import tiny_classifier
 from tests.support.processes import stop_process
-from tests.support.rtsp import free_tcp_port
 from tests.support.webrtc import loopback_peer, make_offer
 
 TOKEN = "watch-test-token"
@@ -60,21 +59,9 @@ class WebDriver(browsers.WebDriver):
 
 
 def start_driver() -> tuple[subprocess.Popen[bytes], str]:
-    driver = browsers.chromedriver()
-    if driver is None or browsers.chromium() is None:
+    if browsers.chromedriver() is None or browsers.chromium() is None:
         pytest.fail("chromium and chromium-driver (Debian packages) are needed")  # CI installs them
-    port = free_tcp_port()
-    proc = subprocess.Popen([driver, f"--port={port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/status", timeout=1).json()["value"]["ready"]:
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    stop_process(proc)
-    raise TimeoutError("chromedriver did not start")
+    return browsers.start_chromedriver()
 
 
 async def wait_for(check, timeout: float, what: str, interval: float = 0.2):  # noqa: ANN001, ANN201

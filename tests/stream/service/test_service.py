@@ -340,19 +340,9 @@ async def browser(tmp_path: Path) -> AsyncIterator[WebDriver]:
     """Blocking WebDriver calls run in threads: the page's requests are served by this same event loop."""
     if CHROMIUM is None or CHROMEDRIVER is None:
         pytest.skip("chromium and chromium-driver (Debian packages) are not installed")
-    port = free_port()
-    driver = subprocess.Popen([CHROMEDRIVER, f"--port={port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            return bool(httpx.get(f"{url}/status", timeout=1).json()["value"]["ready"])
-        except httpx.HTTPError:
-            return False
-
+    driver, url = await asyncio.to_thread(browsers.start_chromedriver)
     web = None
     try:
-        await asyncio.to_thread(wait_until, up, 20, "chromedriver", 0.05)
         web = await asyncio.to_thread(WebDriver, url, tmp_path / "profile")
         yield web
     finally:
