@@ -109,7 +109,11 @@ class Cpu:
 
     def seconds(self) -> float:
         """Nanosecond clocks on both sides (psutil's cpu_times count 10 ms ticks: too coarse to subtract from)."""
-        return time.process_time() - float(getattr(self.ray, "actor_cpu_s", 0.0))
+        return time.process_time() - self.workers_seconds()
+
+    def workers_seconds(self) -> float:
+        """What in-process workers used (their methods, their pickling); 0 with Ray actors (other processes)."""
+        return float(getattr(self.ray, "actor_cpu_s", 0.0))
 
     def rss_mb(self) -> float:
         return self.proc.memory_info().rss / 2**20
@@ -217,12 +221,13 @@ def run_point(workers: int, streams: int, args: argparse.Namespace) -> dict[str,
                                                                    "every stream running"), 2)
         # -- steady state
         time.sleep(2 * args.heartbeat_s)
-        cpu0, t0 = cpu.seconds(), time.monotonic()
+        cpu0, workers0, t0 = cpu.seconds(), cpu.workers_seconds(), time.monotonic()
         time.sleep(args.steady_s)
         used, elapsed = cpu.seconds() - cpu0, time.monotonic() - t0
         point["steady"] = {"cores": round(used / elapsed, 4),
                            "ms_per_heartbeat": round(used / (elapsed / args.heartbeat_s) * 1000, 1),
-                           "rss_mb": round(cpu.rss_mb(), 1)}
+                           "rss_mb": round(cpu.rss_mb(), 1),
+                           "workers_cores": round((cpu.workers_seconds() - workers0) / elapsed, 4)}
         # -- reads
         point["api_streams"] = timed_get(served, "/api/streams")
         point["api_streams_page"] = timed_get(served, "/api/streams?limit=100")

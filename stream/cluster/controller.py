@@ -66,6 +66,7 @@ class WorkerHandle:
     draining: bool = False
     last_ok: float = field(default_factory=time.monotonic)
     ready_ref: Any = None  # the info() call of a worker still starting
+    statuses_ref: Any = None  # the heartbeat's statuses() call, until it answers
     streams: dict[str, Placement] = field(default_factory=dict)  # placed here (ClusterPipeline._assign keeps it)
     asked_fps: float = 0.0  # what they ask for, summed as they come and go (placement reads it per stream)
 
@@ -478,18 +479,22 @@ class ClusterPipeline:
         handles = [h for h in self.worker_handles() if h.ready]
         if not handles:
             return
-        refs = {h.worker_id: h.actor.statuses.remote() for h in handles}
+        for h in handles:  # a worker still busy with the last heartbeat's call is not asked again (no pile-up)
+            if h.statuses_ref is None:
+                h.statuses_ref = h.actor.statuses.remote()
+        refs = {h.worker_id: h.statuses_ref for h in handles}
         ready, _ = self.ray.wait(list(refs.values()), num_returns=len(refs), timeout=self.cluster.heartbeat_s)
         now = time.monotonic()
         dead = []
         for h in handles:
             ref = refs[h.worker_id]
-            if ref not in ready:
+            if ref not in ready:  # its answer is waited for again next heartbeat
                 if now - h.last_ok > self.cluster.worker_timeout_s:
                     log.error("cluster: worker %s answered nothing for %.0f s: replacing it", h.worker_id,
                               now - h.last_ok)
                     dead.append((h.worker_id, True))
                 continue
+            h.statuses_ref = None
             try:
                 statuses = self.ray.get(ref)
             except Exception as exc:  # RayActorError and kin: the worker or its node is gone

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -229,3 +230,39 @@ async def test_the_page_shows_a_fleet_a_page_at_a_time(cluster, tmp_path: Path) 
             await asyncio.to_thread(web.close)
         await asyncio.to_thread(stop_process, driver)
         await server.stop()
+
+
+class StuckWorker(SimulatedWorker):
+    """w1 never answers a heartbeat (until released); the others do. In one process, so the counts are shared."""
+
+    asked = 0
+    release = threading.Event()
+
+    def statuses(self) -> list[dict[str, Any]]:
+        if self.worker_id == "w1":
+            StuckWorker.asked += 1
+            StuckWorker.release.wait(30)
+        return super().statuses()
+
+
+def test_a_silent_worker_is_asked_once_then_replaced_and_its_streams_move(tmp_path: Path) -> None:
+    ray = InProcessRay()
+    controller = ClusterPipeline(config(tmp_path, workers=2), ray, worker_class=StuckWorker)
+    try:
+        controller.start()
+        for i in range(6):
+            controller.add_stream(camera(i))
+        stuck = set(controller._workers["w1"].streams)
+        assert stuck
+        deadline = time.monotonic() + 20
+        while "w1" in controller.worker_ids() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "w1" not in controller.worker_ids()  # worker_timeout_s (2 s) of silence
+        assert StuckWorker.asked == 1  # ten heartbeats, one question: no pile-up on a slow worker
+        while not all(controller.get(n).placement.state == PLACED for n in stuck) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert all(controller.get(n).placement.worker not in (None, "w1") for n in stuck)
+    finally:
+        StuckWorker.release.set()
+        controller.shutdown()
+        ray.shutdown()
