@@ -304,9 +304,27 @@ COLUMNS: list[tuple[str, Any]] = [
 ]
 
 
+# Each cost divided by the cameras: flat down a column as S grows means linear, growing means worse than linear.
+PER_CAMERA: list[tuple[str, Any]] = [
+    ("workers", lambda p: p["workers"]),
+    ("streams", lambda p: p["streams"]),
+    ("placing, ms per camera", lambda p: f"{p['placed_all_s'] * 1000 / p['streams']:.2f}"),
+    ("heartbeat, us per camera", lambda p: f"{p['steady']['ms_per_heartbeat'] * 1000 / p['streams']:.1f}"),
+    ("/api/streams, us per camera", lambda p: f"{p['api_streams']['median_ms'] * 1000 / p['streams']:.1f}"),
+    ("restart, ms per camera", lambda p: f"{p['restart_s'] * 1000 / p['streams']:.2f}"),
+    ("RSS growth, KB per camera",
+     lambda p: f"{(p['steady']['rss_mb'] - p['rss_mb_before_streams']) * 1024 / p['streams']:.0f}"),
+    ("in-process workers' cores", lambda p: p["steady"].get("workers_cores", "-")),
+]
+
+
+def table(columns: list[tuple[str, Any]], points: list[dict[str, Any]]) -> list[str]:
+    rows = ["| " + " | ".join(name for name, _ in columns) + " |", "|" + "---|" * len(columns)]
+    return rows + ["| " + " | ".join(str(cell(p)) for _, cell in columns) + " |" for p in points]
+
+
 def markdown(report: dict[str, Any]) -> str:
-    rows = ["| " + " | ".join(name for name, _ in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    rows += ["| " + " | ".join(str(cell(p)) for _, cell in COLUMNS) + " |" for p in report["points"]]
+    rows = table(COLUMNS, report["points"]) + ["", "Per camera:", ""] + table(PER_CAMERA, report["points"])
     head = (f"# Fleet by simulation ({report['workers_in']} workers)\n\n"
             f"Machine: {report['cpu']} ({report['cores']} cores). Commit {report['commit']}. "
             f"`{report['command']}`\n\nheartbeat_s {report['heartbeat_s']}, each camera infer_fps {INFER_FPS}, "
