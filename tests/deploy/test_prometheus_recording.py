@@ -1,16 +1,18 @@
 """deploy/prometheus/recording.yml: wired into the shipped Prometheus config and compose, checked and unit-tested with
 ``promtool`` (a cluster's workers and a one-process service), built only on metrics the service exports, named
-``level:metric:operations`` with the labels its level promises."""
+``level:metric:operations`` with the labels its level promises; and the Grafana dashboard reading it where a panel
+would otherwise compute over every stream's raw series at each refresh (docs/fleet-prometheus.md)."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import yaml
 
 from tests.deploy.test_prometheus_alerts import promtool
-from tests.stream.test_deploy import exported_names, metric_names
+from tests.stream.test_deploy import DASHBOARD, exported_names, metric_names
 from tests.support.deploy_files import ROOT, prometheus_config_copy
 
 PROMETHEUS = ROOT / "deploy" / "prometheus"
@@ -118,3 +120,31 @@ def test_every_record_is_unit_tested_on_a_cluster_and_every_level_in_one_process
     assert cluster and one
     assert set(records()) <= set().union(*map(tested, cluster))
     assert {name.split(":")[0] for name in set().union(*map(tested, one))} == set(LEVELS)
+
+
+def test_dashboard_reads_records_instead_of_every_streams_raw_series() -> None:
+    """At 10,000 cameras a raw per-stream panel draws 10,000 lines, and a latency quantile rates 170,000 buckets at
+    every refresh. The frame counters and the end-to-end latency buckets are read through the recorded series only,
+    the stream states too outside the (instant) state table, and every per-stream line graph is limited to 20 (a
+    p50 line may follow the streams its p99 line picked: ``... and on (...) topk(20, ...)``)."""
+    recorded = records()
+    dashboard = json.loads(DASHBOARD.read_text())
+    through_records = {"sightline_end_to_end_latency_seconds_bucket", "sightline_frames_inferred_total",
+                       "sightline_frames_decoded_total", "sightline_frames_dropped_total"}
+    tables_only = {"sightline_stream_up", "sightline_stream_state"}
+    reads: set[str] = set()
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            expr = target["expr"]
+            names = metric_names(expr)
+            reads |= names
+            assert not names & through_records, f"{panel['title']}: {expr}"
+            assert panel["type"] == "table" or not names & tables_only, f"{panel['title']}: {expr}"
+            per_stream = any("stream" in re.split(r"\s*,\s*", labels.strip()) for labels in BY.findall(expr)) \
+                or any(name.startswith("stream:") for name in names)
+            if per_stream and panel["type"] != "table":
+                assert re.search(r"\b(topk|bottomk)\(20, ", expr), f"{panel['title']}: {expr}"
+    assert {name for name in recorded if name.startswith("stream:")} <= reads
+    assert {"worker:sightline_frames_inferred:rate1m", "worker:sightline_end_to_end_latency_seconds_bucket:rate1m",
+            "worker:sightline_end_to_end_latency_seconds:p99_1m", "worker:sightline_frames_dropped:rate1m",
+            "worker:sightline_frames_dropped_per_decoded:ratio_rate1m", "worker:sightline_stream_state:sum"} <= reads
