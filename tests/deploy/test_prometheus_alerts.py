@@ -42,10 +42,11 @@ def test_rules_pass_their_promtool_unit_tests() -> None:
 
 def test_shipped_config_loads_the_rules(tmp_path: Path) -> None:
     config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
-    assert config["rule_files"] == ["alerts.yml"]
+    assert config["rule_files"] == ["alerts.yml", "recording.yml"]  # recording.yml: test_prometheus_recording.py
     result = promtool("check", "config", str(prometheus_config_copy(tmp_path)))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "1 rule files found" in result.stdout and "14 rules found" in result.stdout
+    assert "2 rule files found" in result.stdout
+    assert f"Checking {tmp_path / 'alerts.yml'}\n  SUCCESS: 14 rules found" in result.stdout
     compose = yaml.safe_load((ROOT / "deploy/docker-compose.yml").read_text())
     assert "./prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro" in compose["services"]["prometheus"]["volumes"]
 

@@ -80,9 +80,10 @@ def kuberay_object(kind: str) -> dict[str, Any]:
 
 
 def prometheus_config_copy(folder: Path) -> Path:
-    """deploy/prometheus/ as Prometheus sees it in the container: prometheus.yml with its rules, and the scrape token
-    file compose writes beside it (promtool and Prometheus refuse a config whose credentials_file is missing)."""
-    for name in ("prometheus.yml", "alerts.yml"):
+    """deploy/prometheus/ as Prometheus sees it in the container: prometheus.yml with its rule files, and the scrape
+    token file compose writes beside it (promtool and Prometheus refuse a config whose credentials_file is missing)."""
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    for name in ("prometheus.yml", *config.get("rule_files", [])):
         (folder / name).write_text((ROOT / "deploy" / "prometheus" / name).read_text())
     (folder / "sightline-metrics-token").write_text("test-metrics-token-16")
     return folder / "prometheus.yml"

@@ -19,6 +19,7 @@ import httpx
 import numpy as np
 import pytest
 import pytest_asyncio
+import yaml
 from sightline import synthetic_media as media
 from sightline.stream.config import RunConfig, StreamConfig
 from sightline.stream.metrics import Metrics
@@ -36,6 +37,7 @@ TOKEN = "service-token-5678"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 STREAMS = ("cam-a", "cam-b")
 DASHBOARD = Path(__file__).resolve().parents[3] / "deploy" / "grafana" / "dashboards" / "sightline.json"
+RECORDING = DASHBOARD.parents[2] / "prometheus" / "recording.yml"  # the series the dashboard reads besides /metrics
 PROMETHEUS = shutil.which("prometheus")
 CHROMIUM = browsers.chromium()
 CHROMEDRIVER = browsers.chromedriver()
@@ -228,8 +230,12 @@ def prometheus(service: Service, tmp_path_factory: pytest.TempPathFactory) -> It
         pytest.skip("the prometheus binary is not installed (Debian package 'prometheus')")
     work = tmp_path_factory.mktemp("prometheus")
     target = service.url.removeprefix("http://")
+    rules = yaml.safe_load(RECORDING.read_text())
+    for group in rules["groups"]:
+        group.pop("interval", None)  # every rule at this test's 1 s pace (the per-stream group's 1 min outlasts waits)
+    (work / "recording.yml").write_text(yaml.safe_dump(rules))
     (work / "prometheus.yml").write_text(
-        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - recording.yml\n"
         "scrape_configs:\n  - job_name: sightline\n    scrape_interval: 1s\n    scrape_timeout: 1s\n"
         f"    static_configs:\n      - targets: ['{target}']\n")
     port = free_port()
@@ -311,8 +317,8 @@ async def test_every_dashboard_query_runs_on_real_prometheus(prometheus: str) ->
     await asyncio.to_thread(wait_until, has_data, 40, "scraped data", 0.5, lambda: scrape_health(prometheus))
 
     # sink errors, GPU memory, publishing and encoding, cluster workers, events and alerts have no series
-    # here (no failing sink, no CUDA, no viewer or publish target, no Ray, no event rule, no rule files);
-    # every other query has data
+    # here (no failing sink, no CUDA, no viewer or publish target, no Ray, no event rule, no alert rules);
+    # every other query has data, the recorded series (deploy/prometheus/recording.yml) included
     allowed_empty = ("sightline_sink_errors_total", "sightline_gpu_memory_bytes",
                      "sightline_publish_", "sightline_annotated_",  # nobody watches or publishes here
                      "sightline_worker_",  # a Ray worker's own gauges (sightline run --ray)
