@@ -67,6 +67,7 @@ from typing import Any
 
 import yaml
 from common import cpu_name, tiny_classifier  # benchmarks/ is on sys.path when this script runs
+from density import stop
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
@@ -562,12 +563,7 @@ def run_fleet(folder: Path, template_text: str, real: Any, workers: int, cameras
         out["elapsed_s"] = time.monotonic() - started
         return out
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop(proc, signal.SIGTERM)
         log.close()
         for srv in servers:
             srv.shutdown()
