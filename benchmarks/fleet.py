@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -39,9 +40,8 @@ from typing import Any
 
 import httpx
 import psutil
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import cpu_name  # noqa: E402
+from common import cpu_name  # benchmarks/ is on sys.path when this script runs
+from density import git_commit, wait_until
 
 TOKEN = "fleet-benchmark-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -120,11 +120,9 @@ class Cpu:
 
 
 def wait_for(check: Any, timeout: float, what: str) -> float:
+    """Seconds until ``check()`` holds (density.wait_until raises with ``what`` after ``timeout``)."""
     started = time.monotonic()
-    while not check():
-        if time.monotonic() - started > timeout:
-            raise RuntimeError(f"{what}: not within {timeout:.0f} s")
-        time.sleep(POLL_S)
+    wait_until(check, timeout, what, step=POLL_S)
     return time.monotonic() - started
 
 
@@ -281,6 +279,7 @@ def run_point(workers: int, streams: int, args: argparse.Namespace) -> dict[str,
         served.close()
         controller.shutdown()
         ray.shutdown()
+        shutil.rmtree(work, ignore_errors=True)
     return point
 
 
@@ -364,8 +363,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     args = parse_args(argv)
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    from benchmarks.density import git_commit
-
     report: dict[str, Any] = {"cpu": cpu_name(), "cores": os.cpu_count(), "commit": git_commit(),
                               "command": "benchmarks/fleet.py " + " ".join(argv),
                               "workers_in": args.workers_in, "heartbeat_s": args.heartbeat_s,

@@ -55,10 +55,7 @@ class ActorHandle:
         self._pool = cf.ThreadPoolExecutor(max_workers=int(options.get("max_concurrency", 1)),
                                            thread_name_prefix=f"actor-{options.get('name', cls.__name__)}")
         self._dead = False
-        self._made = self._pool.submit(self._run, lambda: cls(*self._unpickle(args)[0]))
-
-    def _unpickle(self, blob: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        return pickle.loads(blob)
+        self._made = self._pool.submit(self._run, lambda: cls(*pickle.loads(args)[0]))
 
     def _run(self, work: Any) -> Any:
         started = time.thread_time()
@@ -67,25 +64,25 @@ class ActorHandle:
         finally:
             self._ray._count(time.thread_time() - started)
 
-    def _call(self, name: str, args: bytes) -> ObjectRef:
-        if self._dead:
-            future: cf.Future = cf.Future()
-            future.set_exception(ActorDiedError(f"actor {self._options.get('name')} was killed"))
-            return ObjectRef(future)
+    def _died(self) -> ActorDiedError:
+        return ActorDiedError(f"actor {self._options.get('name')} was killed")
 
+    def _call(self, name: str, args: bytes) -> ObjectRef:
         def work() -> bytes:
             obj = self._made.result()
             a, kw = pickle.loads(args)
             if self._dead:
-                raise ActorDiedError(f"actor {self._options.get('name')} was killed")
+                raise self._died()
             return pickle.dumps(getattr(obj, name)(*a, **kw))
 
-        try:
-            return ObjectRef(self._pool.submit(self._run, work))
-        except RuntimeError:  # the pool was shut down: killed meanwhile
-            future = cf.Future()
-            future.set_exception(ActorDiedError(f"actor {self._options.get('name')} was killed"))
-            return ObjectRef(future)
+        if not self._dead:
+            try:
+                return ObjectRef(self._pool.submit(self._run, work))
+            except RuntimeError:  # the pool was shut down: killed meanwhile
+                pass
+        future: cf.Future = cf.Future()
+        future.set_exception(self._died())
+        return ObjectRef(future)
 
     def __getattr__(self, name: str) -> _Method:
         if name.startswith("_"):

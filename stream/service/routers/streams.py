@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
@@ -57,21 +56,20 @@ def add_stream_checked(pipeline: Pipeline, stream: StreamConfig, config: RunConf
 
 
 def stream_list(pipeline: Pipeline, capacity: CapacityStats | None, storage: StorageStats | None,
-                states: list[str] | None, offset: int, limit: int | None) -> bytes:
-    """``GET /api/streams`` as JSON bytes. Blocking (thousands of streams on a cluster): runs in a worker thread,
-    and is encoded here once rather than validated again against ``StreamList`` (the statuses are built by
+                states: list[str] | None, offset: int, limit: int | None) -> JSONResponse:
+    """``GET /api/streams``, encoded. Blocking (thousands of streams on a cluster): runs in a worker thread, and
+    is encoded here once rather than validated again against ``StreamList`` (the statuses are built by
     ``stream_status``, whose shape the API tests check against the schema)."""
     runtimes = pipeline.runtimes()
+    end = None if limit is None else offset + limit
     if states:
         wanted = set(states)
         statuses = [s for s in map(stream_status, runtimes) if s["state"] in wanted]
-        total = len(statuses)
-        page = statuses[offset:None if limit is None else offset + limit]
+        total, page = len(statuses), statuses[offset:end]
     else:
-        total = len(runtimes)
-        page = [stream_status(r) for r in runtimes[offset:None if limit is None else offset + limit]]
-    body = {"streams": page, "total": total, "capacity": capacity_status(capacity), "storage": storage_status(storage)}
-    return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+        total, page = len(runtimes), [stream_status(r) for r in runtimes[offset:end]]
+    return JSONResponse({"streams": page, "total": total, "capacity": capacity_status(capacity),
+                         "storage": storage_status(storage)})
 
 
 @router.get("/api/streams", response_model=StreamList, dependencies=[Depends(VIEWER)],
@@ -84,8 +82,7 @@ async def list_streams(pipeline: Pipeline = Depends(get_pipeline),
                                                        "states (repeat it: ?state=failed&state=reconnecting)"),
                        offset: int = Query(0, ge=0, le=1_000_000, description="skip this many (after the filter)"),
                        limit: int | None = Query(None, ge=1, le=10_000, description="at most this many")) -> Response:
-    body = await asyncio.to_thread(stream_list, pipeline, capacity, storage, state, offset, limit)
-    return Response(body, media_type="application/json")
+    return await asyncio.to_thread(stream_list, pipeline, capacity, storage, state, offset, limit)
 
 
 @router.get("/api/streams/{name}", response_model=StreamStatus, dependencies=[Depends(VIEWER)],
