@@ -57,8 +57,9 @@ def only_loopback() -> bool:
 
 
 def stream_body(i: int) -> dict[str, Any]:
-    """A camera as a user adds it: an RTSP URL with credentials (redacted in every status), 2 classifications/s."""
-    return {"name": f"cam-{i:05d}", "url": f"rtsp://viewer:s3cret@10.{i // 65536 % 256}.{i // 256 % 256}."
+    """A camera as a user adds it: an RTSP URL with credentials (redacted in every status), 2 classifications/s.
+    Its address is a loopback one: a simulated worker never connects, and nothing here names another host."""
+    return {"name": f"cam-{i:05d}", "url": f"rtsp://viewer:s3cret@127.{i // 65536 % 256}.{i // 256 % 256}."
                                             f"{i % 256}:554/Streaming/Channels/101", "infer_fps": INFER_FPS}
 
 

@@ -56,7 +56,7 @@ def config(tmp_path: Path, workers: int = 4, heartbeat_s: float = 0.2, **server:
 
 
 def camera(i: int, infer_fps: float = 2.0) -> StreamConfig:
-    return StreamConfig(name=f"cam-{i:03d}", url=f"rtsp://user:secret@10.0.{i // 256}.{i % 256}:554/main",
+    return StreamConfig(name=f"cam-{i:03d}", url=f"rtsp://user:secret@127.0.{i // 256}.{i % 256}:554/main",
                         infer_fps=infer_fps)
 
 
