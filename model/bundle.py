@@ -26,8 +26,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-
-
 @dataclass(frozen=True)
 class PreprocessSpec:
     """Serving preprocessing: shorter side to ``resize`` (bilinear, antialiased), centre crop, normalize."""

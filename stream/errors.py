@@ -40,6 +40,10 @@ class StreamOutputError(StreamError):
     """A stream's outputs (prediction log, recording) cannot be opened (API: 503); nothing is registered."""
 
 
+class PublisherConnectedError(StreamError):
+    """A publisher is connected to a ``webrtc://`` stream; a second one is refused (API: 409)."""
+
+
 def describe_av_error(exc: BaseException) -> str:
     """FFmpeg's reason without the file name PyAV appends (it may hold credentials)."""
     strerror = getattr(exc, "strerror", None)

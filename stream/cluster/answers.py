@@ -10,7 +10,6 @@ from typing import Any
 
 from sightline.model.errors import ConfigError
 from sightline.stream import errors
-from sightline.stream.sources.webrtc_ingest import PublisherConnectedError
 
 KINDS: dict[str, type[Exception]] = {
     "duplicate": errors.DuplicateStreamError,
@@ -18,7 +17,7 @@ KINDS: dict[str, type[Exception]] = {
     "output": errors.StreamOutputError,
     "unknown": errors.UnknownStreamError,
     "busy": errors.StreamBusyError,
-    "publisher": PublisherConnectedError,
+    "publisher": errors.PublisherConnectedError,
     "config": ConfigError,
     "offer": errors.StreamError,  # last: any other stream error
 }

@@ -16,9 +16,11 @@ import threading
 import time
 from typing import Any
 
-from sightline.model.echo import bounded
+from sightline.stream.cluster.answers import error_answer
 from sightline.stream.cluster.placement import asked_fps
 from sightline.stream.config import RunConfig, StreamConfig, redact_url
+from sightline.stream.errors import StreamError
+from sightline.stream.pipeline.registry import check_admission, claim_removal
 from sightline.stream.service.status import links
 
 LABELS = ("tabby, tabby cat", "Egyptian cat", "tiger cat", "lynx, catamount", "sports car, sport car",
@@ -36,6 +38,8 @@ def model_of(spec: dict[str, str]) -> dict[str, Any]:
 
 class SimulatedStream:
     """One synthetic stream: a status like a real one's, computed from the clock when asked."""
+
+    removing = False  # the registry's rules read it (a simulated removal is instant)
 
     def __init__(self, config: StreamConfig, fps: float, model_id: str) -> None:
         self.config = config
@@ -133,12 +137,11 @@ class SimulatedWorker:
 
     def add_stream(self, stream: dict[str, Any]) -> dict[str, Any]:
         config = StreamConfig.model_validate(stream)
-        with self._lock:
-            if config.name in self._streams:
-                return {"error": "duplicate", "detail": f"a stream named {config.name!r} already exists"}
-            if len(self._streams) >= self.config.server.max_streams:
-                return {"error": "too_many", "detail": f"{self.config.server.max_streams} streams are registered "
-                                                       "(server.max_streams); remove one first"}
+        with self._lock:  # the pipeline registry's rules and answers, as a real worker's
+            try:
+                check_admission(self._streams, config.name, self.config.server.max_streams)
+            except StreamError as exc:
+                return error_answer(exc)
             s = SimulatedStream(config, asked_fps(config, self.config.cluster.default_stream_fps),
                                 self._model["id"])
             self._streams[config.name] = s
@@ -146,9 +149,11 @@ class SimulatedWorker:
 
     def remove_stream(self, name: str) -> dict[str, Any]:
         with self._lock:
-            s = self._streams.pop(name, None)
-        if s is None:
-            return {"error": "unknown", "detail": f"no stream named {bounded(name, 80)!r}"}
+            try:
+                s = claim_removal(self._streams, name)
+            except StreamError as exc:
+                return error_answer(exc)
+            del self._streams[name]
         return {"status": {**s.status(time.monotonic()), "state": "stopped"}}
 
     def statuses(self) -> list[dict[str, Any]]:

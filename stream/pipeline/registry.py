@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from sightline.stream.errors import DuplicateStreamError, StreamBusyError, TooManyStreamsError, UnknownStreamError
-from sightline.stream.pipeline.stream_runtime import StreamRuntime
+
+if TYPE_CHECKING:  # a type only: the admission rules are read where no torch is loaded (a simulated worker)
+    from sightline.stream.pipeline.stream_runtime import StreamRuntime
 
 
 class Removable(Protocol):

@@ -25,7 +25,7 @@ from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 from sightline.stream.buffers import BoundedQueue
 from sightline.stream.config import StreamConfig
-from sightline.stream.errors import StreamError
+from sightline.stream.errors import PublisherConnectedError, StreamError
 from sightline.stream.frames import Frame, FrameDemand
 from sightline.stream.ice import IcePolicy, host_candidates, keep_reachable_candidates
 from sightline.stream.lifecycle import StreamState
@@ -36,10 +36,6 @@ log = logging.getLogger(__name__)
 
 WAITING = "waiting for a WebRTC publisher"
 REASON_LIMIT = 160  # characters of aiortc's reason quoted back (it may quote the offer)
-
-
-class PublisherConnectedError(StreamError):
-    """A publisher is connected to the stream; a second one is refused (API: 409)."""
 
 
 class WebRtcSource(FrameSource):

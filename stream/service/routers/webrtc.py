@@ -10,12 +10,11 @@ import logging
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.responses import HTMLResponse
-from sightline.stream.errors import StreamError
+from sightline.stream.errors import PublisherConnectedError, StreamError
 from sightline.stream.pipeline.stream_runtime import StreamRuntime
 from sightline.stream.service.auth import PAGE
 from sightline.stream.service.deps import CHANGE, CLOSING_RESPONSES, stream_named
 from sightline.stream.service.models import SessionDescription
-from sightline.stream.sources.webrtc_ingest import PublisherConnectedError
 
 log = logging.getLogger(__name__)
 

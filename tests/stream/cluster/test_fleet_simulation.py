@@ -16,12 +16,14 @@ from typing import Any
 
 import httpx
 import pytest
+from sightline.stream.cluster.answers import raise_for
 from sightline.stream.cluster.controller import PLACED, ClusterPipeline
 from sightline.stream.cluster.inprocess_ray import InProcessRay
 from sightline.stream.cluster.launch import cluster_app
 from sightline.stream.cluster.simulated_worker import SimulatedWorker
 from sightline.stream.cluster.worker import PipelineWorker
 from sightline.stream.config import RunConfig, StreamConfig
+from sightline.stream.errors import TooManyStreamsError, UnknownStreamError
 from sightline.stream.service.models import StreamList, StreamStatus
 from sightline.stream.service.server import HttpServer
 
@@ -44,6 +46,25 @@ def test_the_simulated_worker_has_the_real_workers_methods_and_signatures() -> N
     for name, signature in real.items():
         assert simulated[name] == signature, name
     assert inspect.signature(SimulatedWorker.__init__) == inspect.signature(PipelineWorker.__init__)
+
+
+def test_the_simulated_worker_refuses_by_the_registrys_rules(tmp_path: Path) -> None:
+    """A duplicate name, a full worker and an unknown removal: the kinds a real worker answers (answers.py), the
+    registry's messages, and the controller raises the pipeline's errors again from them."""
+    worker = SimulatedWorker(config(tmp_path, max_streams=1).model_dump(mode="json"), "w1")
+    assert "status" in worker.add_stream(camera(1).model_dump(mode="json"))
+    duplicate = worker.add_stream(camera(1).model_dump(mode="json"))
+    assert duplicate == {"error": "duplicate", "detail": "a stream named 'cam-001' already exists"}
+    full = worker.add_stream(camera(2).model_dump(mode="json"))
+    assert full["error"] == "too_many" and "server.max_streams" in full["detail"]
+    with pytest.raises(TooManyStreamsError):
+        raise_for(full)
+    assert worker.remove_stream("cam-001")["status"]["state"] == "stopped"
+    unknown = worker.remove_stream("cam-001")
+    assert unknown == {"error": "unknown", "detail": "no stream named 'cam-001'"}
+    with pytest.raises(UnknownStreamError):
+        raise_for(unknown)
+    assert worker.statuses() == [] and "status" in worker.add_stream(camera(2).model_dump(mode="json"))
 
 
 def config(tmp_path: Path, workers: int = 4, heartbeat_s: float = 0.2, **server: Any) -> RunConfig:
