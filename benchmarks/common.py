@@ -1,9 +1,15 @@
-"""What the benchmark scripts share: the CPU's name (every figure names it) and a tiny classifier."""
+"""What the benchmark scripts share: the CPU's name (every figure names it), a tiny classifier, and HTTP that
+stays on this machine."""
 
 from __future__ import annotations
 
 import platform
+import urllib.request
 from pathlib import Path
+
+# urlopen without the environment's proxy settings: everything a benchmark opens is on 127.0.0.1, and an
+# http_proxy would otherwise carry those requests to another host
+open_local = urllib.request.build_opener(urllib.request.ProxyHandler({})).open
 
 
 def cpu_name() -> str:

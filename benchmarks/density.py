@@ -63,7 +63,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from common import cpu_name  # benchmarks/ is on sys.path when this script runs
+from common import cpu_name, open_local  # benchmarks/ is on sys.path when this script runs
 
 ROOT = Path(__file__).resolve().parents[1]
 # shared with the tests (one mount there, one shared mount per camera here)
@@ -474,7 +474,7 @@ class Api:
 
     def __init__(self, port: int) -> None:
         self.base = f"http://127.0.0.1:{port}"
-        self._open = urllib.request.build_opener(urllib.request.ProxyHandler({})).open
+        self._open = open_local
 
     def get(self, path: str, timeout: float = 30.0) -> tuple[int, bytes, float]:
         """(status, body, seconds) of GET ``path``."""

@@ -363,7 +363,6 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(post_streams(url, first, count, parallel)))
         return 0
     args = parse_args(argv)
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     report: dict[str, Any] = {"cpu": cpu_name(), "cores": os.cpu_count(), "commit": git_commit(),
                               "command": "benchmarks/fleet.py " + " ".join(argv),
                               "workers_in": args.workers_in, "heartbeat_s": args.heartbeat_s,

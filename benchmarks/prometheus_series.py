@@ -66,8 +66,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from common import cpu_name, tiny_classifier  # benchmarks/ is on sys.path when this script runs
-from density import stop
+from common import cpu_name, open_local, tiny_classifier  # benchmarks/ is on sys.path when this script runs
+from density import free_port, stop, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
@@ -264,7 +264,7 @@ def fetch(url: str, accept: str, gzipped: bool) -> tuple[int, int, str]:
     headers = {"Accept": accept}
     if gzipped:
         headers["Accept-Encoding"] = "gzip"
-    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as answer:
+    with open_local(urllib.request.Request(url, headers=headers), timeout=10) as answer:
         raw = answer.read()
         kind = answer.headers.get("Content-Type", "")
         if answer.headers.get("Content-Encoding") == "gzip":
@@ -410,17 +410,9 @@ def serve(stand_in: StandIn) -> ThreadingHTTPServer:
     return server
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def prom_get(base: str, path: str, **params: str) -> Any:
     url = f"{base}{path}?{urllib.parse.urlencode(params)}"
-    with urllib.request.urlopen(url, timeout=120) as answer:
+    with open_local(url, timeout=120) as answer:
         body = json.load(answer)
     if body.get("status") != "success":
         raise RuntimeError(f"{path} {params}: {body}")
@@ -516,15 +508,18 @@ def run_fleet(folder: Path, template_text: str, real: Any, workers: int, cameras
                              f"--storage.tsdb.path={work / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
                             stdout=log, stderr=subprocess.STDOUT)
     started = time.monotonic()
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError((work / "prometheus.log").read_text()[-2000:])
+        try:
+            with open_local(f"{base}/-/ready", timeout=1):
+                return True
+        except OSError:
+            return False
+
     try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError((work / "prometheus.log").read_text()[-2000:])
-            try:
-                urllib.request.urlopen(f"{base}/-/ready", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.2)
+        wait_until(ready, 120, "Prometheus did not answer /-/ready", step=0.2)
         print(f"prometheus on {base}: {workers} stand-in workers x {cameras} cameras, {minutes:g} min", flush=True)
         own = OwnMetrics(base)
         own.run_for(minutes * 60)
@@ -588,7 +583,7 @@ class OwnMetrics:
     def read(self) -> None:
         from prometheus_client.parser import text_string_to_metric_families
 
-        with urllib.request.urlopen(self.url, timeout=30) as answer:
+        with open_local(self.url, timeout=30) as answer:
             text = answer.read().decode()
         values: dict[str, dict[str, float]] = {}
         for family in text_string_to_metric_families(text):

@@ -41,7 +41,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import cpu_name  # benchmarks/ is on sys.path when this script runs
+from common import cpu_name, open_local  # benchmarks/ is on sys.path when this script runs
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "soak-token"  # loopback only, one run: not a secret worth hiding
@@ -135,7 +135,7 @@ class Api:
 
     def __init__(self, port: int) -> None:
         self.base = f"http://127.0.0.1:{port}"
-        self._open = urllib.request.build_opener(urllib.request.ProxyHandler({})).open
+        self._open = open_local
         self.slowest_ms: float | None = None
 
     def call(self, method: str, path: str, body: dict | None = None, timeout: float = 30.0) -> tuple[int, object]:
